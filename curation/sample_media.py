@@ -1,0 +1,110 @@
+"""Synthetic footage with known ground truth, made with ffmpeg's lavfi sources.
+
+Used by tests and the README demo: each shot is a different test pattern (so a shot
+detector sees a hard cut at every shot boundary), audio is a tone per shot (stereo by
+default: left and right at different pitches), and the audio can be shifted by a known
+offset to exercise A/V-sync estimation. ``make_clip`` returns the ground truth.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from curation.ffmpeg import run_ffmpeg
+
+# Visually distinct lavfi sources: consecutive shots never look alike.
+PATTERNS = ("testsrc2", "smptebars", "mandelbrot", "rgbtestsrc", "cellauto", "life", "smptehdbars")
+
+
+@dataclass
+class SampleClip:
+    path: Path
+    cut_times_s: list[float]  # shot boundaries inside the clip (excludes 0 and the end)
+    duration_s: float
+    fps: int
+    audio_offset_s: float
+    shot_durations_s: list[float] = field(default_factory=list)
+
+
+def make_clip(
+    path: str | Path,
+    shot_durations_s: list[float] = (2.0, 2.0),
+    *,
+    fps: int = 25,
+    size: tuple[int, int] = (320, 240),
+    sample_rate: int = 48000,
+    stereo: bool = True,
+    audio: bool = True,
+    audio_offset_s: float = 0.0,
+    beeps: bool = False,
+    video_codec: str = "libx264",
+) -> SampleClip:
+    """Write an mp4 of consecutive shots with hard cuts at known times.
+
+    ``audio_offset_s`` > 0 delays the audio (audio lags video), < 0 advances it.
+    ``beeps`` replaces tones with short clicks at every shot start and every 0.5 s
+    plus a matching white video flash, which gives sync estimators an unambiguous event.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    w, h = size
+    total = float(sum(shot_durations_s))
+    args: list[str] = []
+    for i, dur in enumerate(shot_durations_s):
+        pattern = PATTERNS[i % len(PATTERNS)]
+        args += ["-f", "lavfi", "-t", str(dur), "-i", f"{pattern}=size={w}x{h}:rate={fps}"]
+    n = len(shot_durations_s)
+    video_chain = "".join(f"[{i}:v]" for i in range(n)) + f"concat=n={n}:v=1:a=0,format=yuv420p"
+    if beeps:
+        # A white flash on the first frame of every 0.5 s period.
+        video_chain += (
+            f",drawbox=x=0:y=0:w={w}:h={h}:color=white:t=fill:"
+            f"enable='lt(mod(n\\,{max(1, fps // 2)})\\,1)'"
+        )
+    filters = [video_chain + "[v]"]
+    maps = ["-map", "[v]"]
+    if audio:
+        if beeps:
+            expr = "if(lt(mod(t\\,0.5)\\,0.02)\\,0.8*sin(2*PI*1000*t)\\,0)"
+            src = f"aevalsrc=exprs={expr}|{expr}:s={sample_rate}:d={total}" if stereo else \
+                f"aevalsrc=exprs={expr}:s={sample_rate}:d={total}"
+            args += ["-f", "lavfi", "-i", src]
+            audio_chain = f"[{n}:a]anull"
+        else:
+            # One tone per shot; left/right differ when stereo.
+            for i, dur in enumerate(shot_durations_s):
+                f_left = 220 * (i + 2)
+                src = (
+                    f"aevalsrc=exprs=0.3*sin(2*PI*{f_left}*t)|0.3*sin(2*PI*{f_left * 1.5}*t):s={sample_rate}:d={dur}"
+                    if stereo
+                    else f"sine=frequency={f_left}:sample_rate={sample_rate}:duration={dur}"
+                )
+                args += ["-f", "lavfi", "-i", src]
+            audio_chain = "".join(f"[{n + i}:a]" for i in range(n)) + f"concat=n={n}:v=0:a=1"
+        if audio_offset_s > 0:
+            ms = int(round(audio_offset_s * 1000))
+            audio_chain += f",adelay={ms}:all=1"
+        elif audio_offset_s < 0:
+            audio_chain += f",atrim=start={-audio_offset_s},asetpts=PTS-STARTPTS"
+        audio_chain += f",apad,atrim=end={total}"
+        filters.append(audio_chain + "[a]")
+        maps += ["-map", "[a]", "-c:a", "aac", "-b:a", "128k", "-ar", str(sample_rate)]
+    run_ffmpeg(
+        [*args, "-filter_complex", ";".join(filters), *maps,
+         "-c:v", video_codec, "-preset", "ultrafast", "-crf", "23", "-g", str(fps),
+         "-r", str(fps), "-t", str(total), "-movflags", "+faststart", str(path)]
+    )
+    cuts, acc = [], 0.0
+    for dur in shot_durations_s[:-1]:
+        acc += dur
+        cuts.append(round(acc, 6))
+    return SampleClip(path, cuts, total, fps, audio_offset_s if audio else 0.0, list(shot_durations_s))
+
+
+def make_tone(path: str | Path, duration_s: float = 2.0, *, sample_rate: int = 16000, freq: float = 440.0) -> Path:
+    """An audio-only file (a tone)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    run_ffmpeg(["-f", "lavfi", "-i", f"sine=frequency={freq}:sample_rate={sample_rate}:duration={duration_s}", str(path)])
+    return path

@@ -1,0 +1,140 @@
+"""The one door to MLflow.
+
+``open_tracker(run_dir, experiment, run_name)`` gives an ``MlflowTracker`` writing to
+``MLFLOW_TRACKING_URI`` when set, else to a SQLite store in ``<run_dir>/../mlruns.db``
+(one local store shared by all runs under the same parent, so the MLflow UI can
+compare them side by side). ``NullTracker`` has the same methods and does nothing:
+non-zero ranks and tests that do not care use it.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from pathlib import Path
+from typing import Any, Protocol
+
+log = logging.getLogger(__name__)
+
+
+class Tracker(Protocol):
+    run_id: str | None
+    tracking_uri: str | None
+
+    def log_params(self, params: dict[str, Any]) -> None: ...
+    def log_metrics(self, metrics: dict[str, float], step: int | None = None) -> None: ...
+    def log_artifact(self, path: str | Path, artifact_path: str | None = None) -> None: ...
+    def set_tags(self, tags: dict[str, str]) -> None: ...
+    def close(self, status: str = "FINISHED") -> None: ...
+
+
+class NullTracker:
+    run_id = None
+    tracking_uri = None
+
+    def log_params(self, params):
+        pass
+
+    def log_metrics(self, metrics, step=None):
+        pass
+
+    def log_artifact(self, path, artifact_path=None):
+        pass
+
+    def set_tags(self, tags):
+        pass
+
+    def close(self, status="FINISHED"):
+        pass
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+
+def default_tracking_uri(store_dir: str | Path) -> str:
+    """``MLFLOW_TRACKING_URI`` if set, else a SQLite store inside ``store_dir``."""
+    uri = os.environ.get("MLFLOW_TRACKING_URI")
+    if uri:
+        return uri
+    store_dir = Path(store_dir).resolve()
+    store_dir.mkdir(parents=True, exist_ok=True)
+    return f"sqlite:///{store_dir / 'mlruns.db'}"
+
+
+def flatten(params: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    """Nested config -> ``{"a.b": value}`` (MLflow params are flat)."""
+    out: dict[str, Any] = {}
+    for key, value in params.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, dict):
+            out.update(flatten(value, name + "."))
+        else:
+            out[name] = value
+    return out
+
+
+class MlflowTracker:
+    def __init__(self, experiment: str, run_name: str | None = None, tracking_uri: str | None = None,
+                 store_dir: str | Path = "runs"):
+        os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "1")
+        import mlflow  # imported here so code that never tracks never pays for it
+
+        self._mlflow = mlflow
+        self.tracking_uri = tracking_uri or default_tracking_uri(store_dir)
+        self._client = mlflow.MlflowClient(self.tracking_uri)
+        if self.tracking_uri.startswith("sqlite:"):
+            # Artifacts beside the SQLite file, not in the current directory.
+            artifact_root = (Path(self.tracking_uri.removeprefix("sqlite:///")).parent / "mlartifacts").as_uri()
+        else:
+            artifact_root = None
+        exp = self._client.get_experiment_by_name(experiment)
+        exp_id = exp.experiment_id if exp else self._client.create_experiment(experiment, artifact_location=artifact_root)
+        self.experiment_id = exp_id
+        self.run_id = self._client.create_run(exp_id, run_name=run_name).info.run_id
+        log.info("MLflow run %s in experiment %r at %s", self.run_id, experiment, self.tracking_uri)
+
+    def log_params(self, params: dict[str, Any]) -> None:
+        flat = {k: str(v)[:6000] for k, v in flatten(params).items()}
+        items = list(flat.items())
+        for i in range(0, len(items), 100):  # MLflow's per-call batch limit
+            self._client.log_batch(self.run_id, params=[self._mlflow.entities.Param(k, v) for k, v in items[i:i + 100]])
+
+    def log_metrics(self, metrics: dict[str, float], step: int | None = None) -> None:
+        import time
+
+        now = int(time.time() * 1000)
+        ms = [self._mlflow.entities.Metric(k, float(v), now, step or 0) for k, v in metrics.items()]
+        if ms:
+            self._client.log_batch(self.run_id, metrics=ms)
+
+    def log_artifact(self, path: str | Path, artifact_path: str | None = None) -> None:
+        path = Path(path)
+        if path.is_dir():
+            self._client.log_artifacts(self.run_id, str(path), artifact_path)
+        else:
+            self._client.log_artifact(self.run_id, str(path), artifact_path)
+
+    def set_tags(self, tags: dict[str, str]) -> None:
+        for k, v in tags.items():
+            self._client.set_tag(self.run_id, k, str(v))
+
+    def close(self, status: str = "FINISHED") -> None:
+        if self.run_id:
+            self._client.set_terminated(self.run_id, status)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, exc_type, *exc):
+        self.close("FAILED" if exc_type else "FINISHED")
+
+
+def open_tracker(experiment: str, run_name: str | None = None, *, store_dir: str | Path = "runs",
+                 enabled: bool = True) -> Tracker:
+    """An MLflow tracker, or a NullTracker when ``enabled`` is false (non-zero ranks)."""
+    if not enabled:
+        return NullTracker()
+    return MlflowTracker(experiment, run_name, store_dir=store_dir)

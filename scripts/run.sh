@@ -1,0 +1,66 @@
+#!/usr/bin/env bash
+# Set up tandem's virtual environment (idempotent) and run one thing in it.
+#
+#   bash scripts/run.sh demo     set up, then run the main job on embedded defaults
+#   bash scripts/run.sh test     set up, then run the test suite (what CI runs)
+#   bash scripts/run.sh setup    only set up
+#
+# Torch build: on a machine without an NVIDIA GPU the CPU wheel is pinned through
+# constraints/cpu.txt, so nothing here can pull a multi-GB CUDA torch. On a GPU node,
+# install the CUDA torch you want into .venv first; the script then keeps it
+# (constraints/lock.txt pins everything but torch).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+ROOT=$PWD
+VENV=${TANDEM_VENV:-$ROOT/.venv}
+PY=${PYTHON:-python3.11}
+command -v "$PY" >/dev/null || PY=python3
+
+setup() {
+  if [ ! -x "$VENV/bin/python" ]; then
+    echo "[tandem] creating virtual environment $VENV"
+    "$PY" -m venv "$VENV"
+  fi
+  if command -v nvidia-smi >/dev/null 2>&1 && nvidia-smi -L >/dev/null 2>&1; then
+    constraints=constraints/lock.txt
+  else
+    constraints=constraints/cpu.txt
+  fi
+  stamp="$VENV/.tandem-installed"
+  want=$(cat pyproject.toml constraints/*.txt scripts/install_asr.sh 2>/dev/null | sha256sum | cut -c1-16)
+  if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
+    echo "[tandem] installing tandem-av and its dependencies (constraints: $constraints; a few minutes the first time)"
+    "$VENV/bin/pip" install --quiet --disable-pip-version-check -c "$constraints" -e ".[dev,asr]" 2>&1 \
+      | grep -v "is ignored: it is neither a file nor a directory" || true
+    if [ -f scripts/install_asr.sh ]; then bash scripts/install_asr.sh "$VENV" "$constraints"; fi
+    "$VENV/bin/python" -c "import pipelines, torch; print('[tandem] torch', torch.__version__)"
+    echo "$want" > "$stamp"
+  fi
+}
+
+case "${1:-}" in
+  setup) setup ;;
+  demo)
+    setup
+    shift
+    exec "$VENV/bin/tandem" demo "$@"
+    ;;
+  test)
+    setup
+    shift
+    export MLFLOW_DISABLE_TELEMETRY=1 RAY_USAGE_STATS_ENABLED=0 RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0
+    set +e
+    "$VENV/bin/python" -m pytest -q --timeout=900 --durations=15 "$@"
+    rc=$?
+    set -e
+    if [ $rc -eq 5 ]; then
+      echo "[tandem] pytest collected no tests: that is a failure" >&2
+      exit 1
+    fi
+    exit $rc
+    ;;
+  *)
+    sed -n '2,11p' "$0"
+    exit 2
+    ;;
+esac
