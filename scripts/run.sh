@@ -27,7 +27,7 @@ setup() {
     constraints=constraints/cpu.txt
   fi
   stamp="$VENV/.tandem-installed"
-  want=$(cat pyproject.toml constraints/*.txt scripts/install_asr.sh 2>/dev/null | sha256sum | cut -c1-16)
+  want=$(cat pyproject.toml constraints/*.txt scripts/install_*.sh 2>/dev/null | sha256sum | cut -c1-16) || true
   if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
     echo "[tandem] installing tandem-av and its dependencies (constraints: $constraints; a few minutes the first time)"
     "$VENV/bin/pip" install --quiet --disable-pip-version-check -c "$constraints" -e ".[dev,asr]" 2>&1 \
