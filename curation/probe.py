@@ -96,7 +96,7 @@ class ProbeStage(Stage):
         if declared and scan["end_s"] < declared - self.config.truncation_tolerance_s:
             return [reject(item, self.name, "truncated",
                            f"video packets end at {scan['end_s']:.2f}s, header says {declared:.2f}s")]
-        item["probe"] = self._describe(video, audio, scan, declared)
+        item["probe"] = self._describe(info, video, audio, scan, declared)
         return [item]
 
     def _scan_video(self, path: Path, index: int) -> dict:
@@ -119,7 +119,7 @@ class ProbeStage(Stage):
         return {"n_frames": len(pts), "end_s": end - start, "intervals": np.diff(times),
                 "decodable": decodable}
 
-    def _describe(self, video: dict, audio: dict | None, scan: dict, declared: float | None) -> dict:
+    def _describe(self, info: dict, video: dict, audio: dict | None, scan: dict, declared: float | None) -> dict:
         fps = Fraction(video.get("avg_frame_rate") or "0/1") or Fraction(video.get("r_frame_rate") or "0/1")
         intervals = scan["intervals"]
         vfr = False
@@ -133,6 +133,8 @@ class ProbeStage(Stage):
         shown_w, shown_h = (height, width) if rotation in (90, 270) else (width, height)
         return {
             "duration_s": declared or scan["end_s"],
+            # Timestamps start here; frame i of the decoded video is at start_time_s + i / fps.
+            "start_time_s": _float(info.get("format", {}).get("start_time")) or 0.0,
             "fps": float(fps),
             "fps_rational": f"{fps.numerator}/{fps.denominator}",
             "vfr": vfr,

@@ -142,7 +142,7 @@ class ShotStage(Stage):
             start_frame=start, end_frame=end, fps=float(fps),
             start_s=float(start / fps), end_s=float(end / fps),
             shot=shot,
-            analysis={"motion_energy": [round(float(v), 5) for v in motion],
+            analysis={"fps": float(fps), "motion_energy": [round(float(v), 5) for v in motion],
                       "black": [bool(v) for v in black[start:end]]},
         )
         if (end - start) < math.ceil(self.config.min_clip_s * fps):

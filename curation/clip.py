@@ -1,0 +1,120 @@
+"""Clip stage: cut [start_frame, end_frame) out of the source, video and audio alike.
+
+One ffmpeg call per clip re-encodes the interval: the video exactly the frames
+start_frame..end_frame-1 (on the same constant-rate frame grid the shot stage
+analysed, so variable-frame-rate sources cut consistently), the audio exactly the samples of [start_s, end_s) at the configured rate,
+padded with silence where the source audio is shorter. The audio goes both into the
+mp4 (AAC) and, losslessly, into a flac with the source's channel layout.
+
+What was written is measured afterwards; if video and audio durations disagree by
+more than one frame the clip is rejected (``duration_mismatch``).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from fractions import Fraction
+from pathlib import Path
+from typing import ClassVar
+
+from curation.ffmpeg import run_ffmpeg
+from curation.media_io import clip_durations
+from curation.stage import Item, Resources, Stage, reject
+
+# Decode this much before the clip so variable-frame-rate sources resample the same way
+# the analysis decode did (the frame-rate filter needs frames before the first one kept).
+_PREROLL_S = 1.0
+
+
+@dataclass
+class ClipConfig:
+    work_dir: str = ""  # where clips are written; set by the pipeline
+    video_codec: str = "libx264"
+    crf: int = 20
+    preset: str = "veryfast"
+    fps: float | None = None  # None keeps the source frame rate
+    max_side: int = 512  # longer side is scaled down to this (never up); 0 keeps the size
+    audio_codec: str = "aac"
+    audio_bitrate: str = "192k"
+    sample_rate: int | None = 48000  # None keeps the source sample rate
+    # Allowed disagreement between the written audio and video durations, in frames.
+    max_duration_error_frames: float = 1.0
+
+
+class ClipStage(Stage):
+    name = "clip"
+    resources: ClassVar[Resources] = Resources(cpus=1.0)
+
+    def __init__(self, config: ClipConfig | None = None):
+        config = config or ClipConfig()
+        if not config.work_dir:
+            raise ValueError("clip.work_dir is not set: the directory clips are written to")
+        super().__init__(config)
+
+    def process(self, item: Item) -> list[Item]:
+        cfg, probe = self.config, item["probe"]
+        src_rate = Fraction(probe["fps_rational"])
+        out_rate = Fraction(cfg.fps).limit_denominator(1001) if cfg.fps else src_rate
+        first, count = item["start_frame"], item["end_frame"] - item["start_frame"]
+        out_frames = round(count * out_rate / src_rate)
+        has_audio = bool(probe.get("has_audio"))
+        rate = cfg.sample_rate or probe.get("audio_sample_rate")
+        out_dir = Path(cfg.work_dir)
+        out_dir.mkdir(parents=True, exist_ok=True)
+        mp4, flac = out_dir / f"{item['key']}.mp4", out_dir / f"{item['key']}.flac"
+
+        origin = probe.get("start_time_s", 0.0)  # absolute time of analysis frame 0
+        seek = max(0.0, float(first / src_rate) - _PREROLL_S)
+        grid0 = math.floor(seek * src_rate)  # the frame-rate filter's first output frame
+        # Frames are selected by count on the resampled grid, not by time: a time bound
+        # goes through microsecond truncation and can lose a frame at the edge.
+        video = (f"[0:v:0]fps=fps={src_rate}:start_time={origin + float(grid0 / src_rate)},"
+                 f"trim=start_frame={first - grid0}:end_frame={first - grid0 + count},"
+                 f"setpts=PTS-STARTPTS{self._resize()}"
+                 f"{f',fps=fps={out_rate}' if out_rate != src_rate else ''},format=yuv420p[v]")
+        graph, maps = [video], ["-map", "[v]", "-c:v", cfg.video_codec,
+                                "-crf", str(cfg.crf), "-preset", cfg.preset]
+        flac_args = []
+        if has_audio:
+            start_s, samples = origin + float(first / src_rate), round(count / src_rate * rate)
+            graph.append(
+                f"[0:a:0]atrim=start={start_s}:end={origin + float((first + count) / src_rate)},"
+                f"asetpts=PTS-{start_s}/TB,aresample={rate}:first_pts=0,"  # silence where audio starts late
+                f"apad=whole_len={samples},atrim=end_sample={samples},asplit=2[a1][a2]")
+            maps += ["-map", "[a1]", "-c:a", cfg.audio_codec, "-b:a", cfg.audio_bitrate]
+            flac_args = ["-map", "[a2]", "-c:a", "flac", str(flac)]
+        # No -ss at all for clips near the start: seeking to 0 in an mp4 zeroes the first
+        # AAC frame's samples (ffmpeg 6.0 applies the encoder-delay skip twice).
+        seek_args = ["-ss", f"{seek:.6f}"] if seek > 0 else []
+        run_ffmpeg([*seek_args, "-copyts", "-i", item["source"]["path"],
+                    "-filter_complex", ";".join(graph), *maps, "-movflags", "+faststart",
+                    str(mp4), *flac_args])
+
+        got = clip_durations(mp4, flac if has_audio else None)
+        item = {**item, "files": {**item.get("files", {}), "mp4": str(mp4)},
+                "width": got["width"], "height": got["height"], "fps": float(out_rate),
+                "clip": {"n_frames": got["n_frames"], "duration_s": got["video_s"],
+                         "video_codec": cfg.video_codec, "source_fps": float(src_rate)}}
+        if has_audio:
+            item["files"]["flac"] = str(flac)
+            item["audio"] = {**item.get("audio", {}), "sample_rate": got["sample_rate"],
+                             "channels": got["channels"]}
+        problem = self._check(got, out_frames, float(out_rate))
+        return [reject(item, self.name, "duration_mismatch", problem) if problem else item]
+
+    def _resize(self) -> str:
+        m = self.config.max_side
+        if not m:
+            return ""
+        factor = f"min(1\\,{m}/max(iw\\,ih))"
+        return f",scale=w=trunc({factor}*iw/2)*2:h=trunc({factor}*ih/2)*2"
+
+    def _check(self, got: dict, frames: int, fps: float) -> str:
+        tolerance = self.config.max_duration_error_frames / fps
+        if got["n_frames"] != frames:
+            return f"wrote {got['n_frames']} video frames, expected {frames}"
+        for name in ("mp4_audio_s", "flac_s"):
+            if got.get(name) is not None and abs(got[name] - got["video_s"]) > tolerance:
+                return f"{name}={got[name]:.4f}s but video is {got['video_s']:.4f}s"
+        return ""
