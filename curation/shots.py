@@ -98,8 +98,9 @@ class ShotStage(Stage):
         for number, frame in enumerate(iter_frames(path, f"{fps.numerator}/{fps.denominator}", size)):
             if detector is not None:
                 cuts += detector.process_frame(number, frame)
-            gray = cv2.cvtColor(frame, cv2.COLOR_BGR2GRAY)
-            energy.append(0.0 if previous is None else float(cv2.absdiff(gray, previous).mean()) / 255)
+            # Blurred, and a noise floor below: sensor noise and grain must not read as motion.
+            gray = cv2.GaussianBlur(cv2.cvtColor(frame, cv2.COLOR_BGR2GRAY), (5, 5), 0)
+            energy.append(0.0 if previous is None else _motion_energy(gray, previous))
             black.append(bool((gray < cfg.black_luma * 255).mean() >= cfg.black_pixel_ratio))
             previous = gray
         if detector is not None:
@@ -149,6 +150,15 @@ class ShotStage(Stage):
             return reject(clip, self.name, "too_short",
                           f"shot of {float((end - start) / fps):.2f}s < min_clip_s={self.config.min_clip_s}")
         return clip
+
+
+# Grey-level changes up to this size are noise, not motion (saturating subtraction).
+_NOISE_FLOOR = 4
+
+
+def _motion_energy(gray, previous) -> float:
+    """Mean absolute change between two blurred grey frames above the noise floor, in 0..1."""
+    return float(cv2.subtract(cv2.absdiff(gray, previous), _NOISE_FLOOR).mean()) / 255
 
 
 def _snap(bound, lo, hi, fps, speech, window_s, min_frames, max_frames) -> int:
