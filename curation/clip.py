@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import ClassVar
 
 from curation.ffmpeg import run_ffmpeg
-from curation.media_io import clip_durations
+from curation.media_io import clip_durations, duration_problem
 from curation.stage import Item, Resources, Stage, reject
 
 # Decode this much before the clip so variable-frame-rate sources resample the same way
@@ -100,7 +100,7 @@ class ClipStage(Stage):
             item["files"]["flac"] = str(flac)
             item["audio"] = {**item.get("audio", {}), "sample_rate": got["sample_rate"],
                              "channels": got["channels"]}
-        problem = self._check(got, out_frames, float(out_rate))
+        problem = duration_problem(got, out_frames, float(out_rate), cfg.max_duration_error_frames)
         return [reject(item, self.name, "duration_mismatch", problem) if problem else item]
 
     def _resize(self) -> str:
@@ -109,12 +109,3 @@ class ClipStage(Stage):
             return ""
         factor = f"min(1\\,{m}/max(iw\\,ih))"
         return f",scale=w=trunc({factor}*iw/2)*2:h=trunc({factor}*ih/2)*2"
-
-    def _check(self, got: dict, frames: int, fps: float) -> str:
-        tolerance = self.config.max_duration_error_frames / fps
-        if got["n_frames"] != frames:
-            return f"wrote {got['n_frames']} video frames, expected {frames}"
-        for name in ("mp4_audio_s", "flac_s"):
-            if got.get(name) is not None and abs(got[name] - got["video_s"]) > tolerance:
-                return f"{name}={got[name]:.4f}s but video is {got['video_s']:.4f}s"
-        return ""

@@ -74,3 +74,14 @@ def clip_durations(mp4: str | Path, flac: str | Path | None) -> dict:
         out.update(flac_s=meta.frames / meta.samplerate, flac_samples=meta.frames,
                    sample_rate=meta.samplerate, channels=meta.channels)
     return out
+
+
+def duration_problem(got: dict, frames: int, fps: float, max_error_frames: float = 1.0) -> str:
+    """Why a written clip (``clip_durations``) is not ``frames`` frames with audio of the
+    same length, within ``max_error_frames``; "" when it is."""
+    if got["n_frames"] != frames:
+        return f"wrote {got['n_frames']} video frames, expected {frames}"
+    for name in ("mp4_audio_s", "flac_s"):
+        if got.get(name) is not None and abs(got[name] - got["video_s"]) > max_error_frames / fps:
+            return f"{name}={got[name]:.4f}s but video is {got['video_s']:.4f}s"
+    return ""
