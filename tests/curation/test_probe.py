@@ -79,3 +79,33 @@ def test_long_file_is_scanned_quickly(long_video):
     p = probe(long_video)["probe"]
     assert p["duration_s"] == pytest.approx(630, abs=0.1)
     assert p["n_frames"] == 630 * 25 and not p["vfr"]
+
+
+@pytest.mark.timeout(120)
+def test_every_input_ends_kept_or_rejected_with_a_reason(request, tmp_path):
+    """All of helper A's stages over every kind of input a crawl delivers: nothing raises,
+    nothing disappears, each source ends as clips or as a reject with a reason code."""
+    from curation.clip import ClipConfig, ClipStage
+    from curation.motion import MotionStage
+    from curation.shots import ShotStage
+    from curation.sync import SyncStage
+
+    expected = {
+        "zero_byte_file": "zero_bytes", "text_as_mp4": "not_media", "truncated_mp4": "truncated",
+        "headless_mp4": "truncated", "audio_only": "no_video",
+        "video_without_audio": None, "vfr_video": None, "rotated_video": None, "unicode_name_video": None,
+    }
+    paths = {name: str(request.getfixturevalue(name)) for name in expected}
+    stages = [ProbeStage(), ShotStage(), ClipStage(ClipConfig(work_dir=str(tmp_path))), MotionStage(), SyncStage()]
+    out = run_stages(stages, [{"source": {"path": p}} for p in paths.values()])
+    by_source = {}
+    for item in out:
+        by_source.setdefault(item["source"]["path"], []).append(item)
+    assert set(by_source) == set(paths.values())
+    for name, reason in expected.items():
+        items = by_source[paths[name]]
+        if reason:
+            assert [i["reject"]["reason"] for i in items] == [reason], name
+        else:
+            assert all(i.get("reject") is None for i in items), (name, [i.get("reject") for i in items])
+            assert all({"motion", "sync"} <= set(i) and "mp4" in i["files"] for i in items), name
