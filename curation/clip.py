@@ -84,8 +84,9 @@ class ClipStage(Stage):
                 f"apad=whole_len={samples},atrim=end_sample={samples},asplit=2[a1][a2]")
             maps += ["-map", "[a1]", "-c:a", cfg.audio_codec, "-b:a", cfg.audio_bitrate]
             flac_args = ["-map", "[a2]", "-c:a", "flac", str(flac)]
-        # No -ss at all for clips near the start: seeking to 0 in an mp4 zeroes the first
-        # AAC frame's samples (ffmpeg 6.0 applies the encoder-delay skip twice).
+        # No -ss for clips near the start: with it, even "-ss 0", ffmpeg 6.0 zeroed the first
+        # 448 AAC samples here. After a real seek the pre-roll absorbs the first decoded
+        # audio frames (AAC frames overlap, so the first one after a seek is incomplete).
         seek_args = ["-ss", f"{seek:.6f}"] if seek > 0 else []
         run_ffmpeg([*seek_args, "-copyts", "-i", item["source"]["path"],
                     "-filter_complex", ";".join(graph), *maps, "-movflags", "+faststart",

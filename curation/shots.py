@@ -78,7 +78,10 @@ class ShotStage(Stage):
         if len(energy) == 0:
             return [reject(item, self.name, "no_frames", "the video decoded to no frames")]
         bounds = [0, *sorted(c for c in set(cuts) if 0 < c < len(energy)), len(energy)]
-        speech = self.speech_finder(path) if self.speech_finder and probe.get("has_audio") else []
+        max_frames = math.floor(self.config.max_clip_s * fps)
+        has_long_shot = any(b - a > max_frames for a, b in zip(bounds, bounds[1:], strict=False))
+        # The VAD decodes the audio track: only worth it when some shot will be split.
+        speech = self.speech_finder(path) if self.speech_finder and has_long_shot and probe.get("has_audio") else []
         clips = []
         for index, (start, end) in enumerate(zip(bounds, bounds[1:], strict=False)):
             start, end = start + self.config.edge_trim_frames, end - self.config.edge_trim_frames
@@ -119,12 +122,13 @@ class ShotStage(Stage):
         return None
 
     def _windows(self, start: int, end: int, fps: Fraction, speech) -> list[tuple[int, int]]:
-        """[start, end) as clips within [min_clip_s, max_clip_s]; [] when too short."""
+        """[start, end) as clips within [min_clip_s, max_clip_s]; a shot too short for that
+        stays one piece, which ``_clip_item`` rejects as too_short."""
         min_frames = math.ceil(self.config.min_clip_s * fps)
         max_frames = math.floor(self.config.max_clip_s * fps)
         length = end - start
         if length < min_frames:
-            return [(start, max(start, end))]  # returned as a too_short reject by _clip_item
+            return [(start, max(start, end))]
         pieces = math.ceil(length / max_frames)
         bounds = [start + round(i * length / pieces) for i in range(pieces + 1)]
         for i in range(1, pieces):

@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import ClassVar, Protocol
 
 import numpy as np
+import soundfile as sf
 
 from curation.ffmpeg import ffprobe, run_ffmpeg
 from curation.media_io import clip_durations, duration_problem, read_audio
@@ -176,8 +177,8 @@ def shift_audio(item: Item, offset_s: float) -> str:
     """Move the clip's audio earlier by ``offset_s`` (later when negative) in place, in the
     flac and the mp4 alike, keeping every duration; returns a problem message or ""."""
     flac, mp4 = Path(item["files"]["flac"]), Path(item["files"]["mp4"])
-    samples, rate = read_audio(flac)
-    total, shift = len(samples), round(abs(offset_s) * rate)
+    info = sf.info(str(flac))
+    total, shift = info.frames, round(abs(offset_s) * info.samplerate)
     move = (f"atrim=start_sample={shift},asetpts=PTS-STARTPTS" if offset_s > 0
             else f"adelay=delays={shift}S:all=1")
     new_flac, new_mp4 = flac.with_suffix(".shifted.flac"), mp4.with_suffix(".shifted.mp4")
