@@ -8,6 +8,7 @@ the small per-frame arrays that decode produced, or the clip files the clip stag
 from __future__ import annotations
 
 import subprocess
+import tempfile
 from collections.abc import Iterator
 from fractions import Fraction
 from pathlib import Path
@@ -36,20 +37,22 @@ def iter_frames(path: str | Path, fps: str, size: tuple[int, int], timeout: floa
            "-map", "0:v:0", "-vf", f"fps={fps},scale={w}:{h}:flags=area", "-pix_fmt", "bgr24",
            "-f", "rawvideo", "-"]
     frame_bytes = w * h * 3
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-    try:
-        while True:
-            buf = proc.stdout.read(frame_bytes)
-            if len(buf) < frame_bytes:
-                break
-            yield np.frombuffer(buf, np.uint8).reshape(h, w, 3)
-        stderr = proc.stderr.read().decode(errors="replace")
-        if proc.wait(timeout=timeout) != 0:
-            raise FFmpegError(f"decoding {path} failed: {stderr.strip()[-1000:]}")
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
+    # stderr goes to a file, not a pipe: a corrupt source can log more than a pipe holds,
+    # and ffmpeg blocked on stderr would never finish stdout.
+    with tempfile.TemporaryFile() as errors:
+        proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=errors)
+        try:
+            while len(buf := proc.stdout.read(frame_bytes)) == frame_bytes:
+                yield np.frombuffer(buf, np.uint8).reshape(h, w, 3)
+            if proc.wait(timeout=timeout) != 0:
+                errors.seek(0)
+                message = errors.read().decode(errors="replace").strip()[-1000:]
+                raise FFmpegError(f"decoding {path} failed: {message}")
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+            proc.stdout.close()
 
 
 def read_audio(path: str | Path) -> tuple[np.ndarray, int]:
