@@ -25,6 +25,21 @@ class SampleClip:
     fps: int
     audio_offset_s: float
     shot_durations_s: list[float] = field(default_factory=list)
+    beep_times_s: list[float] = field(default_factory=list)
+
+
+# Irregular gaps between beeps: no lag but the true one aligns every flash with its click.
+_BEEP_GAPS_S = (0.36, 0.52, 0.84, 0.36, 0.92, 0.32, 0.6, 0.44)
+
+
+def beep_times(duration_s: float, margin_s: float = 0.1) -> list[float]:
+    """Event times used by ``make_clip(beeps=True)`` for a clip of ``duration_s``."""
+    times, t, i = [], _BEEP_GAPS_S[0], 0
+    while t < duration_s - margin_s:
+        times.append(round(t, 4))
+        i += 1
+        t += _BEEP_GAPS_S[i % len(_BEEP_GAPS_S)]
+    return times
 
 
 def make_clip(
@@ -43,8 +58,9 @@ def make_clip(
     """Write an mp4 of consecutive shots with hard cuts at known times.
 
     ``audio_offset_s`` > 0 delays the audio (audio lags video), < 0 advances it.
-    ``beeps`` replaces tones with short clicks at every shot start and every 0.5 s
-    plus a matching white video flash, which gives sync estimators an unambiguous event.
+    ``beeps`` replaces tones with 15 ms clicks at irregular times (``beep_times``) and
+    flashes the whole frame white at each click's frame: events that only the true
+    lag lines up, so sync estimators get an unambiguous answer.
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -56,20 +72,19 @@ def make_clip(
         args += ["-f", "lavfi", "-t", str(dur), "-i", f"{pattern}=size={w}x{h}:rate={fps}"]
     n = len(shot_durations_s)
     video_chain = "".join(f"[{i}:v]" for i in range(n)) + f"concat=n={n}:v=1:a=0,format=yuv420p"
+    # Clicks start exactly on their flash frame.
+    events = [round(t * fps) / fps for t in beep_times(total)] if beeps else []
     if beeps:
-        # A white flash on the first frame of every 0.5 s period.
-        video_chain += (
-            f",drawbox=x=0:y=0:w={w}:h={h}:color=white:t=fill:"
-            f"enable='lt(mod(n\\,{max(1, fps // 2)})\\,1)'"
-        )
+        flashes = "+".join(f"eq(n\\,{round(t * fps)})" for t in events)
+        video_chain += f",drawbox=x=0:y=0:w={w}:h={h}:color=white:t=fill:enable='{flashes}'"
     filters = [video_chain + "[v]"]
     maps = ["-map", "[v]"]
     if audio:
         if beeps:
-            expr = "if(lt(mod(t\\,0.5)\\,0.02)\\,0.8*sin(2*PI*1000*t)\\,0)"
-            src = f"aevalsrc=exprs={expr}|{expr}:s={sample_rate}:d={total}" if stereo else \
-                f"aevalsrc=exprs={expr}:s={sample_rate}:d={total}"
-            args += ["-f", "lavfi", "-i", src]
+            on = "+".join(f"between(t\\,{t:.4f}\\,{t + 0.015:.4f})" for t in events)
+            expr = f"({on})*0.8*sin(2*PI*1500*t)"
+            exprs = f"{expr}|{expr}" if stereo else expr
+            args += ["-f", "lavfi", "-i", f"aevalsrc=exprs={exprs}:s={sample_rate}:d={total}"]
             audio_chain = f"[{n}:a]anull"
         else:
             # One tone per shot; left/right differ when stereo.
@@ -99,7 +114,7 @@ def make_clip(
     for dur in shot_durations_s[:-1]:
         acc += dur
         cuts.append(round(acc, 6))
-    return SampleClip(path, cuts, total, fps, audio_offset_s if audio else 0.0, list(shot_durations_s))
+    return SampleClip(path, cuts, total, fps, audio_offset_s if audio else 0.0, list(shot_durations_s), events)
 
 
 def make_tone(path: str | Path, duration_s: float = 2.0, *, sample_rate: int = 16000, freq: float = 440.0) -> Path:
