@@ -156,6 +156,22 @@ class DualDiT(nn.Module):
         hw = hw.view(1, -1, 2).expand(gt, -1, -1).reshape(-1, 2).to(times)
         return torch.cat([times[:, None] * self.cfg.rope_time_scale, hw], dim=1)
 
+    def token_times(self, video_latents: torch.Tensor, audio_latents: torch.Tensor,
+                    fps: float | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """Time in seconds of every generated video token and audio token."""
+        return (self._video_tokens(video_latents, fps or self.cfg.fps)[2],
+                self._audio_tokens(audio_latents)[2])
+
+    def fusion_ropes(self, video_times: torch.Tensor, audio_times: torch.Tensor):
+        """Temporal RoPE tables for fusion: ((video q, audio k), (audio q, video k)), each
+        pair at the querying branch's head dim. Fusion uses time only: where a pixel is
+        does not decide which sound it goes with."""
+        cfg = self.cfg
+        tv, ta = video_times[:, None] * cfg.rope_time_scale, audio_times[:, None] * cfg.rope_time_scale
+        hv, ha = (cfg.video.head_dim,), (cfg.audio.head_dim,)
+        return ((rope_tables(tv, hv, cfg.rope_theta), rope_tables(ta, hv, cfg.rope_theta)),
+                (rope_tables(ta, ha, cfg.rope_theta), rope_tables(tv, ha, cfg.rope_theta)))
+
     # ----------------------------------------------------------------------- context
 
     def _branch(self, io: BranchIO, gen_tokens, gen_coords, gen_times,
@@ -240,11 +256,8 @@ class DualDiT(nn.Module):
             self.audio_io, a_tok, a_times[:, None] * scale, a_times,
             audio_refs, audio_ref, t_audio, text_emb, key_mask, text_spans, (ha,))
 
-        # Fusion attends on the time axis only: spatial position is irrelevant to sound.
-        tv, ta = v_times[:, None] * scale, a_times[:, None] * scale
-        theta = cfg.rope_theta
-        vctx.fusion_rope_q, vctx.fusion_rope_k = rope_tables(tv, (hv,), theta), rope_tables(ta, (hv,), theta)
-        actx.fusion_rope_q, actx.fusion_rope_k = rope_tables(ta, (ha,), theta), rope_tables(tv, (ha,), theta)
+        (vctx.fusion_rope_q, vctx.fusion_rope_k), (actx.fusion_rope_q, actx.fusion_rope_k) = (
+            self.fusion_ropes(v_times, a_times))
         if keep_audio_for_video is not None:
             vctx.fusion_keep = keep_audio_for_video.to(x_v.dtype)[:, None, None]
         if keep_video_for_audio is not None:

@@ -14,15 +14,15 @@ so an event at time t has the same temporal position in both branches:
 
 Worked examples (asserted in tests/model/test_sequence.py):
 
-==========================  ======  =======  =============  =========  ============
-clip                        frames  latents  video tokens   audio lat  audio tokens
-==========================  ======  =======  =============  =========  ============
-5 s, 24 fps, 480x832        121     31x60x104  31*30*52=48360  126     126
-2 s, 25 fps, 256x256        49      13x32x32   13*16*16=3328   49      49
-0.64 s, 25 fps, 64x64       17      5x8x8      5*4*4=80        16      16
-==========================  ======  =======  =============  =========  ============
+=======================  ======  =========  ============  =======  ===  ==========
+clip                     frames  latents    video tokens  samples  mel  audio lat.
+=======================  ======  =========  ============  =======  ===  ==========
+5 s, 24 fps, 480x832     121     31x60x104  48360         80667    504  126
+2 s, 25 fps, 256x256     49      13x32x32   3328          31360    196  49
+0.64 s, 25 fps, 32x32    17      5x4x4      20            10880    68   17
+=======================  ======  =========  ============  =======  ===  ==========
 
-(5 s at 24 fps: 121 frames last 5.0417 s -> 80667 samples -> 504 mel frames -> 126 latents.)
+(121 frames at 24 fps last 5.0417 s; 2 s at 25 fps rounds to 48 frame steps, 1.96 s.)
 """
 
 from __future__ import annotations

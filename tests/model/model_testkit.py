@@ -1,0 +1,52 @@
+"""Helpers for model tests (a uniquely named module: conftest.py is not importable by name
+when several test folders have one)."""
+
+from __future__ import annotations
+
+import torch
+
+from model.conditioning import Conditioning
+from model.dit import DualDiT
+
+# Latent sizes of a 17-frame clip at 25 fps downscaled to 32x32 pixels: 5 latent frames
+# of 4x4 (20 video tokens) and 17 audio latents at 25/s (see model/sequence.py).
+VIDEO_SHAPE = (2, 8, 5, 4, 4)
+AUDIO_SHAPE = (2, 8, 17)
+TEXT_LEN = 6
+
+
+def make_cond(batch: int = 2, seed: int = 0, text_dim: int = 64) -> Conditioning:
+    g = torch.Generator().manual_seed(seed)
+    return Conditioning(torch.randn(batch, TEXT_LEN, text_dim, generator=g),
+                        torch.ones(batch, TEXT_LEN, dtype=torch.bool), fps=25.0)
+
+
+def make_latents(seed: int = 0, video_shape=VIDEO_SHAPE, audio_shape=AUDIO_SHAPE):
+    g = torch.Generator().manual_seed(seed)
+    return torch.randn(video_shape, generator=g), torch.randn(audio_shape, generator=g)
+
+
+def open_gates(model: DualDiT, seed: int = 0, std: float = 0.1) -> DualDiT:
+    """Give every zero-initialised parameter (output heads, AdaLN projections, fusion
+    gates) small random values, as after some training, so every input path is live."""
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for p in model.parameters():
+            if not p.any():
+                p.copy_(torch.randn(p.shape, generator=g) * std)
+    return model
+
+
+class Oracle(torch.nn.Module):
+    """Knows the clean latents, so it can return the exact velocity (x_t - x_0) / t."""
+
+    def __init__(self, video, audio):
+        super().__init__()
+        self.video, self.audio, self.calls = video, audio, []
+
+    def forward(self, x_v, x_a, t_v, t_a, **cond):
+        self.calls.append(dict(t_video=t_v.clone(), t_audio=t_a.clone(), x_video=x_v.clone(), **cond))
+        def vel(x, x0, t):
+            t = t.view(-1, *[1] * (x.ndim - 1))
+            return torch.where(t > 0, (x - x0) / t.clamp_min(1e-12), torch.zeros_like(x))
+        return vel(x_v, self.video, t_v), vel(x_a, self.audio, t_a)
