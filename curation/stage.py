@@ -13,7 +13,7 @@ A bad sample is data, not an exception: a stage that cannot use an item returns 
 marked with ``reject(item, stage, reason, message)``. Rejected items flow through the
 remaining stages untouched and end in the rejects table. An unexpected exception
 inside ``process`` is caught by ``run_one`` and recorded the same way with reason
-``stage_error``; only misconfiguration (raised from ``__init__``/``setup``) stops a run.
+``stage_error`` (and a stage that returns nothing yields reason ``no_output``); only misconfiguration (raised from ``__init__``/``setup``) stops a run.
 """
 
 from __future__ import annotations
@@ -67,10 +67,12 @@ def run_one(stage: Stage, item: Item) -> list[Item]:
     if is_rejected(item):
         return [item]
     try:
-        return list(stage.process(item))
+        outputs = list(stage.process(item))
     except Exception as exc:  # a bad sample must never crash the batch
         log.warning("stage %s failed on %s: %s", stage.name, item.get("key") or item.get("source", {}).get("path"), exc)
         return [reject(item, stage.name, "stage_error", f"{type(exc).__name__}: {exc}\n{traceback.format_exc(limit=3)}")]
+    # Every input stays accounted for: a stage that yields nothing turns it into a reject.
+    return outputs or [reject(item, stage.name, "no_output", f"{stage.name} produced no items")]
 
 
 def run_stages(stages: list[Stage], items: list[Item]) -> list[Item]:

@@ -16,7 +16,6 @@ import argparse
 import sys
 
 NOT_BUILT = {
-    "curate": "the curation DAG (issue 3)",
     "train": "Ray Train + DeepSpeed training (issue 5)",
     "submit": "Ray Jobs submission (issue 5)",
     "reward": "annotation import and the reward model",
@@ -36,11 +35,12 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--address", default=None, help="Ray address (default: start a local instance)")
 
     curate = sub.add_parser("curate", help="curate raw footage into clip shards")
-    curate.add_argument("inputs", nargs="*", metavar="INPUT", help="files, directories, globs or fsspec URIs")
+    curate.add_argument("inputs", nargs="*", metavar="INPUT",
+                        help="files, directories, globs or fsspec URIs; then key=value config overrides "
+                             "(e.g. shots.max_clip_s=8 sync.policy=reject)")
     curate.add_argument("--out", help="output directory for shards, manifest, rejects and report")
-    curate.add_argument("--config", help="curation config YAML")
-    curate.add_argument("--address", help="Ray cluster address (default: local Ray)")
-    curate.add_argument("overrides", nargs="*", default=[], help=argparse.SUPPRESS)
+    curate.add_argument("--config", help="curation config YAML (see pipelines/curate.py CurationConfig)")
+    curate.add_argument("--address", help="Ray cluster address (default: start local Ray)")
 
     train = sub.add_parser("train", help="train the dual-branch model (DeepSpeed ZeRO on Ray Train)")
     train.add_argument("--config", help="recipe name or YAML path")
@@ -58,7 +58,7 @@ def main(argv: list[str] | None = None) -> int:
     from pipelines.logs import setup_logging
 
     parser = build_parser()
-    args, extra = parser.parse_known_args(argv)
+    args = parser.parse_args(argv)
     setup_logging(args.log_level)
     if args.command is None:
         parser.print_help()
@@ -67,6 +67,10 @@ def main(argv: list[str] | None = None) -> int:
         from pipelines.demo import run_demo
 
         return run_demo(out=args.out, address=args.address)
+    if args.command == "curate":
+        from pipelines.curate import main as curate_main
+
+        return curate_main(args)
     if args.command in NOT_BUILT:
         print(f"tandem {args.command}: not built yet — {NOT_BUILT[args.command]} is still open work.",
               file=sys.stderr)

@@ -1,0 +1,128 @@
+"""Clip shards: WebDataset tars plus the manifest and the rejects table.
+
+One sample per kept clip, members per DESIGN.md: ``mp4`` (clip with audio), ``flac``
+(its audio, lossless), ``json`` (every measurement) and ``txt`` (the training caption).
+Shards are written with webdataset's ShardWriter, bounded by count and size, under a
+temporary name that is renamed once the shard is complete, so a reader never sees a
+half-written tar. Members get a fixed mtime and samples are written in key order, so
+the same clips always produce byte-identical shards.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.csv as pa_csv
+import pyarrow.parquet as pq
+import webdataset as wds
+
+from curation.stage import Item
+
+SHARD_PATTERN = "clips-%06d.tar"
+# Working state that never goes into the shard's json.
+PRIVATE_FIELDS = ("analysis", "files", "reject", "_group", "_timing")
+
+
+@dataclass
+class ShardConfig:
+    max_count: int = 1000  # samples per shard
+    max_size_mb: float = 1024.0  # bytes per shard (a shard closes once past it)
+
+
+def shard_json(item: Item, pipeline: dict[str, Any]) -> dict[str, Any]:
+    doc = {k: v for k, v in item.items() if k not in PRIVATE_FIELDS}
+    doc["pipeline"] = pipeline
+    return doc
+
+
+def caption_text(item: Item) -> str:
+    return (item.get("caption") or {}).get("text") or ""
+
+
+def write_shards(items: list[Item], shard_dir: str | Path, config: ShardConfig,
+                 pipeline: dict[str, Any]) -> list[dict[str, Any]]:
+    """Write kept ``items`` (sorted by key) into shards; return one manifest row per clip."""
+    shard_dir = Path(shard_dir)
+    shard_dir.mkdir(parents=True, exist_ok=True)
+    for stale in list(shard_dir.glob("clips-*.tar")) + list(shard_dir.glob(".clips-*.tar.tmp")):
+        stale.unlink()
+    items = sorted(items, key=lambda it: it["key"])
+    if not items:
+        return []
+
+    def publish(tmp_name: str) -> None:
+        final = Path(tmp_name).with_name(Path(tmp_name).name[1:].removesuffix(".tmp"))
+        os.replace(tmp_name, final)
+
+    rows = []
+    writer = wds.ShardWriter(str(shard_dir / f".{SHARD_PATTERN}.tmp"), maxcount=config.max_count,
+                             maxsize=config.max_size_mb * 1e6, post=publish, verbose=0, mtime=0.0)
+    with writer:
+        for item in items:
+            sample = {
+                "__key__": item["key"],
+                "mp4": Path(item["files"]["mp4"]).read_bytes(),
+                "json": json.dumps(shard_json(item, pipeline), sort_keys=True).encode(),
+                "txt": caption_text(item).encode(),
+            }
+            if item["files"].get("flac"):
+                sample["flac"] = Path(item["files"]["flac"]).read_bytes()
+            writer.write(sample)
+            shard_name = (SHARD_PATTERN % (writer.shard - 1))
+            rows.append(manifest_row(item, shard_name))
+    return rows
+
+
+def manifest_row(item: Item, shard: str) -> dict[str, Any]:
+    audio, motion, sync = item.get("audio") or {}, item.get("motion") or {}, item.get("sync") or {}
+    return {
+        "key": item["key"],
+        "shard": shard,
+        "duration_s": round(item["end_s"] - item["start_s"], 6),
+        "source_id": item["source"]["id"],
+        "source_path": item["source"]["path"],
+        "start_s": item["start_s"],
+        "end_s": item["end_s"],
+        "fps": item.get("fps"),
+        "width": item.get("width"),
+        "height": item.get("height"),
+        "audio_channels": audio.get("channels"),
+        "loudness_lufs": audio.get("loudness_lufs"),
+        "speech_ratio": audio.get("speech_ratio"),
+        "tempo_bpm": audio.get("tempo_bpm"),
+        "motion_score": motion.get("score"),
+        "sync_offset_ms": sync.get("offset_ms"),
+        "sync_confidence": sync.get("confidence"),
+        "sync_action": sync.get("action"),
+        "caption_backend": (item.get("caption") or {}).get("backend"),
+    }
+
+
+def reject_row(item: Item) -> dict[str, Any]:
+    source = item.get("source") or {}
+    rej = item["reject"]
+    return {
+        "id": item.get("key") or source.get("id") or source.get("path"),
+        "source_id": source.get("id"),
+        "source_path": source.get("path"),
+        "stage": rej["stage"],
+        "reason": rej["reason"],
+        "message": (rej.get("message") or "")[:2000],
+    }
+
+
+def write_table(rows: list[dict[str, Any]], path_stem: str | Path) -> list[Path]:
+    """Write ``rows`` as ``<stem>.parquet`` (for tools) and ``<stem>.csv`` (for people)."""
+    path_stem = Path(path_stem)
+    table = pa.Table.from_pylist(rows) if rows else pa.table({"id": pa.array([], pa.string())})
+    paths = [path_stem.with_suffix(".parquet"), path_stem.with_suffix(".csv")]
+    for path, write in zip(paths, (pq.write_table, pa_csv.write_csv), strict=True):
+        tmp = path.with_name(path.name + ".tmp")
+        write(table, tmp)
+        os.replace(tmp, path)
+    return paths
