@@ -132,3 +132,28 @@ def test_seeded_construction_and_forward_are_deterministic():
         outs.append(run(model, *make_latents(seed=7), make_cond(seed=7)))
     for x, y in zip(*outs, strict=True):
         assert torch.equal(x, y)
+
+
+class Checkpointed(torch.nn.Module):
+    """What training/ does: wrap each block from outside, without touching model code."""
+
+    def __init__(self, block):
+        super().__init__()
+        self.block = block
+
+    def forward(self, *args):
+        return torch.utils.checkpoint.checkpoint(self.block, *args, use_reentrant=False)
+
+
+def test_blocks_can_be_activation_checkpointed_from_outside():
+    grads = []
+    for wrap in (False, True):
+        torch.manual_seed(0)
+        model = open_gates(DualDiT(get_preset("debug")))
+        if wrap:
+            for i, block in enumerate(model.blocks):
+                model.blocks[i] = Checkpointed(block)
+        v, a = run(model, *make_latents(), make_cond())
+        (v.pow(2).mean() + a.pow(2).mean()).backward()
+        grads.append(torch.cat([p.grad.flatten() for p in model.parameters() if p.grad is not None]))
+    torch.testing.assert_close(grads[0], grads[1])
