@@ -1,0 +1,245 @@
+"""Transcribe stage: speech -> language, text, segments and timed words (WhisperX).
+
+Runs as an actor (``setup()`` loads the model once per worker; a GPU when CTranslate2
+sees one). Backends, chosen with ``transcribe.backend``:
+
+- ``whisperx`` (default): WhisperX's batched faster-whisper pipeline over VAD chunks.
+  The VAD is the Silero ONNX model faster-whisper ships (curation.vad; WhisperX's own
+  Silero path downloads from torch hub). Word times: WhisperX's wav2vec2 forced
+  alignment when ``align_model`` names a local wav2vec2 CTC model (it also needs NLTK's
+  ``punkt_tab`` data on ``NLTK_DATA``); otherwise Whisper's own cross-attention word
+  timing, computed from the encoder outputs the batched decode already produced (no
+  second encoder pass).
+- ``faster-whisper``: faster-whisper's ``BatchedInferencePipeline`` (the WhisperX
+  algorithm as faster-whisper ships it) with its word timestamps. Needs no whisperx.
+
+Speakers: with ``diarize_model`` (a local pyannote diarization pipeline), WhisperX's
+diarization assigns a speaker to every word; otherwise ``speaker`` is None.
+A clip without speech yields an empty transcript, not an error.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import string
+import warnings
+from dataclasses import dataclass
+from typing import Any, ClassVar, Protocol
+
+import numpy as np
+
+from curation.audio import load_clip_audio
+from curation.stage import Item, Resources, Stage
+from curation.vad import speech_segments, to_mono_16k
+
+
+@dataclass
+class TranscribeConfig:
+    backend: str = "whisperx"  # whisperx | faster-whisper
+    model: str = "large-v3"  # a Whisper model name, or a local CTranslate2 model folder
+    language: str | None = None  # None: detected per clip (English-only models: "en")
+    device: str = "auto"  # auto (cuda when CTranslate2 sees a GPU) | cuda | cpu
+    compute_type: str = "default"  # default: float16 on cuda, int8 on cpu
+    batch_size: int = 8  # VAD chunks decoded together
+    beam_size: int = 5
+    cpu_threads: int = 0  # 0: CTranslate2's default
+    vad_threshold: float = 0.5
+    chunk_s: float = 30.0  # VAD chunks are merged up to Whisper's window
+    align_model: str | None = None  # local wav2vec2 CTC folder for WhisperX alignment
+    diarize_model: str | None = None  # local pyannote speaker-diarization pipeline
+
+
+class AsrBackend(Protocol):
+    def transcribe(self, audio: np.ndarray) -> tuple[str | None, list[dict]]:
+        """(language, segments) for mono 16 kHz audio; segments in WhisperX's form:
+        {start, end, text, words: [{word, start, end, score}]}, times in seconds."""
+
+
+def cuda_devices() -> int:
+    try:
+        import ctranslate2
+
+        return ctranslate2.get_cuda_device_count()
+    except Exception:  # a broken CUDA install reads as "no GPU", not a crash at import
+        return 0
+
+
+class TranscribeStage(Stage):
+    name = "transcribe"
+    resources: ClassVar[Resources] = Resources(cpus=1.0, gpus=1.0 if cuda_devices() else 0.0, actor=True)
+
+    def __init__(self, config: TranscribeConfig | None = None):
+        config = config or TranscribeConfig()
+        if config.backend not in BACKENDS:
+            raise ValueError(f"transcribe.backend must be one of {sorted(BACKENDS)}, not {config.backend!r}")
+        super().__init__(config)
+        self.backend: AsrBackend | None = None
+        self.diarizer = None
+
+    def setup(self) -> None:
+        if self.backend is not None:
+            return
+        cfg = self.config
+        device = cfg.device if cfg.device != "auto" else ("cuda" if cuda_devices() else "cpu")
+        compute = cfg.compute_type if cfg.compute_type != "default" else ("float16" if device == "cuda" else "int8")
+        self.backend = BACKENDS[cfg.backend](cfg, device, compute)
+        if cfg.diarize_model:
+            from whisperx.diarize import DiarizationPipeline
+
+            self.diarizer = DiarizationPipeline(model_name=cfg.diarize_model, device=device)
+
+    def process(self, item: Item) -> list[Item]:
+        self.setup()
+        loaded = load_clip_audio(item)
+        transcript = {"language": None, "text": "", "segments": [], "words": [],
+                      "backend": self.config.backend, "model": self.config.model}
+        if loaded is not None and len(loaded[0]):
+            audio = to_mono_16k(*loaded)
+            language, segments = self.backend.transcribe(audio)
+            if self.diarizer is not None and segments:
+                import whisperx
+
+                segments = whisperx.assign_word_speakers(self.diarizer(audio), {"segments": segments})["segments"]
+            transcript.update(normalise(language, segments, len(audio) / 16000))
+        return [{**item, "transcript": transcript}]
+
+
+def normalise(language: str | None, segments: list[dict], duration_s: float) -> dict:
+    """The shard schema's transcript: words with start_s/end_s clipped to the clip, in
+    order, punctuation tokens folded into the word before them, score in [0, 1]."""
+    out_segments, words = [], []
+    for seg in segments:
+        text = seg.get("text", "").strip()
+        if not text:
+            continue
+        out_segments.append({"start_s": round(float(seg["start"]), 3), "end_s": round(float(seg["end"]), 3), "text": text})
+        for w in seg.get("words", []):
+            if w.get("start") is None or w.get("end") is None:
+                continue  # WhisperX leaves characters it cannot align (digits) untimed
+            start = min(max(float(w["start"]), words[-1]["start_s"] if words else 0.0), duration_s)
+            end = min(max(float(w["end"]), start), duration_s)
+            token = w["word"].strip()
+            if words and token and all(c in string.punctuation for c in token):
+                words[-1]["word"] += token
+                words[-1]["end_s"] = round(max(words[-1]["end_s"], end), 3)
+                continue
+            words.append({"word": token, "start_s": round(start, 3), "end_s": round(end, 3),
+                          "score": round(min(1.0, max(0.0, float(w.get("score", 0.0)))), 3),
+                          "speaker": w.get("speaker")})
+    text = " ".join(s["text"] for s in out_segments)
+    return {"language": language, "text": text, "segments": out_segments, "words": words}
+
+
+class FasterWhisperBackend:
+    """faster-whisper's batched pipeline with Silero VAD and its word timestamps."""
+
+    def __init__(self, cfg: TranscribeConfig, device: str, compute_type: str):
+        from faster_whisper import BatchedInferencePipeline, WhisperModel
+
+        self.cfg = cfg
+        model = WhisperModel(cfg.model, device=device, compute_type=compute_type, cpu_threads=cfg.cpu_threads)
+        self.language = cfg.language or (None if model.model.is_multilingual else "en")
+        self.pipeline = BatchedInferencePipeline(model)
+
+    def transcribe(self, audio: np.ndarray) -> tuple[str | None, list[dict]]:
+        cfg = self.cfg
+        segments, info = self.pipeline.transcribe(
+            audio, language=self.language, batch_size=cfg.batch_size, beam_size=cfg.beam_size,
+            word_timestamps=True, vad_filter=True,
+            vad_parameters={"threshold": cfg.vad_threshold, "max_speech_duration_s": cfg.chunk_s})
+        out = [{"start": s.start, "end": s.end, "text": s.text,
+                "words": [{"word": w.word, "start": w.start, "end": w.end, "score": w.probability}
+                          for w in s.words or []]} for s in segments]
+        return info.language, out
+
+
+class WhisperXBackend:
+    """WhisperX: batched decode over Silero VAD chunks, then word timing (see module doc)."""
+
+    def __init__(self, cfg: TranscribeConfig, device: str, compute_type: str):
+        with warnings.catch_warnings():  # pyannote warns that torchcodec is missing:
+            warnings.filterwarnings("ignore", message="torchcodec")  # audio reaches it as arrays
+            import whisperx
+            from whisperx.asr import WhisperModel
+
+        class EncoderKeepingModel(WhisperModel):
+            # WhisperX's batched decode discards the encoder output; keeping it lets the
+            # word timing reuse it instead of encoding every chunk a second time.
+            def encode(self, features):
+                output = super().encode(features)
+                self.kept.append(output)
+                return output
+
+        self.cfg, self.device = cfg, device
+        self.model = EncoderKeepingModel(cfg.model, device=device, compute_type=compute_type,
+                                         cpu_threads=cfg.cpu_threads)
+        self.model.kept = []
+        self.language = cfg.language or (None if self.model.model.is_multilingual else "en")
+        with contextlib.redirect_stdout(io.StringIO()):  # it prints which VAD it uses
+            self.pipeline = whisperx.load_model(
+                cfg.model, device, compute_type=compute_type, model=self.model, language=self.language,
+                vad_model=silero_vad_for_whisperx(cfg.vad_threshold, cfg.chunk_s),
+                vad_options={"vad_onset": cfg.vad_threshold, "chunk_size": cfg.chunk_s},
+                asr_options={"beam_size": cfg.beam_size})
+        self.aligners: dict[str, Any] = {}
+
+    def transcribe(self, audio: np.ndarray) -> tuple[str | None, list[dict]]:
+        import whisperx
+
+        self.model.kept.clear()
+        result = self.pipeline.transcribe(audio, batch_size=self.cfg.batch_size, chunk_size=int(self.cfg.chunk_s))
+        segments, language = result["segments"], result["language"]
+        if not segments:
+            return language, []
+        if self.cfg.align_model:
+            if language not in self.aligners:
+                self.aligners[language] = whisperx.load_align_model(language, self.device, model_name=self.cfg.align_model)
+            model, metadata = self.aligners[language]
+            return language, whisperx.align(segments, model, metadata, audio, self.device)["segments"]
+        return language, self._attention_word_times(segments, language)
+
+    def _attention_word_times(self, segments: list[dict], language: str) -> list[dict]:
+        """Whisper's cross-attention DTW word timing (what faster-whisper does), batch by
+        batch on the encoder outputs the decode left behind."""
+        tokenizer, size = self.pipeline.tokenizer, max(1, self.cfg.batch_size)
+        if tokenizer is None:  # multilingual model: WhisperX resets it after each call
+            from faster_whisper.tokenizer import Tokenizer
+
+            tokenizer = Tokenizer(self.model.hf_tokenizer, True, task="transcribe", language=language)
+        batches = self.model.kept[-((len(segments) + size - 1) // size):]
+        for number, encoder_output in enumerate(batches):
+            batch = segments[number * size:(number + 1) * size]
+            tokens = [tokenizer.encode(" " + s["text"].strip()) if s["text"].strip() else [] for s in batch]
+            frames = [min(3000, round((s["end"] - s["start"]) * 100)) for s in batch]
+            aligned = self.model.find_alignment(tokenizer, tokens, encoder_output, frames) if any(tokens) else []
+            for seg, words in zip(batch, aligned or [[]] * len(batch), strict=True):
+                seg["words"] = [{"word": w["word"], "start": seg["start"] + w["start"],
+                                 "end": seg["start"] + w["end"], "score": w["probability"]} for w in words]
+        return segments
+
+
+def silero_vad_for_whisperx(threshold: float, chunk_s: float):
+    """curation.vad's Silero ONNX model behind WhisperX's Vad interface."""
+    from whisperx.diarize import Segment
+    from whisperx.vads import Vad
+
+    class SileroOnnxVad(Vad):
+        def __init__(self):
+            super().__init__(threshold)
+
+        def __call__(self, audio: dict, **kwargs) -> list:
+            return [Segment(s, e, "UNKNOWN") for s, e in speech_segments(audio["waveform"], threshold, max_speech_s=chunk_s)]
+
+        @staticmethod
+        def preprocess_audio(audio):
+            return audio
+
+        @staticmethod
+        def merge_chunks(segments, chunk_size, onset=threshold, offset=None):
+            return Vad.merge_chunks(segments, chunk_size, onset, offset) if segments else []
+
+    return SileroOnnxVad()
+
+
+BACKENDS = {"whisperx": WhisperXBackend, "faster-whisper": FasterWhisperBackend}
