@@ -159,7 +159,7 @@ class WhisperXBackend:
 
     def __init__(self, cfg: TranscribeConfig, device: str, compute_type: str):
         with warnings.catch_warnings():  # pyannote warns that torchcodec is missing:
-            warnings.filterwarnings("ignore", message="torchcodec")  # audio reaches it as arrays
+            warnings.filterwarnings("ignore", message=r"\s*torchcodec")  # audio reaches it as arrays
             import whisperx
             from whisperx.asr import WhisperModel
 
