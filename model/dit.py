@@ -259,9 +259,9 @@ class DualDiT(nn.Module):
         (vctx.fusion_rope_q, vctx.fusion_rope_k), (actx.fusion_rope_q, actx.fusion_rope_k) = (
             self.fusion_ropes(v_times, a_times))
         if keep_audio_for_video is not None:
-            vctx.fusion_keep = keep_audio_for_video.to(x_v.dtype)[:, None, None]
+            vctx.fusion_keep = keep_audio_for_video.to(x_v.device, x_v.dtype)[:, None, None]
         if keep_video_for_audio is not None:
-            actx.fusion_keep = keep_video_for_audio.to(x_a.dtype)[:, None, None]
+            actx.fusion_keep = keep_video_for_audio.to(x_a.device, x_a.dtype)[:, None, None]
 
         for block in self.blocks:
             x_v, x_a = block(x_v, x_a, vctx, actx)
