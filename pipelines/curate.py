@@ -159,6 +159,7 @@ def run_curation(inputs: list[str], out_dir: str | Path, cfg: CurationConfig | N
     write_table(manifest, out / "manifest")
     write_table(rejects, out / "rejects")
     stats = _stats(found, items, manifest, rejects, time.time() - started)
+    stats["sources_processed"] = len(todo)  # the rest were committed by an earlier run
     (out / "stats.json").write_text(json.dumps(stats, indent=2))
     result = CurationResult(out, manifest, rejects, stats)
     result.report = _write_report(out, manifest, rejects, stats)

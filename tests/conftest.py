@@ -1,6 +1,6 @@
-"""Shared curation fixtures: synthetic clips with known ground truth, the real bikes.mp4,
-and the bad inputs a crawl really delivers. Everything is generated with ffmpeg once
-per session (module ``sample_media``), small and fast."""
+"""Shared fixtures: synthetic clips with known ground truth, the real bikes.mp4, and the
+bad inputs a crawl really delivers. Everything is generated with ffmpeg once per session
+(module ``sample_media``), small and fast."""
 
 from __future__ import annotations
 
