@@ -58,7 +58,13 @@ def main(argv: list[str] | None = None) -> int:
     from pipelines.logs import setup_logging
 
     parser = build_parser()
-    args = parser.parse_args(argv)
+    # parse_known_args: positionals given after an option (``--out DIR a=1``) come back
+    # as extras; they belong to the curate command's inputs and overrides.
+    args, extra = parser.parse_known_args(argv)
+    if extra and (args.command != "curate" or any(e.startswith("-") for e in extra)):
+        parser.error(f"unrecognized arguments: {' '.join(extra)}")
+    if extra:
+        args.inputs += extra
     setup_logging(args.log_level)
     if args.command is None:
         parser.print_help()
