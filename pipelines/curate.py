@@ -3,7 +3,7 @@
     tandem curate RAW... --out shards/ [--config curate.yaml] [key=value ...] [--address ADDR]
 
 probe -> shots (one source fans out into clips) -> clip -> audio -> motion -> sync ->
-transcribe -> caption -> filter, each a stage from ``curation/`` mapped onto Ray Data
+transcribe -> caption, each a stage from ``curation/`` mapped onto Ray Data
 by ``pipelines/ray_adapter.py``; the driver writes the shards, the manifest, the
 rejects table and the report, and logs the run to MLflow.
 
@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from curation.audio import AudioConfig, AudioStage
+from curation.caption import CaptionConfig, CaptionStage
 from curation.clip import ClipConfig, ClipStage
 from curation.motion import MotionConfig, MotionStage
 from curation.probe import ProbeConfig, ProbeStage
@@ -33,7 +34,8 @@ from curation.shards import ShardConfig, reject_row, write_shards, write_table
 from curation.shots import ShotConfig, ShotStage
 from curation.stage import Item, Stage, is_rejected
 from curation.sync import SyncConfig, SyncStage
-from pipelines.config import config_hash, save_config, to_dict
+from curation.transcribe import TranscribeConfig, TranscribeStage
+from pipelines.config import ConfigError, config_hash, save_config, to_dict
 from pipelines.discover import discover
 
 log = logging.getLogger(__name__)
@@ -53,21 +55,37 @@ class CurationConfig:
     audio: AudioConfig = field(default_factory=AudioConfig)
     motion: MotionConfig = field(default_factory=MotionConfig)
     sync: SyncConfig = field(default_factory=SyncConfig)
+    transcribe: TranscribeConfig = field(default_factory=TranscribeConfig)
+    caption: CaptionConfig = field(default_factory=CaptionConfig)
     shards: ShardConfig = field(default_factory=ShardConfig)
     ray: RayConfig = field(default_factory=RayConfig)
+    # Stages left out of the DAG, e.g. [transcribe] where no Whisper weights are at hand.
+    # probe, shots and clip cannot be skipped: every later stage needs their output.
+    skip: list = field(default_factory=list)
     experiment: str = "tandem-curation"  # MLflow experiment
     track: bool = True  # log the run to MLflow
 
 
+REQUIRED_STAGES = ("probe", "shots", "clip")
+
+
 def build_stages(cfg: CurationConfig, work_dir: Path) -> list[Stage]:
-    return [
+    stages = [
         ProbeStage(cfg.probe),
         ShotStage(cfg.shots),
         ClipStage(replace(cfg.clip, work_dir=str(work_dir / "clips"))),
         AudioStage(cfg.audio),
         MotionStage(cfg.motion),
         SyncStage(cfg.sync),
+        TranscribeStage(cfg.transcribe),
+        CaptionStage(cfg.caption),
     ]
+    names = [s.name for s in stages]
+    unknown = sorted(set(cfg.skip) - set(names))
+    if unknown or set(cfg.skip) & set(REQUIRED_STAGES):
+        raise ConfigError(f"skip={cfg.skip}: only these stages can be skipped: "
+                          f"{[n for n in names if n not in REQUIRED_STAGES]}")
+    return [s for s in stages if s.name not in cfg.skip]
 
 
 @dataclass
@@ -138,6 +156,7 @@ def run_curation(inputs: list[str], out_dir: str | Path, cfg: CurationConfig | N
     out = Path(out_dir).resolve()
     work = out / ".work"
     save_config(cfg, out / "config.yaml")
+    stages = build_stages(cfg, work)  # a misconfigured stage fails here, before any work
     found = discover(inputs, work / "inputs")
     journal = _Journal(work / "done")
     todo = [s for s in found.sources if not journal.done(s["source"]["id"])]
@@ -148,7 +167,7 @@ def run_curation(inputs: list[str], out_dir: str | Path, cfg: CurationConfig | N
         from pipelines.ray_local import init_ray
 
         init_ray(address)
-        _process(todo, build_stages(cfg, work), journal, cfg)
+        _process(todo, stages, journal, cfg)
 
     items = [it for s in found.sources for it in journal.load(s["source"]["id"])]
     kept = [it for it in items if not is_rejected(it)]
