@@ -7,7 +7,7 @@ sees one). Backends, chosen with ``transcribe.backend``:
   The VAD is the Silero ONNX model faster-whisper ships (curation.vad; WhisperX's own
   Silero path downloads from torch hub). Word times: WhisperX's wav2vec2 forced
   alignment when ``align_model`` names a local wav2vec2 CTC model (it also needs NLTK's
-  ``punkt_tab`` data on ``NLTK_DATA``); otherwise Whisper's own cross-attention word
+  ``punkt_tab`` data, in ``nltk_data`` or on ``NLTK_DATA``); otherwise Whisper's own cross-attention word
   timing, computed from the encoder outputs the batched decode already produced (no
   second encoder pass).
 - ``faster-whisper``: faster-whisper's ``BatchedInferencePipeline`` (the WhisperX
@@ -47,6 +47,7 @@ class TranscribeConfig:
     vad_threshold: float = 0.5
     chunk_s: float = 30.0  # VAD chunks are merged up to Whisper's window
     align_model: str | None = None  # local wav2vec2 CTC folder for WhisperX alignment
+    nltk_data: str | None = None  # folder holding tokenizers/punkt_tab (alignment splits sentences)
     diarize_model: str | None = None  # local pyannote speaker-diarization pipeline
 
 
@@ -183,6 +184,8 @@ class WhisperXBackend:
                 vad_options={"vad_onset": cfg.vad_threshold, "chunk_size": cfg.chunk_s},
                 asr_options={"beam_size": cfg.beam_size})
         self.aligners: dict[str, Any] = {}
+        if cfg.align_model:
+            _check_punkt(cfg.nltk_data)
 
     def transcribe(self, audio: np.ndarray) -> tuple[str | None, list[dict]]:
         import whisperx
@@ -217,6 +220,21 @@ class WhisperXBackend:
                 seg["words"] = [{"word": w["word"], "start": seg["start"] + w["start"],
                                  "end": seg["start"] + w["end"], "score": w["probability"]} for w in words]
         return segments
+
+
+def _check_punkt(nltk_data: str | None) -> None:
+    """WhisperX's alignment splits sentences with NLTK's punkt_tab and would try to
+    download it mid-run; a missing copy is a configuration error, reported up front."""
+    import nltk
+
+    if nltk_data:
+        nltk.data.path.insert(0, nltk_data)
+    try:
+        nltk.data.find("tokenizers/punkt_tab/english/")
+    except LookupError as exc:
+        raise ValueError("transcribe.align_model needs NLTK's punkt_tab data: run "
+                         "`python -m nltk.downloader -d DIR punkt_tab` once and set transcribe.nltk_data=DIR "
+                         "(or NLTK_DATA)") from exc
 
 
 def silero_vad_for_whisperx(threshold: float, chunk_s: float):

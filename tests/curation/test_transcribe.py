@@ -88,3 +88,57 @@ def test_declares_an_actor_and_rejects_unknown_backends():
     assert TranscribeStage.resources.actor
     with pytest.raises(ValueError, match="transcribe.backend"):
         TranscribeStage(TranscribeConfig(backend="nemo"))
+
+
+@pytest.fixture(scope="module")
+def tiny_wav2vec2(tmp_path_factory) -> Path:
+    """A random-weight wav2vec2 CTC model over lowercase characters, saved like a real
+    alignment checkpoint (processor + model), a few hundred kB."""
+    import json
+
+    import torch
+    from transformers import (
+        Wav2Vec2Config,
+        Wav2Vec2CTCTokenizer,
+        Wav2Vec2FeatureExtractor,
+        Wav2Vec2ForCTC,
+        Wav2Vec2Processor,
+    )
+
+    path = tmp_path_factory.mktemp("wav2vec2")
+    chars = ["<pad>", "<s>", "</s>", "<unk>", "|", "'", *"abcdefghijklmnopqrstuvwxyz"]
+    (path / "vocab.json").write_text(json.dumps({c: i for i, c in enumerate(chars)}))
+    tokenizer = Wav2Vec2CTCTokenizer(str(path / "vocab.json"), word_delimiter_token="|")
+    features = Wav2Vec2FeatureExtractor(feature_size=1, sampling_rate=16000, do_normalize=True)
+    Wav2Vec2Processor(feature_extractor=features, tokenizer=tokenizer).save_pretrained(path)
+    config = Wav2Vec2Config(vocab_size=len(chars), hidden_size=32, num_hidden_layers=1, num_attention_heads=2,
+                            intermediate_size=64, conv_dim=(16,) * 7, num_conv_pos_embeddings=16,
+                            num_conv_pos_embedding_groups=2, pad_token_id=0)
+    torch.manual_seed(0)
+    Wav2Vec2ForCTC(config).save_pretrained(path)
+    return path
+
+
+@pytest.mark.skipif(importlib.util.find_spec("whisperx") is None, reason="whisperx not installed")
+def test_whisperx_alignment_path(tiny_en, tiny_wav2vec2, speech_flac, tmp_path, monkeypatch):
+    import nltk
+    import whisperx
+
+    monkeypatch.setattr(nltk.data, "path", [])  # only the folder the config names
+    cfg = TranscribeConfig(model=tiny_en, align_model=str(tiny_wav2vec2), nltk_data=str(tmp_path / "nltk"))
+    with pytest.raises(ValueError, match="punkt_tab"):  # misconfiguration is reported at setup
+        TranscribeStage(cfg).setup()
+    # An untrained Punkt model (empty parameter files) splits sentences at full stops only.
+    punkt = tmp_path / "nltk" / "tokenizers" / "punkt_tab" / "english"
+    punkt.mkdir(parents=True)
+    for name in ("collocations.tab", "sent_starters.txt", "abbrev_types.txt", "ortho_context.tab"):
+        (punkt / name).touch()
+    calls = []
+    align = whisperx.align
+    monkeypatch.setattr(whisperx, "align", lambda *a, **kw: calls.append(a) or align(*a, **kw))
+    t = TranscribeStage(cfg).process({"key": "s", "files": {"flac": str(speech_flac)}})[0]["transcript"]
+    assert len(calls) == 1 and "new jersey" in t["text"].lower()
+    starts, ends = np.array([w["start_s"] for w in t["words"]]), np.array([w["end_s"] for w in t["words"]])
+    assert len(starts) >= 15 and np.all(np.diff(starts) >= 0) and np.all(ends >= starts)
+    assert ends.max() <= EXCERPT_S[1] - EXCERPT_S[0]
+    assert all(0.0 <= w["score"] <= 1.0 for w in t["words"])
