@@ -9,8 +9,12 @@ when there is no flac) once, then measures:
 - ``silence_ratio``: fraction of 50 ms windows quieter than ``silence_dbfs``.
 - ``speech_ratio``: fraction of the clip the Silero VAD marks as speech (curation.vad).
 - ``tempo_bpm``, ``beats_s``, ``onsets_s``: librosa's beat tracker and onset detector.
-  ``tempo_bpm`` is ``None`` when fewer than ``min_beats`` beats were found: a number
-  for a clip without a pulse would be invented.
+  The beat tracker finds "beats" in anything (speech included), so ``pulse_clarity``
+  (the highest autocorrelation of the onset envelope at lags of 40-240 BPM, 0..1)
+  decides whether there is a beat at all: below ``min_pulse_clarity``, or with fewer
+  than ``min_beats`` beats, ``tempo_bpm`` is ``None`` and ``beats_s`` is empty.
+  Measured: a click track 0.85, clicks in noise 0.6, speech 0.08-0.25, Big Buck
+  Bunny's orchestral opening 0.13, a steady tone 0.02.
 
 A clip without audio is rejected ``no_audio`` unless ``require_audio`` is false, in
 which case it passes with ``audio.has_audio = False`` and no measurements.
@@ -39,6 +43,7 @@ class AudioConfig:
     vad_threshold: float = 0.5  # Silero speech probability above which a frame is speech
     analysis_rate: int = 22050  # librosa works at this rate (beats need no more)
     min_beats: int = 4  # fewer beats than this: no tempo is reported
+    min_pulse_clarity: float = 0.35  # weaker periodicity: no tempo (see module doc)
     max_onsets: int = 2000  # cap on stored onset times (keeps the json small)
 
 
@@ -69,7 +74,9 @@ class AudioStage(Stage):
         cfg = self.config
         duration = len(samples) / rate
         speech = speech_segments(to_mono_16k(samples, rate), threshold=cfg.vad_threshold)
-        tempo, beats, onsets = rhythm(samples, rate, cfg.analysis_rate)
+        tempo, beats, onsets, clarity = rhythm(samples, rate, cfg.analysis_rate)
+        if clarity < cfg.min_pulse_clarity or len(beats) < cfg.min_beats:
+            tempo, beats = None, []
         loudness = integrated_loudness(samples, rate)
         return {
             "has_audio": True,
@@ -81,7 +88,8 @@ class AudioStage(Stage):
             "silence_ratio": round(silence_ratio(samples, rate, cfg.silence_dbfs), 4),
             "speech_ratio": round(min(1.0, sum(e - s for s, e in speech) / duration), 4),
             "speech_segments_s": [[round(s, 3), round(e, 3)] for s, e in speech],
-            "tempo_bpm": round(tempo, 2) if len(beats) >= cfg.min_beats else None,
+            "pulse_clarity": round(clarity, 3),
+            "tempo_bpm": None if tempo is None else round(tempo, 2),
             "beats_s": [round(t, 3) for t in beats],
             "onsets_s": [round(t, 3) for t in onsets[: cfg.max_onsets]],
         }
@@ -169,8 +177,8 @@ def silence_ratio(samples: np.ndarray, rate: int, silence_dbfs: float, window_s:
     return float((rms_db < silence_dbfs).mean())
 
 
-def rhythm(samples: np.ndarray, rate: int, analysis_rate: int) -> tuple[float, list[float], list[float]]:
-    """(tempo in BPM, beat times, onset times) from librosa, on the mono mix."""
+def rhythm(samples: np.ndarray, rate: int, analysis_rate: int) -> tuple[float, list[float], list[float], float]:
+    """(tempo in BPM, beat times, onset times, pulse clarity) from librosa, on the mono mix."""
     import librosa
 
     mono = samples.mean(axis=1)
@@ -181,4 +189,16 @@ def rhythm(samples: np.ndarray, rate: int, analysis_rate: int) -> tuple[float, l
     envelope = librosa.onset.onset_strength(y=mono, sr=analysis_rate)
     tempo, beats = librosa.beat.beat_track(onset_envelope=envelope, sr=analysis_rate, units="time")
     onsets = librosa.onset.onset_detect(onset_envelope=envelope, sr=analysis_rate, units="time")
-    return float(np.atleast_1d(tempo)[0]), [float(t) for t in beats], [float(t) for t in onsets]
+    return (float(np.atleast_1d(tempo)[0]), [float(t) for t in beats], [float(t) for t in onsets],
+            pulse_clarity(envelope, analysis_rate / 512))
+
+
+def pulse_clarity(envelope: np.ndarray, frames_per_s: float) -> float:
+    """Highest normalised autocorrelation of the onset envelope at lags of 40-240 BPM."""
+    centred = envelope - envelope.mean()
+    energy = float(centred @ centred)
+    lo, hi = int(frames_per_s * 60 / 240), int(frames_per_s * 60 / 40)
+    if energy <= 0 or len(centred) <= lo + 1:
+        return 0.0
+    lags = range(max(1, lo), min(hi, len(centred) - 1) + 1)
+    return float(max(centred[:-lag] @ centred[lag:] for lag in lags) / energy)
