@@ -25,6 +25,7 @@ import io
 import string
 import warnings
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, ClassVar, Protocol
 
 import numpy as np
@@ -74,6 +75,10 @@ class TranscribeStage(Stage):
         config = config or TranscribeConfig()
         if config.backend not in BACKENDS:
             raise ValueError(f"transcribe.backend must be one of {sorted(BACKENDS)}, not {config.backend!r}")
+        for key in ("align_model", "diarize_model"):
+            path = getattr(config, key)
+            if path and not Path(path).exists():
+                raise ValueError(f"transcribe.{key} must be a local model path; {path!r} does not exist")
         super().__init__(config)
         self.backend: AsrBackend | None = None
         self.diarizer = None
@@ -121,6 +126,8 @@ def normalise(language: str | None, segments: list[dict], duration_s: float) -> 
             start = min(max(float(w["start"]), words[-1]["start_s"] if words else 0.0), duration_s)
             end = min(max(float(w["end"]), start), duration_s)
             token = w["word"].strip()
+            if not token:
+                continue
             if words and token and all(c in string.punctuation for c in token):
                 words[-1]["word"] += token
                 words[-1]["end_s"] = round(max(words[-1]["end_s"], end), 3)

@@ -88,6 +88,8 @@ def test_declares_an_actor_and_rejects_unknown_backends():
     assert TranscribeStage.resources.actor
     with pytest.raises(ValueError, match="transcribe.backend"):
         TranscribeStage(TranscribeConfig(backend="nemo"))
+    with pytest.raises(ValueError, match="transcribe.diarize_model"):
+        TranscribeStage(TranscribeConfig(diarize_model="/nonexistent/pyannote"))
 
 
 @pytest.fixture(scope="module")
