@@ -55,9 +55,10 @@ class AudioStage(Stage):
         super().__init__(config or AudioConfig())
 
     def setup(self) -> None:
-        # librosa's numba kernels compile on first use (30-40 s after an install): pay
-        # it once per worker here rather than inside the first clip's timing.
-        import librosa  # noqa: F401
+        # librosa's numba kernels compile on first use (30-40 s after an install, then
+        # cached): pay it once per worker here rather than inside the first clip.
+        noise = np.random.default_rng(0).normal(0, 0.1, (self.config.analysis_rate, 1)).astype(np.float32)
+        rhythm(noise, self.config.analysis_rate, self.config.analysis_rate)
 
     def process(self, item: Item) -> list[Item]:
         loaded = load_clip_audio(item)
