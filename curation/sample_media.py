@@ -120,6 +120,24 @@ def make_clip(
     return SampleClip(path, cuts, total, fps, audio_offset_s if audio else 0.0, list(shot_durations_s), events)
 
 
+def make_speech_clip(path: str | Path, speech: str | Path, duration_s: float = 8.0, *, start_s: float = 0.0,
+                     fps: int = 25, size: tuple[int, int] = (320, 240)) -> Path:
+    """A moving test pattern over ``duration_s`` of real speech taken from ``speech``
+    (e.g. pyannote.audio's sample.wav): footage for transcription."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    run_ffmpeg(["-f", "lavfi", "-i", f"testsrc2=size={size[0]}x{size[1]}:rate={fps}",
+                "-ss", str(start_s), "-i", str(speech), "-t", str(duration_s), "-map", "0:v", "-map", "1:a",
+                "-c:v", "libx264", "-preset", "ultrafast", "-pix_fmt", "yuv420p", "-c:a", "aac", "-b:a", "96k",
+                str(path)])
+    return path
+
+
+def speech_sample() -> Path | None:
+    """30 s of two people talking, as the pyannote.audio wheel ships it (with sample.stm)."""
+    return packaged_file("pyannote.audio", "sample", "sample.wav")
+
+
 def packaged_file(package: str, *parts: str) -> Path | None:
     """A data file shipped inside an installed package, found without importing it."""
     spec = importlib.util.find_spec(package)

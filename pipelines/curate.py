@@ -121,6 +121,17 @@ class _Journal:
         return json.loads(self.path(source_id).read_text())["items"]
 
 
+def _claim_output(work: Path, cfg: CurationConfig) -> None:
+    """Resume only under the config that produced the committed work: results made
+    with other thresholds or models would silently mix into the shards."""
+    marker = work / "config_hash"
+    work.mkdir(parents=True, exist_ok=True)
+    if marker.exists() and marker.read_text().strip() != config_hash(cfg):
+        raise ConfigError(f"{work.parent} holds a run with a different config (see its config.yaml): "
+                          "use another --out, or delete it to start over")
+    marker.write_text(config_hash(cfg))
+
+
 def _order(item: Item) -> str:
     return item.get("key") or item["source"]["id"]
 
@@ -155,6 +166,7 @@ def run_curation(inputs: list[str], out_dir: str | Path, cfg: CurationConfig | N
     started = time.time()
     out = Path(out_dir).resolve()
     work = out / ".work"
+    _claim_output(work, cfg)
     save_config(cfg, out / "config.yaml")
     stages = build_stages(cfg, work)  # a misconfigured stage fails here, before any work
     found = discover(inputs, work / "inputs")
@@ -273,7 +285,7 @@ def split_args(positionals: list[str]) -> tuple[list[str], list[str]]:
 
 def main(args) -> int:
     """``tandem curate`` (arguments parsed by pipelines/cli.py)."""
-    from pipelines.config import ConfigError, load_config
+    from pipelines.config import load_config
     from pipelines.discover import InputError
 
     inputs, overrides = split_args(args.inputs)
@@ -283,7 +295,7 @@ def main(args) -> int:
     try:
         cfg = load_config(CurationConfig, args.config, overrides)
         result = run_curation(inputs, args.out, cfg, address=args.address)
-    except (ConfigError, InputError) as exc:
+    except (ValueError, InputError) as exc:  # ConfigError and stage config checks
         print(f"tandem curate: {exc}", flush=True)
         return 2
     print(summary(result), flush=True)

@@ -1,6 +1,7 @@
 """The whole curation DAG on local Ray: every input ends kept or rejected with its
 reason, and the shards read back with the stock webdataset reader and with Ray Data."""
 
+import io
 import json
 
 import mlflow
@@ -8,14 +9,16 @@ import pytest
 import soundfile as sf
 import webdataset as wds
 
-from curation.sample_media import make_clip
-from pipelines.config import load_config
+from curation.sample_media import make_clip, make_speech_clip, speech_sample, whisper_tiny_en
+from pipelines.config import ConfigError, load_config
 from pipelines.curate import CurationConfig, run_curation
 
 REQUIRED_JSON = ["source.id", "source.path", "start_s", "end_s", "start_frame", "end_frame", "fps", "width",
                  "height", "audio.sample_rate", "audio.channels", "audio.loudness_lufs", "audio.speech_ratio",
                  "motion.score", "sync.offset_ms", "sync.confidence", "sync.method", "sync.action",
                  "pipeline.version", "pipeline.config_hash"]
+
+OVERRIDES = ["shards.max_count=3", f"transcribe.model={whisper_tiny_en()}", "transcribe.language=en"]
 
 
 def lookup(doc, dotted):
@@ -29,10 +32,11 @@ def curated(tmp_path_factory, local_ray, three_shot_clip, video_without_audio, t
             text_as_mp4, audio_only, duplicate_pair, rotated_video, vfr_video):
     raw = tmp_path_factory.mktemp("raw")
     unicode_name = make_clip(raw / "sub dir" / "ünï clip 名.mp4", [1.2, 1.8], size=(160, 120)).path
+    speech = make_speech_clip(raw / "talk.mp4", speech_sample(), 9.0, start_s=8.4, size=(160, 120))
     inputs = [three_shot_clip.path, video_without_audio, truncated_mp4, zero_byte_file, text_as_mp4, audio_only,
-              *duplicate_pair, rotated_video, vfr_video, unicode_name]
+              *duplicate_pair, rotated_video, vfr_video, unicode_name, speech]
     out = tmp_path_factory.mktemp("curated") / "out"
-    cfg = load_config(CurationConfig, None, ["shards.max_count=3"])
+    cfg = load_config(CurationConfig, None, OVERRIDES)
     result = run_curation([str(p) for p in inputs] + [str(raw)], out, cfg)
     return inputs, result
 
@@ -60,7 +64,7 @@ def test_every_input_is_kept_or_rejected_with_a_reason(curated, request):
         assert rejected.get(str(path.resolve())) == reason
     dup_a, dup_b = sorted(str(p.resolve()) for p in request.getfixturevalue("duplicate_pair"))
     assert dup_a in kept_sources and rejected.get(dup_b) == "duplicate"  # the first path wins
-    for path in (request.getfixturevalue("rotated_video"), inputs[-1]):
+    for path in (request.getfixturevalue("rotated_video"), *inputs[-2:]):
         assert str(path.resolve()) in kept_sources, f"{path} should yield clips"
     three = sorted((r for r in result.manifest if r["source_path"] == dup_a), key=lambda r: r["start_s"])
     assert [round(r["start_s"], 2) for r in three] == [0.0, 1.6, 4.0]  # the true cuts
@@ -79,8 +83,9 @@ def test_shards_read_back_with_webdataset(curated):
         for name in REQUIRED_JSON:
             lookup(doc, name)
         assert doc["key"] == sample["__key__"] and doc["sync"]["action"] in ("kept", "corrected")
-        audio, rate = sf.read(__import__("io").BytesIO(sample["flac"]))
-        assert rate == doc["audio"]["sample_rate"] and audio.shape[1] == doc["audio"]["channels"] == 2
+        audio, rate = sf.read(io.BytesIO(sample["flac"]), always_2d=True)
+        expected_channels = 1 if doc["source"]["path"].endswith("talk.mp4") else 2  # channels are kept
+        assert rate == doc["audio"]["sample_rate"] and audio.shape[1] == doc["audio"]["channels"] == expected_channels
         assert abs(len(audio) / rate - (doc["end_s"] - doc["start_s"])) <= 1 / doc["fps"]
 
 
@@ -93,6 +98,19 @@ def test_shards_read_back_with_ray_data(curated):
     rows = ds.take_all()
     assert sorted(r["__key__"] for r in rows) == [r["key"] for r in result.manifest]
     assert all(r["mp4"][:12].find(b"ftyp") == 4 for r in rows)
+
+
+def test_speech_is_transcribed_and_captioned(curated):
+    _, result = curated
+    [talk] = [r for r in result.manifest if r["source_path"].endswith("talk.mp4")]
+    samples = {s["__key__"]: s for s in wds.WebDataset(str(result.out_dir / "shards" / talk["shard"]),
+                                                      shardshuffle=False)}
+    doc = json.loads(samples[talk["key"]]["json"])
+    words = doc["transcript"]["words"]
+    assert len(words) >= 8 and doc["transcript"]["language"] == "en"
+    assert all(0 <= w["start_s"] <= w["end_s"] <= doc["end_s"] - doc["start_s"] + 0.05 for w in words)
+    assert doc["caption"]["backend"] == "metadata" and doc["caption"]["parts"]["speech"]
+    assert samples[talk["key"]]["txt"].decode() == doc["caption"]["text"]
 
 
 def test_run_is_tracked_in_mlflow(curated):
@@ -112,6 +130,13 @@ def test_rerun_skips_finished_sources_and_reproduces_the_output(curated):
     _, result = curated
     before = sorted(p.read_bytes() for p in (result.out_dir / "shards").glob("*.tar"))
     again = run_curation([r["source_path"] for r in result.manifest], result.out_dir,
-                         load_config(CurationConfig, None, ["shards.max_count=3"]))
+                         load_config(CurationConfig, None, OVERRIDES))
     assert again.stats["sources_processed"] == 0 and again.stats["clips_kept"] == len(result.manifest)
     assert sorted(p.read_bytes() for p in (result.out_dir / "shards").glob("*.tar")) == before
+
+
+def test_resuming_under_another_config_is_refused(curated):
+    _, result = curated
+    with pytest.raises(ConfigError, match="different config"):
+        run_curation([r["source_path"] for r in result.manifest], result.out_dir,
+                     load_config(CurationConfig, None, [*OVERRIDES, "shots.min_clip_s=2"]))
