@@ -3,7 +3,7 @@
     tandem curate RAW... --out shards/ [--config curate.yaml] [key=value ...] [--address ADDR]
 
 probe -> shots (one source fans out into clips) -> clip -> audio -> motion -> sync ->
-transcribe -> caption, each a stage from ``curation/`` mapped onto Ray Data
+transcribe -> caption -> filter, each a stage from ``curation/`` mapped onto Ray Data
 by ``pipelines/ray_adapter.py``; the driver writes the shards, the manifest, the
 rejects table and the report, and logs the run to MLflow.
 
@@ -28,6 +28,7 @@ from typing import Any
 from curation.audio import AudioConfig, AudioStage
 from curation.caption import CaptionConfig, CaptionStage
 from curation.clip import ClipConfig, ClipStage
+from curation.filters import FilterConfig, FilterStage
 from curation.motion import MotionConfig, MotionStage
 from curation.probe import ProbeConfig, ProbeStage
 from curation.shards import ShardConfig, reject_row, write_shards, write_table
@@ -57,6 +58,7 @@ class CurationConfig:
     sync: SyncConfig = field(default_factory=SyncConfig)
     transcribe: TranscribeConfig = field(default_factory=TranscribeConfig)
     caption: CaptionConfig = field(default_factory=CaptionConfig)
+    filter: FilterConfig = field(default_factory=FilterConfig)
     shards: ShardConfig = field(default_factory=ShardConfig)
     ray: RayConfig = field(default_factory=RayConfig)
     # Stages left out of the DAG, e.g. [transcribe] where no Whisper weights are at hand.
@@ -79,6 +81,7 @@ def build_stages(cfg: CurationConfig, work_dir: Path) -> list[Stage]:
         SyncStage(cfg.sync),
         TranscribeStage(cfg.transcribe),
         CaptionStage(cfg.caption),
+        FilterStage(cfg.filter),
     ]
     names = [s.name for s in stages]
     unknown = sorted(set(cfg.skip) - set(names))

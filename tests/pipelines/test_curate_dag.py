@@ -66,8 +66,12 @@ def test_every_input_is_kept_or_rejected_with_a_reason(curated, request):
     assert dup_a in kept_sources and rejected.get(dup_b) == "duplicate"  # the first path wins
     for path in (request.getfixturevalue("rotated_video"), *inputs[-2:]):
         assert str(path.resolve()) in kept_sources, f"{path} should yield clips"
-    three = sorted((r for r in result.manifest if r["source_path"] == dup_a), key=lambda r: r["start_s"])
-    assert [round(r["start_s"], 2) for r in three] == [0.0, 1.6, 4.0]  # the true cuts
+    # Cuts at frames 40 and 100; the middle shot (SMPTE bars) is a still picture.
+    kept_frames = sorted(r["key"].split("_", 1)[1] for r in result.manifest if r["source_path"] == dup_a)
+    assert kept_frames == ["0000000_0000040", "0000100_0000150"]
+    static = [r for r in result.rejects if r["source_path"] == dup_a]
+    assert [(r["id"].split("_", 1)[1], r["stage"], r["reason"]) for r in static] == [
+        ("0000040_0000100", "filter", "static")]
     assert result.stats["clips_kept"] == len(result.manifest) > 0
 
 
