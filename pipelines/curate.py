@@ -31,6 +31,7 @@ from curation.clip import ClipConfig, ClipStage
 from curation.filters import FilterConfig, FilterStage
 from curation.motion import MotionConfig, MotionStage
 from curation.probe import ProbeConfig, ProbeStage
+from curation.report import write_report
 from curation.shards import ShardConfig, reject_row, write_shards, write_table
 from curation.shots import ShotConfig, ShotStage
 from curation.stage import Item, Stage, is_rejected
@@ -196,7 +197,7 @@ def run_curation(inputs: list[str], out_dir: str | Path, cfg: CurationConfig | N
     stats["sources_processed"] = len(todo)  # the rest were committed by an earlier run
     (out / "stats.json").write_text(json.dumps(stats, indent=2))
     result = CurationResult(out, manifest, rejects, stats)
-    result.report = _write_report(out, manifest, rejects, stats)
+    result.report = write_report(out, manifest, rejects, stats)
     if cfg.track:
         _track(result, cfg)
     return result
@@ -227,14 +228,6 @@ def _stats(found, items: list[Item], manifest, rejects, wall_s: float) -> dict[s
         "per_stage": {k: dict(v) for k, v in per_stage.items()},
         "shards": sorted({r["shard"] for r in manifest}),
     }
-
-
-def _write_report(out: Path, manifest, rejects, stats) -> Path | None:
-    try:
-        from curation.report import write_report
-    except ImportError:  # TODO(lead): remove once curation/report.py lands
-        return None
-    return write_report(out, manifest, rejects, stats)
 
 
 def _track(result: CurationResult, cfg: CurationConfig) -> None:

@@ -126,7 +126,9 @@ def test_run_is_tracked_in_mlflow(curated):
     assert run.data.metrics["rejected.duplicate"] == 1
     assert any(k.startswith("stage.shots.") for k in run.data.metrics)
     artifacts = {a.path for a in client.list_artifacts(result.mlflow_run_id)}
-    assert {"config.yaml", "manifest.parquet", "rejects.csv"} <= artifacts
+    assert {"config.yaml", "manifest.parquet", "rejects.csv", "report.html", "report"} <= artifacts
+    plots = {a.path for a in client.list_artifacts(result.mlflow_run_id, "report")}
+    assert "report/duration_s.png" in plots and "report/reject_reasons.png" in plots
 
 
 @pytest.mark.timeout(120)

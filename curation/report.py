@@ -1,0 +1,103 @@
+"""The curation report: one HTML page with counts, hours, drops per reason and plots.
+
+``write_report(out_dir, manifest, rejects, stats)`` writes ``out_dir/report.html`` and
+its PNG plots under ``out_dir/report/``. It reads only the manifest rows, the rejects
+rows and the run's stats, so it works on any finished output directory and on empty
+ones; a measurement that no clip has is simply not plotted.
+"""
+
+from __future__ import annotations
+
+import html
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402  (the backend must be chosen first)
+
+# (manifest column, plot title, x label)
+DISTRIBUTIONS = [
+    ("duration_s", "Clip durations", "seconds"),
+    ("sync_offset_ms", "A/V sync offsets (positive: audio lags)", "ms"),
+    ("loudness_lufs", "Loudness", "LUFS"),
+    ("tempo_bpm", "Tempo", "BPM"),
+    ("motion_score", "Motion", "score"),
+    ("speech_ratio", "Speech ratio", "fraction of the clip"),
+]
+
+
+def _histogram(values: list[float], title: str, xlabel: str, path: Path) -> None:
+    fig, ax = plt.subplots(figsize=(5, 3), dpi=100)
+    ax.hist(values, bins=min(30, max(5, len(values))), color="#4c72b0")
+    ax.set(title=f"{title} (n={len(values)})", xlabel=xlabel, ylabel="clips")
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+
+
+def _bar(counts: dict[str, int], path: Path) -> None:
+    fig, ax = plt.subplots(figsize=(5, 0.4 * len(counts) + 1.2), dpi=100)
+    names = list(counts)
+    ax.barh(names, [counts[n] for n in names], color="#c44e52")
+    ax.invert_yaxis()
+    ax.set(title="Drops per reason", xlabel="items")
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+
+
+def _table(rows: list[tuple], header: tuple) -> str:
+    head = "".join(f"<th>{html.escape(str(h))}</th>" for h in header)
+    body = "".join("<tr>" + "".join(f"<td>{html.escape(str(c))}</td>" for c in row) + "</tr>" for row in rows)
+    return f"<table><tr>{head}</tr>{body}</table>"
+
+
+def write_report(out_dir: str | Path, manifest: list[dict[str, Any]], rejects: list[dict[str, Any]],
+                 stats: dict[str, Any]) -> Path:
+    out_dir = Path(out_dir)
+    plots = out_dir / "report"
+    plots.mkdir(parents=True, exist_ok=True)
+    for old in plots.glob("*.png"):
+        old.unlink()
+    images = []
+    reasons = Counter(r["reason"] for r in rejects)
+    if reasons:
+        _bar(dict(reasons.most_common()), plots / "reject_reasons.png")
+        images.append("reject_reasons.png")
+    for column, title, xlabel in DISTRIBUTIONS:
+        values = [float(r[column]) for r in manifest if r.get(column) is not None]
+        if values:
+            _histogram(values, title, xlabel, plots / f"{column}.png")
+            images.append(f"{column}.png")
+
+    summary = [(k, f"{v:.4f}" if isinstance(v, float) else v) for k, v in stats.items()
+               if isinstance(v, int | float | str)]
+    per_stage = [(name, s["items"], f"{s['seconds']:.2f}",
+                  f"{s['items'] / s['seconds']:.1f}" if s["seconds"] else "-",
+                  f"{s['footage_s'] / s['seconds']:.1f}" if s["seconds"] else "-")
+                 for name, s in (stats.get("per_stage") or {}).items()]
+    by_reason = [(reason, count, next(r["stage"] for r in rejects if r["reason"] == reason))
+                 for reason, count in reasons.most_common()]
+    sections = [
+        "<h1>tandem curation report</h1>",
+        f"<p>{html.escape(str(out_dir))}</p>",
+        "<h2>Summary</h2>", _table(summary, ("", "value")),
+        "<h2>Drops per reason</h2>", _table(by_reason, ("reason", "count", "stage")) if by_reason else "<p>none</p>",
+        "<h2>Per-stage throughput (per worker)</h2>",
+        _table(per_stage, ("stage", "items", "busy s", "items/s", "footage s/s")) if per_stage else "<p>-</p>",
+        "<h2>Distributions of kept clips</h2>",
+        "".join(f'<img src="report/{html.escape(name)}" alt="{html.escape(name)}">' for name in images),
+        "<h2>Rejects</h2>",
+        _table([(r["id"], r["stage"], r["reason"], r.get("message", "")[:300]) for r in rejects],
+               ("id", "stage", "reason", "message")) if rejects else "<p>none</p>",
+    ]
+    style = ("body{font-family:sans-serif;margin:2em}table{border-collapse:collapse;margin-bottom:1em}"
+             "td,th{border:1px solid #ccc;padding:2px 8px;text-align:left;font-size:90%}img{margin:4px}")
+    page = f"<!doctype html><html><head><meta charset='utf-8'><title>tandem curation report</title>" \
+           f"<style>{style}</style></head><body>{''.join(sections)}</body></html>"
+    path = out_dir / "report.html"
+    path.write_text(page, encoding="utf-8")
+    return path

@@ -1,0 +1,29 @@
+import re
+
+from curation.report import write_report
+
+MANIFEST = [{"key": f"k{i}", "duration_s": 2.0 + i, "sync_offset_ms": 10.0 * i, "loudness_lufs": -20.0,
+             "tempo_bpm": None, "motion_score": 0.01, "speech_ratio": 0.3} for i in range(4)]
+REJECTS = [
+    {"id": "a", "stage": "probe", "reason": "not_media", "message": "<script>x</script>"},
+    {"id": "b", "stage": "filter", "reason": "static", "message": "still"},
+    {"id": "c", "stage": "filter", "reason": "static", "message": "still"},
+]
+STATS = {"inputs": 5, "clips_kept": 4, "hours_in": 0.01, "per_stage": {"shots": {"items": 4, "seconds": 2.0,
+                                                                                 "footage_s": 14.0}}}
+
+
+def test_report_names_every_reason_and_links_existing_plots(tmp_path):
+    page = write_report(tmp_path, MANIFEST, REJECTS, STATS).read_text()
+    assert re.search(r"<td>static</td><td>2</td>", page) and re.search(r"<td>not_media</td><td>1</td>", page)
+    images = re.findall(r'<img src="([^"]+)"', page)
+    assert "report/duration_s.png" in images and "report/reject_reasons.png" in images
+    assert "report/tempo_bpm.png" not in images  # no clip has a tempo
+    assert all((tmp_path / img).stat().st_size > 1000 for img in images)
+    assert "<script>x" not in page and "&lt;script&gt;" in page  # messages are escaped
+    assert "<td>shots</td><td>4</td>" in page
+
+
+def test_empty_run_still_reports(tmp_path):
+    page = write_report(tmp_path, [], [], {"inputs": 0}).read_text()
+    assert "none" in page and "<img" not in page
