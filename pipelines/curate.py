@@ -2,8 +2,8 @@
 
     tandem curate RAW... --out shards/ [--config curate.yaml] [key=value ...] [--address ADDR]
 
-probe -> shots (one source fans out into clips) -> clip -> audio -> motion -> sync ->
-transcribe -> caption -> filter, each a stage from ``curation/`` mapped onto Ray Data
+probe -> shots (one source fans out into clips) -> motion -> prefilter -> clip -> audio
+-> sync -> transcribe -> caption -> filter, each a stage from ``curation/`` mapped onto Ray Data
 by ``pipelines/ray_adapter.py``; the driver writes the shards, the manifest, the
 rejects table and the report, and logs the run to MLflow.
 
@@ -72,13 +72,22 @@ class CurationConfig:
 REQUIRED_STAGES = ("probe", "shots", "clip")
 
 
+class PrefilterStage(FilterStage):
+    """The filter's thresholds on what is known before clipping (duration, motion)."""
+
+    name = "prefilter"
+
+
 def build_stages(cfg: CurationConfig, work_dir: Path) -> list[Stage]:
     stages = [
         ProbeStage(cfg.probe),
         ShotStage(cfg.shots),
+        # Motion reads the shot stage's arrays, so static and black clips are dropped
+        # here, before the clip stage spends an encode on them.
+        MotionStage(cfg.motion),
+        PrefilterStage(cfg.filter),
         ClipStage(replace(cfg.clip, work_dir=str(work_dir / "clips"))),
         AudioStage(cfg.audio),
-        MotionStage(cfg.motion),
         SyncStage(cfg.sync),
         TranscribeStage(cfg.transcribe),
         CaptionStage(cfg.caption),
