@@ -181,10 +181,9 @@ def _snap(bound, lo, hi, fps, speech, window_s, min_frames, max_frames) -> int:
 
 
 def silero_speech(path: str | Path) -> list[tuple[float, float]]:
-    """Speech segments with the Silero VAD that faster-whisper ships (no download)."""
+    """Speech segments of a media file (Silero VAD, as curation.vad runs it)."""
     from faster_whisper.audio import decode_audio
-    from faster_whisper.vad import VadOptions, get_speech_timestamps
 
-    audio = decode_audio(str(path), sampling_rate=16000)
-    stamps = get_speech_timestamps(audio, VadOptions(min_silence_duration_ms=200, speech_pad_ms=100))
-    return [(s["start"] / 16000, s["end"] / 16000) for s in stamps]
+    from curation.vad import SAMPLE_RATE, speech_segments
+
+    return speech_segments(decode_audio(str(path), sampling_rate=SAMPLE_RATE), min_silence_ms=200)

@@ -95,3 +95,15 @@ def test_misconfiguration_raises():
 
 def test_silero_finds_no_speech_in_a_tone(three_shot_clip):
     assert silero_speech(three_shot_clip.path) == []
+
+
+def test_silero_finds_the_speech_in_real_talk(tmp_path):
+    from curation.sample_media import make_speech_clip, speech_sample
+    from curation.shots import silero_speech
+
+    if speech_sample() is None:
+        pytest.skip("pyannote.audio's sample.wav is not installed (scripts/install_asr.sh)")
+    # 8.4-17.4 s of sample.wav: speech nearly throughout (sample.stm).
+    segments = silero_speech(make_speech_clip(tmp_path / "talk.mp4", speech_sample(), 9.0, start_s=8.4))
+    spoken = sum(end - start for start, end in segments)
+    assert 6.0 < spoken <= 9.1 and all(0 <= s < e <= 9.1 for s, e in segments)
