@@ -47,6 +47,11 @@ class Stage:
     def setup(self) -> None:
         """Load models / open resources once per worker. Default: nothing."""
 
+    def preflight(self) -> None:
+        """Cheap checks run once on the driver before any work (e.g. that a model can be
+        found), so misconfiguration fails in seconds with a clear message instead of
+        inside a worker. Raise ValueError with what to fix. Default: nothing."""
+
     def process(self, item: Item) -> list[Item]:
         raise NotImplementedError
 

@@ -83,6 +83,32 @@ class TranscribeStage(Stage):
         self.backend: AsrBackend | None = None
         self.diarizer = None
 
+    def preflight(self) -> None:
+        model = self.config.model
+        if Path(model).is_dir() or "/" in model and Path(model).exists():
+            return
+        if Path(model).is_absolute() or model.startswith("."):
+            raise ValueError(f"transcribe.model={model!r}: no such folder")
+        from faster_whisper.utils import download_model
+
+        try:
+            download_model(model, local_files_only=True)  # in the local Hugging Face cache
+            return
+        except Exception:
+            pass
+        from faster_whisper.utils import _MODELS
+        from huggingface_hub import file_exists
+
+        try:
+            if file_exists(_MODELS.get(model, model), "model.bin"):
+                return  # workers will download it
+        except Exception as exc:
+            raise ValueError(
+                f"transcribe.model={model!r} is not in the local model cache and cannot be fetched "
+                f"({type(exc).__name__}): set transcribe.model=/path/to/ctranslate2-model, "
+                "or leave transcription out with skip=[transcribe]") from None
+        raise ValueError(f"transcribe.model={model!r} names no known Whisper model")
+
     def setup(self) -> None:
         if self.backend is not None:
             return

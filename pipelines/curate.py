@@ -98,7 +98,10 @@ def build_stages(cfg: CurationConfig, work_dir: Path) -> list[Stage]:
     if unknown or set(cfg.skip) & set(REQUIRED_STAGES):
         raise ConfigError(f"skip={cfg.skip}: only these stages can be skipped: "
                           f"{[n for n in names if n not in REQUIRED_STAGES]}")
-    return [s for s in stages if s.name not in cfg.skip]
+    stages = [s for s in stages if s.name not in cfg.skip]
+    for stage in stages:
+        stage.preflight()
+    return stages
 
 
 @dataclass

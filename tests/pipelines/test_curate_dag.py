@@ -148,3 +148,14 @@ def test_resuming_under_another_config_is_refused(curated):
     with pytest.raises(ConfigError, match="different config"):
         run_curation([r["source_path"] for r in result.manifest], result.out_dir,
                      load_config(CurationConfig, None, [*OVERRIDES, "shots.min_clip_s=2"]))
+
+
+@pytest.mark.parametrize("override, message", [
+    ("transcribe.model=/no/such/model", "no such folder"),
+    ("skip=[clip]", "can be skipped"),
+    ("skip=[nonsense]", "can be skipped"),
+])
+def test_misconfiguration_fails_before_any_work(tmp_path, override, message):
+    with pytest.raises(ValueError, match=message):
+        run_curation([str(tmp_path)], tmp_path / "out", load_config(CurationConfig, None, [override]))
+    assert not (tmp_path / "out" / "shards").exists()
