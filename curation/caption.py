@@ -56,7 +56,7 @@ class CaptionStage(Stage):
             raise ValueError(f"caption.model_path must be a local VLM folder for backend vlm (got {config.model_path!r})")
         super().__init__(config)
         if config.backend == "vlm":  # a model stage: one long-lived actor, on a GPU when there is one
-            self.resources = Resources(cpus=1.0, gpus=1.0 if _cuda() else 0.0, actor=True)
+            self.resources = Resources(cpus=1.0, gpus=1.0, actor=True)  # GPU dropped where none
         self.vlm: VlmCaptioner | None = None
 
     def setup(self) -> None:
@@ -135,12 +135,6 @@ def split_visual_camera(raw: str) -> tuple[str, str]:
     if not found:
         return raw.strip(), ""
     return found.get("visual", ""), found.get("camera", "")
-
-
-def _cuda() -> bool:
-    import torch
-
-    return torch.cuda.is_available()
 
 
 def sample_frames(mp4: str | Path, count: int, max_side: int) -> list:

@@ -69,7 +69,8 @@ def cuda_devices() -> int:
 
 class TranscribeStage(Stage):
     name = "transcribe"
-    resources: ClassVar[Resources] = Resources(cpus=1.0, gpus=1.0 if cuda_devices() else 0.0, actor=True)
+    # Asks for a GPU; pipelines/ray_adapter.py drops the request on clusters without one.
+    resources: ClassVar[Resources] = Resources(cpus=1.0, gpus=1.0, actor=True)
 
     def __init__(self, config: TranscribeConfig | None = None):
         config = config or TranscribeConfig()
