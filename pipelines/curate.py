@@ -142,7 +142,8 @@ def _claim_output(work: Path, cfg: CurationConfig) -> None:
     with other thresholds or models would silently mix into the shards."""
     marker = work / "config_hash"
     work.mkdir(parents=True, exist_ok=True)
-    if marker.exists() and marker.read_text().strip() != config_hash(cfg):
+    committed = any((work / "done").glob("*.json"))
+    if committed and marker.exists() and marker.read_text().strip() != config_hash(cfg):
         raise ConfigError(f"{work.parent} holds a run with a different config (see its config.yaml): "
                           "use another --out, or delete it to start over")
     marker.write_text(config_hash(cfg))
@@ -182,9 +183,9 @@ def run_curation(inputs: list[str], out_dir: str | Path, cfg: CurationConfig | N
     started = time.time()
     out = Path(out_dir).resolve()
     work = out / ".work"
+    stages = build_stages(cfg, work)  # a misconfigured stage fails here, before any work
     _claim_output(work, cfg)
     save_config(cfg, out / "config.yaml")
-    stages = build_stages(cfg, work)  # a misconfigured stage fails here, before any work
     found = discover(inputs, work / "inputs")
     journal = _Journal(work / "done")
     todo = [s for s in found.sources if not journal.done(s["source"]["id"])]
