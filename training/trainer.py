@@ -119,14 +119,15 @@ class Trainer:
             for n, p in self.engine.module.named_parameters():
                 self.ema[n].lerp_(p.detach().float(), 1 - self.cfg.ema_decay)
 
-    def fit(self) -> list[dict]:
-        """Train to ``cfg.steps`` from wherever ``resume`` left off; returns the metrics."""
+    def fit(self, until: int | None = None) -> list[dict]:
+        """Train from wherever ``resume`` left off to ``until`` (default ``cfg.steps``, which
+        also sets the LR schedule's length); returns the metrics."""
         history = []
-        while self.step < self.cfg.steps:
+        while self.step < min(until or self.cfg.steps, self.cfg.steps):
             metrics = self.train_step()
             history.append(metrics)
             if self.tracker is not None and self.step % self.cfg.log_every == 0:
                 self.tracker.log_metrics(metrics, step=self.step)
-            if self.step % self.cfg.checkpoint_every == 0 or self.step == self.cfg.steps:
+            if self.step % self.cfg.checkpoint_every == 0 or self.step in (until, self.cfg.steps):
                 self.save()
         return history
