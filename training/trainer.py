@@ -20,6 +20,15 @@ from training.loader import LatentLoader, LoaderConfig
 
 
 @dataclass
+class WorkersConfig:
+    """Ray Train scaling: the same recipe fields run 2 CPU workers or 64 GPUs."""
+    num_workers: int = 2
+    use_gpu: bool = False
+    cpus_per_worker: float = 1.0
+    max_failures: int = 2  # a lost worker restarts the run from its last checkpoint
+
+
+@dataclass
 class TrainConfig:
     preset: str = "debug"
     steps: int = 20
@@ -32,6 +41,10 @@ class TrainConfig:
     log_every: int = 1
     engine: EngineConfig = field(default_factory=EngineConfig)
     data: LoaderConfig = field(default_factory=LoaderConfig)
+    workers: WorkersConfig = field(default_factory=WorkersConfig)
+    experiment: str = "tandem-train"
+    tracking_dir: str = "runs"  # MLflow store (unless MLFLOW_TRACKING_URI is set)
+
 
 
 def warmup_cosine(warmup: int, total: int, min_ratio: float):

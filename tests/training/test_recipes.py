@@ -1,0 +1,44 @@
+"""Recipes resolve, their DeepSpeed configs build, and their models instantiate on meta."""
+
+from pathlib import Path
+
+import pytest
+import torch
+
+from pipelines.config import load_config
+from training.engine import deepspeed_config
+from training.trainer import TrainConfig
+
+RECIPES = Path(__file__).parents[2] / "pipelines" / "recipes"
+
+
+@pytest.mark.timeout(60)
+@pytest.mark.parametrize("name,stage,gpus,ckpt", [("debug_cpu", 2, 0, False), ("1b_8gpu", 2, 8, False),
+                                                  ("14b_64gpu", 3, 64, True)])
+def test_recipe_builds_deepspeed_config_and_meta_model(name, stage, gpus, ckpt, monkeypatch):
+    monkeypatch.chdir(RECIPES.parents[1])  # templates are repo-relative
+    cfg = load_config(TrainConfig, RECIPES / f"train_{name}.yaml")
+    world = cfg.workers.num_workers
+    assert (cfg.workers.use_gpu, world if gpus else 0) == (gpus > 0, gpus)
+    ds = deepspeed_config(cfg.engine, world)
+    assert ds["zero_optimization"]["stage"] == stage
+    assert ds["train_batch_size"] == cfg.engine.micro_batch_per_rank * cfg.engine.grad_accum_steps * world
+    assert ds["bf16"]["enabled"] == (gpus > 0)
+    assert ds["optimizer"]["params"]["torch_adam"] is True
+    assert cfg.engine.activation_checkpointing == ckpt
+
+    from model.dit import DualDiT
+    from model.presets import get_preset
+    from training.engine import apply_activation_checkpointing
+
+    with torch.device("meta"):
+        model = DualDiT(get_preset(cfg.preset))
+    if ckpt:
+        assert apply_activation_checkpointing(model) == get_preset(cfg.preset).depth
+    expected = {"debug": 2e6, "1b": 0.9e9, "14b": 13e9}[cfg.preset]
+    assert expected < sum(p.numel() for p in model.parameters()) < 1.3 * expected
+
+
+def test_overrides_reach_the_engine():
+    cfg = load_config(TrainConfig, RECIPES / "train_debug_cpu.yaml", ["engine.zero_stage=3", "steps=7"])
+    assert (cfg.engine.zero_stage, cfg.steps) == (3, 7)
