@@ -1,0 +1,67 @@
+"""``tandem submit``: send train / curate / latents as Ray Jobs through the Jobs SDK.
+
+The job runs the same ``tandem`` command on the cluster; the runtime environment carries
+the working tree (minus runs and the venv) and any ``--env KEY=VALUE``.
+"""
+
+from __future__ import annotations
+
+import shlex
+import sys
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+EXCLUDES = [".git", ".venv", "runs", "**/__pycache__", "*.tar", "*.mp4"]
+
+
+def add_submit_parser(subparsers) -> None:
+    submit = subparsers.add_parser("submit", help="submit a job to a Ray cluster (Ray Jobs)")
+    submit.add_argument("--address", default=None, help="Ray dashboard address, e.g. http://HEAD:8265")
+    actions = submit.add_subparsers(dest="action", metavar="ACTION", required=True)
+    for what in ("train", "curate", "latents"):
+        job = actions.add_parser(what, help=f"run `tandem {what} ...` as a Ray Job")
+        job.add_argument("--env", action="append", default=[], help="KEY=VALUE for the job's environment")
+        job.add_argument("--no-working-dir", action="store_true",
+                         help="do not upload this checkout (the cluster image already has it)")
+        job.add_argument("args", nargs="*", help=f"arguments for `tandem {what}` (after --)")
+        job.set_defaults(handler=submit_handler, what=what)
+    for what in ("status", "logs", "stop"):
+        job = actions.add_parser(what, help=f"{what} of a submitted job")
+        job.add_argument("job_id")
+        job.set_defaults(handler=job_handler, what=what)
+
+
+def _client(address: str | None):
+    from ray.job_submission import JobSubmissionClient
+
+    return JobSubmissionClient(address)
+
+
+def submit_job(address: str | None, what: str, args: list[str], env: dict[str, str] | None = None,
+               upload: bool = True) -> str:
+    """Submit ``tandem WHAT ARGS`` and return the job id."""
+    runtime_env: dict = {"env_vars": dict(env or {})}
+    if upload:
+        runtime_env.update(working_dir=str(REPO), excludes=EXCLUDES)
+    entrypoint = shlex.join([sys.executable if not upload else "python", "-m", "pipelines.cli", what, *args])
+    return _client(address).submit_job(entrypoint=entrypoint, runtime_env=runtime_env)
+
+
+def submit_handler(args) -> int:
+    env = dict(item.split("=", 1) for item in args.env)
+    job_id = submit_job(args.address, args.what, args.args, env, upload=not args.no_working_dir)
+    where = f" --address {args.address}" if args.address else ""
+    print(f"submitted {job_id}\nfollow: tandem submit{where} logs {job_id}   "
+          f"(or: ray job logs -f {job_id}{where})")
+    return 0
+
+
+def job_handler(args) -> int:
+    client = _client(args.address)
+    if args.what == "status":
+        print(client.get_job_status(args.job_id).value)
+    elif args.what == "logs":
+        print(client.get_job_logs(args.job_id), end="")
+    else:
+        print("stopped" if client.stop_job(args.job_id) else "already finished")
+    return 0

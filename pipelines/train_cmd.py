@@ -1,0 +1,78 @@
+"""``tandem train`` and ``tandem submit ...``: argparse registration and handlers.
+
+``add_parsers(subparsers)`` adds both commands; each parser's ``handler`` default is the
+function to call with the parsed args (returns an exit code).
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+RECIPES = Path(__file__).parent / "recipes"
+
+
+def resolve_recipe(name_or_path: str) -> Path:
+    """A YAML path, or a recipe name: ``debug_cpu`` -> pipelines/recipes/train_debug_cpu.yaml."""
+    path = Path(name_or_path)
+    if path.suffix in (".yaml", ".yml") or path.exists():
+        return path
+    candidate = RECIPES / f"train_{name_or_path}.yaml"
+    if not candidate.exists():
+        known = sorted(p.stem.removeprefix("train_") for p in RECIPES.glob("train_*.yaml"))
+        raise SystemExit(f"unknown recipe {name_or_path!r}; known: {', '.join(known)}")
+    return candidate
+
+
+def load_recipe(name_or_path: str, overrides: list[str] = ()):
+    from pipelines.config import load_config
+    from training.trainer import TrainConfig
+
+    return load_config(TrainConfig, resolve_recipe(name_or_path), list(overrides))
+
+
+def add_parsers(subparsers) -> None:
+    train = subparsers.add_parser("train", help="train the dual-branch model (DeepSpeed ZeRO on Ray Train)")
+    train.add_argument("--config", required=True, help="recipe name (debug_cpu, 1b_8gpu, 14b_64gpu) or YAML path")
+    train.add_argument("--address", help="Ray cluster address (default: local Ray)")
+    train.add_argument("--run-name", help="MLflow / Ray run name")
+    train.add_argument("overrides", nargs="*", help="key=value recipe overrides (engine.zero_stage=3)")
+    train.set_defaults(handler=train_handler)
+
+    from pipelines.submit import add_submit_parser
+
+    add_submit_parser(subparsers)
+
+
+def latest_checkpoint(storage: str | Path) -> str | None:
+    latest = Path(storage) / "checkpoints" / "latest"
+    return latest.read_text().strip() if latest.exists() else None
+
+
+def train_handler(args) -> int:
+    from pipelines.config import save_config
+    from training.ray_train import run_training
+
+    cfg = load_recipe(args.config, args.overrides)
+    save_config(cfg, Path(cfg.storage) / "recipe.yaml")
+    result = run_training(cfg, address=args.address, run_name=args.run_name)
+    if result.error:
+        print(f"training failed: {result.error}", file=sys.stderr)
+        return 1
+    print(f"trained to {latest_checkpoint(cfg.storage)}; checkpoints in {cfg.storage}/checkpoints")
+    return 0
+
+
+def run_training_demo(clip_shards_dir: str | Path, out_dir: str | Path) -> dict:
+    """README main job, after curation: latents from the clip shards, then a few debug_cpu
+    steps. Returns {"latents", "checkpoints", "checkpoint" (latest tag), "error"}."""
+    from pipelines.latents import run_latents
+    from training.ray_train import run_training
+
+    out_dir = Path(out_dir)
+    latents = run_latents(clip_shards_dir, out_dir / "latents")
+    cfg = load_recipe("debug_cpu", [f"data.shards={latents}", f"storage={out_dir / 'train'}", "steps=6",
+                                    f"tracking_dir={out_dir}"])
+    result = run_training(cfg, run_name="demo")
+    return {"latents": str(latents), "checkpoints": str(Path(cfg.storage) / "checkpoints"),
+            "checkpoint": latest_checkpoint(cfg.storage), "error": str(result.error) if result.error else None}
