@@ -16,11 +16,12 @@ import argparse
 import sys
 
 NOT_BUILT = {
-    "train": "Ray Train + DeepSpeed training (issue 5)",
-    "submit": "Ray Jobs submission (issue 5)",
     "reward": "annotation import and the reward model",
     "align": "DanceGRPO alignment",
 }
+
+
+TRAILING = ("inputs", "overrides", "args")  # a command's list of trailing positionals
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -42,12 +43,9 @@ def build_parser() -> argparse.ArgumentParser:
     curate.add_argument("--config", help="curation config YAML (see pipelines/curate.py CurationConfig)")
     curate.add_argument("--address", help="Ray cluster address (default: start local Ray)")
 
-    train = sub.add_parser("train", help="train the dual-branch model (DeepSpeed ZeRO on Ray Train)")
-    train.add_argument("--config", help="recipe name or YAML path")
-    train.add_argument("--address", help="Ray cluster address (default: local Ray)")
+    from pipelines.train_cmd import add_parsers as add_train_and_submit
 
-    submit = sub.add_parser("submit", help="submit a job to a Ray cluster (Ray Jobs)")
-    submit.add_argument("what", nargs="?", help="train | curate | latents | status | logs | stop")
+    add_train_and_submit(sub)
 
     sub.add_parser("reward", help="annotation import/export and reward-model training")
     sub.add_parser("align", help="DanceGRPO alignment against the reward model")
@@ -59,12 +57,13 @@ def main(argv: list[str] | None = None) -> int:
 
     parser = build_parser()
     # parse_known_args: positionals given after an option (``--out DIR a=1``) come back
-    # as extras; they belong to the curate command's inputs and overrides.
+    # as extras; they belong to the command's trailing list (inputs / overrides / args).
     args, extra = parser.parse_known_args(argv)
-    if extra and (args.command != "curate" or any(e.startswith("-") for e in extra)):
+    trailing = next((getattr(args, d) for d in TRAILING if isinstance(getattr(args, d, None), list)), None)
+    if extra and (trailing is None or any(e.startswith("-") for e in extra)):
         parser.error(f"unrecognized arguments: {' '.join(extra)}")
     if extra:
-        args.inputs += extra
+        trailing += extra
     setup_logging(args.log_level)
     if args.command is None:
         parser.print_help()
@@ -77,6 +76,8 @@ def main(argv: list[str] | None = None) -> int:
         from pipelines.curate import main as curate_main
 
         return curate_main(args)
+    if hasattr(args, "handler"):
+        return args.handler(args)
     if args.command in NOT_BUILT:
         print(f"tandem {args.command}: not built yet — {NOT_BUILT[args.command]} is still open work.",
               file=sys.stderr)
