@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import shlex
 import sys
+import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
@@ -44,7 +45,16 @@ def submit_job(address: str | None, what: str, args: list[str], env: dict[str, s
     if upload:
         runtime_env.update(working_dir=str(REPO), excludes=EXCLUDES)
     entrypoint = shlex.join([sys.executable if not upload else "python", "-m", "pipelines.cli", what, *args])
-    return _client(address).submit_job(entrypoint=entrypoint, runtime_env=runtime_env)
+    client = _client(address)
+    deadline = time.monotonic() + 90
+    while True:
+        try:
+            return client.submit_job(entrypoint=entrypoint, runtime_env=runtime_env)
+        except RuntimeError as exc:
+            # A head that just started has no job agent for a few seconds.
+            if "No available agent" not in str(exc) or time.monotonic() > deadline:
+                raise
+            time.sleep(2)
 
 
 def submit_handler(args) -> int:
