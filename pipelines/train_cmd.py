@@ -73,8 +73,10 @@ def run_training_demo(clip_shards_dir: str | Path, out_dir: str | Path) -> dict:
 
     out_dir = Path(out_dir)
     latents = run_latents(clip_shards_dir, out_dir / "latents")
+    # Sample footage gives clips of many shapes (one per latent bucket): batches of one.
     cfg = load_recipe("debug_cpu", [f"data.shards={latents}", f"storage={out_dir / 'train'}", "steps=6",
-                                    f"tracking_dir={out_dir}"])
+                                    f"tracking_dir={out_dir}", "data.batch_size=1",
+                                    "engine.micro_batch_per_rank=1"])
     result = run_training(cfg, run_name="demo")
     return {"latents": str(latents), "checkpoints": str(Path(cfg.storage) / "checkpoints"),
             "checkpoint": latest_checkpoint(cfg.storage), "error": str(result.error) if result.error else None,

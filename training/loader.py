@@ -87,6 +87,11 @@ class LatentLoader:
         self.entries = index_shards(cfg.shards)
         self.epoch, self.position = 0, 0
         self._plan = self._plan_epoch(0)
+        if not self._plan:
+            buckets = len({e.bucket for e in self.entries})
+            raise ValueError(f"{len(self.entries)} samples in {buckets} shape buckets give no full batch of "
+                             f"{cfg.batch_size} for each of {world_size} ranks: lower data.batch_size, "
+                             "set data.drop_last=false, or add data")
 
     def _plan_epoch(self, epoch: int) -> list[list[int]]:
         order = list(range(len(self.entries)))

@@ -52,3 +52,10 @@ def test_batches_group_same_shapes_and_pad_text(tmp_path):
         lengths = batch["text_mask"].sum(1).tolist()
         assert all(n == 5 for n in lengths) if is_long[0] else set(lengths) <= {3, 4}
         assert batch["text_emb"][~batch["text_mask"]].abs().sum() == 0  # padding is zeros
+
+
+
+def test_no_full_batch_is_a_clear_error(tmp_path):
+    make_latent_shards(tmp_path / "d", n=3, per_shard=3)  # 3 samples of one shape
+    with pytest.raises(ValueError, match="no full batch of 4 for each of 2 ranks"):
+        LatentLoader(LoaderConfig(shards=str(tmp_path / "d"), batch_size=4), rank=0, world_size=2)
