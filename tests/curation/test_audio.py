@@ -3,7 +3,6 @@ tempo/beats on a click track, the mp4 fallback and the no_audio reject."""
 
 from __future__ import annotations
 
-import importlib.util
 from pathlib import Path
 
 import numpy as np
@@ -11,7 +10,7 @@ import pytest
 import soundfile as sf
 
 from curation.audio import AudioConfig, AudioStage, integrated_loudness, k_weighting
-from curation.sample_media import make_clip
+from curation.sample_media import make_clip, speech_sample
 from curation.stage import run_stages
 
 RATE = 48000
@@ -89,9 +88,8 @@ def test_click_track_at_120_bpm(stage, tmp_path):
 def speech_wav() -> Path:
     """pyannote.audio's sample.wav (two speakers on a phone line, 30 s, 16 kHz) and its
     reference transcript sample.stm; installed by scripts/install_asr.sh."""
-    spec = importlib.util.find_spec("pyannote.audio")
-    path = Path(spec.origin).parent / "sample" / "sample.wav" if spec and spec.origin else None
-    if not path or not path.is_file():
+    path = speech_sample()
+    if path is None:
         pytest.skip("pyannote.audio's sample.wav is not installed (scripts/install_asr.sh)")
     return path
 

