@@ -1,0 +1,157 @@
+"""Clip -> latents: decode a clip shard sample at its bucket's shape and encode it.
+
+Shared by the latent DAG (pipelines/latents.py, offline, actor pool) and the loader's
+clip-shard source (training/loader.py, on the fly for small experiments), so both produce
+the same latent sample: ``video`` (C, T, H, W), ``audio`` (C, T), ``text`` (L, D), ``meta``.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from training.buckets import Bucket, BucketConfig, assign_bucket
+
+
+@dataclass
+class EncoderConfig:
+    video_vae: str = "debug"  # model.video_vae preset; weights from video_vae_weights when given
+    video_vae_weights: str = ""
+    audio_vae: str = "debug"
+    audio_vae_weights: str = ""
+    text_encoder: str = ""  # HF path of a T5-family encoder; "" = tiny random (debug) one
+    text_dim: int = 64
+
+
+class SkipClip(Exception):
+    """A clip that cannot be trained on (recorded with its reason, never fatal)."""
+
+    def __init__(self, reason: str, message: str = ""):
+        super().__init__(f"{reason}: {message}" if message else reason)
+        self.reason = reason
+
+
+def clip_bucket(meta: dict, buckets: BucketConfig) -> Bucket:
+    """The bucket of a clip from its shard metadata, or SkipClip(too_short)."""
+    duration = meta.get("duration_s") or (meta["end_s"] - meta["start_s"])
+    bucket = assign_bucket(buckets, duration, meta["width"], meta["height"])
+    if bucket is None:
+        raise SkipClip("too_short", f"{duration:.2f} s is shorter than every bucket ({buckets.durations})")
+    return bucket
+
+
+def _fit(frames: torch.Tensor, height: int, width: int) -> torch.Tensor:
+    """Centre-crop (T, 3, h, w) to the target aspect, then resize to height x width."""
+    h, w = frames.shape[-2:]
+    if w * height > h * width:  # too wide
+        crop = round(h * width / height)
+        frames = frames[..., (w - crop) // 2:(w - crop) // 2 + crop]
+    else:
+        crop = round(w * height / width)
+        frames = frames[..., (h - crop) // 2:(h - crop) // 2 + crop, :]
+    return F.interpolate(frames, size=(height, width), mode="bilinear", antialias=True, align_corners=False)
+
+
+def decode_clip(mp4: bytes, flac: bytes, bucket: Bucket, sample_rate: int, channels: int):
+    """The first ``bucket.sequence.clip_seconds`` of a clip: video (3, T, H, W) in [-1, 1]
+    sampled at ``bucket.fps`` by timestamp, and audio (channels, N) of exactly the same span."""
+    import av
+
+    seq = bucket.sequence
+    targets = np.arange(seq.num_frames) / seq.fps
+    frames, times = [], []
+    with av.open(io.BytesIO(mp4)) as container:
+        for frame in container.decode(video=0):
+            t = float(frame.time or 0.0)
+            if frames and t > targets[-1] + 0.5 / seq.fps:
+                break
+            frames.append(frame.to_ndarray(format="rgb24"))
+            times.append(t)
+    if not frames:
+        raise SkipClip("no_video_frames")
+    times = np.asarray(times) - times[0]
+    # For each target instant, the last decoded frame shown at or before it.
+    picks = np.clip(np.searchsorted(times, targets + 1e-6, side="right") - 1, 0, len(frames) - 1)
+    video = torch.from_numpy(np.stack([frames[i] for i in picks])).permute(0, 3, 1, 2).float()
+    video = _fit(video, seq.height, seq.width).permute(1, 0, 2, 3) / 127.5 - 1  # (3, T, H, W)
+
+    with av.open(io.BytesIO(flac)) as container:
+        resampler = av.AudioResampler(format="fltp", layout="stereo" if channels == 2 else "mono", rate=sample_rate)
+        chunks = [r.to_ndarray() for f in container.decode(audio=0) for r in resampler.resample(f)]
+        chunks += [r.to_ndarray() for r in resampler.resample(None)]
+    audio = torch.from_numpy(np.concatenate(chunks, axis=1)).float()[:, : seq.audio_samples]
+    if audio.shape[1] < seq.audio_samples:  # a few samples short after resampling: pad silence
+        audio = F.pad(audio, (0, seq.audio_samples - audio.shape[1]))
+    return video.clamp(-1, 1), audio
+
+
+def read_clip_shard(path: str) -> list[dict]:
+    """The complete samples (mp4 + flac + json) of one clip shard, in key order."""
+    import tarfile
+
+    samples: dict[str, dict] = {}
+    with tarfile.open(path) as tar:
+        for m in tar.getmembers():
+            if m.isfile():
+                key, _, ext = m.name.partition(".")
+                samples.setdefault(key, {"__key__": key})[ext] = tar.extractfile(m).read()
+    return [samples[k] for k in sorted(samples) if {"mp4", "flac", "json"} <= samples[k].keys()]
+
+
+class ClipEncoder:
+    """The video VAE, audio VAE and text encoder, ready to turn clip samples into latents."""
+
+    def __init__(self, cfg: EncoderConfig, device: str | torch.device | None = None):
+        from model.audio_vae import AUDIO_VAE_PRESETS, AudioVAE
+        from model.checkpoint import load_weights
+        from model.video_vae import VIDEO_VAE_PRESETS, VideoVAE
+
+        self.cfg = cfg
+        self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+        # Random debug encoders must agree across actors, ranks and re-runs.
+        state = torch.random.get_rng_state()
+        torch.manual_seed(0)
+        self.video_vae = VideoVAE(VIDEO_VAE_PRESETS[cfg.video_vae])
+        self.audio_vae = AudioVAE(AUDIO_VAE_PRESETS[cfg.audio_vae])
+        for module, weights in ((self.video_vae, cfg.video_vae_weights), (self.audio_vae, cfg.audio_vae_weights)):
+            if weights:
+                load_weights(module, weights)
+            module.to(self.device).eval()
+        self.text = self._text_encoder()
+        torch.random.set_rng_state(state)
+
+    def _text_encoder(self):
+        from model.text_encoder import ByteTokenizer, TextEncoder, TextEncoderConfig
+
+        if self.cfg.text_encoder:
+            return TextEncoder.from_config(TextEncoderConfig(name_or_path=self.cfg.text_encoder))
+        from transformers import T5Config, T5EncoderModel
+
+        d = self.cfg.text_dim
+        model = T5EncoderModel(T5Config(vocab_size=ByteTokenizer.vocab_size, d_model=d, d_kv=16, d_ff=2 * d,
+                                        num_layers=1, num_heads=4))
+        return TextEncoder(model.eval(), ByteTokenizer(), max_length=64)
+
+    @torch.no_grad()
+    def encode(self, sample: dict, buckets: BucketConfig) -> dict:
+        """One clip shard sample (``mp4``, ``flac``, ``json``, ``txt`` bytes) -> a latent sample
+        in its bucket; raises SkipClip for clips that cannot be used."""
+        meta = json.loads(sample["json"])
+        bucket = clip_bucket(meta, buckets)
+        mel = self.audio_vae.cfg.mel
+        video, audio = decode_clip(sample["mp4"], sample["flac"], bucket, mel.sample_rate, mel.channels)
+        z_video = self.video_vae.encode(video[None].to(self.device)).mode()[0].cpu()
+        z_audio = self.audio_vae.encode(audio[None].to(self.device)).mode()[0].cpu()
+        caption = sample.get("txt", b"").decode() or meta.get("caption", {}).get("text", "")
+        cond = self.text.encode([caption])
+        text = cond.text_emb[0][cond.text_mask[0]].cpu()
+        meta.update(bucket=bucket.name, bucket_duration_s=bucket.duration_s, latent_fps=bucket.fps,
+                    caption_used=caption,
+                    latents={"video_vae": self.cfg.video_vae, "audio_vae": self.cfg.audio_vae,
+                             "text_encoder": self.cfg.text_encoder or "tiny-random"})
+        return {"key": sample["__key__"], "video": z_video, "audio": z_audio, "text": text, "meta": meta}
