@@ -21,11 +21,16 @@ from torch import nn
 
 
 def save(model: nn.Module, path: str | Path) -> Path:
+    return save_state(model.state_dict(), getattr(model, "cfg", None), path, type(model).__name__)
+
+
+def save_state(state: dict[str, torch.Tensor], cfg, path: str | Path, class_name: str) -> Path:
+    """Write a state dict with ``cfg`` (a dataclass) as metadata: for weights that do not sit
+    in one module, e.g. an EMA gathered from ZeRO-3 partitions."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    state = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
-    metadata = {"class": type(model).__name__}
-    cfg = getattr(model, "cfg", None)
+    state = {k: v.detach().contiguous().cpu() for k, v in state.items()}
+    metadata = {"class": class_name}
     if dataclasses.is_dataclass(cfg):
         metadata["config"] = json.dumps(dataclasses.asdict(cfg))
     save_file(state, str(path), metadata=metadata)

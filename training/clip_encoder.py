@@ -103,27 +103,34 @@ def read_clip_shard(path: str) -> list[dict]:
     return [samples[k] for k in sorted(samples) if {"mp4", "flac", "json"} <= samples[k].keys()]
 
 
+def load_vaes(cfg: EncoderConfig, device: torch.device | str = "cpu"):
+    """The (video VAE, audio VAE) pair ``cfg`` names, in eval mode; the same weights every
+    call, so decoders at training time match the encoders that made the latents."""
+    from model.audio_vae import AUDIO_VAE_PRESETS, AudioVAE
+    from model.checkpoint import load_weights
+    from model.video_vae import VIDEO_VAE_PRESETS, VideoVAE
+
+    # Random debug VAEs must agree across actors, ranks and re-runs.
+    state = torch.random.get_rng_state()
+    torch.manual_seed(0)
+    video_vae = VideoVAE(VIDEO_VAE_PRESETS[cfg.video_vae])
+    audio_vae = AudioVAE(AUDIO_VAE_PRESETS[cfg.audio_vae])
+    torch.random.set_rng_state(state)
+    for module, weights in ((video_vae, cfg.video_vae_weights), (audio_vae, cfg.audio_vae_weights)):
+        if weights:
+            load_weights(module, weights)
+        module.to(device).eval()
+    return video_vae, audio_vae
+
+
 class ClipEncoder:
     """The video VAE, audio VAE and text encoder, ready to turn clip samples into latents."""
 
     def __init__(self, cfg: EncoderConfig, device: str | torch.device | None = None):
-        from model.audio_vae import AUDIO_VAE_PRESETS, AudioVAE
-        from model.checkpoint import load_weights
-        from model.video_vae import VIDEO_VAE_PRESETS, VideoVAE
-
         self.cfg = cfg
         self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
-        # Random debug encoders must agree across actors, ranks and re-runs.
-        state = torch.random.get_rng_state()
-        torch.manual_seed(0)
-        self.video_vae = VideoVAE(VIDEO_VAE_PRESETS[cfg.video_vae])
-        self.audio_vae = AudioVAE(AUDIO_VAE_PRESETS[cfg.audio_vae])
-        for module, weights in ((self.video_vae, cfg.video_vae_weights), (self.audio_vae, cfg.audio_vae_weights)):
-            if weights:
-                load_weights(module, weights)
-            module.to(self.device).eval()
+        self.video_vae, self.audio_vae = load_vaes(cfg, self.device)
         self.text = self._text_encoder()
-        torch.random.set_rng_state(state)
 
     def _text_encoder(self):
         from model.text_encoder import ByteTokenizer, TextEncoder, TextEncoderConfig
