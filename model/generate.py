@@ -67,12 +67,18 @@ class JointGenerator:
         lat_v, lat_a = sample_ode(self.dit, noise_v, noise_a, cond, cfg.steps, cfg.shift, guidance, known)
         return self.decode(lat_v, lat_a, seq)
 
-    @torch.no_grad()
     def decode(self, video_latents: torch.Tensor, audio_latents: torch.Tensor,
                seq: SequenceConfig) -> GeneratedClip:
-        video = self.video_vae.decode(video_latents)
-        log_mel = self.audio_vae.mel_to_log_mel(self.audio_vae.decode(audio_latents))
-        audio = self.vocoder(log_mel[..., : seq.mel_frames])
-        audio = torch.nn.functional.pad(audio, (0, max(0, seq.audio_samples - audio.shape[-1])))
-        return GeneratedClip(video, audio[..., : seq.audio_samples], video_latents, audio_latents,
-                             seq.fps, seq.sample_rate)
+        return decode_latents(self.video_vae, self.audio_vae, self.vocoder, video_latents, audio_latents, seq)
+
+
+@torch.no_grad()
+def decode_latents(video_vae: VideoVAE, audio_vae: AudioVAE, vocoder: Vocoder, video_latents: torch.Tensor,
+                   audio_latents: torch.Tensor, seq: SequenceConfig) -> GeneratedClip:
+    """Latents -> frames (video VAE) and waveform (audio VAE -> mel -> vocoder), ``seq`` long."""
+    video = video_vae.decode(video_latents)
+    log_mel = audio_vae.mel_to_log_mel(audio_vae.decode(audio_latents))
+    audio = vocoder(log_mel[..., : seq.mel_frames])
+    audio = torch.nn.functional.pad(audio, (0, max(0, seq.audio_samples - audio.shape[-1])))
+    return GeneratedClip(video, audio[..., : seq.audio_samples], video_latents, audio_latents,
+                         seq.fps, seq.sample_rate)

@@ -1,9 +1,11 @@
-"""Trainer: flow-matching steps on a DeepSpeed engine, warmup + cosine, EMA, checkpoints.
+"""Trainer: flow-matching steps on a DeepSpeed engine, warmup + cosine, EMA, samples, checkpoints.
 
 A checkpoint (every ``checkpoint_every`` steps, under ``storage/checkpoints``) is DeepSpeed's
-own (so ``zero_to_fp32`` converts it) plus, in its client state, the loader position and the
-trainer step. Noise and timesteps come from a generator seeded by (seed, step, rank), so a
-resumed run draws exactly what the uninterrupted run would have drawn.
+own (so ``zero_to_fp32`` converts it) plus, in its client state, the loader position, the
+trainer step and the EMA (each rank's own partition under ZeRO-3); the EMA is also exported
+whole as ``<tag>/ema.safetensors``, loadable with ``model.checkpoint.load``. Noise and
+timesteps come from a generator seeded by (seed, step, micro-batch, rank), so a resumed run
+draws exactly what the uninterrupted run would have drawn.
 """
 
 from __future__ import annotations
@@ -17,6 +19,10 @@ import torch
 
 from training.engine import EngineConfig, build_engine
 from training.loader import LatentLoader, LoaderConfig
+from training.samples import SampleConfig, Sampler
+
+# bf16 dense peak per device, for MFU when the recipe does not say.
+PEAK_TFLOPS = {"H100": 989.0, "H200": 989.0, "H800": 989.0, "A100": 312.0, "L40S": 362.0}
 
 
 @dataclass
@@ -37,14 +43,20 @@ class TrainConfig:
     seed: int = 0
     checkpoint_every: int = 5
     storage: str = "runs/train"
-    ema_decay: float = 0.0  # 0 disables; EMA is kept for ZeRO stage <= 2 only
+    ema_decay: float = 0.0  # 0 disables
     log_every: int = 1
+    peak_tflops: float = 0.0  # per-device peak for MFU; 0 = look the GPU up in PEAK_TFLOPS
     engine: EngineConfig = field(default_factory=EngineConfig)
     data: LoaderConfig = field(default_factory=LoaderConfig)
     workers: WorkersConfig = field(default_factory=WorkersConfig)
+    sample: SampleConfig = field(default_factory=SampleConfig)
     experiment: str = "tandem-train"
     tracking_dir: str = "runs"  # MLflow store (unless MLFLOW_TRACKING_URI is set)
 
+    def __post_init__(self):
+        if self.data.batch_size != self.engine.micro_batch_per_rank:
+            raise ValueError(f"data.batch_size ({self.data.batch_size}) must equal engine.micro_batch_per_rank "
+                             f"({self.engine.micro_batch_per_rank}): each rank's micro-batch is one loader batch")
 
 
 def warmup_cosine(warmup: int, total: int, min_ratio: float):
@@ -57,29 +69,45 @@ def warmup_cosine(warmup: int, total: int, min_ratio: float):
     return factor
 
 
+def _peak_flops(cfg: TrainConfig) -> float:
+    if cfg.peak_tflops:
+        return cfg.peak_tflops * 1e12
+    if torch.cuda.is_available():
+        name = torch.cuda.get_device_name()
+        return next((v * 1e12 for k, v in PEAK_TFLOPS.items() if k in name), 0.0)
+    return 0.0  # a CPU's peak is not meaningful for MFU
+
+
+def _unwrapped(name: str) -> str:
+    """Parameter name without activation checkpointing's wrapper (as the single-device model has it)."""
+    return name.replace("._checkpoint_wrapped_module", "")
+
+
 class Trainer:
     def __init__(self, cfg: TrainConfig, model: torch.nn.Module | None = None, tracker=None):
         import torch.distributed as dist
 
         from model.flow_matching import FlowMatchingConfig
         from model.presets import get_preset
+        from training.ema import EMA
 
         self.cfg = cfg
         torch.manual_seed(cfg.seed)  # every rank builds identical initial weights
         if model is None:
             from model.dit import DualDiT
             model = DualDiT(get_preset(cfg.preset))
+        self.model_cfg = model.cfg
         self.engine = build_engine(model, cfg.engine,
                                    warmup_cosine(cfg.warmup_steps, cfg.steps, cfg.min_lr_ratio))
         self.rank, self.world_size = dist.get_rank(), dist.get_world_size()
         self.loader = LatentLoader(cfg.data, self.rank, self.world_size)
-        # Deterministic objective: no condition dropout noise beyond the seeded generator.
         self.fm = FlowMatchingConfig()
         self.tracker = tracker
         self.step = 0
-        self.ema = None
-        if cfg.ema_decay > 0 and cfg.engine.zero_stage < 3:
-            self.ema = {n: p.detach().clone().float() for n, p in self.engine.module.named_parameters()}
+        self.ema = EMA(self.engine.module, cfg.ema_decay) if cfg.ema_decay > 0 else None
+        self.sampler = Sampler(cfg.sample, cfg.seed)
+        self.peak_flops = _peak_flops(cfg)
+        self._last = None  # (batch, fps) of the latest micro-batch, for samples
 
     @property
     def checkpoint_dir(self) -> Path:
@@ -93,44 +121,75 @@ class Trainer:
         self.step = client["step"]
         self.loader.load_state_dict(client["loader"])
         if self.ema is not None and client.get("ema") is not None:
-            self.ema = client["ema"]
+            self.ema.load_state_dict(client["ema"])
         return True
 
     def save(self) -> None:
-        self.engine.save_checkpoint(str(self.checkpoint_dir), tag=f"step{self.step:08d}", client_state={
-            "step": self.step, "loader": self.loader.state_dict(), "ema": self.ema})
+        tag = f"step{self.step:08d}"
+        self.engine.save_checkpoint(str(self.checkpoint_dir), tag=tag, client_state={
+            "step": self.step, "loader": self.loader.state_dict(),
+            "ema": self.ema.state_dict() if self.ema is not None else None})
+        if self.ema is not None:
+            from model.checkpoint import save_state
+
+            full = self.ema.full_state_dict(self.engine.module)  # collective under ZeRO-3
+            if self.rank == 0:
+                save_state({_unwrapped(k): v for k, v in full.items()}, self.model_cfg,
+                           self.checkpoint_dir / tag / "ema.safetensors", "DualDiT")
+
+    def _tokens(self, video: torch.Tensor, audio: torch.Tensor) -> tuple[int, int]:
+        (pt, ph, pw), (pa,) = self.model_cfg.video.patch, self.model_cfg.audio.patch
+        t, h, w = video.shape[2:]
+        return (t // pt) * (h // ph) * (w // pw), audio.shape[2] // pa
 
     def train_step(self) -> dict:
         """One optimizer step (``grad_accum_steps`` micro-batches); returns rank-local metrics."""
         from model.conditioning import Conditioning
+        from model.flops import train_flops
         from model.flow_matching import flow_matching_loss
 
         dtype = torch.bfloat16 if self.cfg.engine.precision == "bf16" else torch.float32
-        device = self.engine.device
-        start, samples, totals = time.perf_counter(), 0, {"loss": 0.0, "loss_video": 0.0, "loss_audio": 0.0}
-        for micro in range(self.cfg.engine.grad_accum_steps):
+        device, accum = self.engine.device, self.cfg.engine.grad_accum_steps
+        start, samples, tokens, flops = time.perf_counter(), 0, 0, 0.0
+        totals = {"loss": 0.0, "loss_video": 0.0, "loss_audio": 0.0}
+        for micro in range(accum):
             batch = next(self.loader)
+            fps = float(batch["meta"][0].get("latent_fps") or self.model_cfg.fps)
             gen = torch.Generator().manual_seed(hash((self.cfg.seed, self.step, micro, self.rank)) & 0x7FFFFFFF)
             video, audio = batch["video"].to(device, dtype), batch["audio"].to(device, dtype)
-            cond = Conditioning(batch["text_emb"].to(device, dtype), batch["text_mask"].to(device))
+            cond = Conditioning(batch["text_emb"].to(device, dtype), batch["text_mask"].to(device), fps=fps)
             out = flow_matching_loss(self.engine, video, audio, cond, self.fm, generator=gen)
             self.engine.backward(out.total)
-            self.engine.step()
+            self.engine.step()  # DeepSpeed steps the optimizer on the last micro-batch only
+            n_video, n_audio = self._tokens(video, audio)
             samples += video.shape[0]
+            tokens += video.shape[0] * (n_video + n_audio)
+            flops += video.shape[0] * train_flops(self.model_cfg, n_video, n_audio, batch["text_emb"].shape[1])
             for k, v in (("loss", out.total), ("loss_video", out.video), ("loss_audio", out.audio)):
-                totals[k] += v.item() / self.cfg.engine.grad_accum_steps
+                totals[k] += v.item() / accum
+            self._last = (batch, fps)
         self.step += 1
-        self._update_ema()
+        if self.ema is not None:
+            self.ema.update(self.engine.module)
         elapsed = time.perf_counter() - start
-        return dict(totals, lr=self.engine.get_lr()[0], grad_norm=float(self.engine.get_global_grad_norm() or 0.0),
-                    samples_per_s=samples * self.world_size / elapsed)
+        metrics = dict(totals, lr=self.engine.get_lr()[0], grad_norm=float(self.engine.get_global_grad_norm() or 0.0),
+                       samples_per_s=samples * self.world_size / elapsed,
+                       tokens_per_s=tokens * self.world_size / elapsed, epoch=float(self.loader.epoch))
+        if self.peak_flops:
+            metrics["mfu"] = flops / elapsed / self.peak_flops
+        return metrics
 
-    def _update_ema(self) -> None:
-        if self.ema is None:
-            return
-        with torch.no_grad():
-            for n, p in self.engine.module.named_parameters():
-                self.ema[n].lerp_(p.detach().float(), 1 - self.cfg.ema_decay)
+    def write_samples(self) -> list[Path]:
+        """Generate from the latest batch's captions (every rank); rank 0 logs mp4 + caption."""
+        batch, fps = self._last
+        out_dir = Path(self.cfg.storage) / "samples" if self.rank == 0 else None
+        if out_dir is not None:
+            out_dir.mkdir(parents=True, exist_ok=True)
+        paths = self.sampler.sample(self.engine, batch, fps, self.step, out_dir)
+        if self.tracker is not None:
+            for path in paths:
+                self.tracker.log_artifact(path, f"samples/step{self.step:08d}")
+        return paths
 
     def fit(self, until: int | None = None) -> list[dict]:
         """Train from wherever ``resume`` left off to ``until`` (default ``cfg.steps``, which
@@ -141,6 +200,8 @@ class Trainer:
             history.append(metrics)
             if self.tracker is not None and self.step % self.cfg.log_every == 0:
                 self.tracker.log_metrics(metrics, step=self.step)
+            if self.sampler.due(self.step):
+                self.write_samples()
             if self.step % self.cfg.checkpoint_every == 0 or self.step in (until, self.cfg.steps):
                 self.save()
         return history
