@@ -78,7 +78,7 @@ def flatten(params: dict[str, Any], prefix: str = "") -> dict[str, Any]:
 
 class MlflowTracker:
     def __init__(self, experiment: str, run_name: str | None = None, tracking_uri: str | None = None,
-                 store_dir: str | Path = "runs"):
+                 store_dir: str | Path = "runs", run_id: str | None = None):
         os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "1")
         import mlflow  # imported here so code that never tracks never pays for it
 
@@ -93,7 +93,11 @@ class MlflowTracker:
         exp = self._client.get_experiment_by_name(experiment)
         exp_id = exp.experiment_id if exp else self._client.create_experiment(experiment, artifact_location=artifact_root)
         self.experiment_id = exp_id
-        self.run_id = self._client.create_run(exp_id, run_name=run_name).info.run_id
+        if run_id:  # continue a run, e.g. training restarted from its checkpoint
+            self._client.update_run(run_id, status="RUNNING")
+            self.run_id = run_id
+        else:
+            self.run_id = self._client.create_run(exp_id, run_name=run_name).info.run_id
         log.info("MLflow run %s in experiment %r at %s", self.run_id, experiment, self.tracking_uri)
 
     def log_params(self, params: dict[str, Any]) -> None:
@@ -133,8 +137,9 @@ class MlflowTracker:
 
 
 def open_tracker(experiment: str, run_name: str | None = None, *, store_dir: str | Path = "runs",
-                 enabled: bool = True) -> Tracker:
-    """An MLflow tracker, or a NullTracker when ``enabled`` is false (non-zero ranks)."""
+                 enabled: bool = True, run_id: str | None = None) -> Tracker:
+    """An MLflow tracker (a new run, or ``run_id`` continued), or a NullTracker when
+    ``enabled`` is false (non-zero ranks)."""
     if not enabled:
         return NullTracker()
-    return MlflowTracker(experiment, run_name, store_dir=store_dir)
+    return MlflowTracker(experiment, run_name, store_dir=store_dir, run_id=run_id)

@@ -2,53 +2,70 @@
 
 Checkpoints go straight to ``storage`` (a shared filesystem or mount on a cluster); when
 a worker is lost, FailureConfig restarts every worker and the loop resumes from the
-latest checkpoint there. Only rank 0 talks to MLflow.
+latest checkpoint there, continuing the same MLflow run (its id is kept in storage).
+Only rank 0 talks to MLflow.
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
+import logging
 import time
 from pathlib import Path
 
 from pipelines.config import to_dict
 from training.trainer import TrainConfig
 
+log = logging.getLogger(__name__)
+
 
 def _train_loop(config: dict) -> None:
     import ray.train
     import torch
 
-    from pipelines.config import from_dict
+    from pipelines.config import from_dict, save_config
     from pipelines.tracking import open_tracker
     from training.trainer import Trainer
 
     cfg = from_dict(TrainConfig, config["train"])
     torch.set_num_threads(max(1, int(cfg.workers.cpus_per_worker)))
     rank = ray.train.get_context().get_world_rank()
+    run_id_file = Path(cfg.storage) / "mlflow_run_id"
+    run_id = run_id_file.read_text().strip() if run_id_file.exists() else None
     tracker = open_tracker(cfg.experiment, config.get("run_name"), store_dir=cfg.tracking_dir,
-                           enabled=rank == 0)
-    trainer = Trainer(cfg, tracker=tracker)
-    resumed = trainer.resume()
-    if rank == 0:
-        tracker.log_params(config["train"])
-        tracker.set_tags({"data.shards": cfg.data.shards, "data.manifest": _manifest_identity(cfg.data.shards),
-                          "resumed_from_step": str(trainer.step if resumed else 0)})
-    start = time.perf_counter()
-    history = trainer.fit(until=config.get("until"))
-    ray.train.report({"step": trainer.step, "loss": history[-1]["loss"] if history else float("nan"),
-                      "seconds": time.perf_counter() - start})
-    tracker.close()
+                           enabled=rank == 0, run_id=run_id)
+    status = "FAILED"
+    try:
+        trainer = Trainer(cfg, tracker=tracker)
+        resumed = trainer.resume()
+        if rank == 0:
+            if run_id is None:
+                run_id_file.parent.mkdir(parents=True, exist_ok=True)
+                run_id_file.write_text(str(tracker.run_id or ""))
+                tracker.log_params(config["train"])
+                tracker.log_artifact(save_config(cfg, Path(cfg.storage) / "recipe.yaml"))
+                tracker.set_tags({"data.shards": cfg.data.shards, "data.manifest": data_identity(cfg.data.shards)})
+            tracker.set_tags({"resumed_from_step": str(trainer.step if resumed else 0)})
+            log.info("rank 0: %s at step %d of %d", "resumed" if resumed else "starting", trainer.step, cfg.steps)
+        start = time.perf_counter()
+        history = trainer.fit(until=config.get("until"))
+        ray.train.report({"step": trainer.step, "loss": history[-1]["loss"] if history else float("nan"),
+                          "seconds": time.perf_counter() - start})
+        status = "FINISHED" if trainer.step >= cfg.steps else "RUNNING"  # stopped early by ``until``
+    finally:
+        if status != "RUNNING":
+            tracker.close(status)
 
 
-def _manifest_identity(shards: str) -> str:
-    """What the run trained on: the manifest's digest when the latent DAG wrote one."""
-    import hashlib
-
-    manifest = Path(shards) / "manifest.jsonl"
-    if manifest.exists():
-        return hashlib.sha256(manifest.read_bytes()).hexdigest()[:16]
+def data_identity(shards: str) -> str:
+    """What the run trained on: the clip manifest's digest that the latent DAG recorded in
+    stats.json, else a digest of the latent shard names."""
+    stats = Path(shards) / "stats.json"
+    if stats.exists() and (digest := json.loads(stats.read_text()).get("source_manifest_sha256")):
+        return digest
     names = sorted(p.name for p in Path(shards).glob("*.tar"))
-    return hashlib.sha256("\n".join(names).encode()).hexdigest()[:16]
+    return "shards:" + hashlib.sha256("\n".join(names).encode()).hexdigest()[:16]
 
 
 def run_training(cfg: TrainConfig, *, address: str | None = None, run_name: str | None = None,

@@ -1,42 +1,106 @@
-"""Ray Train: 2 CPU workers train the debug preset under ZeRO-2; rank 0 alone logs to MLflow."""
+"""Ray Train with 2 CPU workers: ZeRO-2 logs one MLflow run from rank 0 (params, metrics,
+recipe, samples); under ZeRO-3 a worker killed mid-run is replaced and the run finishes
+from its last checkpoint, in the same MLflow run."""
 
 import os
+import signal
+import threading
+import time
 
 import pytest
 
 from tests.training.conftest import make_latent_shards
 
 
-@pytest.mark.timeout(300)
-def test_ray_train_two_workers_zero2_logs_to_mlflow(tmp_path, monkeypatch):
+@pytest.fixture
+def mlflow_env(monkeypatch):
     monkeypatch.setenv("MLFLOW_DISABLE_TELEMETRY", "1")
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
     os.environ["RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"] = "0"
+    yield
     import ray
 
+    ray.shutdown()
+
+
+def _runs(store):
+    import mlflow
+
+    from pipelines.tracking import default_tracking_uri
+
+    mlflow.set_tracking_uri(default_tracking_uri(store))
+    return mlflow.search_runs(experiment_names=["tandem-train"], output_format="list"), mlflow.MlflowClient()
+
+
+@pytest.mark.timeout(300)
+def test_ray_train_two_workers_zero2_logs_to_mlflow(tmp_path, mlflow_env):
     from pipelines.train_cmd import load_recipe
     from training.ray_train import run_training
 
     shards = make_latent_shards(tmp_path / "latents", n=48)
     cfg = load_recipe("debug_cpu", [f"data.shards={shards}", f"storage={tmp_path / 'train'}", "steps=10",
                                     f"tracking_dir={tmp_path / 'runs'}", "checkpoint_every=5"])
-    try:
-        result = run_training(cfg, run_name="ray-zero2")
-    finally:
-        ray.shutdown()
+    result = run_training(cfg, run_name="ray-zero2")
     assert result.error is None, result.error
     assert (tmp_path / "train" / "checkpoints" / "latest").read_text().strip() == "step00000010"
+    assert (tmp_path / "train" / "checkpoints" / "step00000010" / "ema.safetensors").exists()
 
-    import mlflow
-
-    from pipelines.tracking import default_tracking_uri
-
-    mlflow.set_tracking_uri(default_tracking_uri(tmp_path / "runs"))
-    runs = mlflow.search_runs(experiment_names=["tandem-train"], output_format="list")
+    runs, client = _runs(tmp_path / "runs")
     assert len(runs) == 1  # rank 1 logged nothing
     run = runs[0]
+    assert run.info.status == "FINISHED"
     assert run.data.params["engine.zero_stage"] == "2" and run.data.params["preset"] == "debug"
     assert run.data.tags["data.manifest"] and run.data.tags["data.shards"] == str(shards)
-    client = mlflow.tracking.MlflowClient()
-    for key in ("loss", "loss_video", "loss_audio", "grad_norm", "lr", "samples_per_s"):
+    for key in ("loss", "loss_video", "loss_audio", "grad_norm", "lr", "samples_per_s", "tokens_per_s"):
         assert len(client.get_metric_history(run.info.run_id, key)) == 10, key
+    artifacts = {a.path for a in client.list_artifacts(run.info.run_id)}
+    assert "recipe.yaml" in artifacts
+    samples = [a.path for a in client.list_artifacts(run.info.run_id, "samples/step00000010")]
+    assert any(p.endswith(".mp4") for p in samples) and any(p.endswith(".txt") for p in samples), samples
+
+
+def _kill_a_worker_after(checkpoint_dir, step: int, killed: list, deadline_s: float = 240) -> None:
+    """SIGKILL one Ray Train worker process as soon as checkpoint ``step`` is on disk."""
+    import psutil
+
+    deadline = time.time() + deadline_s
+    latest = checkpoint_dir / "latest"
+    while time.time() < deadline:
+        if latest.exists() and int(latest.read_text().strip().removeprefix("step")) >= step:
+            workers = [p for p in psutil.process_iter(["cmdline"])
+                       if "RayTrainWorker" in " ".join(p.info["cmdline"] or ())]
+            if workers:
+                workers[-1].send_signal(signal.SIGKILL)
+                killed.append((workers[-1].pid, latest.read_text().strip()))
+                return
+        time.sleep(0.05)
+
+
+@pytest.mark.timeout(420)
+def test_zero3_worker_killed_mid_run_is_replaced_and_resumes(tmp_path, mlflow_env):
+    from pipelines.train_cmd import load_recipe
+    from training.ray_train import run_training
+
+    shards = make_latent_shards(tmp_path / "latents", n=48)
+    steps = 40
+    cfg = load_recipe("debug_cpu", [f"data.shards={shards}", f"storage={tmp_path / 'train'}", f"steps={steps}",
+                                    f"tracking_dir={tmp_path / 'runs'}", "checkpoint_every=4",
+                                    "engine.zero_stage=3", "sample.every=0", "workers.max_failures=1"])
+    killed: list = []
+    killer = threading.Thread(target=_kill_a_worker_after, args=(tmp_path / "train" / "checkpoints", 4, killed))
+    killer.start()
+    result = run_training(cfg, run_name="ray-zero3-kill")
+    killer.join()
+    assert killed, "no Ray Train worker process was found to kill"
+    assert result.error is None, result.error
+    assert (tmp_path / "train" / "checkpoints" / "latest").read_text().strip() == f"step{steps:08d}"
+
+    runs, client = _runs(tmp_path / "runs")
+    assert len(runs) == 1, "the restarted workers must continue the same MLflow run"
+    run = runs[0]
+    assert run.info.status == "FINISHED" and run.data.params["engine.zero_stage"] == "3"
+    resumed_from = int(run.data.tags["resumed_from_step"])
+    killed_at = int(killed[0][1].removeprefix("step"))
+    assert 4 <= resumed_from < steps and resumed_from >= killed_at, (resumed_from, killed)
+    logged_steps = {m.step for m in client.get_metric_history(run.info.run_id, "loss")}
+    assert logged_steps == set(range(1, steps + 1))  # nothing missing after the restart
