@@ -2,6 +2,7 @@
 
     tandem demo   [--out runs/demo]            the README's main job on embedded defaults
     tandem curate INPUT... --out DIR [...]     raw footage -> clip shards (Ray Data)
+    tandem latents CLIPS --out DIR [...]       clip shards -> latent shards (Ray Data, VAE actors)
     tandem train  --config RECIPE [...]        DeepSpeed ZeRO training on Ray Train
     tandem submit {train,curate,...} [...]     the same, as a Ray Job on a cluster
     tandem reward ...                          annotation import / reward model
@@ -44,6 +45,16 @@ def build_parser() -> argparse.ArgumentParser:
     curate.add_argument("--config", help="curation config YAML (see pipelines/curate.py CurationConfig)")
     curate.add_argument("--address", help="Ray cluster address (default: start local Ray)")
 
+    latents = sub.add_parser("latents", help="encode clip shards into latent shards (VAEs + text encoder)")
+    latents.add_argument("clip_dir", metavar="CLIP_SHARDS_DIR",
+                         help="clip shards (*.tar): a `tandem curate --out` directory or its shards/")
+    latents.add_argument("overrides", nargs="*", metavar="key=value",
+                         help="config overrides (e.g. buckets.fps=12 encoder.video_vae_weights=/w/vae.pt "
+                              "actors=4)")
+    latents.add_argument("--out", required=True, help="output directory for latent shards, manifest, stats")
+    latents.add_argument("--config", help="latents config YAML (see pipelines/latents.py LatentsConfig)")
+    latents.add_argument("--address", help="Ray cluster address (default: start local Ray)")
+
     from pipelines.train_cmd import add_parsers as add_train_and_submit
 
     add_train_and_submit(sub)
@@ -77,6 +88,10 @@ def main(argv: list[str] | None = None) -> int:
         from pipelines.curate import main as curate_main
 
         return curate_main(args)
+    if args.command == "latents":
+        from pipelines.latents import main as latents_main
+
+        return latents_main(args)
     if hasattr(args, "handler"):
         return args.handler(args)
     if args.command in NOT_BUILT:

@@ -1,153 +1,360 @@
-"""Latent DAG: clip shards -> latent shards (WebDataset), on Ray Data with an actor pool.
+"""The latent DAG: clip shards -> latent shards, on Ray Data with an actor pool.
 
-One latent shard per clip shard, written to a temp name and renamed, so a re-run skips
-every shard already done (resumable like the curation DAG). Each sample keeps the clip's
-key and carries ``video.pth`` (C, T, H, W), ``audio.pth`` (C, T), ``text.pth`` (L, D) and
-``json`` (the clip's metadata plus the latent shapes and the encoders used), the format
-training/loader.py reads. Actors take a GPU when the cluster has one.
+    tandem latents CLIP_SHARDS_DIR --out DIR [--config YAML] [key=value ...] [--address ADDR]
+
+Each actor holds a ``training.clip_encoder.ClipEncoder`` (video VAE, audio VAE, text encoder;
+a GPU when the cluster has one) and turns one clip shard into one latent shard of the same
+name: every clip is decoded at its duration/aspect bucket and encoded into the format
+training/loader.py reads. A clip that cannot be used (too short for every bucket, broken
+media, a missing member) becomes a reject row (key, shard, reason, message), never a crash.
+
+Resume: a shard's rejects are written next to it (``<name>.rejects.jsonl``), then the latent
+shard is written under a temp name and renamed, so a finished shard is exactly one whose
+``.tar`` exists; a re-run skips those. The driver then aggregates every shard into
+``manifest.jsonl``, ``rejects.jsonl`` and ``stats.json`` and logs the run to MLflow.
 """
 
 from __future__ import annotations
 
-import io
-import itertools
+import hashlib
 import json
+import logging
+import os
 import tarfile
+import time
+from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
-import numpy as np
 import torch
+
+from pipelines.config import ConfigError, save_config, to_dict
+from training.buckets import BucketConfig
+from training.clip_encoder import ClipEncoder, EncoderConfig, SkipClip, clip_bucket, read_clip_shard
+
+log = logging.getLogger(__name__)
+EXPERIMENT = "tandem-latents"  # MLflow experiment
+CLAIM = ".latents_claim.json"  # what the finished shards in an output directory were made from
+# Curation writes <out>/shards/clips-*.tar and the manifest beside shards/ (parquet for tools).
+MANIFEST_NAMES = ("manifest.parquet", "manifest.csv", "manifest.jsonl")
 
 
 @dataclass
 class LatentsConfig:
-    video_vae: str = "debug"  # preset name; weights from video_vae_weights when given
-    video_vae_weights: str = ""
-    audio_vae: str = "debug"
-    audio_vae_weights: str = ""
-    text_encoder: str = ""  # HF path of a T5-family encoder; "" = tiny random (debug) one
-    text_dim: int = 64
-    size: tuple = (64, 64)  # H, W the clip is resized to before encoding
-    max_frames: int = 9  # 1 + k * temporal stride
-    actors: int = 1
+    encoder: EncoderConfig = field(default_factory=EncoderConfig)
+    buckets: BucketConfig = field(default_factory=BucketConfig)
+    actors: int = 1  # encoder actors (one GPU each where the cluster has GPUs)
     cpus_per_actor: float = 0.5  # fractional: 2-CPU machines deadlock otherwise
-    extra: dict = field(default_factory=dict)
 
 
-def _decode_clip(mp4: bytes, flac: bytes, cfg: LatentsConfig, sample_rate: int, channels: int):
-    import av
-    import torch.nn.functional as F
+@dataclass
+class LatentsResult:
+    out_dir: Path
+    manifest: list[dict[str, Any]]
+    rejects: list[dict[str, Any]]
+    stats: dict[str, Any]
+    shards_encoded: int  # by this run; the others were finished earlier
+    shards_failed: list[str]  # clip shards that could not be read (retried by the next run)
+    mlflow_run_id: str | None = None
+    tracking_uri: str | None = None
 
-    with av.open(io.BytesIO(mp4)) as container:
-        frames = [f.to_ndarray(format="rgb24") for f in itertools.islice(container.decode(video=0), cfg.max_frames)]
-    video = torch.from_numpy(np.stack(frames)).permute(3, 0, 1, 2).float() / 127.5 - 1  # (3, T, H, W)
-    video = F.interpolate(video, size=tuple(cfg.size), mode="bilinear", align_corners=False)
-    with av.open(io.BytesIO(flac)) as container:
-        resampler = av.AudioResampler(format="fltp", layout="stereo" if channels == 2 else "mono", rate=sample_rate)
-        chunks = [r.to_ndarray() for f in container.decode(audio=0) for r in resampler.resample(f)]
-    audio = torch.from_numpy(np.concatenate(chunks, axis=1)).float()  # (ch, N)
-    return video, audio
+
+def clip_shards(clip_dir: str | Path) -> list[Path]:
+    """The clip shards of ``clip_dir``: its ``*.tar``, or those of its ``shards/`` folder when
+    it is a ``tandem curate --out`` directory."""
+    clip_dir = Path(clip_dir)
+    found = sorted(clip_dir.glob("*.tar"))
+    if not found and (clip_dir / "shards").is_dir():
+        found = sorted((clip_dir / "shards").glob("*.tar"))
+    return found
+
+
+def source_manifest(clip_dir: str | Path) -> Path | None:
+    """The curation manifest of these clip shards: in ``clip_dir`` or, for curation's
+    ``<out>/shards``, in ``<out>``."""
+    clip_dir = Path(clip_dir)
+    folders = [clip_dir, clip_dir.parent] if clip_dir.name == "shards" else [clip_dir]
+    return next((d / n for d in folders for n in MANIFEST_NAMES if (d / n).is_file()), None)
+
+
+def _sha256(path: Path | None) -> str | None:
+    if path is None:
+        return None
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def pending_shards(clip_dir: str | Path, out_dir: str | Path) -> list[str]:
+    """Clip shards whose latent shard does not exist yet."""
+    out_dir = Path(out_dir)
+    return [str(p) for p in clip_shards(clip_dir) if not (out_dir / p.name).exists()]
+
+
+def rejects_path(out_dir: Path, shard_name: str) -> Path:
+    return out_dir / f"{Path(shard_name).stem}.rejects.jsonl"
+
+
+def _reject(key: str | None, shard: str, reason: str, message: str) -> dict[str, Any]:
+    return {"key": key, "shard": shard, "reason": reason, "message": message[:2000]}
+
+
+def _write_jsonl(path: Path, rows: list[dict]) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text("".join(json.dumps(r, sort_keys=True) + "\n" for r in rows))
+    os.replace(tmp, path)
+
+
+def _read_jsonl(path: Path) -> list[dict]:
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+def _incomplete(shard: Path, complete: set[str]) -> list[dict[str, Any]]:
+    """Rejects for the samples read_clip_shard leaves out (no mp4, flac or json member)."""
+    members: dict[str, set[str]] = {}
+    with tarfile.open(shard) as tar:
+        for name in tar.getnames():
+            key, _, ext = name.partition(".")
+            members.setdefault(key, set()).add(ext)
+    return [_reject(key, shard.name, "incomplete_sample",
+                    "missing member(s): " + ", ".join(sorted({"mp4", "flac", "json"} - exts)))
+            for key, exts in sorted(members.items()) if key not in complete]
+
+
+def encode_shard(encoder: ClipEncoder, buckets: BucketConfig, shard: str | Path, out_dir: Path) -> dict:
+    """One clip shard -> ``out_dir/<same name>`` (+ its rejects); returns a progress row.
+    Runs in a plain loop as well as in the Ray actor."""
+    from training.loader import write_latent_shard
+
+    started = time.perf_counter()
+    shard = Path(shard)
+    latents, rejects = [], []
+    try:
+        clips = read_clip_shard(str(shard))
+        rejects += _incomplete(shard, {c["__key__"] for c in clips})
+    except (OSError, EOFError, tarfile.TarError) as exc:
+        # Not marked done: the next run retries it (a network filesystem may recover).
+        _write_jsonl(rejects_path(out_dir, shard.name),
+                     [_reject(None, shard.name, "unreadable_shard", f"{type(exc).__name__}: {exc}")])
+        return {"shard": shard.name, "encoded": 0, "skipped": 1, "seconds": 0.0, "failed": True}
+    for clip in clips:
+        key = clip["__key__"]
+        try:
+            latent = encoder.encode(clip, buckets)
+            latent["meta"]["latent_span_s"] = clip_bucket(latent["meta"], buckets).sequence.clip_seconds
+            latents.append(latent)
+        except SkipClip as exc:
+            rejects.append(_reject(key, shard.name, exc.reason, str(exc)))
+        except torch.cuda.OutOfMemoryError:
+            raise  # the actor's GPU is too small for this bucket: misconfiguration, not bad data
+        except Exception as exc:  # broken media, odd metadata: this clip's problem, not the shard's
+            rejects.append(_reject(key, shard.name, "encode_failed", f"{type(exc).__name__}: {exc}"))
+    # Rejects first, the shard last: a shard whose .tar exists is finished, rejects included.
+    _write_jsonl(rejects_path(out_dir, shard.name), sorted(rejects, key=lambda r: r["key"] or ""))
+    out = out_dir / shard.name
+    tmp = out.with_name(out.name + ".tmp")
+    write_latent_shard(tmp, latents)
+    os.replace(tmp, out)
+    return {"shard": shard.name, "encoded": len(latents), "skipped": len(rejects),
+            "seconds": time.perf_counter() - started, "failed": False}
 
 
 class ClipShardEncoder:
     """Ray Data actor: encodes whole clip shards into latent shards."""
 
     def __init__(self, cfg: dict, out_dir: str):
-        from model.audio_vae import AUDIO_VAE_PRESETS, AudioVAE
-        from model.checkpoint import load_weights
-        from model.video_vae import VIDEO_VAE_PRESETS, VideoVAE
         from pipelines.config import from_dict
 
         self.cfg = from_dict(LatentsConfig, cfg)
         self.out_dir = Path(out_dir)
-        self.device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-        torch.manual_seed(0)  # random debug encoders must agree across actors and re-runs
-        self.video_vae = VideoVAE(VIDEO_VAE_PRESETS[self.cfg.video_vae])
-        self.audio_vae = AudioVAE(AUDIO_VAE_PRESETS[self.cfg.audio_vae])
-        for module, weights in ((self.video_vae, self.cfg.video_vae_weights), (self.audio_vae, self.cfg.audio_vae_weights)):
-            if weights:
-                load_weights(module, weights)
-            module.to(self.device).eval()
-        self.text = self._text_encoder()
-
-    def _text_encoder(self):
-        from model.text_encoder import ByteTokenizer, TextEncoder, TextEncoderConfig
-
-        if self.cfg.text_encoder:
-            return TextEncoder.from_config(TextEncoderConfig(name_or_path=self.cfg.text_encoder))
-        from transformers import T5Config, T5EncoderModel
-
-        d = self.cfg.text_dim
-        model = T5EncoderModel(T5Config(vocab_size=ByteTokenizer.vocab_size, d_model=d, d_kv=16, d_ff=2 * d,
-                                        num_layers=1, num_heads=4))
-        return TextEncoder(model.eval(), ByteTokenizer(), max_length=64)
-
-    @torch.no_grad()
-    def encode(self, sample: dict) -> dict:
-        meta = json.loads(sample["json"])
-        mel = self.audio_vae.cfg.mel
-        video, audio = _decode_clip(sample["mp4"], sample["flac"], self.cfg, mel.sample_rate, mel.channels)
-        stride = self.video_vae.cfg.temporal_stride
-        video = video[:, : 1 + (video.shape[1] - 1) // stride * stride]
-        z_video = self.video_vae.encode(video[None].to(self.device)).mode()[0].cpu()
-        z_audio = self.audio_vae.encode(audio[None].to(self.device)).mode()[0].cpu()
-        caption = sample.get("txt", b"").decode() or meta.get("caption", {}).get("text", "")
-        cond = self.text.encode([caption])
-        text = cond.text_emb[0][cond.text_mask[0]].cpu()
-        meta.update(video_shape=list(z_video.shape), audio_shape=list(z_audio.shape), caption_used=caption,
-                    latents={"video_vae": self.cfg.video_vae, "audio_vae": self.cfg.audio_vae,
-                             "text_encoder": self.cfg.text_encoder or "tiny-random"})
-        return {"key": sample["__key__"], "video": z_video, "audio": z_audio, "text": text, "meta": meta}
+        self.encoder = ClipEncoder(self.cfg.encoder)
 
     def __call__(self, batch: dict) -> dict:
-        from training.loader import write_latent_shard
-
-        for shard in batch["shard"]:
-            out = self.out_dir / Path(shard).name
-            tmp = out.with_suffix(".tar.tmp")
-            write_latent_shard(tmp, [self.encode(s) for s in _read_clip_shard(shard)])
-            tmp.rename(out)  # atomic: a crash leaves no half shard behind
-        return batch
+        rows = [encode_shard(self.encoder, self.cfg.buckets, s, self.out_dir) for s in batch["shard"]]
+        return {k: [r[k] for r in rows] for k in ("shard", "encoded", "skipped", "seconds", "failed")}
 
 
-def _read_clip_shard(path: str) -> list[dict]:
-    samples: dict[str, dict] = {}
-    with tarfile.open(path) as tar:
-        for m in tar.getmembers():
-            if m.isfile():
-                key, _, ext = m.name.partition(".")
-                samples.setdefault(key, {"__key__": key})[ext] = tar.extractfile(m).read()
-    return [samples[k] for k in sorted(samples) if {"mp4", "flac", "json"} <= samples[k].keys()]
+def _output_hash(cfg: LatentsConfig) -> str:
+    # Only what changes the latents: more actors or CPUs must not block resuming on a bigger cluster.
+    blob = json.dumps({"encoder": to_dict(cfg.encoder), "buckets": to_dict(cfg.buckets)}, sort_keys=True)
+    return hashlib.sha256(blob.encode()).hexdigest()[:12]
 
 
-def pending_shards(clip_dir: str | Path, out_dir: str | Path) -> list[str]:
-    """Clip shards whose latent shard does not exist yet."""
-    out_dir = Path(out_dir)
-    return [str(p) for p in sorted(Path(clip_dir).glob("*.tar")) if not (out_dir / p.name).exists()]
+def _claim_output(out_dir: Path, cfg: LatentsConfig, manifest_sha: str | None) -> None:
+    """Resume only onto latents made by the same encoders and buckets from the same clips."""
+    claim = {"config_hash": _output_hash(cfg), "source_manifest_sha256": manifest_sha}
+    marker = out_dir / CLAIM
+    if any(out_dir.glob("*.tar")) and marker.exists():
+        held = json.loads(marker.read_text())
+        if held["config_hash"] != claim["config_hash"]:
+            raise ConfigError(f"{out_dir} holds latents made with a different encoder/bucket config "
+                              "(see its config.yaml): use another --out, or delete it to start over")
+        if held["source_manifest_sha256"] != manifest_sha:
+            raise ConfigError(f"{out_dir} holds latents of other clip shards (the source manifest "
+                              "changed since): use another --out, or delete it to start over")
+    marker.write_text(json.dumps(claim))
+
+
+def _preflight(cfg: LatentsConfig) -> None:
+    """Fail in seconds, on the driver, for what would otherwise crash every actor."""
+    from model.audio_vae import AUDIO_VAE_PRESETS
+    from model.video_vae import VIDEO_VAE_PRESETS
+
+    enc = cfg.encoder
+    for name, value, presets in (("encoder.video_vae", enc.video_vae, VIDEO_VAE_PRESETS),
+                                 ("encoder.audio_vae", enc.audio_vae, AUDIO_VAE_PRESETS)):
+        if value not in presets:
+            raise ConfigError(f"{name}={value!r}: not a preset; known: {', '.join(sorted(presets))}")
+    for name, path in (("encoder.video_vae_weights", enc.video_vae_weights),
+                       ("encoder.audio_vae_weights", enc.audio_vae_weights)):
+        if path and not Path(path).exists():
+            raise ConfigError(f"{name}={path}: no such file")
+    if cfg.actors < 1 or cfg.cpus_per_actor <= 0:
+        raise ConfigError("actors must be >= 1 and cpus_per_actor > 0")
+
+
+def _encode_pending(todo: list[str], out_dir: Path, cfg: LatentsConfig, address: str | None) -> None:
+    from pipelines.ray_local import init_ray
+
+    init_ray(address)
+    import ray
+    import ray.data
+
+    gpus = 1 if ray.cluster_resources().get("GPU", 0) else 0
+    ds = ray.data.from_items([{"shard": s} for s in todo], override_num_blocks=len(todo))
+    ds = ds.map_batches(ClipShardEncoder, fn_constructor_args=(to_dict(cfg), str(out_dir)), batch_size=1,
+                        compute=ray.data.ActorPoolStrategy(size=min(cfg.actors, len(todo))), num_gpus=gpus,
+                        num_cpus=cfg.cpus_per_actor)
+    for done, row in enumerate(ds.iter_rows(), 1):
+        if row["failed"]:
+            log.warning("shard %d/%d %s: unreadable, left for the next run (see its rejects)",
+                        done, len(todo), row["shard"])
+        else:
+            log.info("shard %d/%d %s: %d encoded, %d skipped in %.1f s", done, len(todo), row["shard"],
+                     row["encoded"], row["skipped"], row["seconds"])
+
+
+def _latent_rows(shard: Path) -> list[dict[str, Any]]:
+    rows = []
+    with tarfile.open(shard) as tar:
+        for member in tar.getmembers():
+            if member.name.endswith(".json"):
+                meta = json.loads(tar.extractfile(member).read())
+                rows.append({"key": member.name.removesuffix(".json"), "shard": shard.name,
+                             "bucket": meta["bucket"], "video_shape": meta["video_shape"],
+                             "audio_shape": meta["audio_shape"], "duration": meta.get("latent_span_s")})
+    return sorted(rows, key=lambda r: r["key"])
+
+
+def run_latents_job(clip_dir: str | Path, out_dir: str | Path, cfg: LatentsConfig | None = None,
+                    address: str | None = None, *, track: bool = True) -> LatentsResult:
+    """Encode every pending clip shard of ``clip_dir`` into ``out_dir``, then write the
+    manifest, rejects and stats of all of them and (``track``) log an MLflow run."""
+    cfg = cfg or LatentsConfig()
+    started = time.time()
+    shards = clip_shards(clip_dir)
+    if not shards:
+        raise ConfigError(f"no clip shards (*.tar) in {clip_dir} or {Path(clip_dir) / 'shards'}")
+    _preflight(cfg)
+    out = Path(out_dir).absolute()
+    out.mkdir(parents=True, exist_ok=True)
+    manifest_sha = _sha256(source_manifest(clip_dir))
+    _claim_output(out, cfg, manifest_sha)
+    save_config(cfg, out / "config.yaml")
+    todo = pending_shards(clip_dir, out)
+    log.info("%d clip shards: %d to encode, %d already done", len(shards), len(todo), len(shards) - len(todo))
+    if todo:
+        _encode_pending(todo, out, cfg, address)
+
+    manifest, rejects, failed = [], [], []
+    for shard in shards:
+        if (out / shard.name).exists():
+            manifest += _latent_rows(out / shard.name)
+        else:
+            failed.append(shard.name)
+        if rejects_path(out, shard.name).exists():
+            rejects += _read_jsonl(rejects_path(out, shard.name))
+    _write_jsonl(out / "manifest.jsonl", manifest)
+    _write_jsonl(out / "rejects.jsonl", rejects)
+    stats = {
+        "source_manifest_sha256": manifest_sha,
+        "clips_in": len(manifest) + len(rejects),
+        "encoded": len(manifest),
+        "skipped": dict(sorted(Counter(r["reason"] for r in rejects).items())),
+        "buckets": dict(sorted(Counter(r["bucket"] for r in manifest).items())),
+        "seconds": round(time.time() - started, 3),
+    }
+    (out / "stats.json").write_text(json.dumps(stats, indent=2))
+    result = LatentsResult(out, manifest, rejects, stats, len(todo) - len(failed), failed)
+    if track:
+        _track(result, cfg, clips_this_run=_clips_in(todo, manifest, rejects))
+    return result
+
+
+def _clips_in(shard_paths: list[str], manifest: list[dict], rejects: list[dict]) -> int:
+    names = {Path(s).name for s in shard_paths}
+    return sum(1 for r in manifest + rejects if r["shard"] in names)
 
 
 def run_latents(clip_dir: str | Path, out_dir: str | Path, cfg: LatentsConfig | None = None,
                 address: str | None = None) -> Path:
     """Encode every pending clip shard under ``clip_dir`` into ``out_dir``; returns ``out_dir``."""
-    from pipelines.config import to_dict
-    from pipelines.ray_local import init_ray
+    return run_latents_job(clip_dir, out_dir, cfg, address).out_dir
 
-    cfg = cfg or LatentsConfig()
-    out_dir = Path(out_dir).absolute()
-    out_dir.mkdir(parents=True, exist_ok=True)
-    todo = pending_shards(clip_dir, out_dir)
-    if todo:
-        init_ray(address)
-        import ray
-        import ray.data
 
-        gpus = 1 if ray.cluster_resources().get("GPU", 0) else 0
-        ds = ray.data.from_items([{"shard": s} for s in todo])
-        ds.map_batches(ClipShardEncoder, fn_constructor_args=(to_dict(cfg), str(out_dir)), batch_size=1,
-                       compute=ray.data.ActorPoolStrategy(size=cfg.actors), num_gpus=gpus,
-                       num_cpus=cfg.cpus_per_actor).materialize()
-    manifest = Path(clip_dir) / "manifest.jsonl"
-    if manifest.exists():  # the run links back to the clip data it was made from
-        (out_dir / "manifest.jsonl").write_bytes(manifest.read_bytes())
-    return out_dir
+def _track(result: LatentsResult, cfg: LatentsConfig, clips_this_run: int) -> None:
+    from pipelines.tracking import open_tracker
+
+    out, stats = result.out_dir, result.stats
+    with open_tracker(EXPERIMENT, run_name=out.name, store_dir=out.parent) as tracker:
+        tracker.log_params(to_dict(cfg))
+        metrics = {"clips_in": stats["clips_in"], "encoded": stats["encoded"], "seconds": stats["seconds"],
+                   "skipped": sum(stats["skipped"].values()), "shards_encoded": result.shards_encoded,
+                   "shards_failed": len(result.shards_failed), "clips_this_run": clips_this_run}
+        if clips_this_run and stats["seconds"] > 0:
+            metrics["clips_per_s"] = clips_this_run / stats["seconds"]
+        metrics |= {f"skipped.{k}": v for k, v in stats["skipped"].items()}
+        metrics |= {f"bucket.{k}": v for k, v in stats["buckets"].items()}
+        tracker.log_metrics(metrics)
+        tracker.set_tags({"source_manifest_sha256": stats["source_manifest_sha256"] or "none",
+                          "latents.config_hash": _output_hash(cfg)})
+        for name in ("config.yaml", "stats.json", "rejects.jsonl", "manifest.jsonl"):
+            tracker.log_artifact(out / name)
+    result.mlflow_run_id, result.tracking_uri = tracker.run_id, tracker.tracking_uri
+
+
+def summary(result: LatentsResult) -> str:
+    s = result.stats
+    lines = [
+        f"latents: {s['clips_in']} clips in, {s['encoded']} encoded in {s['seconds']:.1f}s "
+        f"({result.shards_encoded} shards encoded by this run)",
+        "skipped: " + (", ".join(f"{r}={n}" for r, n in s["skipped"].items()) or "none"),
+        "buckets: " + (", ".join(f"{b}={n}" for b, n in s["buckets"].items()) or "none"),
+        f"  shards:   {result.out_dir} (*.tar)",
+        f"  manifest: {result.out_dir / 'manifest.jsonl'}",
+        f"  rejects:  {result.out_dir / 'rejects.jsonl'}",
+        f"  stats:    {result.out_dir / 'stats.json'}",
+    ]
+    if result.shards_failed:
+        lines.append(f"  FAILED:   {len(result.shards_failed)} unreadable clip shard(s), re-run to retry: "
+                     + ", ".join(result.shards_failed))
+    if result.mlflow_run_id:
+        lines.append(f"  MLflow:   run {result.mlflow_run_id} in {result.tracking_uri}")
+    return "\n".join(lines)
+
+
+def main(args) -> int:
+    """``tandem latents`` (arguments parsed by pipelines/cli.py)."""
+    from pipelines.config import load_config
+
+    try:
+        cfg = load_config(LatentsConfig, args.config, args.overrides)
+        result = run_latents_job(args.clip_dir, args.out, cfg, address=args.address)
+    except ValueError as exc:  # ConfigError and the bucket config's own checks
+        print(f"tandem latents: {exc}", flush=True)
+        return 2
+    print(summary(result), flush=True)
+    return 1 if result.shards_failed else 0
