@@ -50,16 +50,22 @@ def latest_checkpoint(storage: str | Path) -> str | None:
 
 
 def train_handler(args) -> int:
-    from pipelines.config import save_config
+    from pipelines.config import ConfigError
+    from pipelines.tracking import default_tracking_uri
     from training.ray_train import run_training
 
-    cfg = load_recipe(args.config, args.overrides)
-    save_config(cfg, Path(cfg.storage) / "recipe.yaml")
+    try:
+        cfg = load_recipe(args.config, args.overrides)
+    except (ConfigError, ValueError) as exc:
+        print(f"tandem train: {exc}", file=sys.stderr)
+        return 2
     result = run_training(cfg, address=args.address, run_name=args.run_name)
     if result.error:
         print(f"training failed: {result.error}", file=sys.stderr)
         return 1
-    print(f"trained to {latest_checkpoint(cfg.storage)}; checkpoints in {cfg.storage}/checkpoints")
+    print(f"trained to {latest_checkpoint(cfg.storage)}; checkpoints in {cfg.storage}/checkpoints\n"
+          f"recipe: {cfg.storage}/recipe.yaml\n"
+          f"MLflow: experiment {cfg.experiment!r} in {default_tracking_uri(cfg.tracking_dir)}")
     return 0
 
 

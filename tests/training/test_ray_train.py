@@ -33,22 +33,22 @@ def _runs(store):
 
 
 @pytest.mark.timeout(300)
-def test_ray_train_two_workers_zero2_logs_to_mlflow(tmp_path, mlflow_env):
-    from pipelines.train_cmd import load_recipe
-    from training.ray_train import run_training
+def test_tandem_train_two_workers_zero2_logs_to_mlflow(tmp_path, mlflow_env, capsys):
+    from pipelines.cli import main
 
     shards = make_latent_shards(tmp_path / "latents", n=48)
-    cfg = load_recipe("debug_cpu", [f"data.shards={shards}", f"storage={tmp_path / 'train'}", "steps=10",
-                                    f"tracking_dir={tmp_path / 'runs'}", "checkpoint_every=5"])
-    result = run_training(cfg, run_name="ray-zero2")
-    assert result.error is None, result.error
+    code = main(["train", "--config", "debug_cpu", "--run-name", "ray-zero2", f"data.shards={shards}",
+                 f"storage={tmp_path / 'train'}", "steps=10", f"tracking_dir={tmp_path / 'runs'}",
+                 "checkpoint_every=5"])
+    assert code == 0, capsys.readouterr().err
+    assert "trained to step00000010" in capsys.readouterr().out
     assert (tmp_path / "train" / "checkpoints" / "latest").read_text().strip() == "step00000010"
     assert (tmp_path / "train" / "checkpoints" / "step00000010" / "ema.safetensors").exists()
 
     runs, client = _runs(tmp_path / "runs")
     assert len(runs) == 1  # rank 1 logged nothing
     run = runs[0]
-    assert run.info.status == "FINISHED"
+    assert run.info.status == "FINISHED" and run.info.run_name == "ray-zero2"
     assert run.data.params["engine.zero_stage"] == "2" and run.data.params["preset"] == "debug"
     assert run.data.tags["data.manifest"] and run.data.tags["data.shards"] == str(shards)
     for key in ("loss", "loss_video", "loss_audio", "grad_norm", "lr", "samples_per_s", "tokens_per_s"):

@@ -42,3 +42,14 @@ def test_recipe_builds_deepspeed_config_and_meta_model(name, stage, gpus, ckpt, 
 def test_overrides_reach_the_engine():
     cfg = load_config(TrainConfig, RECIPES / "train_debug_cpu.yaml", ["engine.zero_stage=3", "steps=7"])
     assert (cfg.engine.zero_stage, cfg.steps) == (3, 7)
+
+
+def test_tandem_train_rejects_bad_recipes_before_starting_ray(capsys):
+    from pipelines.cli import main
+
+    assert main(["train", "--config", "debug_cpu", "engine.zero_stag=3"]) == 2
+    assert "zero_stage" in capsys.readouterr().err  # names the valid keys
+    assert main(["train", "--config", "debug_cpu", "data.batch_size=3"]) == 2
+    assert "micro_batch_per_rank" in capsys.readouterr().err
+    with pytest.raises(SystemExit, match="known: 14b_64gpu, 1b_8gpu, debug_cpu"):
+        main(["train", "--config", "nope"])
