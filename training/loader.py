@@ -1,69 +1,168 @@
-"""Streaming loader over latent shards (WebDataset tars) with an exactly resumable position.
+"""Streaming loader over latent shards, or clip shards encoded on the fly, with an exactly
+resumable position.
 
-Each epoch is planned up front from the shard index alone: a seeded permutation of all
-samples, grouped into same-shape buckets (duration / aspect give the latent shape), cut
-into batches, and dealt round-robin to ranks. The state is (epoch, next batch), so a resume
-neither repeats nor skips a sample, on any world size that matches the checkpoint.
+Two sources yield the same samples, so ``collate`` and the Trainer never know which one ran:
 
-A latent sample holds ``video.pth`` (C, T, H, W), ``audio.pth`` (C, T), ``text.pth``
-(L, D) and ``json`` (metadata incl. the shapes), the keys the latent DAG writes.
+- ``latents``: shards the latent DAG wrote; a sample holds ``video.pth`` (C, T, H, W),
+  ``audio.pth`` (C, T), ``text.pth`` (L, D) and ``json`` (metadata incl. the shapes).
+- ``clips``: curated clip shards (``mp4``, ``flac``, ``json``, ``txt``), each sample decoded
+  and encoded when it is read (training.clip_encoder), for small experiments that skip
+  the latent pass.
+
+Each epoch is planned up front from the shard index alone (only ``json`` members are read,
+no media is decoded): a seeded permutation of all samples, grouped into buckets, cut into
+batches, and dealt round-robin to ranks. A bucket is one duration/aspect shape: a latent
+sample's ``bucket`` name when the latent DAG wrote one, else (older shards) its exact latent
+shapes; for a clip, the training.buckets Bucket its duration and aspect fall into. Batches
+never mix buckets. The state is (epoch, next batch), so a resume neither repeats nor skips
+a sample, on any world size that matches the checkpoint.
 """
 
 from __future__ import annotations
 
+import bisect
+import hashlib
 import io
 import json
+import logging
 import random
 import tarfile
-from collections import defaultdict
-from dataclasses import dataclass
+from collections import Counter, defaultdict
+from collections.abc import Hashable
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
 
+from training.buckets import BucketConfig
+from training.clip_encoder import ClipEncoder, EncoderConfig, SkipClip, clip_bucket
+
+log = logging.getLogger(__name__)
+
+SOURCES = ("latents", "clips")
+CLIP_MEMBERS = ("mp4", "flac", "json")  # a clip sample without all three cannot be trained on
+# What decoding a clip whose bytes are not the media its shard claims raises: the encoder's
+# SkipClip, PyAV's errors (ValueError subclasses), numpy on an empty audio stream (ValueError),
+# a missing stream (IndexError). Anything else is a bug or an infrastructure fault and propagates.
+BAD_MEDIA_ERRORS = (SkipClip, ValueError, IndexError)
+
 
 @dataclass
 class LoaderConfig:
-    shards: str = ""  # directory of *.tar latent shards
+    shards: str = ""  # directory of *.tar shards: latent shards or clip shards, as ``source`` says
     batch_size: int = 2  # per rank
     seed: int = 0
     drop_last: bool = True
+    source: str = "latents"  # "latents" (latent DAG output) | "clips" (clip shards, encoded when read)
+    buckets: BucketConfig = field(default_factory=BucketConfig)  # clips source: duration/aspect buckets
+    encoder: EncoderConfig = field(default_factory=EncoderConfig)  # clips source: VAEs + text encoder
+
+    def __post_init__(self):
+        if self.source not in SOURCES:
+            raise ValueError(f"data.source must be one of {', '.join(SOURCES)}, not {self.source!r}")
 
 
 @dataclass(frozen=True)
 class _Entry:
     shard: str
-    offsets: tuple  # ((ext, offset, size), ...)
-    bucket: tuple
+    key: str
+    members: tuple  # ((ext, offset, size), ...): where each member's bytes lie in the shard
+    bucket: Hashable  # samples batch together iff their buckets are equal
+
+    @property
+    def where(self) -> str:
+        return f"{Path(self.shard).name}:{self.key}"
+
+
+def _tar_members(shard: Path) -> dict[str, dict[str, tuple[int, int]]]:
+    """key -> ext -> (data offset, size), from the tar headers (member data is seeked over)."""
+    members: dict[str, dict] = defaultdict(dict)
+    with tarfile.open(shard) as tar:
+        for m in tar.getmembers():
+            if m.isfile():
+                key, _, ext = m.name.partition(".")
+                members[key][ext] = (m.offset_data, m.size)
+    return members
+
+
+def _read_span(f, offset: int, size: int) -> bytes:
+    f.seek(offset)
+    return f.read(size)
+
+
+def _shard_paths(directory: str | Path, kind: str) -> list[Path]:
+    shards = sorted(Path(directory).glob("*.tar"))
+    if not shards:
+        raise FileNotFoundError(f"no {kind} shards (*.tar) under {directory}")
+    return shards
 
 
 def index_shards(directory: str | Path) -> list[_Entry]:
-    """Every sample's byte ranges and shape bucket, in shard/key order."""
-    entries = []
-    for shard in sorted(Path(directory).glob("*.tar")):
-        members: dict[str, dict] = defaultdict(dict)
-        with tarfile.open(shard) as tar:
-            for m in tar.getmembers():
-                key, _, ext = m.name.partition(".")
-                members[key][ext] = (m.offset_data, m.size)
-            metas = {k: json.loads(tar.extractfile(k + ".json").read()) for k in members}
-        for key in sorted(members):
-            meta = metas[key]
-            bucket = (tuple(meta["video_shape"]), tuple(meta["audio_shape"]))
-            entries.append(_Entry(str(shard), tuple((e, *v) for e, v in sorted(members[key].items())), bucket))
-    if not entries:
-        raise FileNotFoundError(f"no latent shards (*.tar) under {directory}")
+    """Every latent sample's byte ranges and bucket, in shard/key order."""
+    entries, first_shape = [], {}
+    for shard in _shard_paths(directory, "latent"):
+        members = _tar_members(shard)
+        with open(shard, "rb") as f:
+            for key in sorted(members):
+                meta = json.loads(_read_span(f, *members[key]["json"])) if "json" in members[key] else {}
+                if "video_shape" not in meta or "audio_shape" not in meta:
+                    raise ValueError(f"{shard.name}:{key} is not a latent sample (no video_shape/audio_shape in "
+                                     f"its json; members {sorted(members[key])}): for clip shards set "
+                                     "data.source=clips, or encode them with the latent DAG first")
+                shape = (tuple(meta["video_shape"]), tuple(meta["audio_shape"]))
+                bucket = meta.get("bucket") or shape
+                seen = first_shape.setdefault(bucket, (shape, f"{shard.name}:{key}"))
+                if seen[0] != shape:  # a batch of this bucket could not be stacked
+                    raise ValueError(f"latent bucket {bucket!r} holds shapes {seen[0]} ({seen[1]}) and {shape} "
+                                     f"({shard.name}:{key}): shards encoded with different VAEs or bucket "
+                                     f"settings are mixed under {directory}; encode them again with one config")
+                entries.append(_Entry(str(shard), key, tuple((e, *v) for e, v in sorted(members[key].items())),
+                                      bucket))
     return entries
 
 
-def _read(entry: _Entry) -> dict:
-    out = {}
+def index_clip_shards(directory: str | Path, buckets: BucketConfig) -> tuple[list[_Entry], dict[str, int]]:
+    """Every usable clip's byte ranges and Bucket, in shard/key order, from the ``json``
+    members only; and how many clips were left out, by reason."""
+    entries, skipped = [], Counter()
+    for shard in _shard_paths(directory, "clip"):
+        members = _tar_members(shard)
+        with open(shard, "rb") as f:
+            for key in sorted(members):
+                spans = members[key]
+                if not set(CLIP_MEMBERS) <= spans.keys():
+                    skipped["incomplete_sample"] += 1
+                    continue
+                try:
+                    bucket = clip_bucket(json.loads(_read_span(f, *spans["json"])), buckets)
+                except SkipClip as exc:
+                    skipped[exc.reason] += 1
+                    continue
+                except (ValueError, KeyError, TypeError):  # unparsable json, or no start/end/size in it
+                    skipped["bad_metadata"] += 1
+                    continue
+                entries.append(_Entry(str(shard), key, tuple((e, *v) for e, v in sorted(spans.items())), bucket))
+    return entries, dict(sorted(skipped.items()))
+
+
+def _read_latent(entry: _Entry) -> dict:
+    out = {"__key__": entry.key}
     with open(entry.shard, "rb") as f:
-        for ext, offset, size in entry.offsets:
-            f.seek(offset)
-            blob = f.read(size)
-            out[ext] = torch.load(io.BytesIO(blob)) if ext.endswith("pth") else json.loads(blob)
+        for ext, offset, size in entry.members:
+            if ext.endswith("pth"):
+                out[ext] = torch.load(io.BytesIO(_read_span(f, offset, size)))
+            elif ext == "json":
+                out[ext] = json.loads(_read_span(f, offset, size))
     return out
+
+
+def _fingerprint(entries: list[_Entry]) -> str:
+    """Which samples, in which buckets, a plan is made of: a resume over other data would
+    silently repeat or skip samples even where the count matches."""
+    digest = hashlib.sha256()
+    for e in entries:
+        digest.update(f"{e.where}\0{e.bucket!r}\n".encode())
+    return digest.hexdigest()[:16]
 
 
 def collate(samples: list[dict]) -> dict:
@@ -76,27 +175,56 @@ def collate(samples: list[dict]) -> dict:
         text[i, :n], mask[i, :n] = s["text.pth"], True
     return {"video": torch.stack([s["video.pth"] for s in samples]),
             "audio": torch.stack([s["audio.pth"] for s in samples]),
-            "text_emb": text, "text_mask": mask, "meta": [s["json"] for s in samples]}
+            "text_emb": text, "text_mask": mask, "meta": [s["json"] for s in samples],
+            "keys": [s.get("__key__") for s in samples]}
 
 
 class LatentLoader:
-    """Iterates batches for one rank; ``state_dict``/``load_state_dict`` give the exact position."""
+    """Iterates batches for one rank; ``state_dict``/``load_state_dict`` give the exact position.
+
+    ``skipped`` counts, by reason, the clips (clips source) left out of every plan. A planned
+    clip whose media turns out undecodable is replaced by the next decodable clip of its
+    bucket in index order (its ``json`` gets ``substitute_for``) and recorded in
+    ``unreadable``: the batch keeps its shape, the plan and hence resume stay exact, and
+    every rank and every re-run makes the same substitution. A bucket with no decodable
+    clip at all raises, since that is a broken encoder config or shard, not one bad clip.
+    """
 
     def __init__(self, cfg: LoaderConfig, rank: int = 0, world_size: int = 1):
         self.cfg, self.rank, self.world_size = cfg, rank, world_size
-        self.entries = index_shards(cfg.shards)
+        self.skipped: dict[str, int] = {}
+        self.unreadable: dict[str, str] = {}  # "shard:key" -> why the clip could not be decoded
+        self._encoder: ClipEncoder | None = None
+        if cfg.source == "clips":
+            self.entries, self.skipped = index_clip_shards(cfg.shards, cfg.buckets)
+            self._report_clip_index()
+        else:
+            self.entries = index_shards(cfg.shards)
+        self._fingerprint = _fingerprint(self.entries)
+        self._bucket_members: dict[Hashable, list[int]] = defaultdict(list)
+        for i, entry in enumerate(self.entries):
+            self._bucket_members[entry.bucket].append(i)
         self.epoch, self.position = 0, 0
         self._plan = self._plan_epoch(0)
         if not self._plan:
-            buckets = len({e.bucket for e in self.entries})
-            raise ValueError(f"{len(self.entries)} samples in {buckets} shape buckets give no full batch of "
-                             f"{cfg.batch_size} for each of {world_size} ranks: lower data.batch_size, "
+            raise ValueError(f"{len(self.entries)} samples in {len(self._bucket_members)} buckets give no full batch "
+                             f"of {cfg.batch_size} for each of {world_size} ranks: lower data.batch_size, "
                              "set data.drop_last=false, or add data")
+
+    def _report_clip_index(self) -> None:
+        reasons = ", ".join(f"{r}={n}" for r, n in self.skipped.items()) or "none"
+        buckets = Counter(e.bucket.name for e in self.entries)
+        log.info("clip shards %s: %d clips planned in buckets %s; skipped %d (%s)", self.cfg.shards,
+                 len(self.entries), dict(sorted(buckets.items())), sum(self.skipped.values()), reasons)
+        if not self.entries:
+            raise ValueError(f"every clip under {self.cfg.shards} was skipped ({reasons}); with "
+                             f"data.buckets.durations={self.cfg.buckets.durations} at {self.cfg.buckets.fps} fps, "
+                             "clips must last at least the shortest bucket")
 
     def _plan_epoch(self, epoch: int) -> list[list[int]]:
         order = list(range(len(self.entries)))
         random.Random(self.cfg.seed * 1_000_003 + epoch).shuffle(order)
-        buckets: dict[tuple, list[int]] = defaultdict(list)
+        buckets: dict[Hashable, list[int]] = defaultdict(list)
         batches = []
         for i in order:
             bucket = buckets[self.entries[i].bucket]
@@ -108,6 +236,52 @@ class LatentLoader:
             batches += [b for b in buckets.values() if b]
         usable = len(batches) - len(batches) % self.world_size  # every rank takes as many steps
         return batches[self.rank:usable:self.world_size]
+
+    @property
+    def encoder(self) -> ClipEncoder:
+        """The clips source's encoder, built on first use (the latents source never needs one)."""
+        if self._encoder is None:
+            # The tiny random text encoder is initialised from the global RNG: fix the seed so
+            # every rank and every resumed run embeds captions alike, and leave training's RNG as it was.
+            with torch.random.fork_rng(devices=[]):
+                torch.manual_seed(0)
+                self._encoder = ClipEncoder(self.cfg.encoder)
+        return self._encoder
+
+    def _encode_clip(self, entry: _Entry) -> dict:
+        with open(entry.shard, "rb") as f:
+            sample = {ext: _read_span(f, offset, size) for ext, offset, size in entry.members
+                      if ext in (*CLIP_MEMBERS, "txt")}
+        out = self.encoder.encode(dict(sample, __key__=entry.key), self.cfg.buckets)
+        meta = dict(out["meta"], video_shape=list(out["video"].shape), audio_shape=list(out["audio"].shape))
+        return {"__key__": entry.key, "video.pth": out["video"], "audio.pth": out["audio"],
+                "text.pth": out["text"], "json": meta}
+
+    def _read_clip(self, i: int) -> dict:
+        """Clip ``i`` encoded or, when its media cannot be decoded, the next decodable clip of its bucket."""
+        members = self._bucket_members[self.entries[i].bucket]  # ascending indices
+        start = bisect.bisect_left(members, i)
+        for k in range(len(members)):
+            j = members[(start + k) % len(members)]
+            entry = self.entries[j]
+            if entry.where in self.unreadable:
+                continue
+            try:
+                sample = self._encode_clip(entry)
+            except BAD_MEDIA_ERRORS as exc:
+                self.unreadable[entry.where] = f"{type(exc).__name__}: {exc}"
+                log.warning("clip %s (in %s) cannot be decoded (%s); the next clip of bucket %s takes its place",
+                            entry.key, entry.shard, self.unreadable[entry.where], entry.bucket.name)
+                continue
+            if j != i:
+                sample["json"]["substitute_for"] = self.entries[i].key
+            return sample
+        examples = "; ".join(f"{self.entries[j].where}: {self.unreadable[self.entries[j].where]}" for j in members[:3])
+        raise RuntimeError(f"none of the {len(members)} clips of bucket {self.entries[i].bucket.name} can be "
+                           f"decoded ({examples}): check data.encoder and the clip shards")
+
+    def _read(self, i: int) -> dict:
+        return self._read_clip(i) if self.cfg.source == "clips" else _read_latent(self.entries[i])
 
     def __len__(self) -> int:
         return len(self._plan)
@@ -123,16 +297,22 @@ class LatentLoader:
                 raise StopIteration
         batch = self._plan[self.position]
         self.position += 1
-        return collate([_read(self.entries[i]) for i in batch])
+        return collate([self._read(i) for i in batch])
 
     def state_dict(self) -> dict:
         return {"epoch": self.epoch, "position": self.position, "seed": self.cfg.seed,
-                "world_size": self.world_size, "num_samples": len(self.entries)}
+                "world_size": self.world_size, "num_samples": len(self.entries), "source": self.cfg.source,
+                "fingerprint": self._fingerprint}
 
     def load_state_dict(self, state: dict) -> None:
         if (state["world_size"], state["num_samples"]) != (self.world_size, len(self.entries)):
             raise ValueError(f"loader state is for {state['world_size']} ranks over "
                              f"{state['num_samples']} samples, not {self.world_size} over {len(self.entries)}")
+        if state.get("source", "latents") != self.cfg.source:
+            raise ValueError(f"loader state is for the {state['source']!r} source, not {self.cfg.source!r}")
+        if state.get("fingerprint", self._fingerprint) != self._fingerprint:  # older states have none
+            raise ValueError(f"loader state was saved over other samples or buckets than {self.cfg.shards} "
+                             "now holds (same count, different keys or bucket settings): resume on the same data")
         self.epoch, self.position = state["epoch"], state["position"]
         self._plan = self._plan_epoch(self.epoch)
 
