@@ -182,9 +182,9 @@ def main() -> None:
         ray_ds = ray_deepspeed(_recipe(shards, f"{tmp}/ray", args.steps + 1, args.batch, runs))
         feed = loader_rate(shards, args.batch)
     print(f"{args.preset} preset, batch {args.batch}, {args.steps} timed steps, 1 thread per process")
-    print(f"plain PyTorch loop          : {plain:7.1f} samples/s")
-    print(f"Trainer + ZeRO-2, in process: {in_process:7.1f} samples/s  ({in_process / plain:.2f}x plain)")
-    print(f"Ray Train + ZeRO-2 (1 worker): {ray_ds:7.1f} samples/s  ({ray_ds / plain:.2f}x plain; "
+    print(f"plain PyTorch loop          : {plain:7.2f} samples/s")
+    print(f"Trainer + ZeRO-2, in process: {in_process:7.2f} samples/s  ({in_process / plain:.2f}x plain)")
+    print(f"Ray Train + ZeRO-2 (1 worker): {ray_ds:7.2f} samples/s  ({ray_ds / plain:.2f}x plain, {ray_ds / in_process:.2f}x in-process; "
           f"overhead {100 * (1 - ray_ds / plain):.1f} %, target <= 15 %)")
     print(f"loader                      : {feed:7.1f} samples/s = {feed / plain:.1f}x the step's need (target >= 5x)")
 

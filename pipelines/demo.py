@@ -78,6 +78,8 @@ def run_demo(out: str = "runs/demo", address: str | None = None, train: bool = T
             return 1
         print(f"  latents:  {trained['latents']}", flush=True)
         print(f"  trained:  checkpoint {trained['checkpoint']} in {trained['checkpoints']}", flush=True)
+        for sample in trained["samples"]:
+            print(f"  sample:   {sample}", flush=True)
         print(f"  MLflow:   experiment {trained['experiment']!r} in {trained['mlflow']}", flush=True)
     print(f"  browse:   .venv/bin/mlflow ui --backend-store-uri {result.tracking_uri}", flush=True)
     return 0

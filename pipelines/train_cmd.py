@@ -71,8 +71,8 @@ def train_handler(args) -> int:
 
 def run_training_demo(clip_shards_dir: str | Path, out_dir: str | Path) -> dict:
     """README main job, after curation: latents from the clip shards, then a few debug_cpu
-    steps. Returns {"latents", "checkpoints", "checkpoint" (latest tag), "error", "mlflow" (tracking
-    URI), "experiment"}; run in about 50 s on 2 CPUs."""
+    steps ending with one generated sample. Returns {"latents", "checkpoints", "checkpoint"
+    (latest tag), "samples" (mp4 paths), "error", "mlflow" (tracking URI), "experiment"}."""
     from pipelines.latents import run_latents
     from pipelines.tracking import default_tracking_uri
     from training.ray_train import run_training
@@ -81,9 +81,11 @@ def run_training_demo(clip_shards_dir: str | Path, out_dir: str | Path) -> dict:
     latents = run_latents(clip_shards_dir, out_dir / "latents")
     # Sample footage gives clips of many shapes (one per latent bucket): batches of one.
     cfg = load_recipe("debug_cpu", [f"data.shards={latents}", f"storage={out_dir / 'train'}", "steps=6",
+                                    "sample.every=6",
                                     f"tracking_dir={out_dir}", "data.batch_size=1",
                                     "engine.micro_batch_per_rank=1"])
     result = run_training(cfg, run_name="demo")
     return {"latents": str(latents), "checkpoints": str(Path(cfg.storage) / "checkpoints"),
+            "samples": sorted(str(p) for p in (Path(cfg.storage) / "samples").glob("*.mp4")),
             "checkpoint": latest_checkpoint(cfg.storage), "error": str(result.error) if result.error else None,
             "mlflow": default_tracking_uri(cfg.tracking_dir), "experiment": cfg.experiment}

@@ -110,12 +110,10 @@ def load_vaes(cfg: EncoderConfig, device: torch.device | str = "cpu"):
     from model.checkpoint import load_weights
     from model.video_vae import VIDEO_VAE_PRESETS, VideoVAE
 
-    # Random debug VAEs must agree across actors, ranks and re-runs.
-    state = torch.random.get_rng_state()
-    torch.manual_seed(0)
-    video_vae = VideoVAE(VIDEO_VAE_PRESETS[cfg.video_vae])
-    audio_vae = AudioVAE(AUDIO_VAE_PRESETS[cfg.audio_vae])
-    torch.random.set_rng_state(state)
+    with torch.random.fork_rng(devices=[]):  # random debug VAEs: the same weights in every process
+        torch.manual_seed(0)
+        video_vae = VideoVAE(VIDEO_VAE_PRESETS[cfg.video_vae])
+        audio_vae = AudioVAE(AUDIO_VAE_PRESETS[cfg.audio_vae])
     for module, weights in ((video_vae, cfg.video_vae_weights), (audio_vae, cfg.audio_vae_weights)):
         if weights:
             load_weights(module, weights)
@@ -140,8 +138,10 @@ class ClipEncoder:
         from transformers import T5Config, T5EncoderModel
 
         d = self.cfg.text_dim
-        model = T5EncoderModel(T5Config(vocab_size=ByteTokenizer.vocab_size, d_model=d, d_kv=16, d_ff=2 * d,
-                                        num_layers=1, num_heads=4))
+        with torch.random.fork_rng(devices=[]):  # random debug encoder: the same weights in every process
+            torch.manual_seed(0)
+            model = T5EncoderModel(T5Config(vocab_size=ByteTokenizer.vocab_size, d_model=d, d_kv=16,
+                                            d_ff=2 * d, num_layers=1, num_heads=4))
         return TextEncoder(model.eval(), ByteTokenizer(), max_length=64)
 
     @torch.no_grad()

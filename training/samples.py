@@ -82,8 +82,9 @@ class Sampler:
         clip = decode_latents(video_vae, audio_vae, vocoder, lat_v.float().cpu(), lat_a.float().cpu(),
                               batch_sequence(lat_v, fps))
         paths = []
+        keys = batch.get("keys") or [str(i) for i in range(n)]
         for i, meta in enumerate(batch["meta"][:n]):
-            stem = out_dir / f"step{step:08d}_{meta.get('key', i)}"
+            stem = out_dir / f"step{step:08d}_{keys[i]}"
             paths.append(clip.save_mp4(stem.with_suffix(".mp4"), i))
             caption = meta.get("caption_used") or meta.get("caption", {}).get("text", "")
             stem.with_suffix(".txt").write_text(caption + "\n")

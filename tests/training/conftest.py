@@ -24,6 +24,41 @@ def make_latent_shards(directory: Path, n: int = 24, per_shard: int = 8, seed: i
     return directory
 
 
+def held_out_loss(model) -> float:
+    """Flow-matching loss of ``model`` (a DualDiT or its DeepSpeed engine) on make_latent_shards'
+    patterns with fixed timesteps and noise: per-step training losses are too noisy (random t)
+    to show learning in a dozen steps, this is not."""
+    from model.conditioning import Conditioning
+    from model.flow_matching import FlowMatchingConfig, flow_matching_loss
+
+    g = torch.Generator().manual_seed(0)  # the patterns make_latent_shards trains on
+    pats = [(torch.randn(8, 2, 4, 4, generator=g), torch.randn(8, 16, generator=g)) for _ in range(3)]
+    video, audio = torch.stack([p[0] for p in pats]), torch.stack([p[1] for p in pats])
+    cond = Conditioning(torch.randn(3, 3, 64, generator=g), torch.ones(3, 3, dtype=torch.bool))
+    with torch.no_grad():
+        return sum(flow_matching_loss(model, video, audio, cond, FlowMatchingConfig(),
+                                      generator=torch.Generator().manual_seed(s)).total.item()
+                   for s in range(8)) / 8
+
+
+def trained_and_initial(checkpoints: Path, seed: int = 0):
+    """(the debug DualDiT as the Trainer initialised it, the same with the latest checkpoint
+    converted by DeepSpeed's zero_to_fp32)."""
+    from deepspeed.utils.zero_to_fp32 import get_fp32_state_dict_from_zero_checkpoint
+
+    from model.dit import DualDiT
+    from model.presets import get_preset
+
+    torch.manual_seed(seed)
+    initial = DualDiT(get_preset("debug"))
+    trained = DualDiT(get_preset("debug"))
+    trained.load_state_dict(initial.state_dict())
+    missing, unexpected = trained.load_state_dict(get_fp32_state_dict_from_zero_checkpoint(str(checkpoints)),
+                                                  strict=False)
+    assert not unexpected and all("rope" in k or "freq" in k for k in missing), missing
+    return initial, trained
+
+
 @pytest.fixture
 def latent_shards(tmp_path):
     return make_latent_shards(tmp_path / "latents")

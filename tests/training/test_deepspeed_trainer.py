@@ -8,7 +8,7 @@ import pytest
 import torch
 import torch.multiprocessing as mp
 
-from tests.training.conftest import make_latent_shards
+from tests.training.conftest import held_out_loss, make_latent_shards
 
 
 def _free_port() -> int:
@@ -27,22 +27,6 @@ def _cfg(shards, storage, stage, steps):
                        data=LoaderConfig(shards=str(shards), batch_size=2, seed=0))
 
 
-def _held_out_loss(trainer) -> float:
-    """Flow-matching loss on fixed latents, timesteps and noise: per-step losses are too
-    noisy (random t) to show learning in a dozen steps, this is not."""
-    from model.conditioning import Conditioning
-    from model.flow_matching import flow_matching_loss
-
-    g = torch.Generator().manual_seed(0)  # the patterns make_latent_shards trains on
-    pats = [(torch.randn(8, 2, 4, 4, generator=g), torch.randn(8, 16, generator=g)) for _ in range(3)]
-    video, audio = torch.stack([p[0] for p in pats]), torch.stack([p[1] for p in pats])
-    cond = Conditioning(torch.randn(3, 3, 64, generator=g), torch.ones(3, 3, dtype=torch.bool))
-    with torch.no_grad():
-        return sum(flow_matching_loss(trainer.engine, video, audio, cond, trainer.fm,
-                                      generator=torch.Generator().manual_seed(s)).total.item()
-                   for s in range(8)) / 8
-
-
 def _worker(rank, port, tmp, results):
     os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank), WORLD_SIZE="2",
                       LOCAL_RANK=str(rank), LOCAL_WORLD_SIZE="2")
@@ -55,9 +39,9 @@ def _worker(rank, port, tmp, results):
     out = {}
     for stage in (2, 3):
         trainer = Trainer(_cfg(shards, f"{tmp}/z{stage}", stage, 20))
-        before = _held_out_loss(trainer)
+        before = held_out_loss(trainer.engine)
         out[f"zero{stage}"] = [m["loss"] for m in trainer.fit()]
-        out[f"zero{stage}_eval"] = (before, _held_out_loss(trainer))
+        out[f"zero{stage}_eval"] = (before, held_out_loss(trainer.engine))
     # Stop after 4 steps, then a fresh Trainer (other initial weights) resumes to 10.
     first = [m["loss"] for m in Trainer(_cfg(shards, f"{tmp}/resume", 2, 20)).fit(until=4)]
     torch.manual_seed(1234)

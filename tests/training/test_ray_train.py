@@ -9,7 +9,7 @@ import time
 
 import pytest
 
-from tests.training.conftest import make_latent_shards
+from tests.training.conftest import held_out_loss, make_latent_shards, trained_and_initial
 
 
 @pytest.fixture
@@ -38,12 +38,14 @@ def test_tandem_train_two_workers_zero2_logs_to_mlflow(tmp_path, mlflow_env, cap
 
     shards = make_latent_shards(tmp_path / "latents", n=48)
     code = main(["train", "--config", "debug_cpu", "--run-name", "ray-zero2", f"data.shards={shards}",
-                 f"storage={tmp_path / 'train'}", "steps=10", f"tracking_dir={tmp_path / 'runs'}",
-                 "checkpoint_every=5"])
+                 f"storage={tmp_path / 'train'}", "steps=20", f"tracking_dir={tmp_path / 'runs'}",
+                 "checkpoint_every=10"])
     assert code == 0, capsys.readouterr().err
-    assert "trained to step00000010" in capsys.readouterr().out
-    assert (tmp_path / "train" / "checkpoints" / "latest").read_text().strip() == "step00000010"
-    assert (tmp_path / "train" / "checkpoints" / "step00000010" / "ema.safetensors").exists()
+    assert "trained to step00000020" in capsys.readouterr().out
+    assert (tmp_path / "train" / "checkpoints" / "latest").read_text().strip() == "step00000020"
+    assert (tmp_path / "train" / "checkpoints" / "step00000020" / "ema.safetensors").exists()
+    initial, trained = trained_and_initial(tmp_path / "train" / "checkpoints")
+    assert held_out_loss(trained) < 0.95 * held_out_loss(initial)  # it learned
 
     runs, client = _runs(tmp_path / "runs")
     assert len(runs) == 1  # rank 1 logged nothing
@@ -52,7 +54,7 @@ def test_tandem_train_two_workers_zero2_logs_to_mlflow(tmp_path, mlflow_env, cap
     assert run.data.params["engine.zero_stage"] == "2" and run.data.params["preset"] == "debug"
     assert run.data.tags["data.manifest"] and run.data.tags["data.shards"] == str(shards)
     for key in ("loss", "loss_video", "loss_audio", "grad_norm", "lr", "samples_per_s", "tokens_per_s"):
-        assert len(client.get_metric_history(run.info.run_id, key)) == 10, key
+        assert len(client.get_metric_history(run.info.run_id, key)) == 20, key
     artifacts = {a.path for a in client.list_artifacts(run.info.run_id)}
     assert "recipe.yaml" in artifacts
     samples = [a.path for a in client.list_artifacts(run.info.run_id, "samples/step00000010")]
@@ -94,6 +96,8 @@ def test_zero3_worker_killed_mid_run_is_replaced_and_resumes(tmp_path, mlflow_en
     assert killed, "no Ray Train worker process was found to kill"
     assert result.error is None, result.error
     assert (tmp_path / "train" / "checkpoints" / "latest").read_text().strip() == f"step{steps:08d}"
+    initial, trained = trained_and_initial(tmp_path / "train" / "checkpoints")
+    assert held_out_loss(trained) < 0.9 * held_out_loss(initial)  # it learned, across the restart
 
     runs, client = _runs(tmp_path / "runs")
     assert len(runs) == 1, "the restarted workers must continue the same MLflow run"
