@@ -1,20 +1,11 @@
 """Trainer on 2 CPU processes (gloo): ZeRO-2 and ZeRO-3 learn, stop-and-resume is exact,
 and the checkpoint converts with zero_to_fp32 into the single-device model."""
 
-import os
-import socket
 
 import pytest
 import torch
-import torch.multiprocessing as mp
 
-from tests.training.conftest import held_out_loss, make_latent_shards
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+from tests.training.conftest import held_out_loss, make_latent_shards, on_two_ranks
 
 
 def _cfg(shards, storage, stage, steps):
@@ -27,10 +18,7 @@ def _cfg(shards, storage, stage, steps):
                        data=LoaderConfig(shards=str(shards), batch_size=2, seed=0))
 
 
-def _worker(rank, port, tmp, results):
-    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank), WORLD_SIZE="2",
-                      LOCAL_RANK=str(rank), LOCAL_WORLD_SIZE="2")
-    torch.set_num_threads(1)
+def _worker(tmp):
     from model.dit import DualDiT
     from model.presets import get_preset
     from training.trainer import Trainer
@@ -48,16 +36,13 @@ def _worker(rank, port, tmp, results):
     resumed = Trainer(_cfg(shards, f"{tmp}/resume", 2, 20), model=DualDiT(get_preset("debug")))
     assert resumed.resume() and resumed.step == 4
     out["resumed"] = first + [m["loss"] for m in resumed.fit()]
-    if rank == 0:
-        results.put(out)
+    return out
 
 
 @pytest.mark.timeout(420)
 def test_zero2_zero3_learn_resume_exactly_and_convert(tmp_path):
     make_latent_shards(tmp_path / "latents", n=48)
-    results = mp.get_context("spawn").SimpleQueue()
-    mp.start_processes(_worker, args=(_free_port(), str(tmp_path), results), nprocs=2, start_method="spawn")
-    out = results.get()
+    out = on_two_ranks(_worker, str(tmp_path))
     for stage in ("zero2", "zero3"):
         losses = out[stage]
         assert len(losses) == 20

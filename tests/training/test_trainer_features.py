@@ -3,20 +3,11 @@ under ZeRO-2 and survives a resume, gradient accumulation, bf16 with optimizer o
 periodic samples written as mp4 with audio."""
 
 import json
-import os
-import socket
 
 import pytest
 import torch
-import torch.multiprocessing as mp
 
-from tests.training.conftest import make_latent_shards
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+from tests.training.conftest import make_latent_shards, on_two_ranks
 
 
 def _cfg(tmp, run, **engine):
@@ -32,10 +23,7 @@ def _cfg(tmp, run, **engine):
                        sample=SampleConfig(every=4, count=1, steps=2))
 
 
-def _worker(rank, port, tmp, results):
-    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank), WORLD_SIZE="2",
-                      LOCAL_RANK=str(rank), LOCAL_WORLD_SIZE="2")
-    torch.set_num_threads(1)
+def _worker(tmp):
     from training.trainer import Trainer
 
     out = {}
@@ -48,8 +36,7 @@ def _worker(rank, port, tmp, results):
     resumed = Trainer(_cfg(tmp, "z3_resume", zero_stage=3, grad_accum_steps=2))
     assert resumed.resume() and resumed.step == 2
     out["z3_resume"] = [m["loss"] for m in resumed.fit()]
-    if rank == 0:
-        results.put(out)
+    return out
 
 
 @pytest.mark.timeout(420)
@@ -58,9 +45,7 @@ def test_ema_zero3_accumulation_bf16_offload_and_samples(tmp_path):
     from model.dit import DualDiT, DualDiTConfig
 
     make_latent_shards(tmp_path / "latents", n=32)
-    results = mp.get_context("spawn").SimpleQueue()
-    mp.start_processes(_worker, args=(_free_port(), str(tmp_path), results), nprocs=2, start_method="spawn")
-    out = results.get()
+    out = on_two_ranks(_worker, str(tmp_path))
 
     # Same seed, data and fp32 maths: ZeRO-3's EMA, kept as partitions and gathered on
     # export, equals ZeRO-2's whole-tensor EMA.
