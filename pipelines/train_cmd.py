@@ -59,7 +59,11 @@ def train_handler(args) -> int:
     except (ConfigError, ValueError) as exc:
         print(f"tandem train: {exc}", file=sys.stderr)
         return 2
-    result = run_training(cfg, address=args.address, run_name=args.run_name)
+    try:
+        result = run_training(cfg, address=args.address, run_name=args.run_name)
+    except ValueError as exc:  # the local Ray instance cannot hold the recipe's workers
+        print(f"tandem train: {exc}", file=sys.stderr)
+        return 2
     if result.error:
         print(f"training failed: {result.error}", file=sys.stderr)
         return 1

@@ -58,6 +58,12 @@ def _train_loop(config: dict) -> None:
             tracker.close(status)
 
 
+def _env_address() -> bool:
+    import os
+
+    return bool(os.environ.get("RAY_ADDRESS"))
+
+
 def data_identity(shards: str) -> str:
     """What the run trained on: the clip manifest's digest that the latent DAG recorded in
     stats.json, else a digest of the latent shard names."""
@@ -68,15 +74,33 @@ def data_identity(shards: str) -> str:
     return "shards:" + hashlib.sha256("\n".join(names).encode()).hexdigest()[:16]
 
 
+def check_resources(cfg: TrainConfig, cluster: dict, local: bool) -> None:
+    """A local Ray instance never grows: asking it for more than it has would wait forever,
+    so say so now. A cluster's autoscaler may still add nodes: only warn."""
+    w = cfg.workers
+    need = {"CPU": w.num_workers * w.cpus_per_worker, "GPU": w.num_workers if w.use_gpu else 0}
+    short = {k: (v, cluster.get(k, 0)) for k, v in need.items() if v > cluster.get(k, 0)}
+    if not short:
+        return
+    what = ", ".join(f"{v:g} {k} (it has {have:g})" for k, (v, have) in short.items())
+    if local:
+        raise ValueError(f"the recipe needs {what} on this machine's Ray: lower workers.num_workers / "
+                         "workers.cpus_per_worker, set workers.use_gpu=false, or pass --address of a cluster")
+    log.warning("the recipe needs %s; waiting for the cluster to provide it", what)
+
+
 def run_training(cfg: TrainConfig, *, address: str | None = None, run_name: str | None = None,
                  until: int | None = None):
-    """Train ``cfg`` on the current Ray cluster (local by default); returns Ray's Result."""
+    """Train ``cfg`` on the current Ray cluster (local by default); returns Ray's Result.
+    Raises ValueError when a local Ray instance cannot ever hold the workers."""
+    import ray
     from ray.train import FailureConfig, RunConfig, ScalingConfig
     from ray.train.torch import TorchTrainer
 
     from pipelines.ray_local import init_ray
 
     init_ray(address)
+    check_resources(cfg, ray.cluster_resources(), local=address is None and not _env_address())
     storage = Path(cfg.storage).absolute()
     cfg.storage, cfg.data.shards = str(storage), str(Path(cfg.data.shards).absolute())
     cfg.tracking_dir = str(Path(cfg.tracking_dir).absolute())

@@ -108,3 +108,14 @@ def test_zero3_worker_killed_mid_run_is_replaced_and_resumes(tmp_path, mlflow_en
     assert 4 <= resumed_from < steps and resumed_from >= killed_at, (resumed_from, killed)
     logged_steps = {m.step for m in client.get_metric_history(run.info.run_id, "loss")}
     assert logged_steps == set(range(1, steps + 1))  # nothing missing after the restart
+
+
+@pytest.mark.timeout(120)
+def test_a_gpu_recipe_on_local_cpu_ray_fails_fast_with_what_to_change(tmp_path, mlflow_env, capsys):
+    from pipelines.cli import main
+
+    code = main(["train", "--config", "1b_8gpu", f"storage={tmp_path / 'train'}",
+                 f"data.shards={make_latent_shards(tmp_path / 'latents')}", f"tracking_dir={tmp_path}"])
+    assert code == 2
+    err = capsys.readouterr().err
+    assert "8 GPU (it has 0)" in err and "workers.use_gpu=false" in err
