@@ -78,11 +78,6 @@ def _peak_flops(cfg: TrainConfig) -> float:
     return 0.0  # a CPU's peak is not meaningful for MFU
 
 
-def _unwrapped(name: str) -> str:
-    """Parameter name without activation checkpointing's wrapper (as the single-device model has it)."""
-    return name.replace("._checkpoint_wrapped_module", "")
-
-
 class Trainer:
     def __init__(self, cfg: TrainConfig, model: torch.nn.Module | None = None, tracker=None):
         import torch.distributed as dist
@@ -131,10 +126,11 @@ class Trainer:
             "ema": self.ema.state_dict() if self.ema is not None else None})
         if self.ema is not None:
             from model.checkpoint import save_state
+            from training.export import unwrapped
 
             full = self.ema.full_state_dict(self.engine.module)  # collective under ZeRO-3
             if self.rank == 0:
-                save_state({_unwrapped(k): v for k, v in full.items()}, self.model_cfg,
+                save_state({unwrapped(k): v for k, v in full.items()}, self.model_cfg,
                            self.checkpoint_dir / tag / "ema.safetensors", "DualDiT")
 
     def _tokens(self, video: torch.Tensor, audio: torch.Tensor) -> tuple[int, int]:

@@ -68,17 +68,15 @@ def held_out_loss(model) -> float:
 def trained_and_initial(checkpoints: Path, seed: int = 0):
     """(the debug DualDiT as the Trainer initialised it, the same with the latest checkpoint
     converted by DeepSpeed's zero_to_fp32)."""
-    from deepspeed.utils.zero_to_fp32 import get_fp32_state_dict_from_zero_checkpoint
-
     from model.dit import DualDiT
     from model.presets import get_preset
+    from training.export import consolidated_state_dict
 
     torch.manual_seed(seed)
     initial = DualDiT(get_preset("debug"))
     trained = DualDiT(get_preset("debug"))
     trained.load_state_dict(initial.state_dict())
-    missing, unexpected = trained.load_state_dict(get_fp32_state_dict_from_zero_checkpoint(str(checkpoints)),
-                                                  strict=False)
+    missing, unexpected = trained.load_state_dict(consolidated_state_dict(checkpoints), strict=False)
     assert not unexpected and all("rope" in k or "freq" in k for k in missing), missing
     return initial, trained
 

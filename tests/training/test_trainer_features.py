@@ -28,7 +28,8 @@ def _worker(tmp):
 
     out = {}
     for run, engine in (("z2", {}), ("z3", {"zero_stage": 3}), ("z3_accum", {"zero_stage": 3, "grad_accum_steps": 2}),
-                        ("bf16_offload", {"precision": "bf16", "offload_optimizer": True})):
+                        ("bf16_offload", {"precision": "bf16", "offload_optimizer": True}),
+                        ("z3_ckpt", {"zero_stage": 3, "activation_checkpointing": True})):
         trainer = Trainer(_cfg(tmp, run, **engine))
         out[run] = [m["loss"] for m in trainer.fit()]
     # ZeRO-3 + accumulation, stopped at 2 and resumed by a fresh Trainer to 4.
@@ -71,6 +72,16 @@ def test_ema_zero3_accumulation_bf16_offload_and_samples(tmp_path):
     torch.testing.assert_close(out["z3_resume"], out["z3_accum"][2:], rtol=1e-5, atol=1e-6)
     for name, p in ema["z3_accum"].state_dict().items():
         torch.testing.assert_close(ema["z3_resume"].state_dict()[name], p, rtol=1e-5, atol=1e-6, msg=name)
+
+    # Activation checkpointing (the 14b recipe) recomputes, it does not change the maths; its
+    # wrapped block names come back unwrapped for the single-device model.
+    torch.testing.assert_close(out["z3_ckpt"], out["z3"], rtol=1e-5, atol=1e-6)
+    from tests.training.conftest import trained_and_initial
+
+    _, with_ckpt = trained_and_initial(tmp_path / "z3_ckpt" / "checkpoints")
+    _, without = trained_and_initial(tmp_path / "z3" / "checkpoints")
+    for name, p in without.state_dict().items():
+        torch.testing.assert_close(with_ckpt.state_dict()[name], p, rtol=1e-5, atol=1e-6, msg=name)
 
     bf16 = out["bf16_offload"]
     assert len(bf16) == 4 and all(torch.isfinite(torch.tensor(bf16)))
