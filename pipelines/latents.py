@@ -31,7 +31,13 @@ import torch
 
 from pipelines.config import ConfigError, save_config, to_dict
 from training.buckets import BucketConfig
-from training.clip_encoder import ClipEncoder, EncoderConfig, SkipClip, clip_bucket, read_clip_shard
+from training.clip_encoder import (
+    ClipEncoder,
+    EncoderConfig,
+    SkipClip,
+    missing_members,
+    read_clip_shard,
+)
 
 log = logging.getLogger(__name__)
 EXPERIMENT = "tandem-latents"  # MLflow experiment
@@ -112,18 +118,6 @@ def _read_jsonl(path: Path) -> list[dict]:
     return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
 
 
-def _incomplete(shard: Path, complete: set[str]) -> list[dict[str, Any]]:
-    """Rejects for the samples read_clip_shard leaves out (no mp4, flac or json member)."""
-    members: dict[str, set[str]] = {}
-    with tarfile.open(shard) as tar:
-        for name in tar.getnames():
-            key, _, ext = name.partition(".")
-            members.setdefault(key, set()).add(ext)
-    return [_reject(key, shard.name, "incomplete_sample",
-                    "missing member(s): " + ", ".join(sorted({"mp4", "flac", "json"} - exts)))
-            for key, exts in sorted(members.items()) if key not in complete]
-
-
 def encode_shard(encoder: ClipEncoder, buckets: BucketConfig, shard: str | Path, out_dir: Path) -> dict:
     """One clip shard -> ``out_dir/<same name>`` (+ its rejects); returns a progress row.
     Runs in a plain loop as well as in the Ray actor."""
@@ -133,19 +127,20 @@ def encode_shard(encoder: ClipEncoder, buckets: BucketConfig, shard: str | Path,
     shard = Path(shard)
     latents, rejects = [], []
     try:
-        clips = read_clip_shard(str(shard))
-        rejects += _incomplete(shard, {c["__key__"] for c in clips})
+        samples = read_clip_shard(shard)
     except (OSError, EOFError, tarfile.TarError) as exc:
         # Not marked done: the next run retries it (a network filesystem may recover).
         _write_jsonl(rejects_path(out_dir, shard.name),
                      [_reject(None, shard.name, "unreadable_shard", f"{type(exc).__name__}: {exc}")])
         return {"shard": shard.name, "encoded": 0, "skipped": 1, "seconds": 0.0, "failed": True}
-    for clip in clips:
+    for clip in samples:
         key = clip["__key__"]
+        if missing := missing_members(clip):
+            rejects.append(_reject(key, shard.name, "incomplete_sample",
+                                   "missing member(s): " + ", ".join(sorted(missing))))
+            continue
         try:
-            latent = encoder.encode(clip, buckets)
-            latent["meta"]["latent_span_s"] = clip_bucket(latent["meta"], buckets).sequence.clip_seconds
-            latents.append(latent)
+            latents.append(encoder.encode(clip, buckets))
         except SkipClip as exc:
             rejects.append(_reject(key, shard.name, exc.reason, str(exc)))
         except torch.cuda.OutOfMemoryError:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import io
 import json
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -90,8 +91,12 @@ def decode_clip(mp4: bytes, flac: bytes, bucket: Bucket, sample_rate: int, chann
     return video.clamp(-1, 1), audio
 
 
-def read_clip_shard(path: str) -> list[dict]:
-    """The complete samples (mp4 + flac + json) of one clip shard, in key order."""
+CLIP_MEMBERS = ("mp4", "flac", "json")  # a clip sample without all three cannot be trained on
+
+
+def read_clip_shard(path: str | Path) -> list[dict]:
+    """Every sample of one clip shard (member extension -> bytes, plus ``__key__``), in key
+    order, complete or not: see ``missing_members``."""
     import tarfile
 
     samples: dict[str, dict] = {}
@@ -100,7 +105,12 @@ def read_clip_shard(path: str) -> list[dict]:
             if m.isfile():
                 key, _, ext = m.name.partition(".")
                 samples.setdefault(key, {"__key__": key})[ext] = tar.extractfile(m).read()
-    return [samples[k] for k in sorted(samples) if {"mp4", "flac", "json"} <= samples[k].keys()]
+    return [samples[k] for k in sorted(samples)]
+
+
+def missing_members(members) -> list[str]:
+    """Which of CLIP_MEMBERS a sample (its member extensions) lacks."""
+    return [ext for ext in CLIP_MEMBERS if ext not in members]
 
 
 def load_vaes(cfg: EncoderConfig, device: torch.device | str = "cpu"):
@@ -158,7 +168,7 @@ class ClipEncoder:
         cond = self.text.encode([caption])
         text = cond.text_emb[0][cond.text_mask[0]].cpu()
         meta.update(bucket=bucket.name, bucket_duration_s=bucket.duration_s, latent_fps=bucket.fps,
-                    caption_used=caption,
+                    latent_span_s=bucket.sequence.clip_seconds, caption_used=caption,
                     latents={"video_vae": self.cfg.video_vae, "audio_vae": self.cfg.audio_vae,
                              "text_encoder": self.cfg.text_encoder or "tiny-random"})
         return {"key": sample["__key__"], "video": z_video, "audio": z_audio, "text": text, "meta": meta}

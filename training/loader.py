@@ -35,12 +35,18 @@ from pathlib import Path
 import torch
 
 from training.buckets import BucketConfig
-from training.clip_encoder import ClipEncoder, EncoderConfig, SkipClip, clip_bucket
+from training.clip_encoder import (
+    CLIP_MEMBERS,
+    ClipEncoder,
+    EncoderConfig,
+    SkipClip,
+    clip_bucket,
+    missing_members,
+)
 
 log = logging.getLogger(__name__)
 
 SOURCES = ("latents", "clips")
-CLIP_MEMBERS = ("mp4", "flac", "json")  # a clip sample without all three cannot be trained on
 # What decoding a clip whose bytes are not the media its shard claims raises: the encoder's
 # SkipClip, PyAV's errors (ValueError subclasses), numpy on an empty audio stream (ValueError),
 # a missing stream (IndexError). Anything else is a bug or an infrastructure fault and propagates.
@@ -130,7 +136,7 @@ def index_clip_shards(directory: str | Path, buckets: BucketConfig) -> tuple[lis
         with open(shard, "rb") as f:
             for key in sorted(members):
                 spans = members[key]
-                if not set(CLIP_MEMBERS) <= spans.keys():
+                if missing_members(spans):
                     skipped["incomplete_sample"] += 1
                     continue
                 try:
@@ -241,11 +247,7 @@ class LatentLoader:
     def encoder(self) -> ClipEncoder:
         """The clips source's encoder, built on first use (the latents source never needs one)."""
         if self._encoder is None:
-            # The tiny random text encoder is initialised from the global RNG: fix the seed so
-            # every rank and every resumed run embeds captions alike, and leave training's RNG as it was.
-            with torch.random.fork_rng(devices=[]):
-                torch.manual_seed(0)
-                self._encoder = ClipEncoder(self.cfg.encoder)
+            self._encoder = ClipEncoder(self.cfg.encoder)  # seeds its random debug models itself
         return self._encoder
 
     def _encode_clip(self, entry: _Entry) -> dict:
