@@ -8,6 +8,12 @@ import os
 log = logging.getLogger(__name__)
 
 
+def cluster_address(address: str | None = None) -> str | None:
+    """The cluster to join: ``address``, else ``RAY_ADDRESS`` (set inside Ray Jobs); None
+    means a local instance of this machine."""
+    return address or os.environ.get("RAY_ADDRESS")
+
+
 def init_ray(address: str | None = None, *, num_cpus: int | None = None, quiet: bool = True):
     """Join the cluster at ``address`` (or ``RAY_ADDRESS``); else start a local instance.
 
@@ -19,7 +25,7 @@ def init_ray(address: str | None = None, *, num_cpus: int | None = None, quiet: 
 
     if ray.is_initialized():
         return ray
-    address = address or os.environ.get("RAY_ADDRESS")
+    address = cluster_address(address)
     if address:
         log.info("joining Ray cluster at %s", address)
         ray.init(address=address, log_to_driver=not quiet)

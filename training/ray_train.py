@@ -58,12 +58,6 @@ def _train_loop(config: dict) -> None:
             tracker.close(status)
 
 
-def _env_address() -> bool:
-    import os
-
-    return bool(os.environ.get("RAY_ADDRESS"))
-
-
 def data_identity(shards: str) -> str:
     """What the run trained on: the clip manifest's digest that the latent DAG recorded in
     stats.json, else a digest of the latent shard names."""
@@ -97,10 +91,10 @@ def run_training(cfg: TrainConfig, *, address: str | None = None, run_name: str 
     from ray.train import FailureConfig, RunConfig, ScalingConfig
     from ray.train.torch import TorchTrainer
 
-    from pipelines.ray_local import init_ray
+    from pipelines.ray_local import cluster_address, init_ray
 
     init_ray(address)
-    check_resources(cfg, ray.cluster_resources(), local=address is None and not _env_address())
+    check_resources(cfg, ray.cluster_resources(), local=cluster_address(address) is None)
     storage = Path(cfg.storage).absolute()
     cfg.storage, cfg.data.shards = str(storage), str(Path(cfg.data.shards).absolute())
     cfg.tracking_dir = str(Path(cfg.tracking_dir).absolute())

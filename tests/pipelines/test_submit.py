@@ -5,7 +5,6 @@ import argparse
 import json
 import os
 import shutil
-import socket
 import subprocess
 import sys
 import time
@@ -14,14 +13,9 @@ from pathlib import Path
 import pytest
 
 from pipelines.submit import job_handler, submit_job
+from tests.training.conftest import free_port, make_latent_shards
 
 BIN = Path(sys.executable).parent
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _stop_head(temp_dir: str) -> None:
@@ -43,14 +37,14 @@ def ray_head():
     temp_dir = tempfile.mkdtemp(prefix="tandem-ray-", dir="/tmp")  # short: Ray's socket paths must fit 107 bytes
     env = dict(os.environ, RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER="0", RAY_USAGE_STATS_ENABLED="0",
                PATH=f"{BIN}:{os.environ['PATH']}")
-    port, dash = _free_port(), _free_port()
+    port, dash = free_port(), free_port()
     start = [str(BIN / "ray"), "start", "--head", "--node-ip-address=127.0.0.1", f"--port={port}",
              "--dashboard-host=127.0.0.1", f"--dashboard-port={dash}", "--num-cpus=2",
              "--disable-usage-stats", f"--temp-dir={temp_dir}",
              # Fixed default ports clash with other Ray instances on a shared machine.
-             f"--dashboard-agent-listen-port={_free_port()}", f"--dashboard-agent-grpc-port={_free_port()}",
-             f"--metrics-export-port={_free_port()}", f"--runtime-env-agent-port={_free_port()}",
-             f"--ray-client-server-port={_free_port()}"]
+             f"--dashboard-agent-listen-port={free_port()}", f"--dashboard-agent-grpc-port={free_port()}",
+             f"--metrics-export-port={free_port()}", f"--runtime-env-agent-port={free_port()}",
+             f"--ray-client-server-port={free_port()}"]
     subprocess.run(start, env=env, check=True, capture_output=True, timeout=120)
     try:
         yield f"http://127.0.0.1:{dash}"
@@ -128,8 +122,6 @@ def test_submitted_latents_encodes_the_curated_shards(ray_head, curated, tmp_pat
 @pytest.mark.timeout(180)
 def test_stop_ends_a_running_job(ray_head, tmp_path, capsys):
     from ray.job_submission import JobStatus
-
-    from tests.training.conftest import make_latent_shards
 
     shards = make_latent_shards(tmp_path / "latents", n=8)
     # Far more steps than the test waits for: the job is surely still running when stopped.

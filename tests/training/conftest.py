@@ -25,6 +25,13 @@ def make_latent_shards(directory: Path, n: int = 24, per_shard: int = 8, seed: i
     return directory
 
 
+def free_port() -> int:
+    """A TCP port nothing on 127.0.0.1 listens on right now."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
 def _rank_entry(rank: int, port: int, fn, args: tuple, results) -> None:
     os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank), WORLD_SIZE="2",
                       LOCAL_RANK=str(rank), LOCAL_WORLD_SIZE="2")
@@ -40,11 +47,8 @@ def on_two_ranks(fn, *args):
     module-level function."""
     import torch.multiprocessing as mp
 
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
     results = mp.get_context("spawn").SimpleQueue()
-    mp.start_processes(_rank_entry, args=(port, fn, args, results), nprocs=2, start_method="spawn")
+    mp.start_processes(_rank_entry, args=(free_port(), fn, args, results), nprocs=2, start_method="spawn")
     return results.get()
 
 
