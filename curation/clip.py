@@ -21,6 +21,7 @@ from typing import ClassVar
 from curation.ffmpeg import run_ffmpeg
 from curation.media_io import clip_durations, duration_problem
 from curation.stage import Item, Resources, Stage, reject
+from model.config import run_only
 
 # Decode this much before the clip so variable-frame-rate sources resample the same way
 # the analysis decode did (the frame-rate filter needs frames before the first one kept).
@@ -29,7 +30,7 @@ _PREROLL_S = 1.0
 
 @dataclass
 class ClipConfig:
-    work_dir: str = ""  # where clips are written; set by the pipeline
+    work_dir: str = run_only("")  # where clips are written; set by the pipeline; output unchanged
     video_codec: str = "libx264"
     crf: int = 20
     preset: str = "veryfast"

@@ -10,14 +10,14 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import types
-import typing
 from pathlib import Path
 
 import torch
 from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 from torch import nn
+
+from model.config import from_dict
 
 
 def save(model: nn.Module, path: str | Path) -> Path:
@@ -42,7 +42,7 @@ def read_config(config_cls: type, path: str | Path):
         meta = f.metadata() or {}
     if "config" not in meta:
         raise ValueError(f"{path} has no stored config; build the model yourself and use load_weights")
-    return _from_dict(config_cls, json.loads(meta["config"]))
+    return from_dict(config_cls, json.loads(meta["config"]))
 
 
 def load_weights(model: nn.Module, path: str | Path, strict: bool = True) -> nn.Module:
@@ -57,19 +57,3 @@ def load(model_cls: type, config_cls: type, path: str | Path, device: str | torc
     model = model_cls(read_config(config_cls, path))
     return load_weights(model, path).to(device)
 
-
-def _from_dict(cls: type, data: dict):
-    hints = typing.get_type_hints(cls)
-    kwargs = {}
-    for f in dataclasses.fields(cls):
-        if f.name not in data:
-            continue
-        value, hint = data[f.name], hints[f.name]
-        inner = [a for a in typing.get_args(hint) if a is not type(None)]
-        base = inner[0] if typing.get_origin(hint) in (typing.Union, types.UnionType) else hint
-        if dataclasses.is_dataclass(base) and isinstance(value, dict):
-            value = _from_dict(base, value)
-        elif isinstance(value, list):
-            value = tuple(value)
-        kwargs[f.name] = value
-    return cls(**kwargs)

@@ -37,7 +37,8 @@ from curation.shots import ShotConfig, ShotStage
 from curation.stage import Item, Stage, is_rejected
 from curation.sync import SyncConfig, SyncStage
 from curation.transcribe import TranscribeConfig, TranscribeStage
-from pipelines.config import ConfigError, config_hash, save_config, to_dict
+from model.config import run_only
+from pipelines.config import ConfigError, output_hash, save_config, to_dict
 from pipelines.discover import discover
 
 log = logging.getLogger(__name__)
@@ -46,11 +47,15 @@ PIPELINE_VERSION = "0.1.0"
 
 @dataclass
 class RayConfig:
-    actor_pool_size: int = 1  # actors per model stage (transcribe, caption)
+    actor_pool_size: int = run_only(1)  # actors per model stage (transcribe, caption); output unchanged
 
 
 @dataclass
 class CurationConfig:
+    """Every field changes the shards (and so the resume identity, ``pipeline.config_hash``)
+    except those declared ``run_only``: a half-finished job resumes with more actors, under
+    another experiment name, or untracked, but not with other thresholds or models."""
+
     probe: ProbeConfig = field(default_factory=ProbeConfig)
     shots: ShotConfig = field(default_factory=ShotConfig)
     clip: ClipConfig = field(default_factory=ClipConfig)
@@ -61,12 +66,12 @@ class CurationConfig:
     caption: CaptionConfig = field(default_factory=CaptionConfig)
     filter: FilterConfig = field(default_factory=FilterConfig)
     shards: ShardConfig = field(default_factory=ShardConfig)
-    ray: RayConfig = field(default_factory=RayConfig)
+    ray: RayConfig = run_only(default_factory=RayConfig)  # output unchanged
     # Stages left out of the DAG, e.g. [transcribe] where no Whisper weights are at hand.
     # probe, shots and clip cannot be skipped: every later stage needs their output.
     skip: list = field(default_factory=list)
-    experiment: str = "tandem-curation"  # MLflow experiment
-    track: bool = True  # log the run to MLflow
+    experiment: str = run_only("tandem-curation")  # MLflow experiment; output unchanged
+    track: bool = run_only(True)  # log the run to MLflow; output unchanged
 
 
 REQUIRED_STAGES = ("probe", "shots", "clip")
@@ -143,10 +148,10 @@ def _claim_output(work: Path, cfg: CurationConfig) -> None:
     marker = work / "config_hash"
     work.mkdir(parents=True, exist_ok=True)
     committed = any((work / "done").glob("*.json"))
-    if committed and marker.exists() and marker.read_text().strip() != config_hash(cfg):
+    if committed and marker.exists() and marker.read_text().strip() != output_hash(cfg):
         raise ConfigError(f"{work.parent} holds a run with a different config (see its config.yaml): "
                           "use another --out, or delete it to start over")
-    marker.write_text(config_hash(cfg))
+    marker.write_text(output_hash(cfg))
 
 
 def _order(item: Item) -> str:
@@ -201,7 +206,7 @@ def run_curation(inputs: list[str], out_dir: str | Path, cfg: CurationConfig | N
     items = [it for s in found.sources for it in journal.load(s["source"]["id"])]
     kept = [it for it in items if not is_rejected(it)]
     rejected = sorted([it for it in items if is_rejected(it)] + found.duplicates, key=_order)
-    pipeline = {"version": PIPELINE_VERSION, "config_hash": config_hash(cfg)}
+    pipeline = {"version": PIPELINE_VERSION, "config_hash": output_hash(cfg)}
     manifest = write_shards(kept, out / "shards", cfg.shards, pipeline)
     rejects = [reject_row(it) for it in rejected]
     write_table(manifest, out / "manifest")
@@ -257,7 +262,7 @@ def _track(result: CurationResult, cfg: CurationConfig) -> None:
         for reason, count in stats["reject_reasons"].items():
             metrics[f"rejected.{reason}"] = float(count)
         tracker.log_metrics(metrics)
-        tracker.set_tags({"pipeline.version": PIPELINE_VERSION, "pipeline.config_hash": config_hash(cfg)})
+        tracker.set_tags({"pipeline.version": PIPELINE_VERSION, "pipeline.config_hash": output_hash(cfg)})
         for name in ("config.yaml", "stats.json", "manifest.parquet", "manifest.csv", "rejects.parquet",
                      "rejects.csv", "report.html", "report"):
             if (out / name).exists():

@@ -2,7 +2,8 @@ from dataclasses import dataclass, field
 
 import pytest
 
-from pipelines.config import ConfigError, config_hash, load_config, save_config
+from model.config import output_dict, run_only
+from pipelines.config import ConfigError, load_config, output_hash, save_config
 
 
 @dataclass
@@ -19,6 +20,7 @@ class Run:
     optim: Optim = field(default_factory=Optim)
     tags: list = field(default_factory=list)
     seed: int | None = None
+    workers: int = run_only(4)  # how many, not what: leaves the output alone
 
 
 def test_defaults_yaml_then_overrides(tmp_path):
@@ -42,8 +44,29 @@ def test_dump_and_reload_round_trip(tmp_path):
     path = save_config(cfg, tmp_path / "resolved.yaml")
     again = load_config(Run, path)
     assert again == cfg
-    assert config_hash(again) == config_hash(cfg)
-    assert config_hash(load_config(Run, None, ["steps=8"])) != config_hash(cfg)
+    assert output_hash(again) == output_hash(cfg)
+    assert output_hash(load_config(Run, None, ["steps=8"])) != output_hash(cfg)
+
+
+def test_output_hash_ignores_run_only_fields():
+    cfg = load_config(Run, None, ["steps=7"])
+    more_workers = load_config(Run, None, ["steps=7", "workers=64"])
+    assert more_workers.workers == 64
+    assert output_hash(more_workers) == output_hash(cfg)
+    assert "workers" not in output_dict(cfg) and output_dict(cfg)["optim"]["lr"] == 1e-4
+
+
+def test_curation_and_latents_resume_identity_leaves_out_actors_and_tracking():
+    from pipelines.curate import CurationConfig
+    from pipelines.latents import LatentsConfig
+
+    base = load_config(CurationConfig)
+    scaled = load_config(CurationConfig, None, ["ray.actor_pool_size=8", "track=false", "experiment=other"])
+    assert output_hash(scaled) == output_hash(base)
+    assert output_hash(load_config(CurationConfig, None, ["sync.policy=reject"])) != output_hash(base)
+    latents = load_config(LatentsConfig)
+    assert output_hash(load_config(LatentsConfig, None, ["actors=4", "cpus_per_actor=2"])) == output_hash(latents)
+    assert output_hash(load_config(LatentsConfig, None, ["buckets.fps=12"])) != output_hash(latents)
 
 
 @pytest.mark.parametrize("override, message", [
