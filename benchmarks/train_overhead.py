@@ -33,7 +33,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 
 def synthetic_shards(directory: Path, n: int, video_shape, audio_shape, text_dim: int) -> str:
-    from training.loader import write_latent_shard
+    from training.latent_shards import write_latent_shard
 
     g = torch.Generator().manual_seed(0)
     samples = [{"key": f"s{i:05d}", "video": torch.randn(video_shape, generator=g),
@@ -114,8 +114,8 @@ def trainer_in_process(cfg, warmup: int = 1) -> tuple[list[dict], float]:
 def ray_deepspeed(cfg, warmup: int = 1) -> float:
     import mlflow
 
+    from pipelines.ray_train import run_training
     from pipelines.tracking import default_tracking_uri
-    from training.ray_train import run_training
 
     result = run_training(cfg, run_name="bench")
     if result.error:

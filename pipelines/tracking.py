@@ -1,10 +1,10 @@
 """The one door to MLflow.
 
-``open_tracker(run_dir, experiment, run_name)`` gives an ``MlflowTracker`` writing to
-``MLFLOW_TRACKING_URI`` when set, else to a SQLite store in ``<run_dir>/../mlruns.db``
-(one local store shared by all runs under the same parent, so the MLflow UI can
-compare them side by side). ``NullTracker`` has the same methods and does nothing:
-non-zero ranks and tests that do not care use it.
+``open_tracker(experiment, run_name, store_dir=...)`` gives an ``MlflowTracker`` writing to
+``MLFLOW_TRACKING_URI`` when set, else to a SQLite store ``<store_dir>/mlruns.db`` (one
+local store shared by all runs under the same parent, so the MLflow UI can compare them
+side by side). It implements ``training.tracker.Tracker``, the protocol trainers take;
+``NullTracker`` (same methods, does nothing) is for non-zero ranks and tests.
 """
 
 from __future__ import annotations
@@ -12,46 +12,11 @@ from __future__ import annotations
 import logging
 import os
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
+
+from training.tracker import NullTracker, Tracker
 
 log = logging.getLogger(__name__)
-
-
-class Tracker(Protocol):
-    run_id: str | None
-    tracking_uri: str | None
-
-    def log_params(self, params: dict[str, Any]) -> None: ...
-    def log_metrics(self, metrics: dict[str, float], step: int | None = None) -> None: ...
-    def log_artifact(self, path: str | Path, artifact_path: str | None = None) -> None: ...
-    def set_tags(self, tags: dict[str, str]) -> None: ...
-    def close(self, status: str = "FINISHED") -> None: ...
-
-
-class NullTracker:
-    run_id = None
-    tracking_uri = None
-
-    def log_params(self, params):
-        pass
-
-    def log_metrics(self, metrics, step=None):
-        pass
-
-    def log_artifact(self, path, artifact_path=None):
-        pass
-
-    def set_tags(self, tags):
-        pass
-
-    def close(self, status="FINISHED"):
-        pass
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        self.close()
 
 
 def default_tracking_uri(store_dir: str | Path) -> str:

@@ -51,8 +51,8 @@ def latest_checkpoint(storage: str | Path) -> str | None:
 
 def train_handler(args) -> int:
     from pipelines.config import ConfigError
+    from pipelines.ray_train import run_training
     from pipelines.tracking import default_tracking_uri
-    from training.ray_train import run_training
 
     try:
         cfg = load_recipe(args.config, args.overrides)
@@ -78,8 +78,8 @@ def run_training_demo(clip_shards_dir: str | Path, out_dir: str | Path) -> dict:
     steps ending with one generated sample. Returns {"latents", "checkpoints", "checkpoint"
     (latest tag), "samples" (mp4 paths), "error", "mlflow" (tracking URI), "experiment"}."""
     from pipelines.latents import run_latents
+    from pipelines.ray_train import run_training
     from pipelines.tracking import default_tracking_uri
-    from training.ray_train import run_training
 
     out_dir = Path(out_dir)
     latents = run_latents(clip_shards_dir, out_dir / "latents")

@@ -11,6 +11,8 @@ import pytest
 
 from tests.training.conftest import held_out_loss, make_latent_shards, trained_and_initial
 
+pytestmark = pytest.mark.slow  # Ray Train + DeepSpeed
+
 
 @pytest.fixture
 def mlflow_env(monkeypatch):
@@ -80,8 +82,8 @@ def _kill_a_worker_after(checkpoint_dir, step: int, killed: list, deadline_s: fl
 
 @pytest.mark.timeout(420)
 def test_zero3_worker_killed_mid_run_is_replaced_and_resumes(tmp_path, mlflow_env):
+    from pipelines.ray_train import run_training
     from pipelines.train_cmd import load_recipe
-    from training.ray_train import run_training
 
     shards = make_latent_shards(tmp_path / "latents", n=48)
     steps = 40

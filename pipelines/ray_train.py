@@ -14,8 +14,10 @@ import logging
 import time
 from pathlib import Path
 
-from pipelines.config import to_dict
-from training.trainer import TrainConfig
+from pipelines.config import from_dict, save_config, to_dict
+from pipelines.ray_local import cluster_address, init_ray
+from pipelines.tracking import open_tracker
+from training.trainer import TrainConfig, Trainer
 
 log = logging.getLogger(__name__)
 
@@ -23,10 +25,6 @@ log = logging.getLogger(__name__)
 def _train_loop(config: dict) -> None:
     import ray.train
     import torch
-
-    from pipelines.config import from_dict, save_config
-    from pipelines.tracking import open_tracker
-    from training.trainer import Trainer
 
     cfg = from_dict(TrainConfig, config["train"])
     torch.set_num_threads(max(1, int(cfg.workers.cpus_per_worker)))
@@ -90,8 +88,6 @@ def run_training(cfg: TrainConfig, *, address: str | None = None, run_name: str 
     import ray
     from ray.train import FailureConfig, RunConfig, ScalingConfig
     from ray.train.torch import TorchTrainer
-
-    from pipelines.ray_local import cluster_address, init_ray
 
     init_ray(address)
     check_resources(cfg, ray.cluster_resources(), local=cluster_address(address) is None)
