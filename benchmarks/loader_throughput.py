@@ -64,9 +64,10 @@ def make_clip_shard(directory: Path, clips: int, size: tuple[int, int]) -> Path:
 
 def encode_latent_shard(clip_dir: Path, out_dir: Path) -> Path:
     """The latent DAG's work, inline: every clip encoded at its bucket into one latent shard."""
+    from curation.shards import read_clip_shard
     from training.buckets import BucketConfig
-    from training.clip_encoder import ClipEncoder, EncoderConfig, read_clip_shard
-    from training.loader import write_latent_shard
+    from training.clip_encoder import ClipEncoder, EncoderConfig
+    from training.latent_shards import write_latent_shard
 
     encoder, buckets = ClipEncoder(EncoderConfig()), BucketConfig()
     samples = [encoder.encode(s, buckets) for shard in sorted(clip_dir.glob("*.tar")) for s in read_clip_shard(shard)]

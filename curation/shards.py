@@ -1,4 +1,5 @@
-"""Clip shards: WebDataset tars plus the manifest and the rejects table.
+"""Clip shards, the contract between curation and training: WebDataset tars plus the
+manifest and the rejects table. This module owns the format: member list, writer, reader.
 
 One sample per kept clip, members per DESIGN.md: ``mp4`` (clip with audio), ``flac``
 (its audio, lossless), ``json`` (every measurement) and ``txt`` (the training caption).
@@ -6,12 +7,18 @@ Shards are written with webdataset's ShardWriter, bounded by count and size, und
 temporary name that is renamed once the shard is complete, so a reader never sees a
 half-written tar. Members get a fixed mtime and samples are written in key order, so
 the same clips always produce byte-identical shards.
+
+Readers (the latent DAG, the training loader's clip source) go through ``index_clip_shard``:
+where each member's bytes lie, from the tar headers alone, so a reader can pick the ``json``
+of every clip without touching the media, then ``read_members`` what it needs.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import tarfile
+from collections import defaultdict
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -24,6 +31,8 @@ import webdataset as wds
 from curation.stage import Item
 
 SHARD_PATTERN = "clips-%06d.tar"
+CLIP_MEMBERS = ("mp4", "flac", "json")  # a clip sample without all three cannot be trained on
+Spans = dict[str, tuple[int, int]]  # member extension -> (data offset, size) in the tar
 # Working state that never goes into the shard's json.
 PRIVATE_FIELDS = ("analysis", "files", "reject", "_group", "_timing")
 
@@ -126,3 +135,37 @@ def write_table(rows: list[dict[str, Any]], path_stem: str | Path) -> list[Path]
         write(table, tmp)
         os.replace(tmp, path)
     return paths
+
+
+def index_clip_shard(path: str | Path) -> dict[str, Spans]:
+    """key -> member extension -> (data offset, size), for every sample of one clip shard,
+    complete or not (see ``missing_members``); member data is seeked over, never read."""
+    index: dict[str, Spans] = defaultdict(dict)
+    with tarfile.open(path) as tar:
+        for m in tar.getmembers():
+            if m.isfile():
+                key, _, ext = m.name.partition(".")
+                index[key][ext] = (m.offset_data, m.size)
+    return dict(sorted(index.items()))
+
+
+def read_members(path: str | Path, spans: Spans, exts=None) -> dict[str, bytes]:
+    """The bytes of a sample's members (all of them, or those in ``exts``)."""
+    out = {}
+    with open(path, "rb") as f:
+        for ext, (offset, size) in spans.items():
+            if exts is None or ext in exts:
+                f.seek(offset)
+                out[ext] = f.read(size)
+    return out
+
+
+def read_clip_shard(path: str | Path) -> list[dict]:
+    """Every sample of one clip shard (member extension -> bytes, plus ``__key__``), in key
+    order, complete or not: see ``missing_members``."""
+    return [dict(read_members(path, spans), __key__=key) for key, spans in index_clip_shard(path).items()]
+
+
+def missing_members(members) -> list[str]:
+    """Which of CLIP_MEMBERS a sample (its member extensions) lacks."""
+    return [ext for ext in CLIP_MEMBERS if ext not in members]

@@ -29,15 +29,12 @@ from typing import Any
 
 import torch
 
-from pipelines.config import ConfigError, save_config, to_dict
+from curation.shards import missing_members, read_clip_shard
+from model.config import run_only
+from pipelines.config import ConfigError, output_hash, save_config, to_dict
 from training.buckets import BucketConfig
-from training.clip_encoder import (
-    ClipEncoder,
-    EncoderConfig,
-    SkipClip,
-    missing_members,
-    read_clip_shard,
-)
+from training.clip_encoder import ClipEncoder, EncoderConfig, SkipClip
+from training.latent_shards import manifest_rows, write_latent_shard
 
 log = logging.getLogger(__name__)
 EXPERIMENT = "tandem-latents"  # MLflow experiment
@@ -48,10 +45,13 @@ MANIFEST_NAMES = ("manifest.parquet", "manifest.csv", "manifest.jsonl")
 
 @dataclass
 class LatentsConfig:
+    """``encoder`` and ``buckets`` change the latents (the resume identity); the ``run_only``
+    fields do not, so a half-finished job resumes on a bigger cluster."""
+
     encoder: EncoderConfig = field(default_factory=EncoderConfig)
     buckets: BucketConfig = field(default_factory=BucketConfig)
-    actors: int = 1  # encoder actors (one GPU each where the cluster has GPUs)
-    cpus_per_actor: float = 0.5  # fractional: 2-CPU machines deadlock otherwise
+    actors: int = run_only(1)  # encoder actors (one GPU each where the cluster has GPUs); output unchanged
+    cpus_per_actor: float = run_only(0.5)  # fractional: 2-CPU machines deadlock otherwise; output unchanged
 
 
 @dataclass
@@ -119,10 +119,8 @@ def _read_jsonl(path: Path) -> list[dict]:
 
 
 def encode_shard(encoder: ClipEncoder, buckets: BucketConfig, shard: str | Path, out_dir: Path) -> dict:
-    """One clip shard -> ``out_dir/<same name>`` (+ its rejects); returns a progress row.
-    Runs in a plain loop as well as in the Ray actor."""
-    from training.loader import write_latent_shard
-
+    """One clip shard -> ``out_dir/<same name>`` (+ its rejects and format); returns a
+    progress row. Runs in a plain loop as well as in the Ray actor."""
     started = time.perf_counter()
     shard = Path(shard)
     latents, rejects = [], []
@@ -149,10 +147,7 @@ def encode_shard(encoder: ClipEncoder, buckets: BucketConfig, shard: str | Path,
             rejects.append(_reject(key, shard.name, "encode_failed", f"{type(exc).__name__}: {exc}"))
     # Rejects first, the shard last: a shard whose .tar exists is finished, rejects included.
     _write_jsonl(rejects_path(out_dir, shard.name), sorted(rejects, key=lambda r: r["key"] or ""))
-    out = out_dir / shard.name
-    tmp = out.with_name(out.name + ".tmp")
-    write_latent_shard(tmp, latents)
-    os.replace(tmp, out)
+    write_latent_shard(out_dir / shard.name, latents, encoder.latent_format(buckets))
     return {"shard": shard.name, "encoded": len(latents), "skipped": len(rejects),
             "seconds": time.perf_counter() - started, "failed": False}
 
@@ -172,15 +167,9 @@ class ClipShardEncoder:
         return {k: [r[k] for r in rows] for k in ("shard", "encoded", "skipped", "seconds", "failed")}
 
 
-def _output_hash(cfg: LatentsConfig) -> str:
-    # Only what changes the latents: more actors or CPUs must not block resuming on a bigger cluster.
-    blob = json.dumps({"encoder": to_dict(cfg.encoder), "buckets": to_dict(cfg.buckets)}, sort_keys=True)
-    return hashlib.sha256(blob.encode()).hexdigest()[:12]
-
-
 def _claim_output(out_dir: Path, cfg: LatentsConfig, manifest_sha: str | None) -> None:
     """Resume only onto latents made by the same encoders and buckets from the same clips."""
-    claim = {"config_hash": _output_hash(cfg), "source_manifest_sha256": manifest_sha}
+    claim = {"config_hash": output_hash(cfg), "source_manifest_sha256": manifest_sha}
     marker = out_dir / CLAIM
     if any(out_dir.glob("*.tar")) and marker.exists():
         held = json.loads(marker.read_text())
@@ -232,18 +221,6 @@ def _encode_pending(todo: list[str], out_dir: Path, cfg: LatentsConfig, address:
                      row["encoded"], row["skipped"], row["seconds"])
 
 
-def _latent_rows(shard: Path) -> list[dict[str, Any]]:
-    rows = []
-    with tarfile.open(shard) as tar:
-        for member in tar.getmembers():
-            if member.name.endswith(".json"):
-                meta = json.loads(tar.extractfile(member).read())
-                rows.append({"key": member.name.removesuffix(".json"), "shard": shard.name,
-                             "bucket": meta["bucket"], "video_shape": meta["video_shape"],
-                             "audio_shape": meta["audio_shape"], "duration": meta.get("latent_span_s")})
-    return sorted(rows, key=lambda r: r["key"])
-
-
 def run_latents_job(clip_dir: str | Path, out_dir: str | Path, cfg: LatentsConfig | None = None,
                     address: str | None = None, *, track: bool = True) -> LatentsResult:
     """Encode every pending clip shard of ``clip_dir`` into ``out_dir``, then write the
@@ -267,7 +244,7 @@ def run_latents_job(clip_dir: str | Path, out_dir: str | Path, cfg: LatentsConfi
     manifest, rejects, failed = [], [], []
     for shard in shards:
         if (out / shard.name).exists():
-            manifest += _latent_rows(out / shard.name)
+            manifest += manifest_rows(out / shard.name)
         else:
             failed.append(shard.name)
         if rejects_path(out, shard.name).exists():
@@ -315,7 +292,7 @@ def _track(result: LatentsResult, cfg: LatentsConfig, clips_this_run: int) -> No
         metrics |= {f"bucket.{k}": v for k, v in stats["buckets"].items()}
         tracker.log_metrics(metrics)
         tracker.set_tags({"source_manifest_sha256": stats["source_manifest_sha256"] or "none",
-                          "latents.config_hash": _output_hash(cfg)})
+                          "latents.config_hash": output_hash(cfg)})
         for name in ("config.yaml", "stats.json", "rejects.jsonl", "manifest.jsonl"):
             tracker.log_artifact(out / name)
     result.mlflow_run_id, result.tracking_uri = tracker.run_id, tracker.tracking_uri

@@ -7,6 +7,7 @@ the same latent sample: ``video`` (C, T, H, W), ``audio`` (C, T), ``text`` (L, D
 
 from __future__ import annotations
 
+import hashlib
 import io
 import json
 from dataclasses import dataclass
@@ -17,6 +18,7 @@ import torch
 import torch.nn.functional as F
 
 from training.buckets import Bucket, BucketConfig, assign_bucket
+from training.latent_shards import LatentFormat
 
 
 @dataclass
@@ -91,28 +93,6 @@ def decode_clip(mp4: bytes, flac: bytes, bucket: Bucket, sample_rate: int, chann
     return video.clamp(-1, 1), audio
 
 
-CLIP_MEMBERS = ("mp4", "flac", "json")  # a clip sample without all three cannot be trained on
-
-
-def read_clip_shard(path: str | Path) -> list[dict]:
-    """Every sample of one clip shard (member extension -> bytes, plus ``__key__``), in key
-    order, complete or not: see ``missing_members``."""
-    import tarfile
-
-    samples: dict[str, dict] = {}
-    with tarfile.open(path) as tar:
-        for m in tar.getmembers():
-            if m.isfile():
-                key, _, ext = m.name.partition(".")
-                samples.setdefault(key, {"__key__": key})[ext] = tar.extractfile(m).read()
-    return [samples[k] for k in sorted(samples)]
-
-
-def missing_members(members) -> list[str]:
-    """Which of CLIP_MEMBERS a sample (its member extensions) lacks."""
-    return [ext for ext in CLIP_MEMBERS if ext not in members]
-
-
 def load_vaes(cfg: EncoderConfig, device: torch.device | str = "cpu"):
     """The (video VAE, audio VAE) pair ``cfg`` names, in eval mode; the same weights every
     call, so decoders at training time match the encoders that made the latents."""
@@ -172,3 +152,35 @@ class ClipEncoder:
                     latents={"video_vae": self.cfg.video_vae, "audio_vae": self.cfg.audio_vae,
                              "text_encoder": self.cfg.text_encoder or "tiny-random"})
         return {"key": sample["__key__"], "video": z_video, "audio": z_audio, "text": text, "meta": meta}
+
+    def latent_format(self, buckets: BucketConfig) -> LatentFormat:
+        """What these encoders make of clips in ``buckets``: recorded beside every latent shard."""
+        v, a, c = self.video_vae.cfg, self.audio_vae.cfg, self.cfg
+        return LatentFormat(
+            video_encoder=f"tandem:{c.video_vae}", video_weights=weights_digest(c.video_vae_weights),
+            audio_encoder=f"tandem:{c.audio_vae}", audio_weights=weights_digest(c.audio_vae_weights),
+            text_encoder=c.text_encoder or f"tiny-random-t5:{c.text_dim}",
+            text_weights=weights_digest(c.text_encoder) if c.text_encoder else RANDOM_WEIGHTS,
+            video_channels=v.latent_channels, audio_channels=a.latent_channels,
+            video_stride=(v.temporal_stride, v.spatial_stride, v.spatial_stride),
+            audio_stride=a.stride * a.mel.hop, fps=buckets.fps, latent_fps=buckets.fps / v.temporal_stride,
+            sample_rate=a.mel.sample_rate, audio_latent_rate=a.latent_rate, text_width=self.text.dim)
+
+
+RANDOM_WEIGHTS = "random-seed0"  # the debug encoders' weights: seeded, the same in every process
+
+
+def weights_digest(path: str) -> str:
+    """sha256 (16 hex digits) of a weights file, or of a folder's files in name order;
+    RANDOM_WEIGHTS when no path is given."""
+    if not path:
+        return RANDOM_WEIGHTS
+    root = Path(path)
+    files = sorted(p for p in root.rglob("*") if p.is_file()) if root.is_dir() else [root]
+    digest = hashlib.sha256()
+    for file in files:
+        digest.update(file.relative_to(root).as_posix().encode() if root.is_dir() else b"")
+        with open(file, "rb") as f:
+            for block in iter(lambda: f.read(1 << 20), b""):
+                digest.update(block)
+    return digest.hexdigest()[:16]

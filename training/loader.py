@@ -22,11 +22,9 @@ from __future__ import annotations
 
 import bisect
 import hashlib
-import io
 import json
 import logging
 import random
-import tarfile
 from collections import Counter, defaultdict
 from collections.abc import Hashable
 from dataclasses import dataclass, field
@@ -34,14 +32,15 @@ from pathlib import Path
 
 import torch
 
+from curation.shards import CLIP_MEMBERS, index_clip_shard, missing_members, read_members
 from training.buckets import BucketConfig
-from training.clip_encoder import (
-    CLIP_MEMBERS,
-    ClipEncoder,
-    EncoderConfig,
-    SkipClip,
-    clip_bucket,
-    missing_members,
+from training.clip_encoder import ClipEncoder, EncoderConfig, SkipClip, clip_bucket
+from training.latent_shards import (
+    index_latent_shard,
+    latent_shard_paths,
+    read_latent_format,
+    read_latent_json,
+    read_latent_sample,
 )
 
 log = logging.getLogger(__name__)
@@ -72,7 +71,7 @@ class LoaderConfig:
 class _Entry:
     shard: str
     key: str
-    members: tuple  # ((ext, offset, size), ...): where each member's bytes lie in the shard
+    members: tuple  # ((ext, (offset, size)), ...): where each member's bytes lie in the shard
     bucket: Hashable  # samples batch together iff their buckets are equal
 
     @property
@@ -80,50 +79,25 @@ class _Entry:
         return f"{Path(self.shard).name}:{self.key}"
 
 
-def _tar_members(shard: Path) -> dict[str, dict[str, tuple[int, int]]]:
-    """key -> ext -> (data offset, size), from the tar headers (member data is seeked over)."""
-    members: dict[str, dict] = defaultdict(dict)
-    with tarfile.open(shard) as tar:
-        for m in tar.getmembers():
-            if m.isfile():
-                key, _, ext = m.name.partition(".")
-                members[key][ext] = (m.offset_data, m.size)
-    return members
-
-
-def _read_span(f, offset: int, size: int) -> bytes:
-    f.seek(offset)
-    return f.read(size)
-
-
-def _shard_paths(directory: str | Path, kind: str) -> list[Path]:
-    shards = sorted(Path(directory).glob("*.tar"))
-    if not shards:
-        raise FileNotFoundError(f"no {kind} shards (*.tar) under {directory}")
-    return shards
-
-
 def index_shards(directory: str | Path) -> list[_Entry]:
     """Every latent sample's byte ranges and bucket, in shard/key order."""
+    read_latent_format(directory)  # raises when shards of different encoders are mixed
     entries, first_shape = [], {}
-    for shard in _shard_paths(directory, "latent"):
-        members = _tar_members(shard)
-        with open(shard, "rb") as f:
-            for key in sorted(members):
-                meta = json.loads(_read_span(f, *members[key]["json"])) if "json" in members[key] else {}
-                if "video_shape" not in meta or "audio_shape" not in meta:
-                    raise ValueError(f"{shard.name}:{key} is not a latent sample (no video_shape/audio_shape in "
-                                     f"its json; members {sorted(members[key])}): for clip shards set "
-                                     "data.source=clips, or encode them with the latent DAG first")
-                shape = (tuple(meta["video_shape"]), tuple(meta["audio_shape"]))
-                bucket = meta.get("bucket") or shape
-                seen = first_shape.setdefault(bucket, (shape, f"{shard.name}:{key}"))
-                if seen[0] != shape:  # a batch of this bucket could not be stacked
-                    raise ValueError(f"latent bucket {bucket!r} holds shapes {seen[0]} ({seen[1]}) and {shape} "
-                                     f"({shard.name}:{key}): shards encoded with different VAEs or bucket "
-                                     f"settings are mixed under {directory}; encode them again with one config")
-                entries.append(_Entry(str(shard), key, tuple((e, *v) for e, v in sorted(members[key].items())),
-                                      bucket))
+    for shard in latent_shard_paths(directory):
+        index = index_latent_shard(shard)
+        for key, meta in read_latent_json(shard, index).items():
+            if "video_shape" not in meta or "audio_shape" not in meta:
+                raise ValueError(f"{shard.name}:{key} is not a latent sample (no video_shape/audio_shape in "
+                                 f"its json; members {sorted(index[key])}): for clip shards set "
+                                 "data.source=clips, or encode them with the latent DAG first")
+            shape = (tuple(meta["video_shape"]), tuple(meta["audio_shape"]))
+            bucket = meta.get("bucket") or shape
+            seen = first_shape.setdefault(bucket, (shape, f"{shard.name}:{key}"))
+            if seen[0] != shape:  # a batch of this bucket could not be stacked
+                raise ValueError(f"latent bucket {bucket!r} holds shapes {seen[0]} ({seen[1]}) and {shape} "
+                                 f"({shard.name}:{key}): shards encoded with different VAEs or bucket "
+                                 f"settings are mixed under {directory}; encode them again with one config")
+            entries.append(_Entry(str(shard), key, tuple(sorted(index[key].items())), bucket))
     return entries
 
 
@@ -131,35 +105,24 @@ def index_clip_shards(directory: str | Path, buckets: BucketConfig) -> tuple[lis
     """Every usable clip's byte ranges and Bucket, in shard/key order, from the ``json``
     members only; and how many clips were left out, by reason."""
     entries, skipped = [], Counter()
-    for shard in _shard_paths(directory, "clip"):
-        members = _tar_members(shard)
-        with open(shard, "rb") as f:
-            for key in sorted(members):
-                spans = members[key]
-                if missing_members(spans):
-                    skipped["incomplete_sample"] += 1
-                    continue
-                try:
-                    bucket = clip_bucket(json.loads(_read_span(f, *spans["json"])), buckets)
-                except SkipClip as exc:
-                    skipped[exc.reason] += 1
-                    continue
-                except (ValueError, KeyError, TypeError):  # unparsable json, or no start/end/size in it
-                    skipped["bad_metadata"] += 1
-                    continue
-                entries.append(_Entry(str(shard), key, tuple((e, *v) for e, v in sorted(spans.items())), bucket))
+    shards = sorted(Path(directory).glob("*.tar"))
+    if not shards:
+        raise FileNotFoundError(f"no clip shards (*.tar) under {directory}")
+    for shard in shards:
+        for key, spans in index_clip_shard(shard).items():
+            if missing_members(spans):
+                skipped["incomplete_sample"] += 1
+                continue
+            try:
+                bucket = clip_bucket(json.loads(read_members(shard, spans, ("json",))["json"]), buckets)
+            except SkipClip as exc:
+                skipped[exc.reason] += 1
+                continue
+            except (ValueError, KeyError, TypeError):  # unparsable json, or no start/end/size in it
+                skipped["bad_metadata"] += 1
+                continue
+            entries.append(_Entry(str(shard), key, tuple(sorted(spans.items())), bucket))
     return entries, dict(sorted(skipped.items()))
-
-
-def _read_latent(entry: _Entry) -> dict:
-    out = {"__key__": entry.key}
-    with open(entry.shard, "rb") as f:
-        for ext, offset, size in entry.members:
-            if ext.endswith("pth"):
-                out[ext] = torch.load(io.BytesIO(_read_span(f, offset, size)))
-            elif ext == "json":
-                out[ext] = json.loads(_read_span(f, offset, size))
-    return out
 
 
 def _fingerprint(entries: list[_Entry]) -> str:
@@ -251,9 +214,7 @@ class LatentLoader:
         return self._encoder
 
     def _encode_clip(self, entry: _Entry) -> dict:
-        with open(entry.shard, "rb") as f:
-            sample = {ext: _read_span(f, offset, size) for ext, offset, size in entry.members
-                      if ext in (*CLIP_MEMBERS, "txt")}
+        sample = read_members(entry.shard, dict(entry.members), (*CLIP_MEMBERS, "txt"))
         out = self.encoder.encode(dict(sample, __key__=entry.key), self.cfg.buckets)
         meta = dict(out["meta"], video_shape=list(out["video"].shape), audio_shape=list(out["audio"].shape))
         return {"__key__": entry.key, "video.pth": out["video"], "audio.pth": out["audio"],
@@ -283,7 +244,10 @@ class LatentLoader:
                            f"decoded ({examples}): check data.encoder and the clip shards")
 
     def _read(self, i: int) -> dict:
-        return self._read_clip(i) if self.cfg.source == "clips" else _read_latent(self.entries[i])
+        if self.cfg.source == "clips":
+            return self._read_clip(i)
+        entry = self.entries[i]
+        return read_latent_sample(entry.shard, entry.key, dict(entry.members))
 
     def __len__(self) -> int:
         return len(self._plan)
@@ -318,16 +282,3 @@ class LatentLoader:
         self.epoch, self.position = state["epoch"], state["position"]
         self._plan = self._plan_epoch(self.epoch)
 
-
-def write_latent_shard(path: str | Path, samples: list[dict]) -> Path:
-    """Write ``samples`` ({key, video, audio, text, meta}) as one latent WebDataset shard."""
-    import webdataset as wds
-
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with wds.TarWriter(str(path)) as sink:
-        for s in samples:
-            meta = dict(s.get("meta", {}), video_shape=list(s["video"].shape), audio_shape=list(s["audio"].shape))
-            sink.write({"__key__": s["key"], "video.pth": s["video"], "audio.pth": s["audio"],
-                        "text.pth": s["text"], "json": meta})
-    return path

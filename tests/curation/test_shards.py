@@ -84,3 +84,17 @@ def test_tables_are_written_as_parquet_and_csv(tmp_path):
 @pytest.mark.parametrize("field", ["files", "analysis"])
 def test_private_fields_are_stripped(field, tmp_path):
     assert field not in shard_json(fake_item(tmp_path, "k"), PIPELINE)
+
+
+def test_the_reader_indexes_what_the_writer_wrote_and_names_missing_members(tmp_path):
+    from curation.shards import index_clip_shard, missing_members, read_clip_shard, read_members
+
+    items = [fake_item(tmp_path, "a"), fake_item(tmp_path, "b", with_flac=False)]
+    write_shards(items, tmp_path / "shards", ShardConfig(), PIPELINE)
+    shard = tmp_path / "shards" / "clips-000000.tar"
+    index = index_clip_shard(shard)
+    assert list(index) == ["a", "b"] and set(index["a"]) == {"mp4", "flac", "json", "txt"}
+    assert read_members(shard, index["a"], ("mp4",)) == {"mp4": b"mp4-a"}  # one member, by its byte span
+    samples = read_clip_shard(shard)
+    assert [s["__key__"] for s in samples] == ["a", "b"] and samples[0]["flac"] == b"flac-a"
+    assert missing_members(samples[0]) == [] and missing_members(samples[1]) == ["flac"]

@@ -15,6 +15,7 @@ from pipelines.cli import main
 from pipelines.latents import encode_shard, pending_shards
 from training.buckets import BucketConfig
 from training.clip_encoder import ClipEncoder, EncoderConfig
+from training.latent_shards import read_latent_format
 from training.loader import LatentLoader, LoaderConfig
 
 STATS_KEYS = {"source_manifest_sha256", "clips_in", "encoded", "skipped", "buckets", "seconds"}
@@ -102,6 +103,7 @@ def _runs(store, experiment="tandem-latents"):
     return client, client.search_runs([exp.experiment_id], order_by=["attributes.start_time ASC"])
 
 
+@pytest.mark.slow  # local Ray
 @pytest.mark.timeout(300)
 def test_tandem_latents_encodes_records_and_resumes(tmp_path, clips, local_ray, capsys, monkeypatch):
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
@@ -131,6 +133,14 @@ def test_tandem_latents_encodes_records_and_resumes(tmp_path, clips, local_ray, 
     assert manifest[0]["duration"] == pytest.approx(9 / 8) and manifest[1]["duration"] == pytest.approx(5 / 8)
     [reject] = [json.loads(line) for line in (out / "rejects.jsonl").read_text().splitlines()]
     assert (reject["key"], reject["shard"], reject["reason"]) == ("b_short", "clips-000000.tar", "too_short")
+
+    # Each shard says what made it: encoders, weights, channels, strides, rates, text width.
+    fmt = read_latent_format(out)
+    assert (fmt.video_encoder, fmt.audio_encoder, fmt.video_weights) == ("tandem:debug", "tandem:debug", "random-seed0")
+    assert (fmt.video_channels, fmt.audio_channels, fmt.text_width) == (8, 8, 64)
+    assert tuple(fmt.video_stride) == (4, 8, 8) and fmt.latent_fps == 2.0 and fmt.fps == 8.0
+    assert fmt.audio_latent_rate * fmt.audio_stride == fmt.sample_rate
+    assert sorted(p.name for p in out.glob("*.format.json")) == ["clips-000000.format.json", "clips-000001.format.json"]
 
     loader = LatentLoader(LoaderConfig(shards=str(out), batch_size=1), 0, 1)
     shapes = {tuple(next(loader)["video"].shape[2:]) for _ in range(len(loader))}

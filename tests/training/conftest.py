@@ -10,7 +10,7 @@ os.environ.setdefault("TORCH_EXTENSIONS_DIR", str(Path.home() / ".cache/tandem/t
 
 def make_latent_shards(directory: Path, n: int = 24, per_shard: int = 8, seed: int = 0) -> Path:
     """Tiny debug-preset latent shards: a few repeated patterns, so a DiT can fit them."""
-    from training.loader import write_latent_shard
+    from training.latent_shards import write_latent_shard
 
     g = torch.Generator().manual_seed(seed)
     patterns = [(torch.randn(8, 2, 4, 4, generator=g), torch.randn(8, 16, generator=g)) for _ in range(3)]

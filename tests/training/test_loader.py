@@ -7,7 +7,8 @@ import torch
 from pipelines.config import ConfigError, from_dict
 from tests.training.conftest import make_latent_shards, small_buckets, write_clip_shard
 from training.buckets import Bucket, BucketConfig
-from training.loader import LatentLoader, LoaderConfig, write_latent_shard
+from training.latent_shards import write_latent_shard
+from training.loader import LatentLoader, LoaderConfig
 
 
 def keys(batch):
@@ -184,3 +185,21 @@ def test_undecodable_clip_is_replaced_by_the_next_clip_of_its_bucket(tmp_path, c
     write_clip_shard(tmp_path / "none" / "clips-00000.tar", {"clip1-corrupt": corrupt})
     with pytest.raises(RuntimeError, match=r"none of the 1 clips of bucket 2s_16x32.*clips-00000.tar:clip1-corrupt"):
         next(LatentLoader(_clip_cfg(tmp_path / "none", batch_size=1), 0, 1))
+
+
+def test_latent_shards_record_their_format_and_mixed_formats_are_refused(tmp_path):
+    from training.latent_shards import LatentFormat, format_path, read_latent_format
+
+    def shard(name, fmt):
+        return write_latent_shard(tmp_path / "d" / name, [{"key": name.removesuffix(".tar"), "video": torch.zeros(8, 2, 4, 4),
+                                                         "audio": torch.zeros(8, 16), "text": torch.zeros(3, 64)}], fmt)
+
+    debug = LatentFormat(video_encoder="tandem:debug", video_channels=8, audio_channels=8, text_width=64)
+    first = shard("a.tar", debug)
+    assert format_path(first).name == "a.format.json" and not list((tmp_path / "d").glob("*.tmp"))
+    shard("b.tar", debug)
+    assert read_latent_format(tmp_path / "d") == debug
+    assert len(LatentLoader(LoaderConfig(shards=str(tmp_path / "d"), batch_size=1))) == 2
+    shard("c.tar", LatentFormat(video_encoder="ltx2", video_channels=128, audio_channels=8, text_width=64))
+    with pytest.raises(ValueError, match="different encoders"):
+        LatentLoader(LoaderConfig(shards=str(tmp_path / "d"), batch_size=1))

@@ -1,0 +1,142 @@
+"""Latent shards, the contract between the latent DAG and training. This module owns the
+format: member list, writer, the byte-span index every reader goes through, and the
+metadata that says what made the latents.
+
+One sample per clip: ``video.pth`` (C, T, H, W), ``audio.pth`` (C, T), ``text.pth`` (L, D)
+and ``json`` (the clip's metadata plus ``video_shape``/``audio_shape`` and its ``bucket``).
+Beside each ``NAME.tar`` lies ``NAME.format.json``, a ``LatentFormat``: encoder names and
+weight digests, latent channels and strides, latent rates and text width, i.e. what a
+model trained on these latents must expect and what must decode its samples.
+
+A shard is written under a temporary name and renamed, after its format file: a ``.tar``
+that exists is complete and described.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import tarfile
+from collections import defaultdict
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from model.config import from_dict, to_dict
+
+LATENT_MEMBERS = ("video.pth", "audio.pth", "text.pth", "json")
+Spans = dict[str, tuple[int, int]]  # member extension -> (data offset, size) in the tar
+
+
+@dataclass
+class LatentFormat:
+    """What made a directory of latent shards, and the geometry a model must expect."""
+
+    video_encoder: str = ""  # e.g. "tandem:debug"
+    video_weights: str = ""  # sha256 of the weights file, or "random-seed0" for random debug weights
+    audio_encoder: str = ""
+    audio_weights: str = ""
+    text_encoder: str = ""
+    text_weights: str = ""
+    video_channels: int = 0
+    audio_channels: int = 0
+    video_stride: tuple = (4, 8, 8)  # pixel frames, pixels (h, w) per video latent
+    audio_stride: int = 0  # waveform samples per audio latent
+    fps: float = 0.0  # pixel frames per second the clips were sampled at
+    latent_fps: float = 0.0  # video latents per second (after the first, causal one)
+    sample_rate: int = 0  # waveform rate before the audio encoder
+    audio_latent_rate: float = 0.0  # audio latents per second
+    text_width: int = 0  # text embedding width
+
+
+def format_path(shard: str | Path) -> Path:
+    shard = Path(shard)
+    return shard.with_name(shard.name.removesuffix(".tar") + ".format.json")
+
+
+def write_latent_shard(path: str | Path, samples: list[dict], fmt: LatentFormat | None = None) -> Path:
+    """Write ``samples`` ({key, video, audio, text, meta}) as one latent shard (atomically),
+    with ``fmt`` beside it."""
+    import webdataset as wds
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if fmt is not None:
+        format_path(path).write_text(json.dumps(to_dict(fmt), indent=2))
+    tmp = path.with_name(path.name + ".tmp")
+    with wds.TarWriter(str(tmp)) as sink:
+        for s in samples:
+            meta = dict(s.get("meta", {}), video_shape=list(s["video"].shape), audio_shape=list(s["audio"].shape))
+            sink.write({"__key__": s["key"], "video.pth": s["video"], "audio.pth": s["audio"],
+                        "text.pth": s["text"], "json": meta})
+    os.replace(tmp, path)
+    return path
+
+
+def latent_shard_paths(directory: str | Path) -> list[Path]:
+    shards = sorted(Path(directory).glob("*.tar"))
+    if not shards:
+        raise FileNotFoundError(f"no latent shards (*.tar) under {directory}")
+    return shards
+
+
+def index_latent_shard(path: str | Path) -> dict[str, Spans]:
+    """key -> member -> (data offset, size), from the tar headers (member data is seeked over)."""
+    index: dict[str, Spans] = defaultdict(dict)
+    with tarfile.open(path) as tar:
+        for m in tar.getmembers():
+            if m.isfile():
+                key, _, ext = m.name.partition(".")
+                index[key][ext] = (m.offset_data, m.size)
+    return dict(sorted(index.items()))
+
+
+def _read(f, span: tuple[int, int]) -> bytes:
+    f.seek(span[0])
+    return f.read(span[1])
+
+
+def read_latent_json(path: str | Path, index: dict[str, Spans]) -> dict[str, dict]:
+    """key -> the sample's ``json`` (no tensor is read); samples without one map to {}."""
+    with open(path, "rb") as f:
+        return {key: json.loads(_read(f, spans["json"])) if "json" in spans else {} for key, spans in index.items()}
+
+
+def read_latent_sample(path: str | Path, key: str, spans: Spans) -> dict[str, Any]:
+    """One sample: ``__key__``, the ``*.pth`` tensors and the ``json``."""
+    out: dict[str, Any] = {"__key__": key}
+    with open(path, "rb") as f:
+        for ext, span in spans.items():
+            if ext.endswith("pth"):
+                out[ext] = torch.load(io.BytesIO(_read(f, span)))
+            elif ext == "json":
+                out[ext] = json.loads(_read(f, span))
+    return out
+
+
+def manifest_rows(path: str | Path) -> list[dict[str, Any]]:
+    """One row per latent sample of a shard: key, shard, bucket, shapes, duration."""
+    path = Path(path)
+    metas = read_latent_json(path, index_latent_shard(path))
+    return [{"key": key, "shard": path.name, "bucket": meta.get("bucket"), "video_shape": meta["video_shape"],
+             "audio_shape": meta["audio_shape"], "duration": meta.get("latent_span_s")}
+            for key, meta in metas.items()]
+
+
+def read_latent_format(directory: str | Path) -> LatentFormat | None:
+    """The one LatentFormat of every shard under ``directory``; None when no shard has a
+    format file (shards written before formats were recorded). Raises when shards disagree."""
+    found: dict[str, list[str]] = defaultdict(list)
+    for shard in sorted(Path(directory).glob("*.tar")):
+        if format_path(shard).is_file():
+            found[format_path(shard).read_text()].append(shard.name)
+    if not found:
+        return None
+    if len(found) > 1:
+        groups = "; ".join(f"{', '.join(names[:3])}: {json.loads(text)}" for text, names in found.items())
+        raise ValueError(f"latent shards under {directory} were made by different encoders ({groups}): "
+                         "encode them again with one config, or keep them in separate directories")
+    return from_dict(LatentFormat, json.loads(next(iter(found))))
