@@ -2,6 +2,9 @@
 
 The model stays single-device code; ZeRO sharding, offload, precision, accumulation and
 clipping are decided here, so one recipe field flips a 2-CPU debug run into a 64-GPU run.
+``zero_stage`` is the one knob for sharding: the stage's tuned settings (bucket sizes,
+prefetch, persistence threshold) come from ``training/deepspeed/zero<stage>.json``, which
+ships inside the package, and the recipe's fields are laid over them.
 """
 
 from __future__ import annotations
@@ -13,6 +16,7 @@ from pathlib import Path
 
 import torch
 
+TEMPLATES = Path(__file__).parent / "deepspeed"  # zero2.json, zero3.json
 # One JIT cache for DeepSpeed's CPU shared-memory op, so only the first run pays ~60 s.
 os.environ.setdefault("TORCH_EXTENSIONS_DIR", str(Path.home() / ".cache/tandem/torch_extensions"))
 
@@ -30,7 +34,6 @@ class EngineConfig:
     weight_decay: float = 0.0
     betas: tuple = (0.9, 0.999)
     activation_checkpointing: bool = False
-    template: str | None = None  # infra/deepspeed/*.json merged under the generated keys
 
     def __post_init__(self):
         if self.zero_stage not in (0, 1, 2, 3):
@@ -42,8 +45,10 @@ class EngineConfig:
 
 
 def deepspeed_config(cfg: EngineConfig, world_size: int) -> dict:
-    """The DeepSpeed JSON for ``cfg`` on ``world_size`` ranks (templates give the extras)."""
-    base: dict = json.loads(Path(cfg.template).read_text()) if cfg.template else {}
+    """The DeepSpeed JSON for ``cfg`` on ``world_size`` ranks: the stage's template, then the
+    recipe's fields over it."""
+    template = TEMPLATES / f"zero{cfg.zero_stage}.json"
+    base: dict = json.loads(template.read_text()) if template.is_file() else {}
     zero: dict = dict(base.get("zero_optimization", {}), stage=cfg.zero_stage)
     if cfg.offload_optimizer:
         zero["offload_optimizer"] = {"device": "cpu", "pin_memory": torch.cuda.is_available()}

@@ -17,9 +17,11 @@ from pathlib import Path
 
 import torch
 
+from model.flow_matching import FlowMatchingConfig
 from training.engine import EngineConfig, build_engine
 from training.loader import LatentLoader, LoaderConfig
 from training.samples import SampleConfig, Sampler
+from training.tracker import NullTracker, Tracker
 
 # bf16 dense peak per device, for MFU when the recipe does not say.
 PEAK_TFLOPS = {"H100": 989.0, "H200": 989.0, "H800": 989.0, "A100": 312.0, "L40S": 362.0}
@@ -46,6 +48,7 @@ class TrainConfig:
     ema_decay: float = 0.0  # 0 disables
     log_every: int = 1
     peak_tflops: float = 0.0  # per-device peak for MFU; 0 = look the GPU up in PEAK_TFLOPS
+    flow: FlowMatchingConfig = field(default_factory=FlowMatchingConfig)  # the objective: timesteps, weights, dropout
     engine: EngineConfig = field(default_factory=EngineConfig)
     data: LoaderConfig = field(default_factory=LoaderConfig)
     workers: WorkersConfig = field(default_factory=WorkersConfig)
@@ -69,6 +72,12 @@ def warmup_cosine(warmup: int, total: int, min_ratio: float):
     return factor
 
 
+def step_generator(seed: int, step: int, micro: int, rank: int) -> torch.Generator:
+    """The generator of one micro-batch's timesteps, condition dropout and noise: a resumed
+    run draws exactly what the uninterrupted run would have drawn."""
+    return torch.Generator().manual_seed(hash((seed, step, micro, rank)) & 0x7FFFFFFF)
+
+
 def _peak_flops(cfg: TrainConfig) -> float:
     if cfg.peak_tflops:
         return cfg.peak_tflops * 1e12
@@ -79,10 +88,9 @@ def _peak_flops(cfg: TrainConfig) -> float:
 
 
 class Trainer:
-    def __init__(self, cfg: TrainConfig, model: torch.nn.Module | None = None, tracker=None):
+    def __init__(self, cfg: TrainConfig, model: torch.nn.Module | None = None, tracker: Tracker | None = None):
         import torch.distributed as dist
 
-        from model.flow_matching import FlowMatchingConfig
         from model.presets import get_preset
         from training.ema import EMA
 
@@ -96,8 +104,7 @@ class Trainer:
                                    warmup_cosine(cfg.warmup_steps, cfg.steps, cfg.min_lr_ratio))
         self.rank, self.world_size = dist.get_rank(), dist.get_world_size()
         self.loader = LatentLoader(cfg.data, self.rank, self.world_size)
-        self.fm = FlowMatchingConfig()
-        self.tracker = tracker
+        self.tracker = tracker or NullTracker()
         self.step = 0
         self.ema = EMA(self.engine.module, cfg.ema_decay) if cfg.ema_decay > 0 else None
         self.sampler = Sampler(cfg.sample, cfg.seed)
@@ -151,10 +158,10 @@ class Trainer:
         for micro in range(accum):
             batch = next(self.loader)
             fps = float(batch["meta"][0].get("latent_fps") or self.model_cfg.fps)
-            gen = torch.Generator().manual_seed(hash((self.cfg.seed, self.step, micro, self.rank)) & 0x7FFFFFFF)
+            gen = step_generator(self.cfg.seed, self.step, micro, self.rank)
             video, audio = batch["video"].to(device, dtype), batch["audio"].to(device, dtype)
             cond = Conditioning(batch["text_emb"].to(device, dtype), batch["text_mask"].to(device), fps=fps)
-            out = flow_matching_loss(self.engine, video, audio, cond, self.fm, generator=gen)
+            out = flow_matching_loss(self.engine, video, audio, cond, self.cfg.flow, generator=gen)
             self.engine.backward(out.total)
             self.engine.step()  # DeepSpeed steps the optimizer on the last micro-batch only
             n_video, n_audio = self._tokens(video, audio)
@@ -182,9 +189,8 @@ class Trainer:
         if out_dir is not None:
             out_dir.mkdir(parents=True, exist_ok=True)
         paths = self.sampler.sample(self.engine, batch, fps, self.step, out_dir)
-        if self.tracker is not None:
-            for path in paths:
-                self.tracker.log_artifact(path, f"samples/step{self.step:08d}")
+        for path in paths:
+            self.tracker.log_artifact(path, f"samples/step{self.step:08d}")
         return paths
 
     def fit(self, until: int | None = None) -> list[dict]:
@@ -194,7 +200,7 @@ class Trainer:
         while self.step < min(until or self.cfg.steps, self.cfg.steps):
             metrics = self.train_step()
             history.append(metrics)
-            if self.tracker is not None and self.step % self.cfg.log_every == 0:
+            if self.step % self.cfg.log_every == 0:
                 self.tracker.log_metrics(metrics, step=self.step)
             if self.sampler.due(self.step):
                 self.write_samples()

@@ -1,13 +1,24 @@
 """Trainer features on 2 CPU processes (gloo): EMA under ZeRO-3 (per-partition) matches EMA
-under ZeRO-2 and survives a resume, gradient accumulation, bf16 with optimizer offload, and
-periodic samples written as mp4 with audio."""
+under ZeRO-2 and survives a resume, gradient accumulation, bf16 with optimizer offload,
+periodic samples written as mp4 with audio, and the recipe's ``flow`` section reaching the loss."""
 
 import json
 
 import pytest
 import torch
 
+from model.dit import DualDiT
 from tests.training.conftest import make_latent_shards, on_two_ranks
+
+pytestmark = pytest.mark.slow  # two gloo ranks + DeepSpeed
+
+
+class TimestepRecordingDiT(DualDiT):
+    """The debug DualDiT, remembering the (t_video, t_audio) of every training forward."""
+
+    def forward(self, x_video, x_audio, t_video, t_audio, **kwargs):
+        self.seen.append((t_video.detach().clone(), t_audio.detach().clone()))
+        return super().forward(x_video, x_audio, t_video, t_audio, **kwargs)
 
 
 def _cfg(tmp, run, **engine):
@@ -37,7 +48,26 @@ def _worker(tmp):
     resumed = Trainer(_cfg(tmp, "z3_resume", zero_stage=3, grad_accum_steps=2))
     assert resumed.resume() and resumed.step == 2
     out["z3_resume"] = [m["loss"] for m in resumed.fit()]
+    out["flow"] = _timesteps_under_flow_overrides(tmp)
     return out
+
+
+def _timesteps_under_flow_overrides(tmp):
+    """Two steps of the debug_cpu recipe with ``flow.*`` overrides, as a user types them."""
+    from model.presets import get_preset
+    from pipelines.config import load_config
+    from pipelines.train_cmd import resolve_recipe
+    from training.trainer import TrainConfig, Trainer
+
+    cfg = load_config(TrainConfig, resolve_recipe("debug_cpu"), [
+        f"data.shards={tmp}/latents", f"storage={tmp}/flow", "steps=2", "sample.every=0", "ema_decay=0",
+        "flow.independent_timesteps=true", "flow.shift=3", "flow.logit_std=0.5"])
+    model = TimestepRecordingDiT(get_preset("debug"))
+    model.seen = []
+    trainer = Trainer(cfg, model=model)
+    trainer.fit()
+    return {"seen": [(tv.tolist(), ta.tolist()) for tv, ta in model.seen], "rank": trainer.rank,
+            "batch": cfg.data.batch_size}
 
 
 @pytest.mark.timeout(420)
@@ -95,3 +125,19 @@ def test_ema_zero3_accumulation_bf16_offload_and_samples(tmp_path):
     assert {"video", "audio"} <= streams.keys()
     assert float(streams["audio"]["duration"]) == pytest.approx(float(streams["video"]["duration"]), abs=0.15)
     assert json.dumps(out)  # plain floats came back across processes
+
+    # flow.* overrides reach the loss: timesteps are drawn with the recipe's shift and logit
+    # std, independently per modality, exactly as flow_matching Eqs. (4)-(5) say.
+    from model.flow_matching import FlowMatchingConfig, sample_timesteps
+    from training.trainer import step_generator
+
+    flow = FlowMatchingConfig(independent_timesteps=True, shift=3.0, logit_std=0.5)
+    seen, b = out["flow"]["seen"], out["flow"]["batch"]
+    assert len(seen) == 2
+    for step, (t_video, t_audio) in enumerate(seen):
+        gen = step_generator(0, step, 0, out["flow"]["rank"])
+        expected_video = sample_timesteps(b, flow, n_tokens=1, generator=gen)
+        expected_audio = sample_timesteps(b, flow, n_tokens=1, generator=gen)
+        torch.testing.assert_close(torch.tensor(t_video), expected_video)
+        torch.testing.assert_close(torch.tensor(t_audio), expected_audio)
+        assert t_video != t_audio
