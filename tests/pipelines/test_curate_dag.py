@@ -13,6 +13,8 @@ from curation.sample_media import make_clip, make_speech_clip, speech_sample, wh
 from pipelines.config import ConfigError, load_config
 from pipelines.curate import CurationConfig, run_curation
 
+pytestmark = pytest.mark.slow  # the whole curation DAG on local Ray
+
 REQUIRED_JSON = ["source.id", "source.path", "start_s", "end_s", "start_frame", "end_frame", "fps", "width",
                  "height", "audio.sample_rate", "audio.channels", "audio.loudness_lufs", "audio.speech_ratio",
                  "motion.score", "sync.offset_ms", "sync.confidence", "sync.method", "sync.action",

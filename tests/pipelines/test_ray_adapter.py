@@ -51,6 +51,7 @@ def test_a_crash_becomes_that_item_s_reject():
     assert reject["stage"] == "boom" and reject["reason"] == "stage_error" and "corrupt frame" in reject["message"]
 
 
+@pytest.mark.slow  # local Ray
 @pytest.mark.timeout(120)
 def test_tasks_and_actor_pools_on_local_ray(local_ray):
     import sys

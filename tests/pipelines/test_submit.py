@@ -15,6 +15,8 @@ import pytest
 from pipelines.submit import job_handler, submit_job
 from tests.training.conftest import free_port, make_latent_shards
 
+pytestmark = pytest.mark.slow  # a Ray head + Ray Jobs
+
 BIN = Path(sys.executable).parent
 
 

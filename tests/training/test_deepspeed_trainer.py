@@ -7,6 +7,8 @@ import torch
 
 from tests.training.conftest import held_out_loss, make_latent_shards, on_two_ranks
 
+pytestmark = pytest.mark.slow  # two gloo ranks + DeepSpeed
+
 
 def _cfg(shards, storage, stage, steps):
     from training.engine import EngineConfig
