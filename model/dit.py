@@ -48,6 +48,7 @@ class DualDiTConfig:
     rope_time_scale: float = 25.0  # RoPE positions per second (one per audio latent at 25/s)
     fps: float = 24.0  # default frame rate when forward() is not told
     audio_latent_rate: float = 25.0
+    audio_causal_stride: int = 0  # 0: audio latents cover equal spans; s: causal over s sub-frames
     video_temporal_stride: int = 4
     reference_time_offset_s: float = 100.0
 
@@ -107,7 +108,10 @@ class BranchIO(nn.Module):
 
 
 class DualDiT(nn.Module):
-    def __init__(self, cfg: DualDiTConfig):
+    def __init__(self, cfg: DualDiTConfig, init_weights: bool = True):
+        """``init_weights=False`` leaves each layer's constructor initialisation, for builders
+        that partition the parameters as they are created and then apply ``init_module`` one
+        gathered module at a time (training.engine under ZeRO-3)."""
         super().__init__()
         self.cfg = cfg
         v, a = cfg.video, cfg.audio
@@ -118,17 +122,21 @@ class DualDiT(nn.Module):
             DualBlock(v.dim, v.heads, a.dim, a.heads, cfg.mlp_ratio, cfg.qk_norm, cfg.fuses(i))
             for i in range(cfg.depth)
         )
-        self.reset_parameters()
+        if init_weights:
+            self.reset_parameters()
 
     def reset_parameters(self) -> None:
         for m in self.modules():
-            if isinstance(m, nn.Linear) and m.weight.device.type != "meta":
-                nn.init.xavier_uniform_(m.weight)
-                nn.init.zeros_(m.bias)
-        for io in (self.video_io, self.audio_io):
-            for layer in (io.proj_out, io.time.to_mod[1]):  # zero velocity, closed gates
-                nn.init.zeros_(layer.weight)
-                nn.init.zeros_(layer.bias)
+            self.init_module(m)
+
+    def init_module(self, m: nn.Module) -> None:
+        """The initial weights of one submodule (its own parameters only)."""
+        if not isinstance(m, nn.Linear) or m.weight.device.type == "meta":
+            return
+        nn.init.xavier_uniform_(m.weight)
+        nn.init.zeros_(m.bias)
+        if any(m is io.proj_out or m is io.time.to_mod[1] for io in (self.video_io, self.audio_io)):
+            nn.init.zeros_(m.weight)  # zero velocity, closed gates
 
     def num_params(self) -> int:
         return sum(p.numel() for p in self.parameters())
@@ -147,7 +155,8 @@ class DualDiT(nn.Module):
     def _audio_tokens(self, latents: torch.Tensor, time_offset: float = 0.0):
         (pt,) = self.cfg.audio.patch
         tokens, grid = patchify(latents, self.cfg.audio.patch)
-        times = audio_latent_times(latents.shape[2], self.cfg.audio_latent_rate, device=latents.device)
+        times = audio_latent_times(latents.shape[2], self.cfg.audio_latent_rate, self.cfg.audio_causal_stride,
+                                   device=latents.device)
         return self.audio_io.patch_embed(tokens), grid, times.view(-1, pt).mean(-1) - time_offset
 
     def _video_coords(self, grid, times):

@@ -114,7 +114,12 @@ def video_latent_times(n_latent_frames: int, fps: float, temporal_stride: int = 
     return ((first + last_plus_one) / 2 / fps).float()
 
 
-def audio_latent_times(n_latents: int, latent_rate: float, device=None) -> torch.Tensor:
-    """Centre time (s) of each audio latent."""
+def audio_latent_times(n_latents: int, latent_rate: float, causal_stride: int = 0, device=None) -> torch.Tensor:
+    """Centre time (s) of each audio latent. ``causal_stride`` 0: latent j covers
+    ``[j, j + 1) / latent_rate``; s > 0: a causal encoder over s sub-frames per latent (e.g.
+    LTX-2's audio VAE over mel frames), placed like causal video latents: latent 0 is one
+    sub-frame, latent k covers sub-frames ``sk - s + 1 .. sk``."""
+    if causal_stride:
+        return video_latent_times(n_latents, latent_rate * causal_stride, causal_stride, device=device)
     j = torch.arange(n_latents, dtype=torch.float64, device=device)
     return ((j + 0.5) / latent_rate).float()

@@ -1,12 +1,17 @@
 """The latent DAG: clip shards -> latent shards, on Ray Data with an actor pool.
 
-    tandem latents CLIP_SHARDS_DIR --out DIR [--config YAML] [key=value ...] [--address ADDR]
+    tandem latents CLIP_SHARDS_DIR --out DIR [--config RECIPE|YAML] [key=value ...] [--address ADDR]
+    tandem latents curated/ --out latents_ltx2/ --config latents_1b_ltx2 encoder.video_path=/models/ltx2/vae ...
 
-Each actor holds a ``training.clip_encoder.ClipEncoder`` (video VAE, audio VAE, text encoder;
-a GPU when the cluster has one) and turns one clip shard into one latent shard of the same
-name: every clip is decoded at its duration/aspect bucket and encoded into the format
-training/loader.py reads. A clip that cannot be used (too short for every bucket, broken
-media, a missing member) becomes a reject row (key, shard, reason, message), never a crash.
+``--config`` takes a recipe name from pipelines/recipes/ (``latents_<preset>_<encoders>.yaml``,
+one per model preset: the encoders and buckets that preset is sized for) or a YAML path.
+Each actor holds a ``training.clip_encoder.ClipEncoder`` (video and audio autoencoders from
+the registry in training/encoders.py, text encoder; a GPU when the cluster has one) and
+turns one clip shard into one latent shard of the same name: every clip is decoded at its
+duration/aspect bucket, clips of one bucket are encoded together in batches (the VAEs' own
+tiling keeps 720p x 10 s clips in memory), into the format training/loader.py reads. A
+clip that cannot be used (too short for every bucket, broken media, a missing member)
+becomes a reject row (key, shard, reason, message), never a crash.
 
 Resume: a shard's rejects are written next to it (``<name>.rejects.jsonl``), then the latent
 shard is written under a temp name and renamed, so a finished shard is exactly one whose
@@ -27,13 +32,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import torch
-
 from curation.shards import missing_members, read_clip_shard
 from model.config import run_only
 from pipelines.config import ConfigError, output_hash, save_config, to_dict
 from training.buckets import BucketConfig
 from training.clip_encoder import ClipEncoder, EncoderConfig, SkipClip
+from training.encoders import EncoderConfigError, check, describe
 from training.latent_shards import manifest_rows, write_latent_shard
 
 log = logging.getLogger(__name__)
@@ -123,7 +127,7 @@ def encode_shard(encoder: ClipEncoder, buckets: BucketConfig, shard: str | Path,
     progress row. Runs in a plain loop as well as in the Ray actor."""
     started = time.perf_counter()
     shard = Path(shard)
-    latents, rejects = [], []
+    rejects = []
     try:
         samples = read_clip_shard(shard)
     except (OSError, EOFError, tarfile.TarError) as exc:
@@ -131,20 +135,20 @@ def encode_shard(encoder: ClipEncoder, buckets: BucketConfig, shard: str | Path,
         _write_jsonl(rejects_path(out_dir, shard.name),
                      [_reject(None, shard.name, "unreadable_shard", f"{type(exc).__name__}: {exc}")])
         return {"shard": shard.name, "encoded": 0, "skipped": 1, "seconds": 0.0, "failed": True}
+    complete = []
     for clip in samples:
-        key = clip["__key__"]
         if missing := missing_members(clip):
-            rejects.append(_reject(key, shard.name, "incomplete_sample",
+            rejects.append(_reject(clip["__key__"], shard.name, "incomplete_sample",
                                    "missing member(s): " + ", ".join(sorted(missing))))
-            continue
-        try:
-            latents.append(encoder.encode(clip, buckets))
-        except SkipClip as exc:
-            rejects.append(_reject(key, shard.name, exc.reason, str(exc)))
-        except torch.cuda.OutOfMemoryError:
-            raise  # the actor's GPU is too small for this bucket: misconfiguration, not bad data
-        except Exception as exc:  # broken media, odd metadata: this clip's problem, not the shard's
-            rejects.append(_reject(key, shard.name, "encode_failed", f"{type(exc).__name__}: {exc}"))
+        else:
+            complete.append(clip)
+    # A GPU too small for a bucket raises (misconfiguration); broken media or odd metadata
+    # is that clip's problem, not the shard's.
+    latents, failures = encoder.encode_many(complete, buckets)
+    for key, exc in failures:
+        reason = exc.reason if isinstance(exc, SkipClip) else "encode_failed"
+        rejects.append(_reject(key, shard.name, reason, str(exc) if isinstance(exc, SkipClip)
+                               else f"{type(exc).__name__}: {exc}"))
     # Rejects first, the shard last: a shard whose .tar exists is finished, rejects included.
     _write_jsonl(rejects_path(out_dir, shard.name), sorted(rejects, key=lambda r: r["key"] or ""))
     write_latent_shard(out_dir / shard.name, latents, encoder.latent_format(buckets))
@@ -184,18 +188,16 @@ def _claim_output(out_dir: Path, cfg: LatentsConfig, manifest_sha: str | None) -
 
 def _preflight(cfg: LatentsConfig) -> None:
     """Fail in seconds, on the driver, for what would otherwise crash every actor."""
-    from model.audio_vae import AUDIO_VAE_PRESETS
-    from model.video_vae import VIDEO_VAE_PRESETS
-
-    enc = cfg.encoder
-    for name, value, presets in (("encoder.video_vae", enc.video_vae, VIDEO_VAE_PRESETS),
-                                 ("encoder.audio_vae", enc.audio_vae, AUDIO_VAE_PRESETS)):
-        if value not in presets:
-            raise ConfigError(f"{name}={value!r}: not a preset; known: {', '.join(sorted(presets))}")
-    for name, path in (("encoder.video_vae_weights", enc.video_vae_weights),
-                       ("encoder.audio_vae_weights", enc.audio_vae_weights)):
-        if path and not Path(path).exists():
-            raise ConfigError(f"{name}={path}: no such file")
+    try:
+        check(cfg.encoder)
+        fmt = describe(cfg.encoder, cfg.buckets.fps)  # configs only: no weights are loaded
+    except (EncoderConfigError, OSError) as exc:
+        raise ConfigError(str(exc)) from exc
+    stride = fmt.video_stride[1]
+    bad = [f"{h}x{w}" for h, w in cfg.buckets.resolutions if h % stride or w % stride]
+    if bad:
+        raise ConfigError(f"buckets.resolutions {', '.join(bad)}: the {fmt.video_encoder} video VAE needs multiples "
+                          f"of {stride} pixels (x2 where the DiT patches 2x2, see model/presets.py)")
     if cfg.actors < 1 or cfg.cpus_per_actor <= 0:
         raise ConfigError("actors must be >= 1 and cpus_per_actor > 0")
 
@@ -321,9 +323,11 @@ def summary(result: LatentsResult) -> str:
 def main(args) -> int:
     """``tandem latents`` (arguments parsed by pipelines/cli.py)."""
     from pipelines.config import load_config
+    from pipelines.train_cmd import resolve_recipe
 
     try:
-        cfg = load_config(LatentsConfig, args.config, args.overrides)
+        recipe = resolve_recipe(args.config, "latents") if args.config else None
+        cfg = load_config(LatentsConfig, recipe, args.overrides)
         result = run_latents_job(args.clip_dir, args.out, cfg, address=args.address)
     except ValueError as exc:  # ConfigError and the bucket config's own checks
         print(f"tandem latents: {exc}", flush=True)

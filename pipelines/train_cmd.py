@@ -12,15 +12,17 @@ from pathlib import Path
 RECIPES = Path(__file__).parent / "recipes"
 
 
-def resolve_recipe(name_or_path: str) -> Path:
-    """A YAML path, or a recipe name: ``debug_cpu`` -> pipelines/recipes/train_debug_cpu.yaml."""
+def resolve_recipe(name_or_path: str, kind: str = "train") -> Path:
+    """A YAML path, or a recipe name: ``debug_cpu`` -> pipelines/recipes/train_debug_cpu.yaml
+    (``kind`` "latents": ``1b_ltx2`` -> latents_1b_ltx2.yaml; the full stem works too)."""
     path = Path(name_or_path)
     if path.suffix in (".yaml", ".yml") or path.exists():
         return path
-    candidate = RECIPES / f"train_{name_or_path}.yaml"
+    name = name_or_path.removeprefix(f"{kind}_")
+    candidate = RECIPES / f"{kind}_{name}.yaml"
     if not candidate.exists():
-        known = sorted(p.stem.removeprefix("train_") for p in RECIPES.glob("train_*.yaml"))
-        raise SystemExit(f"unknown recipe {name_or_path!r}; known: {', '.join(known)}")
+        known = sorted(p.stem.removeprefix(f"{kind}_") for p in RECIPES.glob(f"{kind}_*.yaml"))
+        raise SystemExit(f"unknown {kind} recipe {name_or_path!r}; known: {', '.join(known)}")
     return candidate
 
 

@@ -34,25 +34,29 @@ class Bucket:
     height: int
     width: int
     fps: float
+    temporal_stride: int = 4  # the video VAE's: a clip is 1 + stride * k frames
 
     @property
     def sequence(self) -> SequenceConfig:
-        return SequenceConfig(duration_s=self.duration_s, fps=self.fps, height=self.height, width=self.width)
+        return SequenceConfig(duration_s=self.duration_s, fps=self.fps, height=self.height, width=self.width,
+                              video_temporal_stride=self.temporal_stride)
 
     @property
     def name(self) -> str:
         return f"{self.duration_s:g}s_{self.height}x{self.width}"
 
 
-def assign_bucket(cfg: BucketConfig, duration_s: float, width: int, height: int) -> Bucket | None:
-    """The bucket a ``duration_s`` long ``width`` x ``height`` clip trains in; None when it is
-    shorter than every bucket duration."""
+def assign_bucket(cfg: BucketConfig, duration_s: float, width: int, height: int,
+                  temporal_stride: int = 4) -> Bucket | None:
+    """The bucket a ``duration_s`` long ``width`` x ``height`` clip trains in, for a video VAE
+    of ``temporal_stride``; None when it is shorter than every bucket duration."""
     # The bucket's frames span clip_seconds; allow half a frame of rounding in the clip's length.
     fitting = [d for d in cfg.durations
-               if SequenceConfig(duration_s=d, fps=cfg.fps, height=16, width=16).clip_seconds
+               if SequenceConfig(duration_s=d, fps=cfg.fps, height=16, width=16,
+                                 video_temporal_stride=temporal_stride).clip_seconds
                <= duration_s + 0.5 / cfg.fps]
     if not fitting or width <= 0 or height <= 0:
         return None
     aspect = math.log(width / height)
     h, w = min(cfg.resolutions, key=lambda hw: abs(math.log(hw[1] / hw[0]) - aspect))
-    return Bucket(duration_s=max(fitting), height=h, width=w, fps=cfg.fps)
+    return Bucket(duration_s=max(fitting), height=h, width=w, fps=cfg.fps, temporal_stride=temporal_stride)

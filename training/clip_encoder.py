@@ -1,34 +1,24 @@
-"""Clip -> latents: decode a clip shard sample at its bucket's shape and encode it.
+"""Clip -> latents: decode clip shard samples at their bucket's shape and encode them in batches.
 
 Shared by the latent DAG (pipelines/latents.py, offline, actor pool) and the loader's
 clip-shard source (training/loader.py, on the fly for small experiments), so both produce
 the same latent sample: ``video`` (C, T, H, W), ``audio`` (C, T), ``text`` (L, D), ``meta``.
+The encoders come from the registry in training/encoders.py (``EncoderConfig``).
 """
 
 from __future__ import annotations
 
-import hashlib
 import io
 import json
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
 from training.buckets import Bucket, BucketConfig, assign_bucket
+from training.encoders import EncoderConfig, format_of, load_audio, load_text, load_video
 from training.latent_shards import LatentFormat
-
-
-@dataclass
-class EncoderConfig:
-    video_vae: str = "debug"  # model.video_vae preset; weights from video_vae_weights when given
-    video_vae_weights: str = ""
-    audio_vae: str = "debug"
-    audio_vae_weights: str = ""
-    text_encoder: str = ""  # HF path of a T5-family encoder; "" = tiny random (debug) one
-    text_dim: int = 64
 
 
 class SkipClip(Exception):
@@ -39,10 +29,10 @@ class SkipClip(Exception):
         self.reason = reason
 
 
-def clip_bucket(meta: dict, buckets: BucketConfig) -> Bucket:
+def clip_bucket(meta: dict, buckets: BucketConfig, temporal_stride: int = 4) -> Bucket:
     """The bucket of a clip from its shard metadata, or SkipClip(too_short)."""
     duration = meta.get("duration_s") or (meta["end_s"] - meta["start_s"])
-    bucket = assign_bucket(buckets, duration, meta["width"], meta["height"])
+    bucket = assign_bucket(buckets, duration, meta["width"], meta["height"], temporal_stride)
     if bucket is None:
         raise SkipClip("too_short", f"{duration:.2f} s is shorter than every bucket ({buckets.durations})")
     return bucket
@@ -62,7 +52,8 @@ def _fit(frames: torch.Tensor, height: int, width: int) -> torch.Tensor:
 
 def decode_clip(mp4: bytes, flac: bytes, bucket: Bucket, sample_rate: int, channels: int):
     """The first ``bucket.sequence.clip_seconds`` of a clip: video (3, T, H, W) in [-1, 1]
-    sampled at ``bucket.fps`` by timestamp, and audio (channels, N) of exactly the same span."""
+    sampled at ``bucket.fps`` by timestamp, and audio (channels, N) at ``sample_rate`` of
+    exactly the same span."""
     import av
 
     seq = bucket.sequence
@@ -83,104 +74,116 @@ def decode_clip(mp4: bytes, flac: bytes, bucket: Bucket, sample_rate: int, chann
     video = torch.from_numpy(np.stack([frames[i] for i in picks])).permute(0, 3, 1, 2).float()
     video = _fit(video, seq.height, seq.width).permute(1, 0, 2, 3) / 127.5 - 1  # (3, T, H, W)
 
+    samples = round(seq.clip_seconds * sample_rate)
     with av.open(io.BytesIO(flac)) as container:
         resampler = av.AudioResampler(format="fltp", layout="stereo" if channels == 2 else "mono", rate=sample_rate)
         chunks = [r.to_ndarray() for f in container.decode(audio=0) for r in resampler.resample(f)]
         chunks += [r.to_ndarray() for r in resampler.resample(None)]
-    audio = torch.from_numpy(np.concatenate(chunks, axis=1)).float()[:, : seq.audio_samples]
-    if audio.shape[1] < seq.audio_samples:  # a few samples short after resampling: pad silence
-        audio = F.pad(audio, (0, seq.audio_samples - audio.shape[1]))
+    audio = torch.from_numpy(np.concatenate(chunks, axis=1)).float()[:, :samples]
+    if audio.shape[1] < samples:  # a few samples short after resampling: pad silence
+        audio = F.pad(audio, (0, samples - audio.shape[1]))
     return video.clamp(-1, 1), audio
 
 
-def load_vaes(cfg: EncoderConfig, device: torch.device | str = "cpu"):
-    """The (video VAE, audio VAE) pair ``cfg`` names, in eval mode; the same weights every
-    call, so decoders at training time match the encoders that made the latents."""
-    from model.audio_vae import AUDIO_VAE_PRESETS, AudioVAE
-    from model.checkpoint import load_weights
-    from model.video_vae import VIDEO_VAE_PRESETS, VideoVAE
-
-    with torch.random.fork_rng(devices=[]):  # random debug VAEs: the same weights in every process
-        torch.manual_seed(0)
-        video_vae = VideoVAE(VIDEO_VAE_PRESETS[cfg.video_vae])
-        audio_vae = AudioVAE(AUDIO_VAE_PRESETS[cfg.audio_vae])
-    for module, weights in ((video_vae, cfg.video_vae_weights), (audio_vae, cfg.audio_vae_weights)):
-        if weights:
-            load_weights(module, weights)
-        module.to(device).eval()
-    return video_vae, audio_vae
+@dataclass
+class DecodedClip:
+    """One clip ready for the encoders: its bucket's pixels and waveform, caption, metadata."""
+    key: str
+    bucket: Bucket
+    video: torch.Tensor
+    audio: torch.Tensor
+    caption: str
+    meta: dict
 
 
 class ClipEncoder:
-    """The video VAE, audio VAE and text encoder, ready to turn clip samples into latents."""
+    """The video and audio autoencoders and the text encoder, ready to turn clip samples into
+    latents; clips of one bucket are encoded together (``cfg.batch_size`` at a time)."""
 
     def __init__(self, cfg: EncoderConfig, device: str | torch.device | None = None):
         self.cfg = cfg
         self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
-        self.video_vae, self.audio_vae = load_vaes(cfg, self.device)
-        self.text = self._text_encoder()
+        self.video_vae, self.audio_vae = load_video(cfg, self.device), load_audio(cfg, self.device)
+        self.text = load_text(cfg, self.device)
+        self._formats: dict[float, LatentFormat] = {}
 
-    def _text_encoder(self):
-        from model.text_encoder import ByteTokenizer, TextEncoder, TextEncoderConfig
+    @property
+    def temporal_stride(self) -> int:
+        return self.video_vae.temporal_stride
 
-        if self.cfg.text_encoder:
-            return TextEncoder.from_config(TextEncoderConfig(name_or_path=self.cfg.text_encoder))
-        from transformers import T5Config, T5EncoderModel
-
-        d = self.cfg.text_dim
-        with torch.random.fork_rng(devices=[]):  # random debug encoder: the same weights in every process
-            torch.manual_seed(0)
-            model = T5EncoderModel(T5Config(vocab_size=ByteTokenizer.vocab_size, d_model=d, d_kv=16,
-                                            d_ff=2 * d, num_layers=1, num_heads=4))
-        return TextEncoder(model.eval(), ByteTokenizer(), max_length=64)
+    def decode(self, sample: dict, buckets: BucketConfig) -> DecodedClip:
+        """A clip shard sample (``mp4``, ``flac``, ``json``, ``txt`` bytes) decoded at its
+        bucket's shape; raises SkipClip for clips that cannot be used."""
+        meta = json.loads(sample["json"])
+        bucket = clip_bucket(meta, buckets, self.temporal_stride)
+        video, audio = decode_clip(sample["mp4"], sample["flac"], bucket, self.audio_vae.sample_rate,
+                                   self.audio_vae.channels)
+        caption = sample.get("txt", b"").decode() or meta.get("caption", {}).get("text", "")
+        return DecodedClip(sample["__key__"], bucket, video, audio, caption, meta)
 
     @torch.no_grad()
+    def encode_batch(self, clips: list[DecodedClip]) -> list[dict]:
+        """Clips of one bucket -> latent samples (``key``, ``video``, ``audio``, ``text``, ``meta``)."""
+        z_video = self.video_vae.encode(torch.stack([c.video for c in clips]).to(self.device)).cpu()
+        z_audio = self.audio_vae.encode(torch.stack([c.audio for c in clips]).to(self.device)).cpu()
+        cond = self.text.encode([c.caption for c in clips])
+        out = []
+        for i, c in enumerate(clips):
+            meta = dict(c.meta, bucket=c.bucket.name, bucket_duration_s=c.bucket.duration_s, latent_fps=c.bucket.fps,
+                        latent_span_s=c.bucket.sequence.clip_seconds, caption_used=c.caption,
+                        latents={"video": self.video_vae.name, "audio": self.audio_vae.name,
+                                 "text": self.cfg.text_path or "tiny-random"})
+            out.append({"key": c.key, "video": z_video[i].clone(), "audio": z_audio[i].clone(),
+                        "text": cond.text_emb[i][cond.text_mask[i]].float().cpu(), "meta": meta})
+        return out
+
     def encode(self, sample: dict, buckets: BucketConfig) -> dict:
-        """One clip shard sample (``mp4``, ``flac``, ``json``, ``txt`` bytes) -> a latent sample
-        in its bucket; raises SkipClip for clips that cannot be used."""
-        meta = json.loads(sample["json"])
-        bucket = clip_bucket(meta, buckets)
-        mel = self.audio_vae.cfg.mel
-        video, audio = decode_clip(sample["mp4"], sample["flac"], bucket, mel.sample_rate, mel.channels)
-        z_video = self.video_vae.encode(video[None].to(self.device)).mode()[0].cpu()
-        z_audio = self.audio_vae.encode(audio[None].to(self.device)).mode()[0].cpu()
-        caption = sample.get("txt", b"").decode() or meta.get("caption", {}).get("text", "")
-        cond = self.text.encode([caption])
-        text = cond.text_emb[0][cond.text_mask[0]].cpu()
-        meta.update(bucket=bucket.name, bucket_duration_s=bucket.duration_s, latent_fps=bucket.fps,
-                    latent_span_s=bucket.sequence.clip_seconds, caption_used=caption,
-                    latents={"video_vae": self.cfg.video_vae, "audio_vae": self.cfg.audio_vae,
-                             "text_encoder": self.cfg.text_encoder or "tiny-random"})
-        return {"key": sample["__key__"], "video": z_video, "audio": z_audio, "text": text, "meta": meta}
+        """One clip shard sample -> a latent sample in its bucket; raises SkipClip for clips
+        that cannot be used."""
+        return self.encode_batch([self.decode(sample, buckets)])[0]
+
+    def encode_many(self, samples, buckets: BucketConfig):
+        """Clip shard samples -> (latent samples in input order, [(key, exception)] for the clips
+        that could not be decoded or encoded). Decoded clips wait per bucket until
+        ``batch_size`` of them can be encoded together; a failing batch is retried clip by
+        clip, so one bad clip never takes its neighbours down."""
+        done, failed, waiting = {}, [], {}
+
+        def flush(bucket):
+            batch = waiting.pop(bucket, [])
+            if not batch:
+                return
+            try:
+                done.update(zip([i for i, _ in batch], self.encode_batch([c for _, c in batch]), strict=True))
+            except torch.cuda.OutOfMemoryError:
+                raise
+            except Exception:
+                for i, clip in batch:
+                    try:
+                        done[i] = self.encode_batch([clip])[0]
+                    except torch.cuda.OutOfMemoryError:
+                        raise
+                    except Exception as exc:  # this clip's problem, not the shard's
+                        failed.append((clip.key, exc))
+
+        for i, sample in enumerate(samples):
+            try:
+                clip = self.decode(sample, buckets)
+            except torch.cuda.OutOfMemoryError:
+                raise
+            except Exception as exc:  # SkipClip, broken media, odd metadata
+                failed.append((sample.get("__key__"), exc))
+                continue
+            waiting.setdefault(clip.bucket, []).append((i, clip))
+            if len(waiting[clip.bucket]) >= max(1, self.cfg.batch_size):
+                flush(clip.bucket)
+        for bucket in list(waiting):
+            flush(bucket)
+        return [done[i] for i in sorted(done)], failed
 
     def latent_format(self, buckets: BucketConfig) -> LatentFormat:
         """What these encoders make of clips in ``buckets``: recorded beside every latent shard."""
-        v, a, c = self.video_vae.cfg, self.audio_vae.cfg, self.cfg
-        return LatentFormat(
-            video_encoder=f"tandem:{c.video_vae}", video_weights=weights_digest(c.video_vae_weights),
-            audio_encoder=f"tandem:{c.audio_vae}", audio_weights=weights_digest(c.audio_vae_weights),
-            text_encoder=c.text_encoder or f"tiny-random-t5:{c.text_dim}",
-            text_weights=weights_digest(c.text_encoder) if c.text_encoder else RANDOM_WEIGHTS,
-            video_channels=v.latent_channels, audio_channels=a.latent_channels,
-            video_stride=(v.temporal_stride, v.spatial_stride, v.spatial_stride),
-            audio_stride=a.stride * a.mel.hop, fps=buckets.fps, latent_fps=buckets.fps / v.temporal_stride,
-            sample_rate=a.mel.sample_rate, audio_latent_rate=a.latent_rate, text_width=self.text.dim)
-
-
-RANDOM_WEIGHTS = "random-seed0"  # the debug encoders' weights: seeded, the same in every process
-
-
-def weights_digest(path: str) -> str:
-    """sha256 (16 hex digits) of a weights file, or of a folder's files in name order;
-    RANDOM_WEIGHTS when no path is given."""
-    if not path:
-        return RANDOM_WEIGHTS
-    root = Path(path)
-    files = sorted(p for p in root.rglob("*") if p.is_file()) if root.is_dir() else [root]
-    digest = hashlib.sha256()
-    for file in files:
-        digest.update(file.relative_to(root).as_posix().encode() if root.is_dir() else b"")
-        with open(file, "rb") as f:
-            for block in iter(lambda: f.read(1 << 20), b""):
-                digest.update(block)
-    return digest.hexdigest()[:16]
+        if buckets.fps not in self._formats:
+            self._formats[buckets.fps] = format_of(self.cfg, self.video_vae, self.audio_vae, self.text.dim,
+                                                   buckets.fps)
+        return self._formats[buckets.fps]

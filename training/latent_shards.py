@@ -26,6 +26,7 @@ from typing import Any
 import torch
 
 from model.config import from_dict, to_dict
+from model.presets import LatentGeometry
 
 LATENT_MEMBERS = ("video.pth", "audio.pth", "text.pth", "json")
 Spans = dict[str, tuple[int, int]]  # member extension -> (data offset, size) in the tar
@@ -35,10 +36,11 @@ Spans = dict[str, tuple[int, int]]  # member extension -> (data offset, size) in
 class LatentFormat:
     """What made a directory of latent shards, and the geometry a model must expect."""
 
-    video_encoder: str = ""  # e.g. "tandem:debug"
-    video_weights: str = ""  # sha256 of the weights file, or "random-seed0" for random debug weights
+    video_encoder: str = ""  # registry name: "ltx2", "wan", "tandem:debug" (training.encoders)
+    video_weights: str = ""  # sha256 of the weights file/folder, or "random-seed0" for random debug weights
     audio_encoder: str = ""
     audio_weights: str = ""
+    vocoder_weights: str = ""  # the vocoder paired with the audio VAE: what must decode samples
     text_encoder: str = ""
     text_weights: str = ""
     video_channels: int = 0
@@ -49,7 +51,20 @@ class LatentFormat:
     latent_fps: float = 0.0  # video latents per second (after the first, causal one)
     sample_rate: int = 0  # waveform rate before the audio encoder
     audio_latent_rate: float = 0.0  # audio latents per second
+    audio_causal_stride: int = 0  # 0: equal spans; s: causal over s sub-frames (model.sequence)
     text_width: int = 0  # text embedding width
+
+    def geometry(self) -> LatentGeometry:
+        """What a DualDiT trained on these latents must match (``model.presets.get_preset``)."""
+        return LatentGeometry(video_channels=self.video_channels, video_temporal_stride=self.video_stride[0],
+                              video_spatial_stride=self.video_stride[1], audio_channels=self.audio_channels,
+                              audio_latent_rate=self.audio_latent_rate, audio_causal_stride=self.audio_causal_stride,
+                              text_width=self.text_width, fps=self.fps)
+
+    def encoders(self) -> dict[str, str]:
+        """Who made the latents: names and weight digests, comparable with another format's."""
+        return {k: getattr(self, k) for k in ("video_encoder", "video_weights", "audio_encoder", "audio_weights",
+                                              "vocoder_weights")}
 
 
 def format_path(shard: str | Path) -> Path:

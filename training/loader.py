@@ -101,9 +101,10 @@ def index_shards(directory: str | Path) -> list[_Entry]:
     return entries
 
 
-def index_clip_shards(directory: str | Path, buckets: BucketConfig) -> tuple[list[_Entry], dict[str, int]]:
-    """Every usable clip's byte ranges and Bucket, in shard/key order, from the ``json``
-    members only; and how many clips were left out, by reason."""
+def index_clip_shards(directory: str | Path, buckets: BucketConfig,
+                      temporal_stride: int = 4) -> tuple[list[_Entry], dict[str, int]]:
+    """Every usable clip's byte ranges and Bucket (for a video VAE of ``temporal_stride``), in
+    shard/key order, from the ``json`` members only; and how many clips were left out, by reason."""
     entries, skipped = [], Counter()
     shards = sorted(Path(directory).glob("*.tar"))
     if not shards:
@@ -114,7 +115,8 @@ def index_clip_shards(directory: str | Path, buckets: BucketConfig) -> tuple[lis
                 skipped["incomplete_sample"] += 1
                 continue
             try:
-                bucket = clip_bucket(json.loads(read_members(shard, spans, ("json",))["json"]), buckets)
+                bucket = clip_bucket(json.loads(read_members(shard, spans, ("json",))["json"]), buckets,
+                                     temporal_stride)
             except SkipClip as exc:
                 skipped[exc.reason] += 1
                 continue
@@ -165,7 +167,10 @@ class LatentLoader:
         self.unreadable: dict[str, str] = {}  # "shard:key" -> why the clip could not be decoded
         self._encoder: ClipEncoder | None = None
         if cfg.source == "clips":
-            self.entries, self.skipped = index_clip_shards(cfg.shards, cfg.buckets)
+            from training.encoders import load_video
+
+            stride = load_video(cfg.encoder, meta=True).temporal_stride  # config only, no weights
+            self.entries, self.skipped = index_clip_shards(cfg.shards, cfg.buckets, stride)
             self._report_clip_index()
         else:
             self.entries = index_shards(cfg.shards)

@@ -1,8 +1,10 @@
 """Periodic generated samples during training: the current batch's captions -> mp4 with audio.
 
 Sampling runs on every rank because under ZeRO-3 each forward gathers parameters
-collectively; only the writing rank decodes (video VAE, audio VAE + vocoder) and writes
-files. The VAEs are the ones named in ``decoder``, i.e. those that made the latents.
+collectively; only the writing rank decodes and writes files. ``decoder`` names the
+encoders that made the latents (training/encoders.py: video and audio autoencoders, the
+audio's vocoder); ``tandem train`` refuses to start when it does not match the latents'
+format, and decoding goes through ``training.encoders.load_decoder``, the one decode path.
 """
 
 from __future__ import annotations
@@ -12,7 +14,7 @@ from pathlib import Path
 
 import torch
 
-from training.clip_encoder import EncoderConfig, load_vaes
+from training.encoders import EncoderConfig, load_decoder
 
 
 @dataclass
@@ -23,38 +25,19 @@ class SampleConfig:
     shift: float = 3.0
     video_guidance: float = 3.0
     audio_guidance: float = 3.0
-    decoder: EncoderConfig = field(default_factory=EncoderConfig)  # the VAEs that made the latents
-    vocoder_weights: str = ""  # HiFi-GAN safetensors; "" = Griffin-Lim (no weights)
-
-
-def batch_sequence(video: torch.Tensor, fps: float, spatial_stride: int = 8, temporal_stride: int = 4):
-    """The SequenceConfig whose latents have ``video``'s (B, C, T, H, W) shape at ``fps``."""
-    from model.sequence import SequenceConfig
-
-    t, h, w = video.shape[2:]
-    return SequenceConfig(duration_s=temporal_stride * (t - 1) / fps, fps=fps, height=h * spatial_stride,
-                          width=w * spatial_stride)
+    decoder: EncoderConfig = field(default_factory=EncoderConfig)  # the encoders that made the latents
 
 
 class Sampler:
     def __init__(self, cfg: SampleConfig, seed: int = 0):
         self.cfg, self.seed = cfg, seed
-        self._decoders = None
+        self._decoder = None
 
-    def _decode_models(self):
-        if self._decoders is None:
-            from model.vocoder import GriffinLimVocoder, HiFiGANVocoder
-
-            video_vae, audio_vae = load_vaes(self.cfg.decoder)
-            if self.cfg.vocoder_weights:
-                from model.checkpoint import load
-                from model.vocoder import HiFiGANConfig
-
-                vocoder = load(HiFiGANVocoder, HiFiGANConfig, self.cfg.vocoder_weights)
-            else:
-                vocoder = GriffinLimVocoder(audio_vae.cfg.mel)
-            self._decoders = (video_vae, audio_vae, vocoder.eval())
-        return self._decoders
+    @property
+    def decoder(self):
+        if self._decoder is None:
+            self._decoder = load_decoder(self.cfg.decoder)
+        return self._decoder
 
     def due(self, step: int) -> bool:
         return self.cfg.every > 0 and step % self.cfg.every == 0
@@ -64,7 +47,6 @@ class Sampler:
         """Generate for the first ``count`` captions of ``batch`` (call on every rank); the
         rank given an ``out_dir`` writes ``step{N}_{key}.mp4`` + ``.txt`` and returns them."""
         from model.conditioning import Conditioning
-        from model.generate import decode_latents
         from model.sampling import Guidance, sample_ode
 
         n = min(self.cfg.count, batch["video"].shape[0])
@@ -78,9 +60,7 @@ class Sampler:
         lat_v, lat_a = sample_ode(model, noise_v, noise_a, cond, self.cfg.steps, self.cfg.shift, guidance)
         if out_dir is None:
             return []
-        video_vae, audio_vae, vocoder = self._decode_models()
-        clip = decode_latents(video_vae, audio_vae, vocoder, lat_v.float().cpu(), lat_a.float().cpu(),
-                              batch_sequence(lat_v, fps))
+        clip = self.decoder.decode(lat_v.float().cpu(), lat_a.float().cpu(), fps)
         paths = []
         keys = batch.get("keys") or [str(i) for i in range(n)]
         for i, meta in enumerate(batch["meta"][:n]):
