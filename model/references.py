@@ -49,10 +49,11 @@ class ReferenceEmbedding(nn.Module):
 
     def __init__(self, dim: int):
         super().__init__()
-        self.role = nn.Embedding(len(ROLES), dim)
-        self.index = nn.Embedding(max(REFERENCE_LIMITS.values()), dim)
-        nn.init.normal_(self.role.weight, std=0.02)
-        nn.init.normal_(self.index.weight, std=0.02)
+        # Initial values handed to each Embedding's own constructor: a builder that partitions
+        # parameters as layers are created (ZeRO-3) would otherwise re-initialise empty shards.
+        self.role = nn.Embedding(len(ROLES), dim, _weight=torch.randn(len(ROLES), dim) * 0.02)
+        self.index = nn.Embedding(max(REFERENCE_LIMITS.values()), dim,
+                                  _weight=torch.randn(max(REFERENCE_LIMITS.values()), dim) * 0.02)
 
     def forward(self, tokens: torch.Tensor, ref: Reference) -> torch.Tensor:
         role = torch.tensor(ROLES.index(ref.kind), device=tokens.device)

@@ -49,10 +49,11 @@ def build_parser() -> argparse.ArgumentParser:
     latents.add_argument("clip_dir", metavar="CLIP_SHARDS_DIR",
                          help="clip shards (*.tar): a `tandem curate --out` directory or its shards/")
     latents.add_argument("overrides", nargs="*", metavar="key=value",
-                         help="config overrides (e.g. buckets.fps=12 encoder.video_vae_weights=/w/vae.pt "
-                              "actors=4)")
+                         help="config overrides (e.g. buckets.fps=12 encoder.video=ltx2 "
+                              "encoder.video_path=/models/ltx2/vae actors=4)")
     latents.add_argument("--out", required=True, help="output directory for latent shards, manifest, stats")
-    latents.add_argument("--config", help="latents config YAML (see pipelines/latents.py LatentsConfig)")
+    latents.add_argument("--config", help="latents recipe (debug, 1b_ltx2, ...: pipelines/recipes/latents_*.yaml) "
+                                          "or YAML path (pipelines/latents.py LatentsConfig)")
     latents.add_argument("--address", help="Ray cluster address (default: start local Ray)")
 
     from pipelines.train_cmd import add_parsers as add_train_and_submit

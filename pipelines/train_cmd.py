@@ -53,11 +53,13 @@ def latest_checkpoint(storage: str | Path) -> str | None:
 
 def train_handler(args) -> int:
     from pipelines.config import ConfigError
+    from pipelines.preflight import preflight
     from pipelines.ray_train import run_training
     from pipelines.tracking import default_tracking_uri
 
     try:
         cfg = load_recipe(args.config, args.overrides)
+        preflight(cfg)  # data, latents vs decoder vs preset, resumed storage: before Ray starts
     except (ConfigError, ValueError) as exc:
         print(f"tandem train: {exc}", file=sys.stderr)
         return 2

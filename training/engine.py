@@ -81,12 +81,60 @@ def apply_activation_checkpointing(model: torch.nn.Module) -> int:
     return len(blocks)
 
 
-def build_engine(model: torch.nn.Module, cfg: EngineConfig, lr_lambda=None):
-    """``deepspeed.initialize`` for ``model``; returns the engine (optimizer and schedule inside)."""
+def init_distributed() -> None:
     import deepspeed
 
     if not torch.distributed.is_initialized():
         deepspeed.init_distributed(dist_backend="nccl" if torch.cuda.is_available() else "gloo")
+
+
+def build_model(model_cls, model_cfg, cfg: EngineConfig) -> torch.nn.Module:
+    """``model_cls(model_cfg)``, built so that no rank ever holds the whole model under ZeRO-3.
+
+    ZeRO-3: each parameter is partitioned the moment its layer is constructed
+    (``deepspeed.zero.Init``, which broadcasts rank 0's values first, so every rank agrees);
+    the model's own initialisation then runs one module at a time on rank 0 with that
+    module's parameters gathered (``model.init_module``), and is scattered back. Peak memory
+    per rank: its partition plus one module. Other stages build the whole model, as they
+    keep it whole on every rank anyway. ``model_cls`` takes ``init_weights=False`` and has
+    ``init_module(module)`` (``model.dit.DualDiT``)."""
+    if cfg.zero_stage != 3:
+        return model_cls(model_cfg)
+    import deepspeed
+
+    init_distributed()
+    if not torch.cuda.is_available() or cfg.offload_params:
+        _return_freed_blocks_to_the_os()
+    with deepspeed.zero.Init(config_dict_or_path=deepspeed_config(cfg, torch.distributed.get_world_size())):
+        model = model_cls(model_cfg, init_weights=False)
+    is_rank0 = torch.distributed.get_rank() == 0
+    for module in model.modules():
+        params = list(module.parameters(recurse=False))
+        if params:
+            with deepspeed.zero.GatheredParameters(params, modifier_rank=0):
+                if is_rank0:
+                    model.init_module(module)
+    return model
+
+
+def _return_freed_blocks_to_the_os() -> None:
+    """Host-resident partitions: every layer is allocated whole, then freed once partitioned.
+    glibc raises its mmap threshold to the largest block freed, so those layer-sized blocks
+    would then come from, and stay in, its heap: the resident set would grow by about the
+    whole model anyway. A fixed 1 MiB threshold hands each freed block back at once."""
+    import ctypes
+    import ctypes.util
+
+    libc = ctypes.util.find_library("c")
+    if libc and hasattr(ctypes.CDLL(libc), "mallopt"):
+        ctypes.CDLL(libc).mallopt(-3, 1 << 20)  # M_MMAP_THRESHOLD
+
+
+def build_engine(model: torch.nn.Module, cfg: EngineConfig, lr_lambda=None):
+    """``deepspeed.initialize`` for ``model``; returns the engine (optimizer and schedule inside)."""
+    import deepspeed
+
+    init_distributed()
     if cfg.activation_checkpointing:
         apply_activation_checkpointing(model)
     ds_config = deepspeed_config(cfg, torch.distributed.get_world_size())

@@ -1,15 +1,20 @@
 """Trainer: flow-matching steps on a DeepSpeed engine, warmup + cosine, EMA, samples, checkpoints.
 
-A checkpoint (every ``checkpoint_every`` steps, under ``storage/checkpoints``) is DeepSpeed's
-own (so ``zero_to_fp32`` converts it) plus, in its client state, the loader position, the
-trainer step and the EMA (each rank's own partition under ZeRO-3); the EMA is also exported
-whole as ``<tag>/ema.safetensors``, loadable with ``model.checkpoint.load``. Noise and
-timesteps come from a generator seeded by (seed, step, micro-batch, rank), so a resumed run
-draws exactly what the uninterrupted run would have drawn.
+The model is the recipe's preset fitted to the latents it trains on (``model_config``: latent
+channels, patch size, strides and rates from the shards' LatentFormat), built partitioned
+under ZeRO-3 (``training.engine.build_model``). A checkpoint (every ``checkpoint_every``
+steps, under ``storage/checkpoints``) is DeepSpeed's own (so ``zero_to_fp32`` converts it)
+plus, in its client state, the loader position and the trainer step; each rank's slice of
+the EMA lies beside it (``ema_rankNNNNN.pt``), and the whole EMA is exported as
+``<tag>/ema.safetensors`` (loadable with ``model.checkpoint.load``). ``checkpoints/model.json``
+is the DualDiTConfig the checkpoints hold. Noise and timesteps come from a generator seeded
+by (seed, step, micro-batch, rank), so a resumed run draws exactly what the uninterrupted
+run would have drawn.
 """
 
 from __future__ import annotations
 
+import json
 import math
 import time
 from dataclasses import dataclass, field
@@ -18,7 +23,7 @@ from pathlib import Path
 import torch
 
 from model.flow_matching import FlowMatchingConfig
-from training.engine import EngineConfig, build_engine
+from training.engine import EngineConfig, build_engine, build_model
 from training.loader import LatentLoader, LoaderConfig
 from training.samples import SampleConfig, Sampler
 from training.tracker import NullTracker, Tracker
@@ -78,6 +83,22 @@ def step_generator(seed: int, step: int, micro: int, rank: int) -> torch.Generat
     return torch.Generator().manual_seed(hash((seed, step, micro, rank)) & 0x7FFFFFFF)
 
 
+def model_config(cfg: TrainConfig):
+    """The DualDiTConfig ``cfg`` trains: the preset's size with the geometry of its latents
+    (the shards' LatentFormat, or what ``data.encoder`` makes for the clips source; shards
+    written before formats existed get the preset's default geometry)."""
+    from model.presets import get_preset
+    from training.latent_shards import read_latent_format
+
+    if cfg.data.source == "clips":
+        from training.encoders import describe
+
+        fmt = describe(cfg.data.encoder, cfg.data.buckets.fps)
+    else:
+        fmt = read_latent_format(cfg.data.shards)
+    return get_preset(cfg.preset, fmt.geometry() if fmt else None)
+
+
 def _peak_flops(cfg: TrainConfig) -> float:
     if cfg.peak_tflops:
         return cfg.peak_tflops * 1e12
@@ -91,14 +112,13 @@ class Trainer:
     def __init__(self, cfg: TrainConfig, model: torch.nn.Module | None = None, tracker: Tracker | None = None):
         import torch.distributed as dist
 
-        from model.presets import get_preset
         from training.ema import EMA
 
         self.cfg = cfg
         torch.manual_seed(cfg.seed)  # every rank builds identical initial weights
         if model is None:
             from model.dit import DualDiT
-            model = DualDiT(get_preset(cfg.preset))
+            model = build_model(DualDiT, model_config(cfg), cfg.engine)
         self.model_cfg = model.cfg
         self.engine = build_engine(model, cfg.engine,
                                    warmup_cosine(cfg.warmup_steps, cfg.steps, cfg.min_lr_ratio))
@@ -115,30 +135,40 @@ class Trainer:
     def checkpoint_dir(self) -> Path:
         return Path(self.cfg.storage) / "checkpoints"
 
+    def _ema_path(self, tag: str) -> Path:
+        return self.checkpoint_dir / tag / f"ema_rank{self.rank:05d}.pt"
+
     def resume(self) -> bool:
         """Load the latest checkpoint under storage, if any; True when resumed."""
         if not (self.checkpoint_dir / "latest").exists():
             return False
+        tag = (self.checkpoint_dir / "latest").read_text().strip()
         _, client = self.engine.load_checkpoint(str(self.checkpoint_dir))
         self.step = client["step"]
         self.loader.load_state_dict(client["loader"])
-        if self.ema is not None and client.get("ema") is not None:
+        if self.ema is not None and self._ema_path(tag).exists():
+            self.ema.load(self._ema_path(tag))
+        elif self.ema is not None and client.get("ema") is not None:  # checkpoints written before per-rank files
             self.ema.load_state_dict(client["ema"])
         return True
 
     def save(self) -> None:
+        """DeepSpeed's checkpoint last: it writes ``latest``, so a checkpoint that ``latest``
+        names has its EMA files too."""
         tag = f"step{self.step:08d}"
-        self.engine.save_checkpoint(str(self.checkpoint_dir), tag=tag, client_state={
-            "step": self.step, "loader": self.loader.state_dict(),
-            "ema": self.ema.state_dict() if self.ema is not None else None})
         if self.ema is not None:
-            from model.checkpoint import save_state
+            from model.config import to_dict
             from training.export import unwrapped
 
-            full = self.ema.full_state_dict(self.engine.module)  # collective under ZeRO-3
-            if self.rank == 0:
-                save_state({unwrapped(k): v for k, v in full.items()}, self.model_cfg,
-                           self.checkpoint_dir / tag / "ema.safetensors", "DualDiT")
+            self.ema.save(self._ema_path(tag))
+            self.ema.export(self.engine.module, self.checkpoint_dir / tag / "ema.safetensors",
+                            {"class": "DualDiT", "config": json.dumps(to_dict(self.model_cfg))}, rename=unwrapped)
+        self.engine.save_checkpoint(str(self.checkpoint_dir), tag=tag, client_state={
+            "step": self.step, "loader": self.loader.state_dict()})
+        if self.rank == 0:
+            from model.config import to_dict
+
+            (self.checkpoint_dir / "model.json").write_text(json.dumps(to_dict(self.model_cfg), indent=1))
 
     def _tokens(self, video: torch.Tensor, audio: torch.Tensor) -> tuple[int, int]:
         (pt, ph, pw), (pa,) = self.model_cfg.video.patch, self.model_cfg.audio.patch

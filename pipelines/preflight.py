@@ -1,0 +1,115 @@
+"""What ``tandem train`` checks before Ray starts: a recipe that cannot run exits 2 in seconds
+with what to change, instead of booking a cluster and crashing on its first step or sample.
+
+- The data exists and is not empty (else: how to make latents).
+- The latents were made by the encoders the recipe's ``sample.decoder`` names (names and
+  weight digests of the video VAE, audio VAE and vocoder), so samples decode with what made
+  them; the fix quotes the encoder settings the latents' own config.yaml recorded.
+- The preset fits the latents: its patch divides every latent shape in the manifest.
+- A storage that already holds checkpoints holds them for the same model (geometry included),
+  so a resume cannot crash on a shape mismatch.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import yaml
+
+from model.config import ConfigError, to_dict
+from training.encoders import EncoderConfig, EncoderConfigError, describe
+from training.latent_shards import LatentFormat, read_latent_format
+from training.trainer import TrainConfig, model_config
+
+DECODER_FIELDS = ("video", "video_path", "video_preset", "audio", "audio_path", "audio_preset", "vocoder_path")
+
+
+def how_to_make_latents(cfg: TrainConfig) -> str:
+    return (f"make latents first: `tandem curate RAW... --out curated/`, then `tandem latents curated/ --out "
+            f"{cfg.data.shards} --config latents_<preset>` (pipelines/recipes/latents_*.yaml), and pass "
+            "data.shards=<that --out>; or run `tandem demo`, which does all of it on sample footage")
+
+
+def _data_format(cfg: TrainConfig) -> LatentFormat | None:
+    data = Path(cfg.data.shards)
+    if not cfg.data.shards or not data.is_dir():
+        raise ConfigError(f"data.shards={cfg.data.shards!r}: no such directory; {how_to_make_latents(cfg)}")
+    if not any(data.glob("*.tar")) and not (cfg.data.source == "clips" and any(data.glob("shards/*.tar"))):
+        kind = "clip" if cfg.data.source == "clips" else "latent"
+        raise ConfigError(f"data.shards={data} holds no {kind} shards (*.tar); {how_to_make_latents(cfg)}")
+    if cfg.data.source == "clips":
+        return _describe(cfg.data.encoder, cfg.data.buckets.fps, "data.encoder")
+    try:
+        return read_latent_format(data)
+    except ValueError as exc:  # shards of different encoders mixed in one directory
+        raise ConfigError(str(exc)) from exc
+
+
+def _describe(encoder: EncoderConfig, fps: float, where: str) -> LatentFormat:
+    try:
+        return describe(encoder, fps)
+    except EncoderConfigError as exc:
+        raise ConfigError(str(exc).replace("encoder.", f"{where}.")) from exc
+
+
+def _decoder_fix(cfg: TrainConfig) -> str:
+    """The ``sample.decoder.*`` overrides that name the encoders recorded with the latents."""
+    recorded = Path(cfg.data.shards) / "config.yaml"
+    if cfg.data.source == "clips":
+        made_by = to_dict(cfg.data.encoder)
+    elif recorded.is_file():
+        made_by = (yaml.safe_load(recorded.read_text()) or {}).get("encoder", {})
+    else:
+        return "set sample.decoder.* to the encoders that made the latents"
+    current = to_dict(cfg.sample.decoder)
+    changes = [f"sample.decoder.{k}={made_by[k]}" for k in DECODER_FIELDS if k in made_by and made_by[k] != current[k]]
+    return f"set {' '.join(changes)} (from {recorded})" if changes else f"the weights changed since {recorded} was written"
+
+
+def check_decoder(cfg: TrainConfig, fmt: LatentFormat) -> None:
+    decoder = _describe(cfg.sample.decoder, fmt.fps, "sample.decoder")
+    made, decodes = fmt.encoders(), decoder.encoders()
+    if made != decodes:
+        diff = ", ".join(f"{k}: latents {made[k]!r} vs decoder {decodes[k]!r}" for k in made if made[k] != decodes[k])
+        raise ConfigError(f"sample.decoder does not decode what made data.shards ({diff}): {_decoder_fix(cfg)}")
+
+
+def check_preset_fits(cfg: TrainConfig, model_cfg) -> None:
+    manifest = Path(cfg.data.shards) / "manifest.jsonl"
+    if not manifest.is_file():
+        return
+    pt, ph, pw = model_cfg.video.patch
+    shapes = set()
+    for line in manifest.read_text().splitlines():
+        if line.strip():
+            row = json.loads(line)
+            shapes.add((row.get("bucket"), tuple(row["video_shape"])))
+    for bucket, (_, t, h, w) in sorted(shapes, key=str):
+        if t % pt or h % ph or w % pw:
+            raise ConfigError(f"bucket {bucket}: video latents {t}x{h}x{w} do not split into preset {cfg.preset!r}'s "
+                              f"{pt}x{ph}x{pw} patches; encode again with buckets.resolutions that are multiples of "
+                              f"{ph} x the VAE's stride")
+
+
+def check_storage(cfg: TrainConfig, model_cfg) -> None:
+    checkpoints = Path(cfg.storage) / "checkpoints"
+    saved = checkpoints / "model.json"
+    if not (checkpoints / "latest").exists() or not saved.is_file():
+        return
+    want = json.loads(json.dumps(to_dict(model_cfg)))
+    held = json.loads(saved.read_text())
+    if held != want:
+        diff = ", ".join(f"{k}: {held.get(k)} vs {want.get(k)}" for k in want if held.get(k) != want.get(k))
+        raise ConfigError(f"storage={cfg.storage} holds checkpoints of another model ({diff}): resuming would fail; "
+                          "use another storage, or train on latents made like the ones it was trained on")
+
+
+def preflight(cfg: TrainConfig) -> None:
+    """Raise ConfigError (the message says what to change) for a recipe that cannot run."""
+    fmt = _data_format(cfg)
+    if fmt is not None:
+        check_decoder(cfg, fmt)
+    model_cfg = model_config(cfg)
+    check_preset_fits(cfg, model_cfg)
+    check_storage(cfg, model_cfg)

@@ -1,0 +1,109 @@
+"""`tandem train` checks, before Ray starts and within seconds, that the recipe can run: data
+that exists and is not empty, latents made by the encoders its sample decoder names, a preset
+whose patches fit the latents, a storage whose checkpoints are of the same model. Each
+failure exits 2 and says what to change."""
+
+import json
+import time
+
+import pytest
+
+from pipelines.cli import main
+from pipelines.config import save_config
+from pipelines.latents import LatentsConfig, encode_shard
+from training.buckets import BucketConfig
+from training.clip_encoder import ClipEncoder, EncoderConfig
+from training.latent_shards import manifest_rows
+
+TRAIN = ["train", "--config", "debug_cpu"]
+
+
+@pytest.fixture(autouse=True)
+def no_ray_may_start(monkeypatch):
+    """Every case here must be decided before Ray: starting it fails the test."""
+    import pipelines.ray_train
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("Ray was started although the recipe cannot run")
+
+    monkeypatch.setattr(pipelines.ray_train, "init_ray", refuse)
+
+
+def test_a_fresh_directory_exits_2_in_seconds_and_says_how_to_make_latents(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)  # the recipe's data.shards (runs/latents) does not exist here
+    start = time.perf_counter()
+    assert main(TRAIN) == 2
+    assert time.perf_counter() - start < 10
+    err = capsys.readouterr().err
+    assert "data.shards='runs/latents': no such directory" in err
+    assert "tandem curate" in err and "tandem latents" in err and "tandem demo" in err
+
+    (tmp_path / "runs" / "latents").mkdir(parents=True)
+    assert main(TRAIN) == 2
+    assert "holds no latent shards" in capsys.readouterr().err
+
+
+@pytest.fixture(scope="module")
+def stereo_latents(tmp_path_factory):
+    """Latents made through the real encoding path by the debug VAEs with the stereo audio VAE,
+    with the config.yaml and manifest `tandem latents` writes beside them."""
+    from curation.sample_media import make_clip
+    from tests.pipelines.test_latents import clip_sample, write_clip_shard
+
+    root = tmp_path_factory.mktemp("stereo")
+    clip = make_clip(root / "wide.mp4", [1.2], size=(192, 108)).path
+    write_clip_shard(root / "clips" / "clips-000000.tar", [clip_sample(f"c{i}", clip, 1.2, (192, 108)) for i in range(2)])
+    cfg = LatentsConfig(encoder=EncoderConfig(audio_preset="debug_stereo"), buckets=BucketConfig())
+    out = root / "latents"
+    out.mkdir()
+    row = encode_shard(ClipEncoder(cfg.encoder, "cpu"), cfg.buckets, root / "clips" / "clips-000000.tar", out)
+    assert row["encoded"] == 2
+    save_config(cfg, out / "config.yaml")
+    (out / "manifest.jsonl").write_text("".join(json.dumps(r) + "\n" for r in manifest_rows(out / "clips-000000.tar")))
+    return out
+
+
+def test_latents_and_sample_decoder_must_be_the_same_encoders(stereo_latents, tmp_path, capsys):
+    args = [*TRAIN, f"data.shards={stereo_latents}", f"storage={tmp_path / 'train'}"]
+    assert main(args) == 2
+    err = capsys.readouterr().err
+    assert "audio_encoder: latents 'tandem:debug_stereo' vs decoder 'tandem:debug'" in err
+    assert "set sample.decoder.audio_preset=debug_stereo" in err  # the fix, from the latents' config.yaml
+
+    weights = tmp_path / "video_vae.safetensors"  # same architecture, other weights
+    from model.checkpoint import save
+    from model.video_vae import VIDEO_VAE_PRESETS, VideoVAE
+
+    save(VideoVAE(VIDEO_VAE_PRESETS["debug"]), weights)
+    assert main([*args, "sample.decoder.audio_preset=debug_stereo", f"sample.decoder.video_path={weights}"]) == 2
+    err = capsys.readouterr().err
+    assert "video_weights: latents 'random-seed0'" in err and "sample.decoder.video_path=" in err
+
+    assert main([*args, "sample.decoder.video=ltx2"]) == 2  # a published VAE without its folder
+    assert "sample.decoder.video_path is required for 'ltx2'" in capsys.readouterr().err
+
+
+def test_preset_patches_must_fit_and_storage_must_hold_the_same_model(stereo_latents, tmp_path, capsys):
+    from model.config import to_dict
+    from pipelines.train_cmd import load_recipe
+    from training.trainer import model_config
+
+    args = [*TRAIN, f"data.shards={stereo_latents}", "sample.decoder.audio_preset=debug_stereo"]
+    storage = tmp_path / "train" / "checkpoints"
+    storage.mkdir(parents=True)
+    (storage / "latest").write_text("step00000005")
+    other = model_config(load_recipe("debug_cpu", [f"data.shards={tmp_path}"]))  # no format: default geometry
+    (storage / "model.json").write_text(json.dumps(to_dict(other)))
+    assert main([*args, f"storage={tmp_path / 'train'}"]) == 2
+    err = capsys.readouterr().err
+    assert "holds checkpoints of another model (fps: 24.0 vs 8.0)" in err  # its latents were 24 fps, these 8
+
+    odd = tmp_path / "odd"  # latents whose 7x7 grid a 2x2 patch cannot split
+    odd.mkdir()
+    for f in stereo_latents.iterdir():
+        (odd / f.name).write_bytes(f.read_bytes())
+    rows = [dict(json.loads(line), video_shape=[8, 3, 7, 7]) for line in (odd / "manifest.jsonl").read_text().splitlines()]
+    (odd / "manifest.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    assert main([*TRAIN, f"data.shards={odd}", "sample.decoder.audio_preset=debug_stereo",
+                 f"storage={tmp_path / 'fresh'}"]) == 2
+    assert "do not split into preset 'debug''s 1x2x2 patches" in capsys.readouterr().err
