@@ -147,7 +147,7 @@ def test_tandem_latents_encodes_records_and_resumes(tmp_path, clips, local_ray, 
     assert shapes == {(3, 8, 14), (2, 14, 8)}  # both buckets, batched separately
 
     client, [run] = _runs(tmp_path)
-    assert run.data.params["buckets.fps"] == "8.0" and run.data.params["encoder.video_vae"] == "debug"
+    assert run.data.params["buckets.fps"] == "8.0" and run.data.params["encoder.video"] == "tandem"
     assert run.data.metrics["encoded"] == 2 and run.data.metrics["skipped.too_short"] == 1
     assert run.data.metrics["clips_per_s"] > 0
     assert run.data.tags["source_manifest_sha256"] == stats["source_manifest_sha256"]
