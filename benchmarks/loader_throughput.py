@@ -37,8 +37,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 LENGTHS_S = (2.3, 2.5, 2.7, 2.9)  # distinct source clips, all covering the 2 s bucket
 
 
-def make_clip_shard(directory: Path, clips: int, size: tuple[int, int]) -> Path:
-    """One clip shard of ``clips`` samples (the LENGTHS_S clips repeated under new keys)."""
+def make_clip_shard(directory: Path, clips: int, size: tuple[int, int], lengths_s: tuple = LENGTHS_S) -> Path:
+    """One clip shard of ``clips`` samples (the ``lengths_s`` clips repeated under new keys)."""
     import json
 
     import webdataset as wds
@@ -47,7 +47,7 @@ def make_clip_shard(directory: Path, clips: int, size: tuple[int, int]) -> Path:
     from curation.sample_media import make_clip
 
     media = []
-    for i, seconds in enumerate(LENGTHS_S):
+    for i, seconds in enumerate(lengths_s):
         mp4 = make_clip(directory / f"src{i}.mp4", [seconds / 2, seconds / 2], fps=25, size=size).path
         run_ffmpeg(["-i", str(mp4), "-vn", "-c:a", "flac", str(directory / f"src{i}.flac")])
         meta = {"start_s": 0.0, "end_s": seconds, "fps": 25, "width": size[0], "height": size[1]}

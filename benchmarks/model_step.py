@@ -9,9 +9,10 @@ What it compares. CPU mode runs the ``debug`` and ``small`` presets on the *same
 (17 frames at 64x64 and 25 fps -> 5x8x8 video latents = 80 video tokens, plus 17 audio
 tokens and 16 text tokens), each in its own subprocess so that peak memory (max RSS) is
 per preset, and prints one row per preset: parameters, ms per forward+backward, tokens/s,
-achieved GFLOP/s and peak memory. CUDA mode runs ``1b`` on a production-like clip
-(2 s, 256x448 at 25 fps: 13x32x56 latents -> 5824 video + 49 audio tokens, 128 text
-tokens, batch 2) with bf16 weights, and reports tokens/s, peak allocated memory and MFU.
+achieved GFLOP/s and peak memory. CUDA mode runs ``1b`` on a production-like clip in the
+geometry it is sized for (LTX-2 latents, model/presets.py: 2 s, 512x768 at 24 fps: 7x16x24
+latents -> 2688 video + 51 audio tokens, 128 text tokens, batch 2) with bf16 weights, and
+reports tokens/s, peak allocated memory and MFU.
 
 FLOPs (model/flops.py; one multiply-add = 2 FLOPs), per sample, summed over blocks:
     branch(N, d, F) = 2N(4d^2 + 2dF) + 2(2Nd^2 + 2Ld^2) + 4N^2 d + 4NLd
@@ -40,7 +41,7 @@ from model.flops import train_flops  # noqa: E402
 from model.presets import get_preset  # noqa: E402
 
 CPU_CLIP = dict(video=(5, 8, 8), audio=17, text=16, batch=1)
-CUDA_CLIP = dict(video=(13, 32, 56), audio=49, text=128, batch=2)
+CUDA_CLIP = dict(video=(7, 16, 24), audio=51, text=128, batch=2)
 
 
 def make_batch(cfg, clip, device, dtype):

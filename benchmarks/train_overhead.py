@@ -13,7 +13,7 @@ and the ratios; target: Ray Train + ZeRO-2 within 15 % of the plain loop. Also t
 loader's rate vs what one step consumes (target >= 5x).
 
 --cuda: the ``1b`` preset in bf16 under ZeRO-2 on one GPU through the Trainer, on synthetic
-latents of a 2 s 256x256 24 fps clip: tokens/s and MFU (model/flops.py FLOPs; peak from
+LTX-2-shaped latents of a 2 s 512x512 24 fps clip: tokens/s and MFU (model/flops.py FLOPs; peak from
 training.trainer.PEAK_TFLOPS, H100 = 989 TFLOP/s bf16 dense).
 """
 
@@ -144,8 +144,9 @@ def cuda_1b(steps: int, batch: int) -> None:
     from model.presets import get_preset
     from model.sequence import SequenceConfig
 
-    seq = SequenceConfig(duration_s=2.0, fps=24, height=256, width=256)
-    preset = get_preset("1b")
+    preset = get_preset("1b")  # sized for LTX-2 latents: 8x temporal, 32x spatial, 1x1 patches
+    seq = SequenceConfig(duration_s=2.0, fps=24, height=512, width=512, video_temporal_stride=8,
+                         video_spatial_stride=32, video_patch=(1, 1, 1))
     with tempfile.TemporaryDirectory() as tmp:
         shards = synthetic_shards(Path(tmp) / "latents", 64, (preset.video.latent_channels, *seq.video_latent_shape),
                                   (preset.audio.latent_channels, seq.audio_latents), preset.text_dim)
