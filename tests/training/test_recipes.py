@@ -52,3 +52,23 @@ def test_tandem_train_rejects_bad_recipes_before_starting_ray(capsys):
     assert "micro_batch_per_rank" in capsys.readouterr().err
     with pytest.raises(SystemExit, match="known: 14b_64gpu, 1b_8gpu, debug_cpu"):
         main(["train", "--config", "nope"])
+
+
+def test_each_preset_has_one_latents_recipe_and_train_recipes_decode_with_it():
+    """Recipes that cannot mismatch: the encoders a train recipe's samples decode with are the
+    ones its preset's latents recipe encodes with."""
+    from model.presets import PRESETS
+    from pipelines.latents import LatentsConfig
+    from pipelines.preflight import DECODER_FIELDS
+    from pipelines.train_cmd import resolve_recipe
+
+    latents = {}
+    for preset in PRESETS:
+        [path] = [*RECIPES.glob(f"latents_{preset}.yaml"), *RECIPES.glob(f"latents_{preset}_*.yaml")]
+        latents[preset] = load_config(LatentsConfig, path)
+        assert resolve_recipe(path.stem.removeprefix("latents_"), "latents") == path
+    for path in RECIPES.glob("train_*.yaml"):
+        cfg = load_config(TrainConfig, path)
+        encoder = latents[cfg.preset].encoder
+        assert {f: getattr(cfg.sample.decoder, f) for f in DECODER_FIELDS} == \
+            {f: getattr(encoder, f) for f in DECODER_FIELDS}, path.name
