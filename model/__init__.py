@@ -3,7 +3,10 @@ deepspeed or mlflow; parallelism and activation checkpointing are applied from t
 
 Stable entry points (what training/ and reward/ use):
 
-- ``model.presets.get_preset(name) -> DualDiTConfig``: ``debug``, ``small``, ``1b``, ``14b``.
+- ``model.presets.get_preset(name, latents=None) -> DualDiTConfig``: ``debug``, ``small``, ``1b``,
+  ``14b``; input/output geometry from a ``LatentGeometry`` (the latents trained on).
+- ``model.encoders``: video/audio autoencoders behind one interface (tandem's, LTX-2's, Wan's,
+  Oobleck), normalised latents, and ``AVDecoder`` (latents -> frames + waveform -> mp4).
 - ``model.dit.DualDiT(cfg)``: ``forward(video_latents, audio_latents, t_video, t_audio,
   text_emb, text_mask, text_spans=None, text_ref_slots=None, references=None, fps=None,
   keep_audio_for_video=None, keep_video_for_audio=None) -> (v_video, v_audio)``.
