@@ -82,10 +82,11 @@ def apply_activation_checkpointing(model: torch.nn.Module) -> int:
 
 
 def init_distributed() -> None:
+    """Join (or start) the process group; DeepSpeed wraps one that Ray Train or torchrun
+    already started, which its config parsing (zero.Init) needs for the world size."""
     import deepspeed
 
-    if not torch.distributed.is_initialized():
-        deepspeed.init_distributed(dist_backend="nccl" if torch.cuda.is_available() else "gloo")
+    deepspeed.init_distributed(dist_backend="nccl" if torch.cuda.is_available() else "gloo")
 
 
 def build_model(model_cls, model_cfg, cfg: EngineConfig) -> torch.nn.Module:

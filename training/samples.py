@@ -33,10 +33,11 @@ class Sampler:
         self.cfg, self.seed = cfg, seed
         self._decoder = None
 
-    @property
-    def decoder(self):
+    def decoder(self, device: torch.device | str = "cpu"):
+        """The decoders, loaded once, on the training device (a GPU decodes a 720p sample in
+        seconds, a CPU in minutes)."""
         if self._decoder is None:
-            self._decoder = load_decoder(self.cfg.decoder)
+            self._decoder = load_decoder(self.cfg.decoder, device)
         return self._decoder
 
     def due(self, step: int) -> bool:
@@ -60,7 +61,7 @@ class Sampler:
         lat_v, lat_a = sample_ode(model, noise_v, noise_a, cond, self.cfg.steps, self.cfg.shift, guidance)
         if out_dir is None:
             return []
-        clip = self.decoder.decode(lat_v.float().cpu(), lat_a.float().cpu(), fps)
+        clip = self.decoder(device).decode(lat_v.float(), lat_a.float(), fps)
         paths = []
         keys = batch.get("keys") or [str(i) for i in range(n)]
         for i, meta in enumerate(batch["meta"][:n]):
