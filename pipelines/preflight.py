@@ -18,17 +18,25 @@ from pathlib import Path
 import yaml
 
 from model.config import ConfigError, to_dict
-from training.encoders import EncoderConfig, EncoderConfigError, describe
+from training.encoders import EncoderConfig, EncoderConfigError, describe, encoder_names
 from training.latent_shards import LatentFormat, read_latent_format
 from training.trainer import TrainConfig, model_config
 
 DECODER_FIELDS = ("video", "video_path", "video_preset", "audio", "audio_path", "audio_preset", "vocoder_path")
 
 
+def latents_recipe(preset: str) -> str:
+    """The latents recipe of ``preset``: the encoders and buckets it is sized for."""
+    from pipelines.train_cmd import RECIPES
+
+    found = sorted(p.stem for p in [*RECIPES.glob(f"latents_{preset}.yaml"), *RECIPES.glob(f"latents_{preset}_*.yaml")])
+    return found[0] if found else "latents_<preset>"
+
+
 def how_to_make_latents(cfg: TrainConfig) -> str:
     return (f"make latents first: `tandem curate RAW... --out curated/`, then `tandem latents curated/ --out "
-            f"{cfg.data.shards} --config latents_<preset>` (pipelines/recipes/latents_*.yaml), and pass "
-            "data.shards=<that --out>; or run `tandem demo`, which does all of it on sample footage")
+            f"{cfg.data.shards} --config {latents_recipe(cfg.preset)}` (the encoders preset {cfg.preset!r} is "
+            "sized for); or run `tandem demo`, which does both on sample footage and trains a few steps")
 
 
 def _data_format(cfg: TrainConfig) -> LatentFormat | None:
@@ -68,11 +76,15 @@ def _decoder_fix(cfg: TrainConfig) -> str:
 
 
 def check_decoder(cfg: TrainConfig, fmt: LatentFormat) -> None:
-    decoder = _describe(cfg.sample.decoder, fmt.fps, "sample.decoder")
-    made, decodes = fmt.encoders(), decoder.encoders()
-    if made != decodes:
-        diff = ", ".join(f"{k}: latents {made[k]!r} vs decoder {decodes[k]!r}" for k in made if made[k] != decodes[k])
-        raise ConfigError(f"sample.decoder does not decode what made data.shards ({diff}): {_decoder_fix(cfg)}")
+    made = fmt.encoders()
+    decodes = encoder_names(cfg.sample.decoder)  # names first: they need no weights at hand
+    if all(made[k] == v for k, v in decodes.items()):
+        decodes = _describe(cfg.sample.decoder, fmt.fps, "sample.decoder").encoders()
+    if any(made[k] != v for k, v in decodes.items()):
+        diff = ", ".join(f"{k}: latents {made[k]!r} vs decoder {v!r}" for k, v in decodes.items() if made[k] != v)
+        raise ConfigError(f"sample.decoder does not decode what made data.shards ({diff}): {_decoder_fix(cfg)}; "
+                          f"or, to train preset {cfg.preset!r} on what it is sized for, encode data.shards with "
+                          f"`tandem latents ... --config {latents_recipe(cfg.preset)}`")
 
 
 def check_preset_fits(cfg: TrainConfig, model_cfg) -> None:

@@ -224,6 +224,12 @@ def weights_digest(path: str) -> str:
     return _digest(str(root.resolve()), tuple((str(f), f.stat().st_size, f.stat().st_mtime_ns) for f in files))
 
 
+def encoder_names(cfg: EncoderConfig) -> dict[str, str]:
+    """The registry names a LatentFormat records for ``cfg`` (as the wrappers name themselves)."""
+    return {"video_encoder": f"tandem:{cfg.video_preset}" if cfg.video == "tandem" else cfg.video,
+            "audio_encoder": f"tandem:{cfg.audio_preset}" if cfg.audio == "tandem" else cfg.audio}
+
+
 def _text_name(cfg: EncoderConfig) -> str:
     return f"{Path(cfg.text_path).name}" if cfg.text_path else f"tiny-random-t5:{cfg.text_dim}"
 
@@ -231,6 +237,9 @@ def _text_name(cfg: EncoderConfig) -> str:
 def format_of(cfg: EncoderConfig, video: VideoAutoencoder, audio: AudioAutoencoder, width: int,
               fps: float) -> LatentFormat:
     """What ``video``/``audio`` (built from ``cfg``) make of clips sampled at ``fps``."""
+    names = encoder_names(cfg)
+    if (video.name, audio.name) != (names["video_encoder"], names["audio_encoder"]):
+        raise RuntimeError(f"encoders named {video.name}/{audio.name}, registry says {names}")
     return LatentFormat(
         video_encoder=video.name, video_weights=weights_digest(cfg.video_path),
         audio_encoder=audio.name, audio_weights=weights_digest(cfg.audio_path),

@@ -43,6 +43,24 @@ def test_a_fresh_directory_exits_2_in_seconds_and_says_how_to_make_latents(tmp_p
     assert "holds no latent shards" in capsys.readouterr().err
 
 
+def test_debug_latents_under_the_1b_recipe_exit_2_with_both_ways_out(tmp_path, capsys):
+    """The first thing a new user tries: `tandem latents` with the defaults, then the 1b recipe."""
+    import torch
+
+    from training.encoders import describe
+    from training.latent_shards import write_latent_shard
+
+    latents = tmp_path / "latents"
+    sample = {"key": "k", "video": torch.zeros(8, 3, 8, 14), "audio": torch.zeros(8, 29), "text": torch.zeros(4, 64)}
+    write_latent_shard(latents / "clips-000000.tar", [sample], describe(EncoderConfig(), 8.0))
+    save_config(LatentsConfig(), latents / "config.yaml")
+    assert main(["train", "--config", "1b_8gpu", f"data.shards={latents}", f"storage={tmp_path / 'train'}"]) == 2
+    err = capsys.readouterr().err
+    assert "video_encoder: latents 'tandem:debug' vs decoder 'ltx2'" in err
+    assert "set sample.decoder.video=tandem" in err  # decode what is there...
+    assert "--config latents_1b_ltx2" in err  # ...or make what the preset is sized for
+
+
 @pytest.fixture(scope="module")
 def stereo_latents(tmp_path_factory):
     """Latents made through the real encoding path by the debug VAEs with the stereo audio VAE,
@@ -80,8 +98,8 @@ def test_latents_and_sample_decoder_must_be_the_same_encoders(stereo_latents, tm
     err = capsys.readouterr().err
     assert "video_weights: latents 'random-seed0'" in err and "sample.decoder.video_path=" in err
 
-    assert main([*args, "sample.decoder.video=ltx2"]) == 2  # a published VAE without its folder
-    assert "sample.decoder.video_path is required for 'ltx2'" in capsys.readouterr().err
+    assert main([*args, "sample.decoder.audio_preset=debug_stereo", "sample.decoder.video_path=/no/such/vae"]) == 2
+    assert "sample.decoder.video_path=/no/such/vae: no such file or folder" in capsys.readouterr().err
 
 
 @pytest.mark.slow
