@@ -17,7 +17,7 @@ import torch
 import torch.nn.functional as F
 
 from training.buckets import Bucket, BucketConfig, assign_bucket
-from training.encoders import EncoderConfig, format_of, load_audio, load_text, load_video
+from training.encoders import EncoderConfig, check, format_of, load_audio, load_text, load_video
 from training.latent_shards import LatentFormat
 
 
@@ -101,6 +101,7 @@ class ClipEncoder:
     latents; clips of one bucket are encoded together (``cfg.batch_size`` at a time)."""
 
     def __init__(self, cfg: EncoderConfig, device: str | torch.device | None = None):
+        check(cfg)  # a misconfiguration says what to set, before any weights load
         self.cfg = cfg
         self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
         self.video_vae, self.audio_vae = load_video(cfg, self.device), load_audio(cfg, self.device)

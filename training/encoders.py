@@ -71,13 +71,14 @@ def check(cfg: EncoderConfig, prefix: str = "encoder") -> None:
         problems.append(f"{prefix}.video_preset={cfg.video_preset!r}: choose one of {', '.join(VIDEO_VAE_PRESETS)}")
     if cfg.audio == "tandem" and cfg.audio_preset not in AUDIO_VAE_PRESETS:
         problems.append(f"{prefix}.audio_preset={cfg.audio_preset!r}: choose one of {', '.join(AUDIO_VAE_PRESETS)}")
-    required = {"video_path": cfg.video != "tandem", "audio_path": cfg.audio != "tandem",
-                "vocoder_path": cfg.audio == "ltx2"}
-    for field, needed in required.items():
+    # field -> the encoder that needs it (None: optional)
+    required = {"video_path": cfg.video if cfg.video != "tandem" else None,
+                "audio_path": cfg.audio if cfg.audio != "tandem" else None,
+                "vocoder_path": cfg.audio if cfg.audio == "ltx2" else None}
+    for field, needed_by in required.items():
         path = getattr(cfg, field)
-        if needed and not path:
-            kind = getattr(cfg, field.split("_")[0], cfg.audio)
-            problems.append(f"{prefix}.{field} is required for {kind!r}: the local folder its weights were "
+        if needed_by and not path:
+            problems.append(f"{prefix}.{field} is required for {needed_by!r}: the local folder its weights were "
                             "saved to (save_pretrained)")
         elif path and not Path(path).exists():
             problems.append(f"{prefix}.{field}={path}: no such file or folder")
