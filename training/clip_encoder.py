@@ -17,8 +17,19 @@ import torch
 import torch.nn.functional as F
 
 from training.buckets import Bucket, BucketConfig, assign_bucket
-from training.encoders import EncoderConfig, check, format_of, load_audio, load_text, load_video
+from training.encoders import (
+    EncoderConfig,
+    check,
+    format_of,
+    load_audio,
+    load_text,
+    load_video,
+    weights_digest,
+)
 from training.latent_shards import LatentFormat
+
+text_encoder = load_text  # the prompt encoder latents and ``tandem generate`` share
+__all__ = ["ClipEncoder", "EncoderConfig", "SkipClip", "clip_bucket", "decode_clip", "text_encoder", "weights_digest"]
 
 
 class SkipClip(Exception):

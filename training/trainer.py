@@ -5,16 +5,15 @@ channels, patch size, strides and rates from the shards' LatentFormat), built pa
 under ZeRO-3 (``training.engine.build_model``). A checkpoint (every ``checkpoint_every``
 steps, under ``storage/checkpoints``) is DeepSpeed's own (so ``zero_to_fp32`` converts it)
 plus, in its client state, the loader position and the trainer step; each rank's slice of
-the EMA lies beside it (``ema_rankNNNNN.pt``), and the whole EMA is exported as
-``<tag>/ema.safetensors`` (loadable with ``model.checkpoint.load``). ``checkpoints/model.json``
-is the DualDiTConfig the checkpoints hold. Noise and timesteps come from a generator seeded
+the EMA lies beside it, and the whole EMA is exported as ``<tag>/ema.safetensors``
+(training/resume.py). ``checkpoints/model.json`` is the DualDiTConfig the checkpoints hold.
+Noise and timesteps come from a generator seeded
 by (seed, step, micro-batch, rank), so a resumed run draws exactly what the uninterrupted
 run would have drawn.
 """
 
 from __future__ import annotations
 
-import json
 import math
 import time
 from dataclasses import dataclass, field
@@ -25,6 +24,7 @@ import torch
 from model.flow_matching import FlowMatchingConfig
 from training.engine import EngineConfig, build_engine, build_model
 from training.loader import LatentLoader, LoaderConfig
+from training.resume import load_latest, save_checkpoint
 from training.samples import SampleConfig, Sampler
 from training.tracker import NullTracker, Tracker
 
@@ -135,40 +135,18 @@ class Trainer:
     def checkpoint_dir(self) -> Path:
         return Path(self.cfg.storage) / "checkpoints"
 
-    def _ema_path(self, tag: str) -> Path:
-        return self.checkpoint_dir / tag / f"ema_rank{self.rank:05d}.pt"
-
     def resume(self) -> bool:
         """Load the latest checkpoint under storage, if any; True when resumed."""
-        if not (self.checkpoint_dir / "latest").exists():
+        client = load_latest(self.engine, self.checkpoint_dir, self.ema, self.rank)
+        if client is None:
             return False
-        tag = (self.checkpoint_dir / "latest").read_text().strip()
-        _, client = self.engine.load_checkpoint(str(self.checkpoint_dir))
         self.step = client["step"]
         self.loader.load_state_dict(client["loader"])
-        if self.ema is not None and self._ema_path(tag).exists():
-            self.ema.load(self._ema_path(tag))
-        elif self.ema is not None and client.get("ema") is not None:  # checkpoints written before per-rank files
-            self.ema.load_state_dict(client["ema"])
         return True
 
     def save(self) -> None:
-        """DeepSpeed's checkpoint last: it writes ``latest``, so a checkpoint that ``latest``
-        names has its EMA files too."""
-        tag = f"step{self.step:08d}"
-        if self.ema is not None:
-            from model.config import to_dict
-            from training.export import unwrapped
-
-            self.ema.save(self._ema_path(tag))
-            self.ema.export(self.engine.module, self.checkpoint_dir / tag / "ema.safetensors",
-                            {"class": "DualDiT", "config": json.dumps(to_dict(self.model_cfg))}, rename=unwrapped)
-        self.engine.save_checkpoint(str(self.checkpoint_dir), tag=tag, client_state={
-            "step": self.step, "loader": self.loader.state_dict()})
-        if self.rank == 0:
-            from model.config import to_dict
-
-            (self.checkpoint_dir / "model.json").write_text(json.dumps(to_dict(self.model_cfg), indent=1))
+        save_checkpoint(self.engine, self.checkpoint_dir, self.step, {"loader": self.loader.state_dict()},
+                        self.ema, self.model_cfg, self.rank)
 
     def _tokens(self, video: torch.Tensor, audio: torch.Tensor) -> tuple[int, int]:
         (pt, ph, pw), (pa,) = self.model_cfg.video.patch, self.model_cfg.audio.patch

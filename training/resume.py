@@ -1,0 +1,54 @@
+"""Saving and resuming a DeepSpeed-engine trainer (training and alignment share it).
+
+A checkpoint is DeepSpeed's own ``<dir>/stepNNNNNNNN`` (so ``zero_to_fp32`` converts it) with
+the trainer's state in its client state: the step and whatever else the trainer passes
+(loader position, monitor baselines). With an EMA, each rank's slice of it lies beside the
+checkpoint (``ema_rankNNNNN.pt``: DeepSpeed writes the client state from one rank only) and
+its whole weights are exported as ``<tag>/ema.safetensors`` (loadable with
+``model.checkpoint.load``) by rank 0 alone, one tensor at a time. ``<dir>/model.json`` is the
+model config the checkpoints hold (so a resume can be checked before it is tried), and
+``<dir>/latest`` names the newest; DeepSpeed writes it last, so a checkpoint it names is whole.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+
+def ema_path(directory: str | Path, tag: str, rank: int) -> Path:
+    return Path(directory) / tag / f"ema_rank{rank:05d}.pt"
+
+
+def save_checkpoint(engine, directory: str | Path, step: int, client_state: dict, ema=None,
+                    model_cfg=None, rank: int = 0) -> str:
+    """Save checkpoint ``stepNNNNNNNN`` (every rank calls it); returns the tag."""
+    from model.config import to_dict
+
+    tag = f"step{step:08d}"
+    if ema is not None:
+        from training.export import unwrapped
+
+        ema.save(ema_path(directory, tag, rank))
+        metadata = {"class": "DualDiT"} | ({"config": json.dumps(to_dict(model_cfg))} if model_cfg is not None else {})
+        ema.export(engine.module, Path(directory) / tag / "ema.safetensors", metadata, rename=unwrapped)
+    engine.save_checkpoint(str(directory), tag=tag, client_state={**client_state, "step": step})
+    if rank == 0 and model_cfg is not None:
+        (Path(directory) / "model.json").write_text(json.dumps(to_dict(model_cfg), indent=1))
+    return tag
+
+
+def load_latest(engine, directory: str | Path, ema=None, rank: int = 0) -> dict | None:
+    """Load ``<directory>/latest`` into the engine (and this rank's EMA slice); its client
+    state, or None when there is no checkpoint yet."""
+    latest = Path(directory) / "latest"
+    if not latest.exists():
+        return None
+    _, client = engine.load_checkpoint(str(directory))
+    if ema is not None:
+        slice_file = ema_path(directory, latest.read_text().strip(), rank)
+        if slice_file.exists():
+            ema.load(slice_file)
+        elif client.get("ema") is not None:  # checkpoints written before the per-rank files
+            ema.load_state_dict(client["ema"])
+    return client
