@@ -23,6 +23,12 @@ def encoders(tmp_path_factory) -> dict[str, EncoderConfig]:
             for name, pair in PAIRS.items()}
 
 
+@pytest.fixture(scope="module")
+def loaded(encoders) -> dict[str, tuple]:
+    """(video, audio) autoencoders of each pair, loaded through the registry once."""
+    return {name: (load_video(cfg), load_audio(cfg)) for name, cfg in encoders.items()}
+
+
 def _clip(video, audio, seconds: float, fps: float, seed: int = 0):
     """Random pixels of 1 + s*k frames spanning ``seconds`` and a waveform of the same span."""
     g = torch.Generator().manual_seed(seed)
@@ -34,8 +40,8 @@ def _clip(video, audio, seconds: float, fps: float, seed: int = 0):
 
 @pytest.mark.timeout(300)
 @pytest.mark.parametrize("name", PAIRS)
-def test_round_trip_keeps_shapes_and_duration(encoders, name):
-    video, audio = load_video(encoders[name]), load_audio(encoders[name])
+def test_round_trip_keeps_shapes_and_duration(loaded, name):
+    video, audio = loaded[name]
     pixels, waveform = _clip(video, audio, 1.0, 16.0)
     with torch.no_grad():
         z = video.encode(pixels)
@@ -53,12 +59,12 @@ def test_round_trip_keeps_shapes_and_duration(encoders, name):
 
 
 @pytest.mark.timeout(300)
-def test_latents_are_normalised_as_each_model_defines_it(encoders):
+def test_latents_are_normalised_as_each_model_defines_it(loaded):
     from model.encoders.base import per_channel
 
-    pixels, waveform = _clip(load_video(encoders["ltx2"]), load_audio(encoders["ltx2"]), 1.0, 8.0)
-    with torch.no_grad():
-        ltx_video = load_video(encoders["ltx2"])  # (z - latents_mean) * scaling_factor / latents_std
+    (ltx_video, ltx_audio), (wan, oobleck) = loaded["ltx2"], loaded["wan+oobleck"]
+    pixels, waveform = _clip(ltx_video, ltx_audio, 1.0, 8.0)
+    with torch.no_grad():  # LTX-2 video: (z - latents_mean) * scaling_factor / latents_std
         vae = ltx_video.vae
         raw = vae.encode(pixels).latent_dist.mode()
         mean, std = per_channel(vae.latents_mean, raw), per_channel(vae.latents_std, raw)
@@ -67,21 +73,19 @@ def test_latents_are_normalised_as_each_model_defines_it(encoders):
         torch.testing.assert_close(ltx_video.decode(ltx_video.encode(pixels)), vae.decode(raw).sample.clamp(-1, 1),
                                    atol=1e-4, rtol=1e-4)
 
-        ltx_audio = load_audio(encoders["ltx2"])  # packed per time step (c * M + m), then per-channel stats
+        # LTX-2 audio: packed per time step (c * M + m), then per-channel statistics
         raw = ltx_audio.vae.encode(ltx_audio.log_mel(waveform)).latent_dist.mode()
         packed = raw.permute(0, 1, 3, 2).flatten(1, 2)
         expected = (packed - ltx_audio.vae.latents_mean[:, None]) / ltx_audio.vae.latents_std[:, None]
         torch.testing.assert_close(ltx_audio.encode(waveform), expected)
 
-        wan_cfg = encoders["wan+oobleck"]
-        wan = load_video(wan_cfg)  # (z - config.latents_mean) / config.latents_std
-        pixels, waveform = _clip(wan, load_audio(wan_cfg), 1.0, 8.0)
+        pixels, waveform = _clip(wan, oobleck, 1.0, 8.0)  # Wan: (z - config.latents_mean) / config.latents_std
         raw = wan.vae.encode(pixels).latent_dist.mode()
         mean = torch.tensor(wan.vae.config.latents_mean).view(1, -1, 1, 1, 1)
         std = torch.tensor(wan.vae.config.latents_std).view(1, -1, 1, 1, 1)
         torch.testing.assert_close(wan.encode(pixels), (raw - mean) / std)
 
-        oobleck = load_audio(wan_cfg)  # Stable Audio applies no latent scaling
+        # Oobleck: Stable Audio applies no latent scaling
         whole = waveform[..., : waveform.shape[-1] // oobleck.samples_per_latent * oobleck.samples_per_latent]
         torch.testing.assert_close(oobleck.encode(whole), oobleck.vae.encode(whole).latent_dist.mode())
 
@@ -94,12 +98,12 @@ def _changed(before: torch.Tensor, after: torch.Tensor, time_dim: int) -> torch.
 
 @pytest.mark.timeout(300)
 @pytest.mark.parametrize("name", PAIRS)
-def test_a_second_of_audio_and_of_video_share_rope_seconds(encoders, name):
+def test_a_second_of_audio_and_of_video_share_rope_seconds(encoders, loaded, name):
     """The DiT places each latent at the seconds the encoders' own config says it covers;
     the encoders' real behaviour agrees: per second, both modalities get their rate's worth
     of tokens, and changing the clip from 1 s on leaves exactly earlier-placed latents alone."""
     cfg, fps = encoders[name], 16.0
-    video, audio = load_video(cfg), load_audio(cfg)
+    video, audio = loaded[name]
     model = DualDiT(get_preset("debug", describe(cfg, fps).geometry()))
     pixels, waveform = _clip(video, audio, 2.0, fps)
     with torch.no_grad():
