@@ -3,7 +3,7 @@
 How to run:
 
     .venv/bin/python benchmarks/encode_throughput.py               # CPU: tiny random configs
-    .venv/bin/python benchmarks/encode_throughput.py --clips 8 --batch 4 --threads 2
+    .venv/bin/python benchmarks/encode_throughput.py --clips 8 --batch 4 --threads 0   # all cores
     .venv/bin/python benchmarks/encode_throughput.py --cuda        # GPU: real-size configs + 1b MFU
 
 What it compares. The same clips go through every pair of encoders in training/encoders.py —
@@ -17,7 +17,7 @@ through the real path (training.random_encoders). Per pair it times, after a war
   resize, resample, both VAEs and the text encoder, batched per bucket): what `tandem latents`
   does per actor,
 
-and prints clips/s and each pair's ratio to tandem:debug. CPU mode uses the tiny configs the
+and prints clips/s (from the median of ``--iters`` calls) and each pair's ratio to tandem:debug. CPU mode uses the tiny configs the
 tests use at the debug bucket (2 s, 64x112, 8 fps). ``--cuda`` uses the published real-size
 configs (random weights; the text encoder stays the tiny one) at the 1b recipe's bucket
 (5 s, 512x768, 24 fps) and the 14b recipe's (10 s, 704x1280 = 720p, 24 fps, tiled), in
@@ -28,6 +28,7 @@ bf16, and then runs benchmarks/model_step.py's step for the 1b preset on LTX-2-s
 from __future__ import annotations
 
 import argparse
+import statistics
 import sys
 import tempfile
 import time
@@ -46,15 +47,18 @@ LTX2_1B_CLIP = dict(video=(16, 16, 24), audio=126, text=128, batch=2)  # 5 s, 51
 
 
 def _rate(fn, batch: int, iters: int, device: str) -> float:
+    """Clips/s from the median call: on a shared machine a neighbour's burst hits single calls."""
     fn()  # warm-up: lazy inits, kernels, allocator
-    if device == "cuda":
-        torch.cuda.synchronize()
-    start = time.perf_counter()
+    seconds = []
     for _ in range(iters):
+        if device == "cuda":
+            torch.cuda.synchronize()
+        start = time.perf_counter()
         fn()
-    if device == "cuda":
-        torch.cuda.synchronize()
-    return batch * iters / (time.perf_counter() - start)
+        if device == "cuda":
+            torch.cuda.synchronize()
+        seconds.append(time.perf_counter() - start)
+    return batch / statistics.median(seconds)
 
 
 def measure_pair(cfg, bucket: Bucket, samples: list[dict], batch: int, iters: int, device: str) -> dict:
@@ -76,7 +80,7 @@ def measure_pair(cfg, bucket: Bucket, samples: list[dict], batch: int, iters: in
     latents, failed = encoder.encode_many(samples[:batch], buckets)  # warm-up, and a check
     if failed or len(latents) != batch:
         raise RuntimeError(f"encode_many failed on the benchmark clips: {failed}")
-    row["clips"] = _rate(lambda: encoder.encode_many(samples[:batch], buckets), batch, max(1, iters // 2), device)
+    row["clips"] = _rate(lambda: encoder.encode_many(samples[:batch], buckets), batch, iters, device)
     row["latents"] = tuple(latents[0]["video"].shape), tuple(latents[0]["audio"].shape)
     return row
 
@@ -126,7 +130,8 @@ def main() -> None:
     parser.add_argument("--clips", type=int, default=4)
     parser.add_argument("--batch", type=int, default=2)
     parser.add_argument("--iters", type=int, default=3)
-    parser.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)")
+    parser.add_argument("--threads", type=int, default=1,
+                        help="torch CPU threads (0: torch's default); 1 keeps a shared machine's numbers steady")
     parser.add_argument("--peak-tflops", type=float, default=989.0, help="device peak, dense bf16 (H100/H200)")
     args = parser.parse_args()
     if args.threads:
