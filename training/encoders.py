@@ -90,25 +90,26 @@ def check(cfg: EncoderConfig, prefix: str = "encoder") -> None:
         raise EncoderConfigError("; ".join(problems))
 
 
-def _diffusers_model(cls_name: str, path: str, dtype: torch.dtype, meta: bool):
+def _pretrained(cls, path: str, dtype: torch.dtype, meta: bool):
     """A diffusers model from a save_pretrained folder; on ``meta`` its config only (no weights)."""
-    import diffusers
-
-    cls = getattr(diffusers, cls_name)
     if meta:
         with torch.device("meta"):
             return cls.from_config(cls.load_config(path))
     return cls.from_pretrained(path, torch_dtype=dtype).eval()
+
+
+def _diffusers_model(cls_name: str, path: str, dtype: torch.dtype, meta: bool):
+    import diffusers
+
+    return _pretrained(getattr(diffusers, cls_name), path, dtype, meta)
 
 
 def _ltx2_vocoder(path: str, dtype: torch.dtype, meta: bool):
+    """LTX2Vocoder, or the bandwidth-extending LTX2VocoderWithBWE, as the folder's config says."""
     from diffusers.pipelines.ltx2 import vocoder as ltx2_vocoders
 
-    cls = getattr(ltx2_vocoders, json.loads((Path(path) / "config.json").read_text()).get("_class_name", "LTX2Vocoder"))
-    if meta:
-        with torch.device("meta"):
-            return cls.from_config(cls.load_config(path))
-    return cls.from_pretrained(path, torch_dtype=dtype).eval()
+    name = json.loads((Path(path) / "config.json").read_text()).get("_class_name", "LTX2Vocoder")
+    return _pretrained(getattr(ltx2_vocoders, name), path, dtype, meta)
 
 
 def _seeded(build):
