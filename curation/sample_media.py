@@ -240,13 +240,14 @@ def _speaking_frame(face: np.ndarray, corners: np.ndarray, opening: float) -> np
 def make_talking_face(path: str | Path, speech: str | Path, duration_s: float = 5.0, *, start_s: float = 0.0,
                       audio_offset_s: float = 0.0, face: str = "grace_hopper", speaker: str | None = None,
                       fps: int = 25, size: tuple[int, int] = (320, 240), seed: int = 0,
-                      audio_start_s: float | None = None) -> SampleClip:
+                      audio_start_s: float | None = None, sway: float = 1.0) -> SampleClip:
     """A real face photo whose mouth opens and closes with ``duration_s`` of real speech
     from ``speech`` (from ``start_s``), with a slowly swaying head and sensor noise; only
     ``speaker``'s turns move the mouth when given (the .stm beside the wav says who speaks
     when). ``audio_offset_s`` > 0 delays the audio track (audio lags video);
     ``audio_start_s`` takes the audio track from elsewhere in ``speech`` (a dubbed clip:
-    no offset is right). The picture is synthetic, the speech and the face are real."""
+    no offset is right); ``sway=0`` keeps the head still (only the mouth moves). The
+    picture is synthetic, the speech and the face are real."""
     import cv2
     import soundfile as sf
 
@@ -272,9 +273,10 @@ def make_talking_face(path: str | Path, speech: str | Path, duration_s: float = 
         for n, t in enumerate(times):
             frame = _speaking_frame(canvas, corners, float(opening[n]))
             # A head that sways: a few pixels and a degree or two, slowly.
-            angle = 1.5 * np.sin(2 * np.pi * 0.23 * t + phase[0])
-            dx, dy = 3 * np.sin(2 * np.pi * 0.31 * t + phase[1]), 2 * np.sin(2 * np.pi * 0.17 * t + phase[2])
-            matrix = cv2.getRotationMatrix2D(tuple(corners.mean(0)), angle, 1 + 0.02 * np.sin(t + phase[3]))
+            angle = 1.5 * sway * np.sin(2 * np.pi * 0.23 * t + phase[0])
+            dx = 3 * sway * np.sin(2 * np.pi * 0.31 * t + phase[1])
+            dy = 2 * sway * np.sin(2 * np.pi * 0.17 * t + phase[2])
+            matrix = cv2.getRotationMatrix2D(tuple(corners.mean(0)), angle, 1 + 0.02 * sway * np.sin(t + phase[3]))
             matrix[:, 2] += (dx, dy)
             frame = cv2.warpAffine(frame, matrix, (w, h), borderMode=cv2.BORDER_REPLICATE)
             noisy = frame.astype(np.float32) + rng.normal(0, 2.0, frame.shape)

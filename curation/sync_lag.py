@@ -68,7 +68,10 @@ def search_lags(basis: np.ndarray, audio: np.ndarray, hop_s: float, fps: float, 
         times = (frame_times[None, :] + lag_values[:, None] + shift) % duration  # circular
         return np.interp(times, grid, signal, period=duration)
 
-    curve = _scores(basis, at(audio, 0.0, lags), signed)
+    # The real alignment is not circular: frames whose sound lies outside the clip get
+    # the audio's mean (no evidence either way) instead of sound from the other end.
+    times = frame_times[None, :] + lags[:, None]
+    curve = _scores(basis, np.interp(times, grid, audio, left=audio.mean(), right=audio.mean()), signed)
     # A mild preference for small offsets breaks ties between equally good lags (periodic
     # content) in favour of the likelier one; it never outweighs a clearly better match.
     curve = curve * (1 - 0.05 * np.abs(lags) / max_lag_s)
@@ -78,15 +81,18 @@ def search_lags(basis: np.ndarray, audio: np.ndarray, hop_s: float, fps: float, 
     runner_up = float(curve[far].max()) if far.any() else 0.0
     distinct = float(np.clip(1 - max(runner_up, 0.0) / peak, 0, 1)) if peak > 0 else 0.0
 
-    # Chance peaks: the audio shifted beyond the search range (where the clip is long
-    # enough for that), and reversed in time at evenly spread shifts.
+    # Chance peaks: the audio shifted circularly (lags that would bring it back within
+    # the search range of the true alignment are left out), and reversed in time.
     coarse = lags[::4]
-    room = duration - 2 * (max_lag_s + 0.25)
-    shifts = max_lag_s + 0.25 + room * (np.arange(n_null // 2) + 0.5) / (n_null // 2) if room > 0 else np.array([])
+    null = []
+    for shift in duration * (np.arange(n_null // 2) + 0.5) / (n_null // 2):
+        total = (shift + coarse + duration / 2) % duration - duration / 2
+        away = np.abs(total) > max_lag_s + 0.25
+        if away.any():
+            null.append(_scores(basis, at(audio, shift, coarse[away]), signed).max())
     reversed_audio = audio[::-1].copy()
-    null = [_scores(basis, at(audio, s, coarse), signed).max() for s in shifts]
     null += [_scores(basis, at(reversed_audio, s, coarse), signed).max()
-             for s in duration * np.arange(n_null - len(shifts)) / max(1, n_null - len(shifts))]
+             for s in duration * np.arange(n_null - len(null)) / max(1, n_null - len(null))]
     null = np.asarray(null)
     z = float((peak - null.mean()) / max(float(null.std()), 0.02))
     return LagSearch(float(lags[best]), peak, z, distinct)
