@@ -20,7 +20,9 @@ is synthetic: the talking faces' mouth motion (a jaw that opens with the speech'
 first-formant energy, ~20 ms ahead of the sound, with random syllable-to-syllable
 variation; see ``curation.sample_media.make_talking_face``) and the flash-and-click clips.
 
-Then the calibration: for each confidence threshold, how many clips with a true offset
+Then the calibration, on the clips looked at when ``curation.sync.CALIBRATION`` was
+chosen and, separately, on held-out ones (other random mouth variation, sway, shifts
+and dubs; marked *): for each confidence threshold, how many clips with a true offset
 (or none possible) are reported at or above it, and what share of those is off by more
 than 80 ms; and ``sync_calibration.png`` (|error| against confidence).
 """
@@ -31,8 +33,6 @@ import argparse
 import time
 from dataclasses import dataclass
 from pathlib import Path
-
-import numpy as np
 
 from curation.ffmpeg import run_ffmpeg
 from curation.sample_media import make_clip, make_talking_face, packaged_file, speech_sample
@@ -50,6 +50,7 @@ class Case:
     kind: str  # shifted_face | in_sync_face | no_true_offset | real_ambient | events
     truth_ms: float | None  # None: no offset is right
     path: Path
+    held_out: bool = False  # not looked at when curation.sync.CALIBRATION was chosen
 
 
 def build_cases(out: Path, quick: bool) -> list[Case]:
@@ -59,21 +60,27 @@ def build_cases(out: Path, quick: bool) -> list[Case]:
     cases = []
     faces = ("grace_hopper", "carphone")
     windows = WINDOWS[:3] if quick else WINDOWS
-    for n, (start, speaker) in enumerate(windows):
-        for face in faces:
-            seed = 2 * n + faces.index(face)
-            shifts = [0, SHIFTS_MS[seed % len(SHIFTS_MS)], SHIFTS_MS[(seed + 3) % len(SHIFTS_MS)]]
-            for shift in shifts:
-                path = out / f"face_{face}_{start:04.1f}_{shift:+d}.mp4"
-                if not path.exists():
-                    make_talking_face(path, speech, 5.0, start_s=start, audio_offset_s=shift / 1000, face=face,
-                                      speaker=speaker, seed=seed)
-                cases.append(Case(path.stem, "shifted_face" if shift else "in_sync_face", float(shift), path))
-    for n, (start, other) in enumerate([(10.5, 21.9), (17.8, 6.6)][: 1 if quick else 2]):
+    # Seeds 0-11 were looked at when the confidence was calibrated; 100+ were not (other
+    # syllable-to-syllable mouth variation, head sway and shifts of the same speech).
+    for held_out, base in ((False, 0), (True, 100)):
+        for n, (start, speaker) in enumerate(windows):
+            for face in faces:
+                seed = base + 2 * n + faces.index(face)
+                shifts = [0, SHIFTS_MS[(seed + 5 * held_out) % len(SHIFTS_MS)],
+                          SHIFTS_MS[(seed + 3 + 5 * held_out) % len(SHIFTS_MS)]]
+                for shift in shifts:
+                    path = out / f"face_{face}_{start:04.1f}_{shift:+d}{'_h' if held_out else ''}.mp4"
+                    if not path.exists():
+                        make_talking_face(path, speech, 5.0, start_s=start, audio_offset_s=shift / 1000,
+                                          face=face, speaker=speaker, seed=seed)
+                    kind = "shifted_face" if shift else "in_sync_face"
+                    cases.append(Case(path.stem, kind, float(shift), path, held_out))
+    dubs = [(10.5, 21.9, False), (17.8, 6.6, False), (14.4, 24.6, True), (21.9, 10.5, True)]
+    for n, (start, other, held_out) in enumerate(dubs[::2] if quick else dubs):
         path = out / f"dubbed_{n}.mp4"
         if not path.exists():
             make_talking_face(path, speech, 5.0, start_s=start, audio_start_s=other, seed=50 + n)
-        cases.append(Case(path.stem, "no_true_offset", None, path))
+        cases.append(Case(path.stem, "no_true_offset", None, path, held_out))
     cases += _real_footage(out, speech)
     for shift in EVENT_SHIFTS_MS[::2] if quick else EVENT_SHIFTS_MS:
         path = out / f"flash_click_{shift:+d}.mp4"
@@ -128,10 +135,13 @@ def check(case: Case, est: SyncEstimate, action: str) -> bool:
     return action not in ("corrected", "rejected")  # no true offset: never acted on
 
 
-def calibration(cases: list[Case], estimates: list[SyncEstimate]) -> list[tuple[float, int, int, float]]:
-    """(threshold, clips judged, reported at >= threshold, share of those off by > 80 ms)."""
+def calibration(cases: list[Case], estimates: list[SyncEstimate], held_out: bool | None = None
+                ) -> list[tuple[float, int, int, float]]:
+    """(threshold, clips judged, reported at >= threshold, share of those off by > 80 ms);
+    clips where no offset is right count as off whenever they are reported."""
     rows = []
-    judged = [(c, e) for c, e in zip(cases, estimates, strict=True) if e.candidate_ms is not None]
+    judged = [(c, e) for c, e in zip(cases, estimates, strict=True)
+              if e.candidate_ms is not None and (held_out is None or c.held_out == held_out)]
     for threshold in (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9):
         above = [(c, e) for c, e in judged if e.confidence >= threshold]
         wrong = [1 for c, e in above if c.truth_ms is None or abs(e.candidate_ms - c.truth_ms) > 80]
@@ -176,7 +186,7 @@ def main() -> None:
     header = f"{'clip':36} {'kind':15} {'true ms':>8} {'estimate':>9} {'conf':>5} {'method':12} {'reason':9} " \
              f"{'action':10} {'lag ms':>7} {'s':>5}  check"
     print(header)
-    print("-" * len(header))
+    print("-" * len(header) + "   (* held out from calibration)")
     for case in cases:
         started = time.perf_counter()
         est = estimate_sync_file(case.path, config)
@@ -188,14 +198,15 @@ def main() -> None:
         truth = "none" if case.truth_ms is None else f"{case.truth_ms:+.0f}"
         shown = "-" if est.offset_ms is None else f"{est.offset_ms:+.0f}"
         lag = "-" if est.candidate_ms is None else f"{est.candidate_ms:+.0f}"
-        print(f"{case.name:36} {case.kind:15} {truth:>8} {shown:>9} {est.confidence:5.2f} {est.method:12} "
+        print(f"{case.name + ('*' if case.held_out else ''):36} {case.kind:15} {truth:>8} {shown:>9} {est.confidence:5.2f} {est.method:12} "
               f"{est.reason or '':9} {action:10} {lag:>7} {seconds:5.1f}  {'ok' if ok else 'FAIL'}", flush=True)
     print(f"\n{len(cases) - failures}/{len(cases)} clips pass their check")
-    print(f"\ncalibration (policy acts at confidence >= {config.min_confidence}):")
-    print(f"{'threshold':>9} {'judged':>7} {'reported':>9} {'errors > 80 ms':>15}")
-    for threshold, judged, above, wrong in calibration(cases, estimates):
-        mark = "  <- min_confidence" if abs(threshold - config.min_confidence) < 1e-9 else ""
-        print(f"{threshold:9.1f} {judged:7d} {above:9d} {wrong:15.1%}{mark}")
+    for split, held_out in (("calibration set (looked at)", False), ("held-out set", True)):
+        print(f"\ncalibration on the {split}; the policy acts at confidence >= {config.min_confidence}:")
+        print(f"{'threshold':>9} {'judged':>7} {'reported':>9} {'errors > 80 ms':>15}")
+        for threshold, judged, above, wrong in calibration(cases, estimates, held_out):
+            mark = "  <- min_confidence" if abs(threshold - config.min_confidence) < 1e-9 else ""
+            print(f"{threshold:9.1f} {judged:7d} {above:9d} {wrong:15.1%}{mark}")
     plot(cases, estimates, config.min_confidence, out / "sync_calibration.png")
     print(f"\nfigure: {out / 'sync_calibration.png'}")
 

@@ -16,7 +16,8 @@ Estimators, tried in order (``scorer=auto``):
 - ``lip_envelope`` (curation/sync_lips.py): a tracked face's mouth against the speech
   envelope; faces and mouth corners from MTCNN (curation/faces.py).
 - ``onset_xcorr`` (curation/sync_events.py): visible impulsive events (flashes, cuts,
-  hits) against audio onsets, for footage without a speaking face.
+  hits) against audio onsets, for footage without a speaking face. Without events it
+  answers ``no_events``, or ``no_face`` when the sound is speech.
 - ``syncnet`` (curation/syncnet.py) or any ``package.module:ClassName``: a learned scorer
   from local weights (``model_path``), instead of the two above.
 
@@ -45,11 +46,17 @@ import soundfile as sf
 
 from curation.faces import FaceConfig, FaceDetector
 from curation.ffmpeg import ffprobe, run_ffmpeg
-from curation.media_io import analysis_size, clip_durations, duration_problem, iter_frames, read_audio
+from curation.media_io import (
+    analysis_size,
+    clip_durations,
+    duration_problem,
+    iter_frames,
+    read_audio,
+)
 from curation.stage import Item, Resources, Stage, reject
 from curation.sync_events import event_lag, motion_energy
 from curation.sync_lag import LagSearch
-from curation.sync_lips import lip_lag
+from curation.sync_lips import lip_lag, speech_envelope, speech_like
 
 REASONS = ("no_face", "no_speech", "no_events", "ambiguous")
 
@@ -171,8 +178,10 @@ def estimate_sync(frames: np.ndarray, fps: float, audio: np.ndarray, sample_rate
             return lips
     events = _from_search("onset_xcorr", *event_lag(motion_energy(frames), fps, mono, sample_rate,
                                                     max_lag_s=cfg.max_lag_s, distinct_s=cfg.distinct_s), cfg)
-    if lips is not None and events.offset_ms is None and events.reason == "no_events":
-        return SyncEstimate(None, events.confidence, events.method, lips.reason, events.candidate_ms)
+    if lips is not None and lips.reason == "no_face" and events.reason == "no_events" \
+            and speech_like(speech_envelope(mono, sample_rate)):
+        # Speech but nobody to watch and nothing else to see: say what is missing.
+        return SyncEstimate(None, events.confidence, events.method, "no_face", events.candidate_ms)
     return events
 
 

@@ -49,6 +49,19 @@ def speech_present(envelope_db: np.ndarray) -> bool:
     return bool(loud > SILENT_DBFS and loud - quiet > 10.0)
 
 
+def speech_like(envelope_db: np.ndarray, hop_s: float = HOP_S) -> bool:
+    """Loudness that comes and goes at syllable rate (most modulation energy at 2-8 Hz)
+    with pauses between (>= 20 dB range), as speech does; music and ambience do not.
+    Measured: two speakers on the phone 0.50-0.73 and 22-45 dB, Big Buck Bunny's score 0.19."""
+    if len(envelope_db) < round(1 / hop_s):
+        return False
+    x = (envelope_db - envelope_db.mean()) * np.hanning(len(envelope_db))
+    power, freq = np.abs(np.fft.rfft(x)) ** 2, np.fft.rfftfreq(len(x), hop_s)
+    syllabic = power[(freq >= 2) & (freq <= 8)].sum() / max(power[(freq >= 0.5) & (freq <= 16)].sum(), 1e-12)
+    spread = np.percentile(envelope_db, 95) - np.percentile(envelope_db, 10)
+    return bool(syllabic >= 0.4 and spread >= 20)
+
+
 def mouth_signal(frames: np.ndarray, fps: float, track: MouthTrack) -> np.ndarray:
     """(T, k) orthonormal basis of how the mouth patch changes over the clip."""
     crops = mouth_crops(frames, track)

@@ -53,9 +53,10 @@ def test_the_mouth_track_follows_a_swaying_head(tmp_path, speech, detector):
     assert np.ptp(crops.mean((1, 2))) > 3
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("face, start_s, speaker, offset_ms", [
     ("grace_hopper", 10.5, None, 200), ("carphone", 14.4, "Sheila", -320), ("grace_hopper", 21.9, "Sheila", -500),
-    ("carphone", 6.6, None, 120),
+    ("carphone", 17.8, "Diane", 120),
 ])
 def test_shifted_talking_faces_are_estimated_within_a_frame(tmp_path, speech, face, start_s, speaker, offset_ms):
     clip = make_talking_face(tmp_path / "talk.mp4", speech, 5.0, start_s=start_s, audio_offset_s=offset_ms / 1000,
@@ -65,6 +66,19 @@ def test_shifted_talking_faces_are_estimated_within_a_frame(tmp_path, speech, fa
     assert abs(est.offset_ms - offset_ms) <= TOLERANCE_MS, est
 
 
+@pytest.mark.slow
+@pytest.mark.parametrize("seed", [3, 12])
+def test_repeated_words_within_the_search_range_are_right_or_unmeasured(tmp_path, speech, seed):
+    """"Hello? ... Hello?" a second apart: the other hello matches nearly as well, so the
+    estimate may honestly be "ambiguous" (it was, for these seeds), but never wrong."""
+    clip = make_talking_face(tmp_path / "hello.mp4", speech, 5.0, start_s=6.6, audio_offset_s=0.12,
+                             face="carphone", seed=seed)
+    est = estimate_sync_file(clip.path)
+    assert est.offset_ms is None or abs(est.offset_ms - 120) <= TOLERANCE_MS, est
+    assert abs(est.candidate_ms - 120) <= TOLERANCE_MS  # the best lag is right even when not sure
+
+
+@pytest.mark.slow
 @pytest.mark.parametrize("face, start_s", [("grace_hopper", 14.4), ("carphone", 21.9)])
 def test_in_sync_talking_faces_are_never_corrected_by_more_than_45_ms(tmp_path, speech, face, start_s):
     clip = make_talking_face(tmp_path / "talk.mp4", speech, 5.0, start_s=start_s, face=face, seed=5)

@@ -60,6 +60,7 @@ def talking_face(tmp_path_factory):
     return make_talking_face(tmp_path_factory.mktemp("face") / "talk.mp4", speech, 2.0, start_s=10.5).path
 
 
+@pytest.mark.slow
 def test_random_weights_run_the_whole_path_per_clip_and_in_batches(checkpoint, talking_face):
     scorer = SyncNetScorer(checkpoint, device="cpu")
     frames, fps, audio, rate = read_clip(talking_face)
@@ -71,6 +72,7 @@ def test_random_weights_run_the_whole_path_per_clip_and_in_batches(checkpoint, t
     assert both[1].offset_ms is None and both[1].reason == "no_face"
 
 
+@pytest.mark.slow
 def test_the_stage_runs_it_as_a_gpu_actor_from_a_local_path(checkpoint, talking_face):
     config = SyncConfig(scorer="syncnet", model_path=str(checkpoint))
     stage = SyncStage(config)
