@@ -252,14 +252,20 @@ def single_threaded():
         torch.set_num_threads(before)
 
 
-def load_mtcnn(weights_dir: str | Path | None = None) -> tuple[PNet, RNet, ONet]:
-    """The three networks with the published weights from ``weights_dir``."""
+def mtcnn_weights(weights_dir: str | Path | None = None) -> Path:
+    """The folder holding the three weight files, or ValueError saying how to get them."""
     folder = Path(weights_dir) if weights_dir else default_weights_dir()
     missing = [name for name in WEIGHT_FILES if folder is None or not (folder / name).is_file()]
     if missing:
         where = folder or "facenet-pytorch's data folder (not installed: run scripts/install_faces.sh)"
         raise ValueError(f"MTCNN weights {missing} not found in {where}: set sync.faces.weights_dir "
-                         f"to a folder with {', '.join(WEIGHT_FILES)}")
+                         f"to a folder with {', '.join(WEIGHT_FILES)}, or sync.scorer=events")
+    return folder
+
+
+def load_mtcnn(weights_dir: str | Path | None = None) -> tuple[PNet, RNet, ONet]:
+    """The three networks with the published weights from ``weights_dir``."""
+    folder = mtcnn_weights(weights_dir)
     nets = (PNet(), RNet(), ONet())
     for net, name in zip(nets, WEIGHT_FILES, strict=True):
         net.load_state_dict(torch.load(folder / name, map_location="cpu", weights_only=True))

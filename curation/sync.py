@@ -44,7 +44,7 @@ from typing import Protocol
 import numpy as np
 import soundfile as sf
 
-from curation.faces import FaceConfig, FaceDetector
+from curation.faces import FaceConfig, FaceDetector, mtcnn_weights
 from curation.ffmpeg import ffprobe, run_ffmpeg
 from curation.media_io import (
     analysis_size,
@@ -235,7 +235,10 @@ class SyncStage(Stage):
         self._ready = False
 
     def preflight(self) -> None:
-        load_scorer(self.config) if self.config.scorer not in ("auto", "lips", "events") else None
+        if self.config.scorer in ("auto", "lips"):
+            mtcnn_weights(self.config.faces.weights_dir)
+        elif self.config.scorer != "events":
+            load_scorer(self.config)
 
     def setup(self) -> None:
         self.scorer = load_scorer(self.config)

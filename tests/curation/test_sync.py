@@ -10,6 +10,7 @@ import pytest
 import soundfile as sf
 
 from curation.clip import ClipConfig, ClipStage
+from curation.faces import FaceConfig
 from curation.ffmpeg import ffprobe
 from curation.probe import ProbeStage
 from curation.sample_media import make_clip
@@ -136,3 +137,9 @@ def test_a_learned_scorer_plugs_in_from_a_local_path(tmp_path, monkeypatch):
         SyncStage(SyncConfig(scorer="fake_sync_model:FixedScorer", model_path=str(tmp_path / "missing"))).setup()
     with pytest.raises(ValueError, match="policy"):
         SyncStage(SyncConfig(policy="fix"))
+
+
+def test_missing_face_weights_are_a_clear_error_before_any_work(tmp_path):
+    with pytest.raises(ValueError, match="weights_dir"):
+        SyncStage(SyncConfig(faces=FaceConfig(weights_dir=str(tmp_path)))).preflight()
+    SyncStage(SyncConfig(scorer="events", faces=FaceConfig(weights_dir=str(tmp_path)))).preflight()
