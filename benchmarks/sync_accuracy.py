@@ -164,7 +164,8 @@ def plot(cases: list[Case], estimates: list[SyncEstimate], threshold: float, pat
             ax.scatter(*zip(*pts, strict=True), label=kind, color=colour, s=18)
     ax.axvline(threshold, color="k", ls="--", lw=1)
     ax.axhline(80, color="grey", ls=":", lw=1)
-    ax.set(xlabel="confidence", ylabel="|error| ms (1000: no true offset)", yscale="symlog", xlim=(0, 1),
+    ax.set_yscale("symlog", linthresh=10)
+    ax.set(xlabel="confidence", ylabel="|error| ms (1000: no true offset)", xlim=(0, 1), ylim=(0, 1500),
            title="sync estimates: error against confidence")
     ax.legend(fontsize=7)
     fig.tight_layout()
