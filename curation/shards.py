@@ -108,6 +108,8 @@ def manifest_row(item: Item, shard: str) -> dict[str, Any]:
         "sync_offset_ms": sync.get("offset_ms"),
         "sync_confidence": sync.get("confidence"),
         "sync_action": sync.get("action"),
+        "sync_method": sync.get("method"),
+        "sync_reason": sync.get("reason"),
         "caption_backend": (item.get("caption") or {}).get("backend"),
     }
 

@@ -72,7 +72,7 @@ class ShotStage(Stage):
         probe, path = item["probe"], item["source"]["path"]
         fps = Fraction(probe["fps_rational"])
         try:
-            cuts, energy, black = self._analyse(path, probe, fps)
+            cuts, energy, black, local = self._analyse(path, probe, fps)
         except FFmpegError as exc:
             return [reject(item, self.name, "decode_error", str(exc))]
         if len(energy) == 0:
@@ -90,25 +90,26 @@ class ShotStage(Stage):
                 shot = {"index": index, "window": number, "windows": len(windows),
                         "detector": self.config.detector, "n_shots": len(bounds) - 1,
                         "starts_at_cut": a in cuts, "ends_at_cut": b in cuts}
-                clips.append(self._clip_item(item, a, b, fps, shot, energy, black))
+                clips.append(self._clip_item(item, a, b, fps, shot, energy, black, local))
         return clips
 
     def _analyse(self, path: str, probe: dict, fps: Fraction):
         cfg = self.config
         size = analysis_size(probe["display_width"], probe["display_height"], cfg.analysis_width)
         detector = self._detector(fps)
-        cuts, energy, black, previous = [], [], [], None
+        cuts, energy, black, local, previous = [], [], [], [], None
         for number, frame in enumerate(iter_frames(path, f"{fps.numerator}/{fps.denominator}", size)):
             if detector is not None:
                 cuts += detector.process_frame(number, frame)
             # Blurred, and a noise floor below: sensor noise and grain must not read as motion.
             gray = cv2.GaussianBlur(cv2.cvtColor(frame, cv2.COLOR_BGR2GRAY), (5, 5), 0)
             energy.append(0.0 if previous is None else _motion_energy(gray, previous))
+            local.append(0.0 if previous is None else _local_motion(gray, previous))
             black.append(bool((gray < cfg.black_luma * 255).mean() >= cfg.black_pixel_ratio))
             previous = gray
         if detector is not None:
             cuts += detector.post_process(len(energy))
-        return cuts, np.asarray(energy), np.asarray(black)
+        return cuts, np.asarray(energy), np.asarray(black), np.asarray(local)
 
     def _detector(self, fps: Fraction):
         from scenedetect.detectors import AdaptiveDetector, ContentDetector
@@ -136,7 +137,7 @@ class ShotStage(Stage):
                               self.config.snap_window_s, min_frames, max_frames)
         return list(zip(bounds, bounds[1:], strict=False))
 
-    def _clip_item(self, item, start, end, fps, shot, energy, black) -> Item:
+    def _clip_item(self, item, start, end, fps, shot, energy, black, local) -> Item:
         source_id = item["source"]["id"]
         clip = {k: v for k, v in item.items() if k != "reject"}
         motion = energy[start:end].copy()
@@ -148,7 +149,8 @@ class ShotStage(Stage):
             start_s=float(start / fps), end_s=float(end / fps),
             shot=shot,
             analysis={"fps": float(fps), "motion_energy": [round(float(v), 5) for v in motion],
-                      "black": [bool(v) for v in black[start:end]]},
+                      "black": [bool(v) for v in black[start:end]],
+                      "local_motion": [0.0] + [round(float(v), 5) for v in local[start + 1:end]]},
         )
         if (end - start) < math.ceil(self.config.min_clip_s * fps):
             return reject(clip, self.name, "too_short",
@@ -163,6 +165,14 @@ _NOISE_FLOOR = 4
 def _motion_energy(gray, previous) -> float:
     """Mean absolute change between two blurred grey frames above the noise floor, in 0..1."""
     return float(cv2.subtract(cv2.absdiff(gray, previous), _NOISE_FLOOR).mean()) / 255
+
+
+def _local_motion(gray, previous, grid: int = 12) -> float:
+    """The largest mean change above the noise floor among ``grid`` x ``grid`` blocks, 0..1:
+    a mouth, eyes or hands moving in an otherwise still frame (a talking head) stand out
+    here while the whole-frame mean barely moves."""
+    change = cv2.subtract(cv2.absdiff(gray, previous), _NOISE_FLOOR)
+    return float(cv2.resize(change.astype(np.float32), (grid, grid), interpolation=cv2.INTER_AREA).max()) / 255
 
 
 def _snap(bound, lo, hi, fps, speech, window_s, min_frames, max_frames) -> int:

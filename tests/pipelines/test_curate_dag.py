@@ -90,7 +90,7 @@ def test_shards_read_back_with_webdataset(curated):
         doc = json.loads(sample["json"])
         for name in REQUIRED_JSON:
             lookup(doc, name)
-        assert doc["key"] == sample["__key__"] and doc["sync"]["action"] in ("kept", "corrected")
+        assert doc["key"] == sample["__key__"] and doc["sync"]["action"] in ("kept", "corrected", "unmeasured")
         audio, rate = sf.read(io.BytesIO(sample["flac"]), always_2d=True)
         expected_channels = 1 if doc["source"]["path"].endswith("talk.mp4") else 2  # channels are kept
         assert rate == doc["audio"]["sample_rate"] and audio.shape[1] == doc["audio"]["channels"] == expected_channels
