@@ -27,7 +27,10 @@ flock 9
 if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
   [ -x "$VENV/bin/python" ] || "$PY" -m venv "$VENV"
   # shellcheck disable=SC2086
-  "$VENV/bin/pip" install --quiet --disable-pip-version-check $want >&2
+  if ! "$VENV/bin/pip" install --quiet --disable-pip-version-check $want > "$VENV.install.log" 2>&1; then
+    grep -v "is ignored: it is neither" "$VENV.install.log" >&2
+    exit 1
+  fi
   # Label Studio writes into ~/.local/share/label-studio on any command unless told otherwise.
   LABEL_STUDIO_BASE_DATA_DIR="$VENV/var" "$VENV/bin/python" -c "import label_studio, label_studio_sdk" >&2
   echo "$want" > "$stamp"
