@@ -24,7 +24,13 @@ import sys
 from pathlib import Path
 
 from pipelines.config import ConfigError, load_config
-from reward.annotation import AnnotationConfig, default_media_root, label_config, make_tasks, write_tasks
+from reward.annotation import (
+    AnnotationConfig,
+    default_media_root,
+    label_config,
+    make_tasks,
+    write_tasks,
+)
 
 
 def _annotation_config(args) -> AnnotationConfig:

@@ -17,6 +17,7 @@ the same ``--out`` are refused. One MLflow run per invocation (experiment ``tand
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import re
@@ -63,8 +64,6 @@ def read_prompts(path: str | Path) -> list[Prompt]:
         if pid and not re.fullmatch(r"[A-Za-z0-9_.]+", pid):
             raise ConfigError(f"{path}:{n}: id {pid!r} may hold letters, digits, '_' and '.' only")
         _check_prompt(text, f"{path}:{n}")
-        import hashlib
-
         pid = pid or hashlib.sha256(text.encode()).hexdigest()[:10]
         if pid in seen:
             raise ConfigError(f"{path}:{n}: the same prompt (id {pid}) as line {seen[pid]}; "
