@@ -172,7 +172,8 @@ def import_exports(exports: dict[str, list[dict]], *, known_items: set[str] | No
                 errors += [f"{here}: {p}" for p in problems]
                 if not problems:
                     answered = {r["axis"] for r in rows}
-                    result.skipped["unanswered_axis"] += sum(a not in answered for a in schema["axes"])
+                    if unanswered := sum(a not in answered for a in schema["axes"]):
+                        result.skipped["unanswered_axis"] += unanswered
                     result.rows += rows
                     result.annotations += 1
     if len(configs) > 1:

@@ -140,14 +140,18 @@ def leaderboard(rows: list[dict], *, axes: list[str] | None = None, by: dict[str
         raise LeaderboardError(f"no judgements on axis {', '.join(unknown)}; the table has {', '.join(present)}")
     mapped, dropped = map_items(rows, by)
     dropped_by_axis = Counter(r["axis"] for r in rows) - Counter(r["axis"] for r in mapped)
-    fits = []
-    for axis in axes:
-        fit = fit_axis(mapped, axis, bootstrap=bootstrap, confidence=confidence, seed=seed,
-                       dropped=dropped_by_axis[axis])
-        if not fit.connected:
-            log.warning("axis %s: the items fall into separate groups never compared with each other; "
-                        "scores across groups are not comparable", axis)
-        fits.append(fit)
+    fits, threads = [], torch.get_num_threads()
+    torch.set_num_threads(1)  # a few hundred parameters: more threads only add overhead (10x on a busy box)
+    try:
+        for axis in axes:
+            fit = fit_axis(mapped, axis, bootstrap=bootstrap, confidence=confidence, seed=seed,
+                           dropped=dropped_by_axis[axis])
+            if not fit.connected:
+                log.warning("axis %s: the items fall into separate groups never compared with each other; "
+                            "scores across groups are not comparable", axis)
+            fits.append(fit)
+    finally:
+        torch.set_num_threads(threads)
     return fits
 
 

@@ -174,3 +174,22 @@ def test_krippendorff_alpha_of_the_reference_example():
     units = [[row[u] for row in table if row[u] is not None] for u in range(12)]
     assert krippendorff_alpha_nominal(units) == pytest.approx(0.743, abs=5e-4)
     assert pairwise_agreement([["a", "a", "b"], ["tie", "tie"]]) == pytest.approx(2 / 4)
+
+
+def test_import_command_writes_all_or_nothing(rollouts, tmp_path):
+    from pipelines.cli import main
+
+    tasks = make_tasks(rollouts, AnnotationConfig(axes=["motion"]))
+    good = _export(tasks[:2], {0: [{"result": [choice("motion", "A better")]}], 1: [{"result": [choice("motion", "Tie")]}]})
+    bad = _export(tasks[2:3], {0: [{"id": 77, "result": [choice("motion", "Maybe")]}]})
+    (tmp_path / "good.json").write_text(json.dumps(good))
+    (tmp_path / "bad.json").write_text(json.dumps(bad))
+    out = tmp_path / "rankings"
+    assert main(["annotate", "import", str(tmp_path / "good.json"), str(tmp_path / "bad.json"), "--out", str(out)]) == 2
+    assert not out.exists()
+    assert main(["annotate", "import", str(tmp_path / "good.json"), "--out", str(out), "--rollouts",
+                 *{str(r.mp4.parents[1]) for r in rollouts}]) == 0
+    from reward.rankings import read_rankings
+
+    assert len(read_rankings(out)) == 2 and json.loads((out / "import.json").read_text())["judgements"] == 2
+    assert set(json.loads((out / "agreement.json").read_text())) == {"motion"}
