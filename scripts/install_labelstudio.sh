@@ -11,11 +11,12 @@
 set -euo pipefail
 LS_VERSION=1.23.2
 SDK_VERSION=2.1.2  # the one label-studio 1.23.2 requires
+SELENIUM_VERSION=4.51.0  # the browser check (pipelines/labelstudio_browser.py) drives Debian's chromium
 VENV=${1:-${TANDEM_LABELSTUDIO_VENV:-$HOME/.cache/tandem/label-studio-$LS_VERSION}}
 PY=${PYTHON:-python3.11}
 command -v "$PY" >/dev/null || PY=python3
 stamp="$VENV/.tandem-installed"
-want="label-studio==$LS_VERSION label-studio-sdk==$SDK_VERSION"
+want="label-studio==$LS_VERSION label-studio-sdk==$SDK_VERSION selenium==$SELENIUM_VERSION"
 if [ "$(cat "$stamp" 2>/dev/null)" = "$want" ] && [ -x "$VENV/bin/label-studio" ]; then
   echo "$VENV"
   exit 0

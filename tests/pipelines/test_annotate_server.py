@@ -166,3 +166,25 @@ def test_credentials_stay_private(server):
     assert path.stat().st_mode & 0o777 == 0o600
     log = Path(server.log_path).read_text(errors="replace")
     assert server.creds.token not in log and server.creds.password not in log
+
+
+@pytest.mark.timeout(600)
+def test_a_browser_plays_both_clips_with_sound_and_a_click_reaches_the_export(server, rollouts, tmp_path):
+    """Headless Debian chromium on the labeling page (skipped where chromium is not installed:
+    `apt-get install chromium chromium-driver`)."""
+    if not (Path("/usr/bin/chromium").exists() and Path("/usr/bin/chromedriver").exists()):
+        pytest.skip("Debian's chromium and chromium-driver are not installed")
+    project, tasks = push(server, rollouts, "--axes", "visual_quality,motion")
+    a, b = tasks[0]["data"]["tandem"]["items"]
+    env = dict(os.environ, LABEL_STUDIO_URL=server.url, LABEL_STUDIO_USERNAME=server.creds.username,
+               LABEL_STUDIO_PASSWORD=server.creds.password)
+    script = Path(__file__).parents[2] / "pipelines" / "labelstudio_browser.py"
+    proc = subprocess.run([str(server.venv / "bin" / "python"), str(script), str(project), str(tasks[0]["id"])],
+                          env=env, capture_output=True, text=True, timeout=500)
+    assert proc.returncode == 0, proc.stdout + proc.stderr[-3000:]
+    seen = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert len(seen["videos"]) == 2 and seen["submitted"]
+    for video in seen["videos"]:
+        assert video["controls"] and not video["muted"] and video["duration"] > 1 and video["audioBytes"] > 0
+    rows, _ = pull_and_import(server, project, tmp_path, rollouts)
+    assert [(r["item_a"], r["item_b"], r["axis"], r["outcome"]) for r in rows] == [(a, b, "visual_quality", "a")]
