@@ -15,7 +15,8 @@ Requests:
   the server's document root), import the tasks -> ``{"project", "tasks"}``; on failure the
   project is deleted again.
 - ``{"op": "export", "project", "out"}``: the project's JSON export, every annotation
-  included (cancelled ones too, so the importer can count them) -> ``{"tasks", "out"}``.
+  included (cancelled ones too, so the importer can count them), annotators named by their
+  email -> ``{"tasks", "out"}``.
 """
 
 from __future__ import annotations
@@ -52,6 +53,13 @@ def export(ls, req: dict) -> dict:
     # download_all_tasks and no only_finished: skipped/cancelled annotations come along too
     data = ls.projects.exports.as_json(req["project"], create_kwargs={"task_filter_options": {"annotated": "only"}})
     tasks = data if isinstance(data, list) else json.loads(data)
+    # the export names annotators by user id only; the email is what people recognise
+    emails = {u.id: u.email for u in ls.users.list()}
+    for task in tasks:
+        for annotation in task.get("annotations") or []:
+            who = annotation.get("completed_by")
+            if isinstance(who, int) and who in emails:
+                annotation["completed_by"] = {"id": who, "email": emails[who]}
     tmp = req["out"] + ".tmp"
     with open(tmp, "w") as f:
         json.dump(tasks, f)
