@@ -82,6 +82,7 @@ def _project_request(cfg: AnnotationConfig, tasks: list[dict], title: str | None
 
 
 def cmd_serve(args) -> int:
+    import signal
     import time
 
     from pipelines.labelstudio_server import LabelStudioServer
@@ -102,6 +103,9 @@ def cmd_serve(args) -> int:
               f"  export when done: tandem annotate pull --url {server.url} --project {project} --out export.json\n"
               f"  (LABEL_STUDIO_API_KEY=the token above)  Ctrl-C stops the server; its data stays in {data_dir}",
               flush=True)
+        # Ctrl-C or a plain kill stops the server too (it runs in its own session)
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+        signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
         try:
             while server.proc.poll() is None:
                 time.sleep(1)
