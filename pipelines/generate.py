@@ -6,7 +6,9 @@ CHECKPOINT is a training run's DeepSpeed checkpoint (its storage, ``checkpoints/
 ``stepN`` tag; consolidated on load), ``ema.safetensors``, a consolidated safetensors file, or
 a registered model ``models:/NAME@ALIAS``. FILE has one prompt per line (``#`` comments and
 blank lines skipped; multi-shot time markers like ``[0-2s] ...`` are part of the text), or is
-JSONL with ``prompt`` and optional ``id`` per line (other fields are kept in each json).
+JSONL with ``prompt``, an optional ``id`` and optional ``references`` (``{"image1": "dog.png",
+"audio1": "bark.wav"}`` for the prompt's @-tags, paths relative to FILE) per line; other fields
+are kept in each json.
 
 Each actor (a GPU each where the cluster has them) loads the checkpoint, the text encoder and
 the decoders once (``reward.rollout_generator``) and writes whole prompt groups: K samples per
@@ -51,6 +53,7 @@ def read_prompts(path: str | Path) -> list[Prompt]:
     jsonl = path.suffix == ".jsonl" or (lines and all(line.startswith("{") for _, line in lines))
     prompts, seen = [], {}
     for n, line in lines:
+        references = {}
         if jsonl:
             try:
                 record = json.loads(line)
@@ -59,33 +62,59 @@ def read_prompts(path: str | Path) -> list[Prompt]:
             if not isinstance(record, dict) or not isinstance(record.get("prompt"), str) or not record["prompt"].strip():
                 raise ConfigError(f"{path}:{n}: each JSONL line needs a non-empty \"prompt\"")
             text, pid = record.pop("prompt").strip(), str(record.pop("id", "") or "")
+            references = _references(record.pop("references", {}), path, n)
         else:
             text, pid, record = line, "", {}
         if pid and not re.fullmatch(r"[A-Za-z0-9_.]+", pid):
             raise ConfigError(f"{path}:{n}: id {pid!r} may hold letters, digits, '_' and '.' only")
-        _check_prompt(text, f"{path}:{n}")
-        pid = pid or hashlib.sha256(text.encode()).hexdigest()[:10]
+        _check_prompt(text, references, f"{path}:{n}")
+        pid = pid or _prompt_digest(text, references)
         if pid in seen:
             raise ConfigError(f"{path}:{n}: the same prompt (id {pid}) as line {seen[pid]}; "
                               "use --group-size for more samples of one prompt")
         seen[pid] = n
-        prompts.append(Prompt(pid, text, record))
+        prompts.append(Prompt(pid, text, record, references))
     if not prompts:
         raise ConfigError(f"--prompts {path} holds no prompt")
     return prompts
 
 
-def _check_prompt(text: str, where: str) -> None:
-    from model.prompts import parse_prompt
+def _prompt_digest(text: str, references: dict[str, str]) -> str:
+    """The prompt id: the same for the same prompt (and reference files' contents) wherever it runs."""
+    from reward.reference_media import file_digest
+
+    key = text if not references else json.dumps([text, {t: file_digest(Path(p)) for t, p in sorted(references.items())}])
+    return hashlib.sha256(key.encode()).hexdigest()[:10]
+
+
+def _references(spec, path: Path, n: int) -> dict[str, str]:
+    """A JSONL line's ``references`` ({"image1": "dog.png", ...}, relative to the prompts file)."""
+    from reward.reference_media import parse_tag
+
+    if not isinstance(spec, dict):
+        raise ConfigError(f"{path}:{n}: references must map tags (image1, video1, audio1) to files")
+    out = {}
+    for tag, file in spec.items():
+        try:
+            parse_tag(tag)
+        except ValueError as exc:
+            raise ConfigError(f"{path}:{n}: {exc}") from None
+        media = (path.parent / str(file)).resolve()
+        if not media.is_file():
+            raise ConfigError(f"{path}:{n}: reference {tag}: no such file {media}")
+        out[tag] = str(media)
+    return out
+
+
+def _check_prompt(text: str, references: dict[str, str], where: str) -> None:
+    from model.prompts import check_references, parse_prompt
+    from reward.reference_media import parse_tag
 
     try:
-        parsed = parse_prompt(text)
+        check_references(parse_prompt(text), {parse_tag(tag) for tag in references})
     except ValueError as exc:
-        raise ConfigError(f"{where}: {exc}") from exc
-    if parsed.tags:
-        names = ", ".join(f"@{t.kind}{t.index}" for t in parsed.tags)
-        raise ConfigError(f"{where}: the prompt names {names}, but tandem generate takes no reference "
-                          "clips yet; remove the tags")
+        hint = "" if references else " (give reference clips in a JSONL prompts file: \"references\": {\"image1\": \"dog.png\"})"
+        raise ConfigError(f"{where}: {exc}{hint}") from None
 
 
 def resolve_source(checkpoint: str, out: Path) -> tuple[str, dict]:
@@ -116,8 +145,9 @@ class GroupWriter:
         self.generator = RolloutGenerator(checkpoint, from_dict(RolloutConfig, cfg), identity, out_dir)
 
     def __call__(self, batch: dict) -> dict:
-        rows = [self.generator.write_group(Prompt(pid, text, json.loads(extra)))
-                for pid, text, extra in zip(batch["prompt_id"], batch["text"], batch["extra"], strict=True)]
+        rows = [self.generator.write_group(Prompt(pid, text, json.loads(extra), json.loads(refs)))
+                for pid, text, extra, refs in zip(batch["prompt_id"], batch["text"], batch["extra"],
+                                                  batch["references"], strict=True)]
         return {k: [r[k] for r in rows] for k in ("prompt_id", "written", "seconds")}
 
 
@@ -179,7 +209,8 @@ def _generate(local: str, identity: dict, todo: list[Prompt], out: Path, cfg: Ge
     import ray.data
 
     gpus = 1 if ray.cluster_resources().get("GPU", 0) else 0
-    ds = ray.data.from_items([{"prompt_id": p.prompt_id, "text": p.text, "extra": json.dumps(p.extra)} for p in todo],
+    ds = ray.data.from_items([{"prompt_id": p.prompt_id, "text": p.text, "extra": json.dumps(p.extra),
+                              "references": json.dumps(p.references)} for p in todo],
                              override_num_blocks=len(todo))
     ds = ds.map_batches(GroupWriter, fn_constructor_args=(local, to_dict(cfg.rollout), identity, str(out), cfg.cpus_per_actor),
                         batch_size=1, compute=ray.data.ActorPoolStrategy(size=min(cfg.actors, len(todo))),

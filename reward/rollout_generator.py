@@ -18,6 +18,7 @@ checkpoint's samples of one prompt (annotation pairs clips by it).
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import logging
 import time
@@ -66,6 +67,7 @@ class Prompt:
     prompt_id: str
     text: str
     extra: dict = field(default_factory=dict)  # the JSONL line's other fields, kept in the json
+    references: dict[str, str] = field(default_factory=dict)  # "image1" -> file (reward.reference_media)
 
 
 def sample_seed(seed: int, prompt_id: str, k: int) -> int:
@@ -128,17 +130,21 @@ class RolloutGenerator:
                 "vocoder_weights": self.vocoder_weights, "base_seed": c.seed}
 
     @torch.no_grad()
-    def latents(self, text: str, seeds: list[int]):
-        """Denoised (video, audio) latents and the text features for one prompt and these seeds."""
+    def latents(self, text: str, seeds: list[int], references: dict[str, str] | None = None):
+        """Denoised (video, audio) latents and the text features for one prompt (and its
+        reference clips) and these seeds."""
         from model.sampling import Guidance, sample_ode
+        from reward.reference_media import encode_references
 
-        seq, dit = self.sequence, self.dit
+        seq, dit, n = self.sequence, self.dit, len(seeds)
         noise_v, noise_a = [], []
         for seed in seeds:
             g = torch.Generator().manual_seed(seed)
             noise_v.append(torch.randn((dit.cfg.video.latent_channels, *seq.video_latent_shape), generator=g))
             noise_a.append(torch.randn((dit.cfg.audio.latent_channels, seq.audio_latents), generator=g))
-        cond = self.text.encode([text] * len(seeds), fps=seq.fps)
+        refs = [dataclasses.replace(r, latents=r.latents.expand(n, *r.latents.shape[1:]))
+                for r in encode_references(references or {}, seq, self.video_vae, self.audio_vae, self.device)]
+        cond = self.text.encode([text] * n, refs or None, fps=seq.fps)
         guidance = Guidance(self.cfg.video_guidance, self.cfg.audio_guidance)
         lat_v, lat_a = sample_ode(dit, torch.stack(noise_v).to(self.device), torch.stack(noise_a).to(self.device),
                                   cond, self.cfg.steps, self.cfg.shift, guidance)
@@ -147,6 +153,7 @@ class RolloutGenerator:
     def write_group(self, prompt: Prompt) -> dict:
         """Generate the prompt's missing samples; returns a progress row."""
         from model.generate import decode_latents
+        from reward.reference_media import file_digest
 
         started, tag, k_all = time.perf_counter(), self.identity["tag"], range(self.cfg.group_size)
         ids = [sample_id(tag, prompt.prompt_id, k) for k in k_all]
@@ -156,7 +163,7 @@ class RolloutGenerator:
             if all(is_done(self.out_dir, ids[k]) for k in ks):
                 continue  # resume: this batch was finished by an earlier run
             seeds = [sample_seed(self.cfg.seed, prompt.prompt_id, k) for k in ks]
-            lat_v, lat_a, cond = self.latents(prompt.text, seeds)
+            lat_v, lat_a, cond = self.latents(prompt.text, seeds, prompt.references)
             clip = decode_latents(self.video_vae, self.audio_vae, self.vocoder, lat_v.to(self.device),
                                   lat_a.to(self.device), self.sequence)
             for i, k in enumerate(ks):
@@ -170,6 +177,9 @@ class RolloutGenerator:
                             created_at=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()))
                 if prompt.extra:
                     meta["prompt_fields"] = prompt.extra
+                if prompt.references:
+                    meta["references"] = {tag: {"path": path, "sha256": file_digest(Path(path))}
+                                          for tag, path in prompt.references.items()}
                 text_emb = cond.text_emb[i][cond.text_mask[i]].float().cpu()
                 finish_sample(self.out_dir, meta, {"video": lat_v[i], "audio": lat_a[i], "text_emb": text_emb})
                 written += 1
@@ -178,7 +188,8 @@ class RolloutGenerator:
     def regenerate(self, meta: dict) -> tuple[torch.Tensor, torch.Tensor]:
         """The (video, audio) latents of the sample ``meta`` (its rollout json) describes."""
         seeds = meta["batch_seeds"]
-        lat_v, lat_a, _ = self.latents(meta["prompt"], seeds)
+        refs = {tag: ref["path"] for tag, ref in meta.get("references", {}).items()}
+        lat_v, lat_a, _ = self.latents(meta["prompt"], seeds, refs)
         i = seeds.index(meta["seed"])
         return lat_v[i], lat_a[i]
 

@@ -29,8 +29,14 @@ def one_thread():
 
 
 def debug_checkpoint(path: Path, seed: int) -> Path:
+    """Random debug weights, every parameter nudged: a fresh DualDiT's zero-initialised gates
+    would make its output ignore the prompt and the references."""
     torch.manual_seed(seed)
-    return save(DualDiT(get_preset("debug")), path)
+    model = DualDiT(get_preset("debug"))
+    with torch.no_grad():
+        for param in model.parameters():
+            param.add_(0.05 * torch.randn_like(param))
+    return save(model, path)
 
 
 def generator(checkpoint: Path, out: Path, cfg: RolloutConfig = FAST) -> RolloutGenerator:
@@ -75,6 +81,37 @@ def test_samples_reproduce_from_their_json_resume_and_stay_unique_across_checkpo
     assert sorted(r.seed for r in other) == sorted(r.seed for r in rollouts if r.meta["prompt_id"] == "drums")
 
 
+def test_reference_clips_condition_samples_and_reproduce(tmp_path):
+    import numpy as np
+    import soundfile as sf
+    from PIL import Image
+
+    from curation.sample_media import make_clip
+    from pipelines.generate import read_prompts
+
+    Image.fromarray((np.random.default_rng(0).random((24, 40, 3)) * 255).astype("uint8")).save(tmp_path / "dog.png")
+    sf.write(tmp_path / "bark.wav", np.sin(np.arange(8000) / 5.0).astype("float32") * 0.3, 16000)
+    make_clip(tmp_path / "walk.mp4", [1.0], fps=25, size=(64, 48))
+    line = {"prompt": "@image1 walks as in @video1 and barks like @audio1", "id": "dog",
+            "references": {"image1": "dog.png", "video1": "walk.mp4", "audio1": "bark.wav"}}
+    (tmp_path / "prompts.jsonl").write_text(json.dumps(line) + "\n")
+    [prompt] = read_prompts(tmp_path / "prompts.jsonl")
+    gen = generator(debug_checkpoint(tmp_path / "c.safetensors", 0), tmp_path / "out",
+                    RolloutConfig(group_size=1, steps=2))
+    gen.write_group(prompt)
+    [sample] = read_rollouts(tmp_path / "out")
+    assert set(sample.meta["references"]) == {"image1", "video1", "audio1"}
+    video, audio = gen.regenerate(sample.meta)
+    assert torch.equal(video, sample.latents()["video"]) and torch.equal(audio, sample.latents()["audio"])
+    # another dog picture, the same prompt id and seed: another sample
+    Image.fromarray(np.full((24, 40, 3), 200, "uint8")).save(tmp_path / "dog.png")
+    other, _, _ = gen.latents(prompt.text, [sample.seed], prompt.references)
+    assert not torch.equal(other[0], video)
+    (tmp_path / "prompts.jsonl").write_text(json.dumps({"prompt": "@image2 runs", "references": {"image1": "dog.png"}}))
+    with pytest.raises(ValueError, match="@image2"):
+        read_prompts(tmp_path / "prompts.jsonl")
+
+
 def test_checkpoint_sources_and_their_errors(tmp_path):
     torch.manual_seed(3)
     model = DualDiT(get_preset("debug"))
@@ -112,7 +149,7 @@ def test_prompt_files(tmp_path):
     jsonl.write_text('{"prompt": "a drum", "id": "drum1", "style": "jazz"}\n')
     [p] = read_prompts(jsonl)
     assert (p.prompt_id, p.extra) == ("drum1", {"style": "jazz"})
-    for text, error in (("a drum\na drum\n", "same prompt"), ("the dog of @image1\n", "no reference"),
+    for text, error in (("a drum\na drum\n", "same prompt"), ("the dog of @image1\n", "no such reference.*JSONL"),
                         ("[3-1s] backwards\n", "end > start"), ('{"id": "x"}\n', "non-empty")):
         plain.write_text(text)
         with pytest.raises(ConfigError, match=error):
