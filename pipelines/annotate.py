@@ -180,9 +180,12 @@ def cmd_import(args) -> int:
     print(f"imported {len(result.rows)} judgements from {result.annotations} annotations of {result.tasks} tasks "
           f"into {path}\n  skipped: " + (", ".join(f"{k}={v}" for k, v in sorted(result.skipped.items())) or "none"))
     print(f"  {'axis':<18} {'judgements':>10} {'pairs 2+':>8} {'agreement':>9} {'alpha':>6}")
+    def num(x, width):
+        return f"{'-':>{width}}" if x is None else f"{x:>{width}.3f}"
+
     for axis, r in report.items():
         print(f"  {axis:<18} {r['judgements']:>10} {r['pairs_judged_twice_or_more']:>8} "
-              f"{r['pairwise_agreement']:>9.3f} {r['krippendorff_alpha']:>6.3f}")
+              f"{num(r['pairwise_agreement'], 9)} {num(r['krippendorff_alpha'], 6)}")
     return 0
 
 

@@ -19,6 +19,7 @@ import logging
 import os
 import re
 import secrets
+import shutil
 import socket
 import subprocess
 import time
@@ -121,9 +122,11 @@ class LabelStudioServer:
                    LABEL_STUDIO_LOCAL_FILES_SERVING_ENABLED="true",
                    LABEL_STUDIO_LOCAL_FILES_DOCUMENT_ROOT=str(self.media_root))
         self.data_dir.mkdir(parents=True, exist_ok=True)
+        database, template = self.data_dir / "label_studio.sqlite3", self.venv / "template" / "label_studio.sqlite3"
+        if not database.exists() and template.is_file():
+            shutil.copyfile(template, database)  # migrated once at install: starts in seconds, not minutes
         self._log_start = self.log_path.stat().st_size if self.log_path.exists() else 0
-        log.info("starting Label Studio on %s (data in %s; the first start migrates its database, ~2 min)",
-                 self.url, self.data_dir)
+        log.info("starting Label Studio on %s (data in %s)", self.url, self.data_dir)
         with open(self.log_path, "ab") as out:
             # --internal-host is the listen address (the default is every interface)
             self.proc = subprocess.Popen(

@@ -61,7 +61,8 @@ def krippendorff_alpha_nominal(values: list[list]) -> float:
 
 
 def agreement_report(rows: list[dict]) -> dict[str, dict]:
-    """Per axis: judgements, pairs judged more than once, annotators, pairwise agreement, alpha."""
+    """Per axis: judgements, pairs judged more than once, annotators, pairwise agreement, alpha
+    (None where no pair was judged twice, or every judgement agrees on one value)."""
     report = {}
     for axis in dict.fromkeys(r["axis"] for r in rows):
         vals = units(rows, axis)
@@ -69,6 +70,10 @@ def agreement_report(rows: list[dict]) -> dict[str, dict]:
         report[axis] = {"judgements": sum(len(u) for u in vals), "pairs": len(vals),
                         "pairs_judged_twice_or_more": len(multi),
                         "annotators": len({r["annotator"] for r in rows if r["axis"] == axis}),
-                        "pairwise_agreement": pairwise_agreement(multi),
-                        "krippendorff_alpha": krippendorff_alpha_nominal(multi)}
+                        "pairwise_agreement": _or_none(pairwise_agreement(multi)),
+                        "krippendorff_alpha": _or_none(krippendorff_alpha_nominal(multi))}
     return report
+
+
+def _or_none(x: float) -> float | None:
+    return None if x != x else x  # NaN is not JSON
