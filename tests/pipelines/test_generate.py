@@ -158,8 +158,10 @@ def test_prompt_files(tmp_path):
 
 @pytest.mark.slow
 @pytest.mark.timeout(600)
-def test_cli_generates_on_local_ray_resumes_and_refuses_another_checkpoint(tmp_path):
+def test_cli_generates_on_local_ray_resumes_and_refuses_another_checkpoint(tmp_path, monkeypatch):
     from pipelines.registry import register
+
+    monkeypatch.chdir(tmp_path)  # MLflow puts a new experiment's artifacts under ./mlruns
 
     ckpt = debug_checkpoint(tmp_path / "ckpt.safetensors", 0)
     prompts = tmp_path / "prompts.txt"
