@@ -188,3 +188,36 @@ def test_a_browser_plays_both_clips_with_sound_and_a_click_reaches_the_export(se
         assert video["controls"] and not video["muted"] and video["duration"] > 1 and video["audioBytes"] > 0
     rows, _ = pull_and_import(server, project, tmp_path, rollouts)
     assert [(r["item_a"], r["item_b"], r["axis"], r["outcome"]) for r in rows] == [(a, b, "visual_quality", "a")]
+
+
+@pytest.mark.timeout(600)
+def test_serve_prints_where_to_log_in_and_stops_on_ctrl_c(rollouts, tmp_path):
+    import signal
+    import time
+
+    data = tmp_path / "ls"
+    proc = subprocess.Popen([sys.executable, "-m", "pipelines.cli", "annotate", "serve", *map(str, rollouts),
+                             "--data-dir", str(data), "--pairs", "2"], stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True)
+    lines = []
+    try:
+        deadline = time.monotonic() + 400
+        while time.monotonic() < deadline and not any("Ctrl-C stops" in line for line in lines):
+            line = proc.stdout.readline()
+            if not line:
+                break
+            lines.append(line)
+        url = next(line.split()[2] for line in lines if line.startswith("Label Studio:"))
+        creds = json.loads((data / "credentials.json").read_text())
+        out = "".join(lines)
+        assert "(2 tasks, 4 clips)" in out and str(data / "credentials.json") in out
+        assert creds["password"] not in out and creds["token"] not in out
+        request = urllib.request.Request(url.split("/projects/")[0] + "/api/projects",
+                                         headers={"Authorization": f"Token {creds['token']}"})
+        with urllib.request.urlopen(request, timeout=60) as resp:
+            assert json.loads(resp.read())["count"] == 1
+    finally:
+        proc.send_signal(signal.SIGINT)
+        assert proc.wait(timeout=120) == 0
+    with pytest.raises(OSError):
+        urllib.request.urlopen(url, timeout=10)
