@@ -132,7 +132,11 @@ def select_pairs(clips: list[str], budget: str | int, rng: random.Random) -> lis
 
 
 def media_url(path: Path, cfg: AnnotationConfig, root: Path) -> str:
-    relative = path.resolve().relative_to(root.resolve()).as_posix()
+    try:
+        relative = path.resolve().relative_to(root.resolve()).as_posix()
+    except ValueError:
+        raise ConfigError(f"clip {path} is not under media_root={root}: set media_root to a folder "
+                          "holding every rollouts directory") from None
     if cfg.media_url:
         return cfg.media_url.rstrip("/") + "/" + quote(relative)
     return LOCAL_FILES + quote(relative)

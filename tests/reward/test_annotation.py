@@ -63,6 +63,8 @@ def test_tasks_pair_clips_of_one_prompt_across_checkpoints(rollouts, tmp_path):
         assert "controls" in task["data"]["video_a"]
     cross = [t for t in tasks if len({i.split("-")[0] for i in t["data"]["tandem"]["items"]}) == 2]
     assert len(cross) == 8
+    with pytest.raises(ValueError, match="not under media_root"):
+        make_tasks(rollouts, AnnotationConfig(media_root="/somewhere/else"))
     [rank] = make_tasks(rollouts[:4], AnnotationConfig(mode="rank"))[:1]
     assert sorted(i["id"] for i in rank["data"]["items"]) == sorted(r.sample_id for r in rollouts[:2])
 
