@@ -5,6 +5,8 @@
     tandem latents CLIPS --out DIR [...]       clip shards -> latent shards (Ray Data, VAE actors)
     tandem train  --config RECIPE [...]        DeepSpeed ZeRO training on Ray Train
     tandem submit {train,curate,...} [...]     the same, as a Ray Job on a cluster
+    tandem generate CHECKPOINT --prompts F --out DIR   rollouts: K audio-video samples per prompt
+    tandem annotate {tasks,serve,push,pull,import,leaderboard}   human rankings with Label Studio
     tandem reward ...                          annotation import / reward model
     tandem align  ...                          DanceGRPO alignment
 
@@ -58,6 +60,12 @@ def build_parser() -> argparse.ArgumentParser:
     from pipelines.train_cmd import add_parsers as add_train_and_submit
 
     add_train_and_submit(sub)
+    from pipelines.generate import add_parsers as add_generate
+
+    add_generate(sub)
+    from pipelines.annotate import add_parsers as add_annotate
+
+    add_annotate(sub)
 
     sub.add_parser("reward", help="annotation import/export and reward-model training")
     sub.add_parser("align", help="DanceGRPO alignment against the reward model")

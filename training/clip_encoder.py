@@ -111,6 +111,22 @@ def load_vaes(cfg: EncoderConfig, device: torch.device | str = "cpu"):
     return video_vae, audio_vae
 
 
+def text_encoder(cfg: EncoderConfig):
+    """The text encoder ``cfg`` names (latents and ``tandem generate`` share it)."""
+    from model.text_encoder import ByteTokenizer, TextEncoder, TextEncoderConfig
+
+    if cfg.text_encoder:
+        return TextEncoder.from_config(TextEncoderConfig(name_or_path=cfg.text_encoder))
+    from transformers import T5Config, T5EncoderModel
+
+    d = cfg.text_dim
+    with torch.random.fork_rng(devices=[]):  # random debug encoder: the same weights in every process
+        torch.manual_seed(0)
+        model = T5EncoderModel(T5Config(vocab_size=ByteTokenizer.vocab_size, d_model=d, d_kv=16,
+                                        d_ff=2 * d, num_layers=1, num_heads=4))
+    return TextEncoder(model.eval(), ByteTokenizer(), max_length=64)
+
+
 class ClipEncoder:
     """The video VAE, audio VAE and text encoder, ready to turn clip samples into latents."""
 
@@ -121,18 +137,7 @@ class ClipEncoder:
         self.text = self._text_encoder()
 
     def _text_encoder(self):
-        from model.text_encoder import ByteTokenizer, TextEncoder, TextEncoderConfig
-
-        if self.cfg.text_encoder:
-            return TextEncoder.from_config(TextEncoderConfig(name_or_path=self.cfg.text_encoder))
-        from transformers import T5Config, T5EncoderModel
-
-        d = self.cfg.text_dim
-        with torch.random.fork_rng(devices=[]):  # random debug encoder: the same weights in every process
-            torch.manual_seed(0)
-            model = T5EncoderModel(T5Config(vocab_size=ByteTokenizer.vocab_size, d_model=d, d_kv=16,
-                                            d_ff=2 * d, num_layers=1, num_heads=4))
-        return TextEncoder(model.eval(), ByteTokenizer(), max_length=64)
+        return text_encoder(self.cfg)
 
     @torch.no_grad()
     def encode(self, sample: dict, buckets: BucketConfig) -> dict:

@@ -36,6 +36,23 @@ def batch_sequence(video: torch.Tensor, fps: float, spatial_stride: int = 8, tem
                           width=w * spatial_stride)
 
 
+def load_decoders(decoder: EncoderConfig, vocoder_weights: str = "", device: torch.device | str = "cpu"):
+    """(video VAE, audio VAE, vocoder) that turn latents made by ``decoder``'s encoders back
+    into frames and a waveform: the one place training samples and ``tandem generate`` get
+    their decoders. ``vocoder_weights`` "" = Griffin-Lim (no weights)."""
+    from model.vocoder import GriffinLimVocoder, HiFiGANVocoder
+
+    video_vae, audio_vae = load_vaes(decoder, device)
+    if vocoder_weights:
+        from model.checkpoint import load
+        from model.vocoder import HiFiGANConfig
+
+        vocoder = load(HiFiGANVocoder, HiFiGANConfig, vocoder_weights, device)
+    else:
+        vocoder = GriffinLimVocoder(audio_vae.cfg.mel).to(device)
+    return video_vae, audio_vae, vocoder.eval()
+
+
 class Sampler:
     def __init__(self, cfg: SampleConfig, seed: int = 0):
         self.cfg, self.seed = cfg, seed
@@ -43,17 +60,7 @@ class Sampler:
 
     def _decode_models(self):
         if self._decoders is None:
-            from model.vocoder import GriffinLimVocoder, HiFiGANVocoder
-
-            video_vae, audio_vae = load_vaes(self.cfg.decoder)
-            if self.cfg.vocoder_weights:
-                from model.checkpoint import load
-                from model.vocoder import HiFiGANConfig
-
-                vocoder = load(HiFiGANVocoder, HiFiGANConfig, self.cfg.vocoder_weights)
-            else:
-                vocoder = GriffinLimVocoder(audio_vae.cfg.mel)
-            self._decoders = (video_vae, audio_vae, vocoder.eval())
+            self._decoders = load_decoders(self.cfg.decoder, self.cfg.vocoder_weights)
         return self._decoders
 
     def due(self, step: int) -> bool:

@@ -6,7 +6,7 @@ import pytest
 
 from pipelines.cli import NOT_BUILT, main
 
-GROUPS = ["demo", "curate", "train", "submit", "reward", "align"]
+GROUPS = ["demo", "curate", "train", "submit", "generate", "annotate", "reward", "align"]
 
 
 def test_console_script_help():
