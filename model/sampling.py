@@ -238,25 +238,20 @@ class Trajectory:
     def log_prob(self) -> torch.Tensor:
         return self.log_prob_video + self.log_prob_audio
 
-    def at(self, step) -> tuple[torch.Tensor, ...]:
-        """(x_video, x_audio, next_video, next_audio, t, t_next) of transition ``step``: an
-        int, or a (B,) long tensor with one step per sample."""
+    def at(self, step, rows: torch.Tensor | None = None) -> tuple[torch.Tensor, ...]:
+        """(x_video, x_audio, next_video, next_audio, t, t_next) of transition ``step``: an int,
+        or a long tensor with one step per sample of ``rows`` (default: every sample)."""
         if not isinstance(step, torch.Tensor):
             ts = self.timesteps
             return (self.video[step], self.audio[step], self.video[step + 1], self.audio[step + 1],
                     float(ts[step]), float(ts[step + 1]))
-        rows = torch.arange(step.shape[0])
+        rows = torch.arange(step.shape[0]) if rows is None else rows
 
         def pick(states, offset):
-            return torch.stack([states[int(s) + offset][i] for i, s in zip(rows, step, strict=True)])
+            return torch.stack([states[s + offset][i] for i, s in zip(rows.tolist(), step.tolist(), strict=True)])
 
         return (pick(self.video, 0), pick(self.audio, 0), pick(self.video, 1), pick(self.audio, 1),
                 self.timesteps[step].double(), self.timesteps[step + 1].double())
-
-    def select(self, rows: torch.Tensor) -> Trajectory:
-        """The trajectories of samples ``rows`` (e.g. the best and worst of each group)."""
-        return Trajectory(self.timesteps, [x[rows] for x in self.video], [x[rows] for x in self.audio],
-                          self.log_prob_video[rows], self.log_prob_audio[rows])
 
 
 @torch.no_grad()

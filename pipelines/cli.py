@@ -18,7 +18,6 @@ import sys
 
 NOT_BUILT = {
     "reward": "annotation import and the reward model",
-    "align": "DanceGRPO alignment",
 }
 
 
@@ -58,9 +57,11 @@ def build_parser() -> argparse.ArgumentParser:
     from pipelines.train_cmd import add_parsers as add_train_and_submit
 
     add_train_and_submit(sub)
+    from pipelines.align import add_parsers as add_align
+
+    add_align(sub)
 
     sub.add_parser("reward", help="annotation import/export and reward-model training")
-    sub.add_parser("align", help="DanceGRPO alignment against the reward model")
     return parser
 
 

@@ -107,8 +107,8 @@ def test_per_sample_steps_score_like_the_same_steps_one_at_a_time(live_model):
     for row, step in enumerate(steps.tolist()):
         torch.testing.assert_close(lv[row], traj.log_prob_video[row, step], rtol=1e-9, atol=1e-9)
         torch.testing.assert_close(la[row], traj.log_prob_audio[row, step], rtol=1e-9, atol=1e-9)
-    picked = traj.select(torch.tensor([1]))
-    assert torch.equal(picked.video[-1][0], traj.video[-1][1]) and picked.log_prob.shape == (1, 4)
+    x_v, *_ = traj.at(torch.tensor([2]), rows=torch.tensor([1]))
+    assert torch.equal(x_v[0], traj.video[2][1])
 
 
 def _log_ratio_after_a_small_update(model, video_shape, audio_shape) -> float:
