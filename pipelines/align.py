@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 import shutil
 import sys
 import time
@@ -110,6 +111,9 @@ def preflight(cfg: AlignConfig) -> Plan:
     except ValueError as exc:
         raise PreflightError(str(exc)) from exc
     _check_shapes(cfg)
+    if not re.fullmatch(r"[A-Za-z0-9_-]+", cfg.register_alias) or cfg.register_alias.lower() == "latest":
+        raise PreflightError(f"register_alias {cfg.register_alias!r}: use letters, digits, - and _ "
+                             "('latest' is reserved by MLflow), e.g. register_alias=candidate")
     if not cfg.rewards:
         raise PreflightError("the recipe has no rewards: add e.g. rewards.brightness.source=brightness")
     read_prompts(cfg.prompts_file, BUILTIN_PROMPTS)

@@ -90,7 +90,7 @@ class AlignConfig:
     hacking: HackingConfig = field(default_factory=HackingConfig)
     engine: EngineConfig = field(default_factory=EngineConfig)
     workers: WorkersConfig = field(default_factory=WorkersConfig)
-    register_alias: str = run_only("latest")  # alias of the aligned checkpoint in tandem-aligned
+    register_alias: str = run_only("candidate")  # alias of the aligned checkpoint in tandem-aligned
     experiment: str = run_only("tandem-align")
     tracking_dir: str = run_only("runs")
 

@@ -83,9 +83,10 @@ def test_a_missing_checkpoint_unknown_registry_model_or_recipe_is_refused(regist
     assert_refused_before_ray(main(["align", "--config", "nope"]), capsys, "unknown recipe 'nope'", "debug_cpu")
 
 
-def test_latents_the_vaes_do_not_make_are_refused(store, capsys):
+def test_latents_the_vaes_do_not_make_or_a_reserved_alias_are_refused(store, capsys):
     assert_refused_before_ray(align(store, "encoder.video_vae=base"), capsys, "16-channel latents",
                               "encoder.video_vae")
+    assert_refused_before_ray(align(store, "register_alias=latest"), capsys, "reserved")
 
 
 def test_both_recipes_load():
