@@ -22,15 +22,15 @@ import logging
 import re
 import shutil
 import sys
+import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from pipelines.config import ConfigError, from_dict, load_config, save_config, to_dict
-from pipelines.ray_local import cluster_address, init_ray
-from pipelines.ray_train import check_resources
+from pipelines.config import ConfigError, from_dict, load_config, to_dict
+from pipelines.ray_train import fit_on_ray, start_worker_run
 from pipelines.registry import RegistryError, is_model_uri, register, resolve
-from pipelines.tracking import default_tracking_uri, open_tracker
+from pipelines.tracking import default_tracking_uri
 from reward.align import AlignConfig
 
 log = logging.getLogger(__name__)
@@ -157,21 +157,13 @@ def _align_loop(config: dict) -> None:
 
     cfg = from_dict(AlignConfig, config["align"])
     torch.set_num_threads(max(1, int(cfg.workers.cpus_per_worker)))
-    rank = ray.train.get_context().get_world_rank()
-    run_id_file = Path(cfg.storage) / "mlflow_run_id"
-    run_id = run_id_file.read_text().strip() if run_id_file.exists() else None
-    tracker = open_tracker(cfg.experiment, config.get("run_name"), store_dir=cfg.tracking_dir,
-                           enabled=rank == 0, run_id=run_id)
+    tracker, rank, new_run = start_worker_run(cfg, config["align"], config.get("run_name"))
     status = "FAILED"
     try:
         aligner = Aligner(cfg, tracker, init_path=config["init_path"], reward_paths=config["reward_paths"])
         resumed = aligner.resume()
         if rank == 0:
-            if run_id is None:
-                run_id_file.parent.mkdir(parents=True, exist_ok=True)
-                run_id_file.write_text(str(tracker.run_id or ""))
-                tracker.log_params(config["align"])
-                tracker.log_artifact(save_config(cfg, Path(cfg.storage) / "recipe.yaml"))
+            if new_run:
                 tracker.set_tags({"init": cfg.init or f"fresh {cfg.preset}", "init.resolved": config["init_path"],
                                   "rewards.optimised": ",".join(h.id for h in aligner.heads if h.optimised),
                                   "rewards.held_out": ",".join(h.id for h in aligner.heads if not h.optimised)})
@@ -188,29 +180,53 @@ def _align_loop(config: dict) -> None:
             tracker.close(status)
 
 
+def progress_line(m: dict) -> str:
+    """One line of storage/progress.jsonl for the console."""
+    if "reward_mean" not in m:
+        line = f"step {m['step']:>4}/{m['steps']}  evaluation"
+    else:
+        line = (f"step {m['step']:>4}/{m['steps']}  reward_mean {m['reward_mean']:.4g}  ratio "
+                f"[{m['ratio_min']:.4f}, {m['ratio_max']:.4f}] clip_frac {m['clip_frac']:.2f}  "
+                f"rollout {m['rollout_s']:.1f}s reward {m['reward_s']:.1f}s update {m['update_s']:.1f}s")
+    if "eval_reward_mean" in m:
+        line += f"  | eval_reward_mean {m['eval_reward_mean']:.4g}"
+        line += "  HACKING ALERT" if m.get("hacking_alert") else ""
+    return line
+
+
+def follow_progress(path: Path, stop: threading.Event, out=sys.stdout) -> None:
+    """Print progress lines as rank 0 appends them (workers' own logs stay in Ray's)."""
+    seen = path.stat().st_size if path.exists() else 0
+    while True:
+        done = stop.wait(2.0)
+        if path.exists() and path.stat().st_size > seen:
+            with open(path) as f:
+                f.seek(seen)
+                chunk = f.read()
+            complete = chunk[: chunk.rfind("\n") + 1]
+            seen += len(complete.encode())
+            for line in complete.splitlines():
+                print(progress_line(json.loads(line)), file=out, flush=True)
+        if done:
+            return
+
+
 def run_alignment(cfg: AlignConfig, plan: Plan | None = None, *, address: str | None = None,
                   run_name: str | None = None, until: int | None = None):
-    """Align ``cfg`` on the current Ray cluster (local by default); returns Ray's Result.
-    Raises ValueError when a local Ray instance cannot ever hold the workers."""
-    import ray
-    from ray.train import FailureConfig, RunConfig, ScalingConfig
-    from ray.train.torch import TorchTrainer
-
+    """Align ``cfg`` on the current Ray cluster (local by default), printing progress; returns
+    Ray's Result. Raises ValueError when a local Ray instance cannot ever hold the workers."""
     plan = plan or Plan()
-    init_ray(address)
-    check_resources(cfg, ray.cluster_resources(), local=cluster_address(address) is None)
-    storage = Path(cfg.storage).absolute()
-    cfg.storage, cfg.tracking_dir = str(storage), str(Path(cfg.tracking_dir).absolute())
-    trainer = TorchTrainer(
-        _align_loop,
-        train_loop_config={"align": to_dict(cfg), "run_name": run_name, "until": until,
-                           "init_path": plan.init_path, "reward_paths": plan.reward_paths},
-        scaling_config=ScalingConfig(num_workers=cfg.workers.num_workers, use_gpu=cfg.workers.use_gpu,
-                                     resources_per_worker={"CPU": cfg.workers.cpus_per_worker}),
-        run_config=RunConfig(name=run_name or "align", storage_path=str(storage / "ray"),
-                             failure_config=FailureConfig(max_failures=cfg.workers.max_failures)),
-    )
-    return trainer.fit()
+    cfg.storage, cfg.tracking_dir = str(Path(cfg.storage).absolute()), str(Path(cfg.tracking_dir).absolute())
+    loop_config = {"align": to_dict(cfg), "run_name": run_name, "until": until,
+                   "init_path": plan.init_path, "reward_paths": plan.reward_paths}
+    stop = threading.Event()
+    follower = threading.Thread(target=follow_progress, args=(Path(cfg.storage) / "progress.jsonl", stop), daemon=True)
+    follower.start()
+    try:
+        return fit_on_ray(_align_loop, loop_config, cfg, address=address, name=run_name or "align")
+    finally:
+        stop.set()
+        follower.join()
 
 
 def aligned_weights(cfg: AlignConfig) -> Path:

@@ -12,6 +12,7 @@ would have logged. Runs under plain torchrun or inside Ray Train (pipelines/alig
 from __future__ import annotations
 
 import copy
+import json
 import logging
 import time
 from dataclasses import dataclass, field
@@ -27,6 +28,7 @@ from reward.align_inputs import (
     BUILTIN_PROMPTS,
     RewardSourceConfig,
     build_sources,
+    encode_prompts,
     load_initial_weights,
     parse_rewards,
     read_prompts,
@@ -41,6 +43,7 @@ from reward.grpo import (
     rollout,
 )
 from reward.sources import Clips
+from training.checkpoints import load_latest, save_checkpoint
 from training.clip_encoder import EncoderConfig
 from training.engine import EngineConfig
 from training.tracker import NullTracker, Tracker
@@ -65,8 +68,8 @@ class EvalConfig:
 
 @dataclass
 class HackingConfig:
-    threshold: float = 0.02  # a held-out head falling this far below its first evaluation...
-    min_rise: float = 0.0  # ...while eval_reward_mean rose more than this raises hacking_alert
+    threshold: float = 0.02  # a held-out head falling this far below its best evaluation...
+    min_rise: float = 0.0  # ...while eval_reward_mean rose more than this since raises hacking_alert
 
 
 @dataclass
@@ -102,29 +105,30 @@ class AlignConfig:
 
 
 class HackingMonitor:
-    """Flags reward hacking: the optimised eval reward rises while a held-out head falls by
-    more than ``threshold``, both measured against the first evaluation."""
+    """Flags reward hacking: a held-out head has fallen more than ``threshold`` below the best
+    it reached while the optimised eval reward rose (by more than ``min_rise``) since then."""
 
     def __init__(self, cfg: HackingConfig, held_out: list[str]):
-        self.cfg, self.held_out, self.baseline = cfg, held_out, None
+        self.cfg, self.held_out = cfg, held_out
+        self.best: dict[str, tuple[float, float]] = {}  # head -> (its best eval, eval_reward_mean then)
 
     def check(self, metrics: dict[str, float]) -> tuple[bool, str]:
-        if self.baseline is None:
-            self.baseline = dict(metrics)
-            return False, ""
-        rise = metrics["eval_reward_mean"] - self.baseline["eval_reward_mean"]
-        falls = {h: self.baseline[f"eval_reward.{h}.mean"] - metrics[f"eval_reward.{h}.mean"] for h in self.held_out}
-        hacked = {h: f for h, f in falls.items() if f > self.cfg.threshold}
-        if rise > self.cfg.min_rise and hacked:
-            return True, (f"possible reward hacking: eval_reward_mean rose {rise:+.4g} since the first evaluation "
-                          "while held-out " + ", ".join(f"{h} fell {f:.4g}" for h, f in hacked.items()))
-        return False, ""
+        reward, hacked = metrics["eval_reward_mean"], []
+        for head in self.held_out:
+            now = metrics[f"eval_reward.{head}.mean"]
+            best, reward_then = self.best.get(head, (now, reward))
+            if now >= best:
+                self.best[head] = (now, reward)
+            elif best - now > self.cfg.threshold and reward - reward_then > self.cfg.min_rise:
+                hacked.append(f"held-out {head} fell {best - now:.4g} below its best while eval_reward_mean "
+                              f"rose {reward - reward_then:+.4g}")
+        return bool(hacked), ("possible reward hacking: " + "; ".join(hacked)) if hacked else ""
 
     def state_dict(self) -> dict:
-        return {"baseline": self.baseline}
+        return {"best": dict(self.best)}
 
     def load_state_dict(self, state: dict) -> None:
-        self.baseline = state.get("baseline")
+        self.best = {k: tuple(v) for k, v in state.get("best", {}).items()}
 
 
 def decoders(cfg: AlignConfig):
@@ -140,7 +144,7 @@ def text_encoder(cfg: EncoderConfig, device):
     """The prompt encoder that made the training latents' text features (one place to swap)."""
     from training.clip_encoder import ClipEncoder
 
-    return ClipEncoder(cfg, device).text
+    return ClipEncoder(cfg, device).text.to(device)
 
 
 def step_generator(seed: int, step: int, rank: int, stream: int = 0) -> torch.Generator:
@@ -181,8 +185,8 @@ class Aligner:
         self.prompts = read_prompts(cfg.prompts_file, BUILTIN_PROMPTS)
         self.eval_prompts = read_prompts(cfg.eval.prompts_file, BUILTIN_EVAL_PROMPTS)
         encoder = text_encoder(cfg.encoder, self.device)
-        self.cond = encoder.encode(self.prompts, fps=cfg.sequence.fps)
-        self.eval_cond = encoder.encode(self.eval_prompts, fps=cfg.sequence.fps)
+        self.cond = encode_prompts(encoder, self.prompts, cfg.sequence.fps, self.device, self.dtype)
+        self.eval_cond = encode_prompts(encoder, self.eval_prompts, cfg.sequence.fps, self.device, self.dtype)
         del encoder
         self.decoders = (tuple(m.to(self.device) for m in decoders(cfg))
                          if any(s.uses != "latents" for _, s, _ in self.sources) else None)
@@ -199,28 +203,16 @@ class Aligner:
 
     def resume(self) -> bool:
         """Load the latest checkpoint under storage, if any; True when resumed."""
-        if not (self.checkpoint_dir / "latest").exists():
+        client = load_latest(self.engine, self.checkpoint_dir, self.ema)
+        if client is None:
             return False
-        _, client = self.engine.load_checkpoint(str(self.checkpoint_dir))
         self.step = client["step"]
         self.monitor.load_state_dict(client.get("monitor") or {})
-        if self.ema is not None and client.get("ema") is not None:
-            self.ema.load_state_dict(client["ema"])
         return True
 
     def save(self) -> None:
-        tag = f"step{self.step:08d}"
-        self.engine.save_checkpoint(str(self.checkpoint_dir), tag=tag, client_state={
-            "step": self.step, "monitor": self.monitor.state_dict(),
-            "ema": self.ema.state_dict() if self.ema is not None else None})
-        if self.ema is not None:
-            from model.checkpoint import save_state
-            from training.export import unwrapped
-
-            full = self.ema.full_state_dict(self.engine.module)  # collective under ZeRO-3
-            if self.rank == 0:
-                save_state({unwrapped(k): v for k, v in full.items()}, self.model_cfg,
-                           self.checkpoint_dir / tag / "ema.safetensors", "DualDiT")
+        save_checkpoint(self.engine, self.checkpoint_dir, self.step, {"monitor": self.monitor.state_dict()},
+                        self.ema, self.model_cfg, self.rank)
 
     # ---------------------------------------------------------------------- rewards
 
@@ -322,17 +314,26 @@ class Aligner:
         every = self.cfg.eval.every
         return every > 0 and (self.step % every == 0 or self.step == self.cfg.steps)
 
+    def log(self, metrics: dict[str, float], step: int) -> None:
+        """To the tracker, and (rank 0) one line of ``storage/progress.jsonl`` that
+        ``tandem align`` prints as the run goes."""
+        self.tracker.log_metrics(metrics, step=step)
+        if self.rank == 0:
+            with open(Path(self.cfg.storage) / "progress.jsonl", "a") as f:
+                f.write(json.dumps({"step": step, "steps": self.cfg.steps, **metrics}) + "\n")
+
     def fit(self, until: int | None = None) -> list[dict]:
         """Align from wherever ``resume`` left off to ``until`` (default ``cfg.steps``);
         returns the per-step metrics (eval metrics merged into their step's)."""
         history = []
+        Path(self.cfg.storage).mkdir(parents=True, exist_ok=True)
         if self.step == 0 and self.eval_due():
-            self.tracker.log_metrics(self.evaluate(), step=0)
+            self.log(self.evaluate(), step=0)
         while self.step < min(until or self.cfg.steps, self.cfg.steps):
             metrics = self.train_step()
             if self.eval_due():
                 metrics.update(self.evaluate())
-            self.tracker.log_metrics(metrics, step=self.step)
+            self.log(metrics, step=self.step)
             history.append(metrics)
             if self.step % self.cfg.checkpoint_every == 0 or self.step in (until, self.cfg.steps):
                 self.save()

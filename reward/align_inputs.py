@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -134,6 +135,28 @@ def build_sources(rewards: dict[str, RewardSourceConfig], model_paths: dict[str,
 
 
 # ------------------------------------------------------------------------------- prompts
+
+
+@torch.no_grad()
+def encode_prompts(encoder, prompts: list[str], fps: float, device, dtype=torch.float32, chunk: int = 64):
+    """One Conditioning for every prompt (encoded ``chunk`` at a time, padded to the longest),
+    on ``device`` with the text features in ``dtype``."""
+    from model.conditioning import Conditioning
+
+    parts = [encoder.encode(prompts[i:i + chunk], fps=fps) for i in range(0, len(prompts), chunk)]
+    length = max(p.text_emb.shape[1] for p in parts)
+
+    def padded(name, value):  # padding tokens: masked, global in time (-inf, inf), no reference slot
+        rows = []
+        for part in parts:
+            x = getattr(part, name)
+            fill = torch.as_tensor(value, dtype=x.dtype, device=x.device)
+            rows.append(torch.cat([x, fill.expand(x.shape[0], length - x.shape[1], *x.shape[2:])], 1))
+        return torch.cat(rows).to(device)
+
+    return Conditioning(padded("text_emb", 0.0).to(dtype), padded("text_mask", False),
+                        padded("text_spans", [-math.inf, math.inf]), padded("text_ref_slots", 0), fps=fps)
+
 
 
 def read_prompts(path: str, builtin: list[str]) -> list[str]:

@@ -279,18 +279,28 @@ def _world() -> int:
     return dist.get_world_size() if dist.is_initialized() else 1
 
 
-def _all_reduce(x: torch.Tensor, op=dist.ReduceOp.SUM) -> torch.Tensor:
-    if dist.is_initialized():
-        dist.all_reduce(x, op=op)
+def _comm(x: torch.Tensor) -> torch.Tensor:
+    """``x`` where the process group can reduce it: NCCL only reduces CUDA tensors."""
+    if dist.is_initialized() and dist.get_backend() == "nccl":
+        return x.to(torch.device("cuda", torch.cuda.current_device()))
     return x
+
+
+def _all_reduce(x: torch.Tensor, op=dist.ReduceOp.SUM) -> torch.Tensor:
+    if not dist.is_initialized():
+        return x
+    y = _comm(x)
+    dist.all_reduce(y, op=op)
+    return y.to(x.device)
 
 
 def _all_gather_cat(x: torch.Tensor) -> torch.Tensor:
     if not dist.is_initialized():
         return x
-    parts = [torch.empty_like(x) for _ in range(dist.get_world_size())]
-    dist.all_gather(parts, x.contiguous())
-    return torch.cat(parts)
+    y = _comm(x.contiguous())
+    parts = [torch.empty_like(y) for _ in range(dist.get_world_size())]
+    dist.all_gather(parts, y)
+    return torch.cat(parts).to(x.device)
 
 
 def update(engine: Engine, traj: Trajectory, cond: Conditioning, adv: torch.Tensor, rows: torch.Tensor,

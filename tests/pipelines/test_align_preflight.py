@@ -96,3 +96,10 @@ def test_both_recipes_load():
     big = load_align_recipe("1b_8gpu")
     assert big.preset == "1b" and big.engine.precision == "bf16" and big.workers.num_workers == 8
     assert any(not r.optimise for r in big.rewards.values())
+
+
+def test_submit_sends_align_with_its_arguments():
+    from pipelines.cli import build_parser
+
+    args = build_parser().parse_args(["submit", "align", "--", "--config", "1b_8gpu", "steps=10"])
+    assert (args.what, args.args) == ("align", ["--config", "1b_8gpu", "steps=10"])

@@ -1,17 +1,17 @@
-"""``tandem align`` on Ray Train (2 CPU workers, ZeRO-2): a worker SIGKILLed mid-run is
+"""``tandem align`` on Ray Train (2 CPU workers, ZeRO-3): a worker SIGKILLed mid-run is
 replaced, the run resumes from its checkpoint and logs the metrics an uninterrupted run logs;
 one MLflow run in ``tandem-align`` holds the per-step metrics, the evaluations with their mp4s,
-and the aligned checkpoint is registered as ``tandem-aligned``."""
+and the aligned checkpoint is registered as ``tandem-aligned``. Three evaluation prompts on two
+ranks: the rank without a third prompt still runs its (collective) ZeRO-3 forwards."""
 
 from __future__ import annotations
 
-import os
 import threading
 
 import pytest
 import torch
 
-from tests.pipelines.test_ray_train import _kill_a_worker_after
+from tests.pipelines.test_ray_train import _kill_a_worker_after, mlflow_env  # noqa: F401 (a fixture)
 from tests.reward.test_grpo_learns import Recorder
 from tests.training.conftest import on_two_ranks
 
@@ -19,7 +19,8 @@ pytestmark = pytest.mark.slow  # Ray Train + DeepSpeed
 
 STEPS = 6
 RECIPE = [f"steps={STEPS}", "checkpoint_every=2", "eval.every=3", "eval.videos=2", "grpo.sampling_steps=4",
-          "workers.max_failures=1"]
+          "workers.max_failures=1", "engine.zero_stage=3"]
+EVAL_PROMPTS = "a cat purring on a windowsill\nfireworks over a river\nan old clock ticking\n"
 PER_STEP = ["reward_mean", "reward.brightness.mean", "reward.brightness.std", "reward.exposure.mean",
             "reward.loudness.std", "advantage_mean", "advantage_std", "advantage_abs_max", "ratio_mean", "ratio_min",
             "ratio_max", "clip_frac", "kl", "zero_std_frac", "loss", "grad_norm", "lr", "rollout_s", "reward_s",
@@ -39,19 +40,9 @@ def align_uninterrupted(overrides: list[str]) -> dict[int, dict]:
     return recorder.metrics
 
 
-@pytest.fixture
-def mlflow_env(monkeypatch):
-    monkeypatch.setenv("MLFLOW_DISABLE_TELEMETRY", "1")
-    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
-    os.environ["RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"] = "0"
-    yield
-    import ray
-
-    ray.shutdown()
-
-
 @pytest.mark.timeout(900)
-def test_killed_worker_resumes_to_the_uninterrupted_metrics_and_the_result_is_registered(tmp_path, mlflow_env, capsys):
+@pytest.mark.usefixtures("mlflow_env")
+def test_killed_worker_resumes_to_the_uninterrupted_metrics_and_the_result_is_registered(tmp_path, capsys):
     import mlflow
 
     from model.checkpoint import load
@@ -62,11 +53,13 @@ def test_killed_worker_resumes_to_the_uninterrupted_metrics_and_the_result_is_re
     from training.export import consolidated_state_dict
 
     storage, runs = tmp_path / "align", tmp_path / "runs"
+    (tmp_path / "eval.txt").write_text(EVAL_PROMPTS)
+    recipe = [*RECIPE, f"eval.prompts_file={tmp_path / 'eval.txt'}"]
     killed: list = []
     killer = threading.Thread(target=_kill_a_worker_after, args=(storage / "checkpoints", 2, killed))
     killer.start()
     code = main(["align", "--config", "debug_cpu", "--run-name", "align-kill", f"storage={storage}",
-                 f"tracking_dir={runs}", *RECIPE])
+                 f"tracking_dir={runs}", *recipe])
     killer.join()
     out = capsys.readouterr()
     assert code == 0, out.err
@@ -78,13 +71,13 @@ def test_killed_worker_resumes_to_the_uninterrupted_metrics_and_the_result_is_re
     [run] = mlflow.search_runs(experiment_names=["tandem-align"], output_format="list")
     assert run.info.status == "FINISHED" and run.info.run_name == "align-kill"
     assert 2 <= int(run.data.tags["resumed_from_step"]) < STEPS
-    assert run.data.params["grpo.group_size"] == "4" and run.data.tags["rewards.held_out"] == "exposure,loudness"
+    assert run.data.params["engine.zero_stage"] == "3" and run.data.tags["rewards.held_out"] == "exposure,loudness"
     client = mlflow.MlflowClient()
 
     def logged(key) -> dict[int, float]:
         return {m.step: m.value for m in sorted(client.get_metric_history(run.info.run_id, key), key=lambda m: m.timestamp)}
 
-    reference = on_two_ranks(align_uninterrupted, [f"storage={tmp_path / 'reference'}", *RECIPE])
+    reference = on_two_ranks(align_uninterrupted, [f"storage={tmp_path / 'reference'}", *recipe])
     for key in PER_STEP + PER_EVAL:
         steps = range(1, STEPS + 1) if key in PER_STEP else (0, 3, 6)
         history = logged(key)

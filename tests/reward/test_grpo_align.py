@@ -68,19 +68,24 @@ def test_trained_reward_models_go_through_one_loader_hook_that_says_it_is_not_wi
 
 
 def test_hacking_monitor_flips_when_the_optimised_reward_rises_and_a_held_out_head_falls():
-    monitor = HackingMonitor(HackingConfig(threshold=0.1), held_out=["exposure"])
-
     def evals(reward, exposure):
         return {"eval_reward_mean": reward, "eval_reward.exposure.mean": exposure}
 
-    assert monitor.check(evals(0.5, 0.0)) == (False, "")  # the first evaluation is the baseline
+    monitor = HackingMonitor(HackingConfig(threshold=0.1), held_out=["exposure"])
+    assert monitor.check(evals(0.5, 0.0)) == (False, "")
     assert not monitor.check(evals(0.7, -0.05))[0]  # held-out fell less than the threshold
     assert not monitor.check(evals(0.4, -0.3))[0]  # both fell: a bad run, not hacking
     alert, message = monitor.check(evals(0.8, -0.2))
-    assert alert and "exposure fell 0.2" in message
+    assert alert and "exposure fell 0.2 below its best" in message
     restored = HackingMonitor(HackingConfig(threshold=0.1), held_out=["exposure"])
-    restored.load_state_dict(monitor.state_dict())  # resumed runs keep the first evaluation's baseline
+    restored.load_state_dict(monitor.state_dict())  # a resumed run keeps what it saw
     assert restored.check(evals(0.8, -0.2))[0]
+
+    # Both rise together at first; then the held-out one turns down while the optimised one
+    # keeps rising: hacking, although the held-out head is still above where it started.
+    monitor = HackingMonitor(HackingConfig(threshold=0.1), held_out=["exposure"])
+    assert not monitor.check(evals(0.5, 0.0))[0] and not monitor.check(evals(0.6, 0.3))[0]
+    assert monitor.check(evals(0.7, 0.15))[0]
 
 
 def test_starting_checkpoint_identity_from_safetensors_or_a_train_run(tmp_path):
@@ -114,3 +119,17 @@ def test_prompt_files_one_per_line_or_the_built_in_set(tmp_path):
 def test_engine_accumulation_is_the_update_s_not_deepspeed_s():
     with pytest.raises(ConfigError, match="grad_accum_steps"):
         load_config(AlignConfig, None, TWO_SOURCES + ["engine.grad_accum_steps=2"])
+
+
+def test_prompts_encoded_in_chunks_pad_to_one_length_like_a_single_batch():
+    from model.text_encoder import TextEncoder
+    from reward.align_inputs import encode_prompts
+
+    encoder = TextEncoder.tiny_random()
+    prompts = ["a dog", "rain on a tin roof at night", "[0-1s] a bell, then [1-2s] silence"]
+    whole = encoder.encode(prompts, fps=25.0)
+    chunked = encode_prompts(encoder, prompts, 25.0, "cpu", chunk=2)
+    assert chunked.text_emb.shape == whole.text_emb.shape
+    for name in ("text_mask", "text_spans", "text_ref_slots"):
+        assert torch.equal(getattr(chunked, name), getattr(whole, name)), name
+    torch.testing.assert_close(chunked.text_emb, whole.text_emb)

@@ -1,7 +1,10 @@
-"""Alignment learns: two ranks, DeepSpeed ZeRO-2, the debug preset from fresh weights. Mean
-brightness of the decoded clips (fixed eval prompts and noise) rises within a couple of dozen
-steps, while an lr = 0 control stays exactly flat; the held-out head that anticorrelates with
-it (darkness) falls, so hacking_alert flips in the learning run and never in the control."""
+"""Alignment on two ranks with DeepSpeed ZeRO-2, the debug preset from fresh weights.
+
+Alignment learns: mean brightness of the decoded clips (fixed eval prompts and noise) rises
+within a couple of dozen steps while an lr = 0 control stays exactly flat; the held-out head
+that anticorrelates with it (darkness) falls, so hacking_alert flips in the learning run and
+never in the control. And a rank whose groups are all skipped still runs as many passes as
+the other (ZeRO reduces gradients in every backward): no hang, both end with equal weights."""
 
 from __future__ import annotations
 
@@ -33,8 +36,39 @@ class Recorder:
     def close(self, status="FINISHED"): ...
 
 
-def align_twice(storage: str) -> dict[str, dict[int, dict]]:
-    """The recipe at lr 1e-2 and at lr 0, one after the other in the same two-rank world."""
+def one_rank_has_nothing_to_train() -> dict:
+    """update() where rank 1 skipped every group: (passes, weights checksum, changed) per rank."""
+    import torch
+    import torch.distributed as dist
+
+    from model.conditioning import Conditioning
+    from model.dit import DualDiT
+    from model.presets import get_preset
+    from reward.grpo import GRPOConfig, rollout, update
+    from training.engine import EngineConfig, build_engine
+
+    torch.manual_seed(0)
+    engine = build_engine(DualDiT(get_preset("debug")), EngineConfig(zero_stage=2, lr=1e-2, micro_batch_per_rank=2))
+    rank = dist.get_rank()
+    backwards = []
+    real_backward = engine.backward
+    engine.backward = lambda loss, **kw: (backwards.append(float(loss)), real_backward(loss, **kw))[1]
+    cfg = GRPOConfig(group_size=2, prompts_per_rank=2, sampling_steps=2, timestep_fraction=1.0, train_batch=2)
+    g = torch.Generator().manual_seed(rank)
+    cond = Conditioning(torch.randn(2, 4, 64, generator=g), torch.ones(2, 4, dtype=torch.bool), fps=25.0)
+    traj = rollout(engine, cond, (8, 3, 2, 2), (8, 9), cfg, g)
+    rows = torch.arange(4) if rank == 0 else torch.zeros(0, dtype=torch.long)
+    before = sum(float(p.double().sum()) for p in engine.module.parameters())
+    update(engine, traj, cond.repeat(2), torch.tensor([1.0, 0.5, -0.3, 2.0], dtype=torch.float64), rows, cfg, g)
+    after = sum(float(p.double().sum()) for p in engine.module.parameters())
+    out = [None, None]
+    dist.all_gather_object(out, {"backwards": backwards, "checksum": after, "changed": after != before})
+    return out
+
+
+def two_rank_runs(storage: str) -> dict:
+    """The recipe at lr 1e-2 and at lr 0, then an update with nothing to train on rank 1, one
+    after the other in the same two-rank world (a world costs a DeepSpeed start-up)."""
     import torch
 
     from pipelines.config import load_config
@@ -47,14 +81,19 @@ def align_twice(storage: str) -> dict[str, dict[int, dict]]:
         recorder = Recorder()
         Aligner(cfg, tracker=recorder).fit()
         out[name] = recorder.metrics
+    out["uneven"] = one_rank_has_nothing_to_train()
     return out
 
 
-@pytest.mark.timeout(600)
-def test_eval_reward_rises_while_the_lr0_control_stays_flat(tmp_path):
-    runs = on_two_ranks(align_twice, str(tmp_path))
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory):
+    return on_two_ranks(two_rank_runs, str(tmp_path_factory.mktemp("align")))
+
+
+@pytest.mark.timeout(900)
+def test_eval_reward_rises_while_the_lr0_control_stays_flat(runs):
     learning, control = runs["learning"], runs["control"]
-    evals = {name: [run[s]["eval_reward_mean"] for s in (0, EVERY, STEPS)] for name, run in runs.items()}
+    evals = {name: [runs[name][s]["eval_reward_mean"] for s in (0, EVERY, STEPS)] for name in ("learning", "control")}
     print("eval_reward_mean at steps 0, 10, 20:", evals)
 
     assert evals["learning"][0] == evals["control"][0]  # the same start
@@ -72,3 +111,11 @@ def test_eval_reward_rises_while_the_lr0_control_stays_flat(tmp_path):
     assert held_out[1] < held_out[0] - 0.02
     assert learning[STEPS]["hacking_alert"] == 1.0
     assert all(control[s]["hacking_alert"] == 0.0 for s in (EVERY, STEPS))
+
+
+@pytest.mark.timeout(900)
+def test_a_rank_with_every_group_skipped_keeps_the_collectives_in_step(runs):
+    busy, idle = runs["uneven"]
+    assert len(busy["backwards"]) == len(idle["backwards"]) == 4  # 2 micro-batches x 2 trained steps
+    assert all(loss == 0 for loss in idle["backwards"]) and any(loss != 0 for loss in busy["backwards"])
+    assert busy["changed"] and busy["checksum"] == idle["checksum"]  # one optimizer step, the same on both
