@@ -58,9 +58,9 @@ def one_rank_has_nothing_to_train() -> dict:
     cond = Conditioning(torch.randn(2, 4, 64, generator=g), torch.ones(2, 4, dtype=torch.bool), fps=25.0)
     traj = rollout(engine, cond, (8, 3, 2, 2), (8, 9), cfg, g)
     rows = torch.arange(4) if rank == 0 else torch.zeros(0, dtype=torch.long)
-    before = sum(float(p.double().sum()) for p in engine.module.parameters())
+    before = sum(float(p.detach().double().sum()) for p in engine.module.parameters())
     update(engine, traj, cond.repeat(2), torch.tensor([1.0, 0.5, -0.3, 2.0], dtype=torch.float64), rows, cfg, g)
-    after = sum(float(p.double().sum()) for p in engine.module.parameters())
+    after = sum(float(p.detach().double().sum()) for p in engine.module.parameters())
     out = [None, None]
     dist.all_gather_object(out, {"backwards": backwards, "checksum": after, "changed": after != before})
     return out
