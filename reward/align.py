@@ -174,9 +174,9 @@ class Aligner:
         self.trainable = restrict_to_branch(model, g.branches)
         self.engine = build_engine(model, cfg.engine, warmup_cosine(cfg.warmup_steps, cfg.steps, cfg.min_lr_ratio))
         self.device = self.engine.device
-        if self.reference is not None:
-            self.reference.to(self.device)
         self.dtype = torch.bfloat16 if cfg.engine.precision == "bf16" else torch.float32
+        if self.reference is not None:  # in the policy's precision, as DeepSpeed casts the policy
+            self.reference.to(self.device, self.dtype)
         self.rank, self.world = dist.get_rank(), dist.get_world_size()
         self.ema = EMA(self.engine.module, cfg.ema_decay) if cfg.ema_decay > 0 else None
         self.sources = build_sources(cfg.rewards, reward_paths or {}, self.device)
