@@ -189,7 +189,8 @@ def progress_line(m: dict) -> str:
                 f"[{m['ratio_min']:.4f}, {m['ratio_max']:.4f}] clip_frac {m['clip_frac']:.2f}  "
                 f"rollout {m['rollout_s']:.1f}s reward {m['reward_s']:.1f}s update {m['update_s']:.1f}s")
     if "eval_reward_mean" in m:
-        line += f"  | eval_reward_mean {m['eval_reward_mean']:.4g}"
+        heads = " ".join(f"{k[12:-5]} {v:.4g}" for k, v in m.items() if k.startswith("eval_reward.") and k.endswith(".mean"))
+        line += f"  | eval_reward_mean {m['eval_reward_mean']:.4g} ({heads})"
         line += "  HACKING ALERT" if m.get("hacking_alert") else ""
     return line
 

@@ -68,7 +68,8 @@ class EvalConfig:
 
 @dataclass
 class HackingConfig:
-    threshold: float = 0.02  # a held-out head falling this far below its best evaluation...
+    threshold: float = 0.02  # a held-out head falling this far below its best evaluation (unless its
+    #                          source sets hacking_threshold)...
     min_rise: float = 0.0  # ...while eval_reward_mean rose more than this since raises hacking_alert
 
 
@@ -105,21 +106,22 @@ class AlignConfig:
 
 
 class HackingMonitor:
-    """Flags reward hacking: a held-out head has fallen more than ``threshold`` below the best
-    it reached while the optimised eval reward rose (by more than ``min_rise``) since then."""
+    """Flags reward hacking: a held-out head has fallen more than its threshold below the best
+    it reached while the optimised eval reward rose (by more than ``min_rise``) since then.
+    ``held_out``: head id -> threshold in that head's units (0: ``cfg.threshold``)."""
 
-    def __init__(self, cfg: HackingConfig, held_out: list[str]):
-        self.cfg, self.held_out = cfg, held_out
+    def __init__(self, cfg: HackingConfig, held_out: dict[str, float]):
+        self.cfg, self.held_out = cfg, {h: t or cfg.threshold for h, t in held_out.items()}
         self.best: dict[str, tuple[float, float]] = {}  # head -> (its best eval, eval_reward_mean then)
 
     def check(self, metrics: dict[str, float]) -> tuple[bool, str]:
         reward, hacked = metrics["eval_reward_mean"], []
-        for head in self.held_out:
+        for head, threshold in self.held_out.items():
             now = metrics[f"eval_reward.{head}.mean"]
             best, reward_then = self.best.get(head, (now, reward))
             if now >= best:
                 self.best[head] = (now, reward)
-            elif best - now > self.cfg.threshold and reward - reward_then > self.cfg.min_rise:
+            elif best - now > threshold and reward - reward_then > self.cfg.min_rise:
                 hacked.append(f"held-out {head} fell {best - now:.4g} below its best while eval_reward_mean "
                               f"rose {reward - reward_then:+.4g}")
         return bool(hacked), ("possible reward hacking: " + "; ".join(hacked)) if hacked else ""
@@ -181,7 +183,9 @@ class Aligner:
         self.ema = EMA(self.engine.module, cfg.ema_decay) if cfg.ema_decay > 0 else None
         self.sources = build_sources(cfg.rewards, reward_paths or {}, self.device)
         self.heads: list[Head] = [h for _, _, named in self.sources for _, h in named]
-        self.monitor = HackingMonitor(cfg.hacking, [h.id for h in self.heads if not h.optimised])
+        self.monitor = HackingMonitor(cfg.hacking, {h.id: cfg.rewards[key].hacking_threshold
+                                                    for key, _, named in self.sources for _, h in named
+                                                    if not h.optimised})
         self.prompts = read_prompts(cfg.prompts_file, BUILTIN_PROMPTS)
         self.eval_prompts = read_prompts(cfg.eval.prompts_file, BUILTIN_EVAL_PROMPTS)
         encoder = text_encoder(cfg.encoder, self.device)

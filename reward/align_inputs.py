@@ -6,13 +6,15 @@ Reward sources (recipe section ``rewards``, keyed by a name you choose)::
       brightness: {source: brightness, coefficient: 1.0}                  # optimised metric head
       loudness:   {source: loudness, options: {target_db: -20}, coefficient: 0.5}
       exposure:   {source: brightness, options: {target: 0.5}, optimise: false}   # held out
+      level:      {source: loudness, options: {target_db: -20}, optimise: false, hacking_threshold: 3}
       quality:    {source: "models:/tandem-reward@prod", heads: [visual_quality, av_sync]}
 
 ``source`` is a metric head of ``reward/sources.py`` by its name (its dataclass fields are
 ``options``), or a trained reward model ``models:/tandem-reward@ALIAS``, which ``tandem align``
 resolves through the MLflow registry before Ray starts and loads with ``load_reward_model``.
 A source's heads are named ``<key>`` when it has one head and ``<key>.<head>`` otherwise;
-every head is logged as ``reward.<id>.mean`` / ``.std``, held-out ones are never optimised.
+every head is logged as ``reward.<id>.mean`` / ``.std``, held-out ones are never optimised; a
+held-out head's ``hacking_threshold`` is in its own units (dB for loudness, luma for brightness).
 """
 
 from __future__ import annotations
@@ -62,6 +64,8 @@ class RewardSourceConfig:
     heads: list[str] = field(default_factory=list)  # which of the source's heads; [] = all
     coefficient: float = 1.0  # weight of this source's heads in the combined advantage
     optimise: bool = True  # False: held out, tracked to expose reward hacking
+    hacking_threshold: float = 0.0  # held out: a fall (in this source's units) that raises hacking_alert;
+    #                                 0 = hacking.threshold
     options: dict = field(default_factory=dict)  # metric head fields, e.g. {target_db: -20}
 
 

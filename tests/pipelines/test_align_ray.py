@@ -22,11 +22,11 @@ RECIPE = [f"steps={STEPS}", "checkpoint_every=2", "eval.every=3", "eval.videos=2
           "workers.max_failures=1", "engine.zero_stage=3"]
 EVAL_PROMPTS = "a cat purring on a windowsill\nfireworks over a river\nan old clock ticking\n"
 PER_STEP = ["reward_mean", "reward.brightness.mean", "reward.brightness.std", "reward.exposure.mean",
-            "reward.loudness.std", "advantage_mean", "advantage_std", "advantage_abs_max", "ratio_mean", "ratio_min",
+            "reward.level.std", "advantage_mean", "advantage_std", "advantage_abs_max", "ratio_mean", "ratio_min",
             "ratio_max", "clip_frac", "kl", "zero_std_frac", "loss", "grad_norm", "lr", "rollout_s", "reward_s",
             "update_s"]
 PER_EVAL = ["eval_reward_mean", "eval_reward.brightness.mean", "eval_reward.exposure.mean",
-            "eval_reward.loudness.mean", "hacking_alert"]
+            "eval_reward.level.mean", "hacking_alert"]
 TIMINGS = {"rollout_s", "reward_s", "update_s", "eval_s"}
 
 
@@ -71,7 +71,7 @@ def test_killed_worker_resumes_to_the_uninterrupted_metrics_and_the_result_is_re
     [run] = mlflow.search_runs(experiment_names=["tandem-align"], output_format="list")
     assert run.info.status == "FINISHED" and run.info.run_name == "align-kill"
     assert 2 <= int(run.data.tags["resumed_from_step"]) < STEPS
-    assert run.data.params["engine.zero_stage"] == "3" and run.data.tags["rewards.held_out"] == "exposure,loudness"
+    assert run.data.params["engine.zero_stage"] == "3" and run.data.tags["rewards.held_out"] == "exposure,level"
     client = mlflow.MlflowClient()
 
     def logged(key) -> dict[int, float]:

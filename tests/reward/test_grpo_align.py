@@ -71,21 +71,27 @@ def test_hacking_monitor_flips_when_the_optimised_reward_rises_and_a_held_out_he
     def evals(reward, exposure):
         return {"eval_reward_mean": reward, "eval_reward.exposure.mean": exposure}
 
-    monitor = HackingMonitor(HackingConfig(threshold=0.1), held_out=["exposure"])
+    monitor = HackingMonitor(HackingConfig(threshold=0.1), held_out={"exposure": 0.0})
     assert monitor.check(evals(0.5, 0.0)) == (False, "")
     assert not monitor.check(evals(0.7, -0.05))[0]  # held-out fell less than the threshold
     assert not monitor.check(evals(0.4, -0.3))[0]  # both fell: a bad run, not hacking
     alert, message = monitor.check(evals(0.8, -0.2))
     assert alert and "exposure fell 0.2 below its best" in message
-    restored = HackingMonitor(HackingConfig(threshold=0.1), held_out=["exposure"])
+    restored = HackingMonitor(HackingConfig(threshold=0.1), held_out={"exposure": 0.0})
     restored.load_state_dict(monitor.state_dict())  # a resumed run keeps what it saw
     assert restored.check(evals(0.8, -0.2))[0]
 
     # Both rise together at first; then the held-out one turns down while the optimised one
     # keeps rising: hacking, although the held-out head is still above where it started.
-    monitor = HackingMonitor(HackingConfig(threshold=0.1), held_out=["exposure"])
+    monitor = HackingMonitor(HackingConfig(threshold=0.1), held_out={"exposure": 0.0})
     assert not monitor.check(evals(0.5, 0.0))[0] and not monitor.check(evals(0.6, 0.3))[0]
     assert monitor.check(evals(0.7, 0.15))[0]
+
+    # Each held-out head falls in its own units: 2 dB of level is not a 0.1 fall.
+    monitor = HackingMonitor(HackingConfig(threshold=0.1), held_out={"level": 3.0})
+    monitor.check({"eval_reward_mean": 0.5, "eval_reward.level.mean": -1.0})
+    assert not monitor.check({"eval_reward_mean": 0.9, "eval_reward.level.mean": -3.0})[0]
+    assert monitor.check({"eval_reward_mean": 0.9, "eval_reward.level.mean": -4.5})[0]
 
 
 def test_starting_checkpoint_identity_from_safetensors_or_a_train_run(tmp_path):
