@@ -3,8 +3,9 @@
 Alignment learns: mean brightness of the decoded clips (fixed eval prompts and noise) rises
 within a couple of dozen steps while an lr = 0 control stays exactly flat; the held-out head
 that anticorrelates with it (darkness) falls, so hacking_alert flips in the learning run and
-never in the control. And a rank whose groups are all skipped still runs as many passes as
-the other (ZeRO reduces gradients in every backward): no hang, both end with equal weights."""
+never in the control. A run started from those DeepSpeed checkpoints evaluates as the run
+ended. And a rank whose groups are all skipped still runs as many passes as the other (ZeRO
+reduces gradients in every backward): no hang, both end with equal weights."""
 
 from __future__ import annotations
 
@@ -81,6 +82,9 @@ def two_rank_runs(storage: str) -> dict:
         recorder = Recorder()
         Aligner(cfg, tracker=recorder).fit()
         out[name] = recorder.metrics
+    # A run started from the learning run's DeepSpeed checkpoints (init=.../checkpoints).
+    cfg = load_config(AlignConfig, None, [*RECIPE, f"storage={storage}/continued", f"init={storage}/learning/checkpoints"])
+    out["continued"] = Aligner(cfg).evaluate()
     out["uneven"] = one_rank_has_nothing_to_train()
     return out
 
@@ -111,6 +115,12 @@ def test_eval_reward_rises_while_the_lr0_control_stays_flat(runs):
     assert held_out[1] < held_out[0] - 0.02
     assert learning[STEPS]["hacking_alert"] == 1.0
     assert all(control[s]["hacking_alert"] == 0.0 for s in (EVERY, STEPS))
+
+
+@pytest.mark.timeout(900)
+def test_a_run_started_from_the_aligned_checkpoints_evaluates_as_the_run_ended(runs):
+    assert runs["continued"]["eval_reward_mean"] == pytest.approx(runs["learning"][STEPS]["eval_reward_mean"],
+                                                                  abs=1e-6)
 
 
 @pytest.mark.timeout(900)
