@@ -43,9 +43,9 @@ from reward.grpo import (
     rollout,
 )
 from reward.sources import Clips
-from training.checkpoints import load_latest, save_checkpoint
 from training.clip_encoder import EncoderConfig
 from training.engine import EngineConfig
+from training.resume import load_latest, save_checkpoint
 from training.tracker import NullTracker, Tracker
 from training.trainer import WorkersConfig
 

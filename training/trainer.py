@@ -18,9 +18,9 @@ from pathlib import Path
 import torch
 
 from model.flow_matching import FlowMatchingConfig
-from training.checkpoints import load_latest, save_checkpoint
 from training.engine import EngineConfig, build_engine
 from training.loader import LatentLoader, LoaderConfig
+from training.resume import load_latest, save_checkpoint
 from training.samples import SampleConfig, Sampler
 from training.tracker import NullTracker, Tracker
 

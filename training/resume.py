@@ -1,4 +1,4 @@
-"""Checkpoints of a DeepSpeed-engine trainer (training and alignment share them).
+"""Saving and resuming a DeepSpeed-engine trainer (training and alignment share it).
 
 A checkpoint is DeepSpeed's own ``<dir>/stepNNNNNNNN`` (so ``zero_to_fp32`` converts it) with
 the trainer's state in its client state: the step, the EMA (each rank's own partition under
