@@ -26,6 +26,7 @@ def registry(tmp_path_factory):
     (store / "reward.safetensors").write_bytes(b"weights")
     with pytest.MonkeyPatch.context() as env:
         env.delenv("MLFLOW_TRACKING_URI", raising=False)
+        env.chdir(store)  # MLflow may put a new experiment's artifacts under ./mlruns
         register(store / "reward.safetensors", "tandem-reward", alias="prod", tracking_uri=default_tracking_uri(store))
         yield store
 
