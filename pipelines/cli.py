@@ -20,7 +20,6 @@ import sys
 
 NOT_BUILT = {
     "reward": "annotation import and the reward model",
-    "align": "DanceGRPO alignment",
 }
 
 
@@ -66,9 +65,11 @@ def build_parser() -> argparse.ArgumentParser:
     from pipelines.annotate import add_parsers as add_annotate
 
     add_annotate(sub)
+    from pipelines.align import add_parsers as add_align
+
+    add_align(sub)
 
     sub.add_parser("reward", help="annotation import/export and reward-model training")
-    sub.add_parser("align", help="DanceGRPO alignment against the reward model")
     return parser
 
 

@@ -20,6 +20,7 @@ import torch
 from model.flow_matching import FlowMatchingConfig
 from training.engine import EngineConfig, build_engine
 from training.loader import LatentLoader, LoaderConfig
+from training.resume import load_latest, save_checkpoint
 from training.samples import SampleConfig, Sampler
 from training.tracker import NullTracker, Tracker
 
@@ -117,28 +118,16 @@ class Trainer:
 
     def resume(self) -> bool:
         """Load the latest checkpoint under storage, if any; True when resumed."""
-        if not (self.checkpoint_dir / "latest").exists():
+        client = load_latest(self.engine, self.checkpoint_dir, self.ema)
+        if client is None:
             return False
-        _, client = self.engine.load_checkpoint(str(self.checkpoint_dir))
         self.step = client["step"]
         self.loader.load_state_dict(client["loader"])
-        if self.ema is not None and client.get("ema") is not None:
-            self.ema.load_state_dict(client["ema"])
         return True
 
     def save(self) -> None:
-        tag = f"step{self.step:08d}"
-        self.engine.save_checkpoint(str(self.checkpoint_dir), tag=tag, client_state={
-            "step": self.step, "loader": self.loader.state_dict(),
-            "ema": self.ema.state_dict() if self.ema is not None else None})
-        if self.ema is not None:
-            from model.checkpoint import save_state
-            from training.export import unwrapped
-
-            full = self.ema.full_state_dict(self.engine.module)  # collective under ZeRO-3
-            if self.rank == 0:
-                save_state({unwrapped(k): v for k, v in full.items()}, self.model_cfg,
-                           self.checkpoint_dir / tag / "ema.safetensors", "DualDiT")
+        save_checkpoint(self.engine, self.checkpoint_dir, self.step, {"loader": self.loader.state_dict()},
+                        self.ema, self.model_cfg, self.rank)
 
     def _tokens(self, video: torch.Tensor, audio: torch.Tensor) -> tuple[int, int]:
         (pt, ph, pw), (pa,) = self.model_cfg.video.patch, self.model_cfg.audio.patch

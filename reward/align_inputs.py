@@ -1,0 +1,247 @@
+"""What alignment reads: reward sources from the recipe, the prompt sets, the starting weights.
+
+Reward sources (recipe section ``rewards``, keyed by a name you choose)::
+
+    rewards:
+      brightness: {source: brightness, coefficient: 1.0}                  # optimised metric head
+      loudness:   {source: loudness, options: {target_db: -20}, coefficient: 0.5}
+      exposure:   {source: brightness, options: {target: 0.5}, optimise: false}   # held out
+      level:      {source: loudness, options: {target_db: -20}, optimise: false, hacking_threshold: 3}
+      quality:    {source: "models:/tandem-reward@prod", heads: [visual_quality, av_sync]}
+
+``source`` is a metric head of ``reward/sources.py`` by its name (its dataclass fields are
+``options``), or a trained reward model ``models:/tandem-reward@ALIAS``, which ``tandem align``
+resolves through the MLflow registry before Ray starts and loads with ``load_reward_model``.
+A source's heads are named ``<key>`` when it has one head and ``<key>.<head>`` otherwise;
+every head is logged as ``reward.<id>.mean`` / ``.std``, held-out ones are never optimised; a
+held-out head's ``hacking_threshold`` is in its own units (dB for loudness, luma for brightness).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+
+from model.config import ConfigError, from_dict
+from reward import sources as metric_sources
+from reward.grpo import Head
+from reward.sources import RewardSource
+
+MODEL_SCHEME = "models:/"
+
+# Training prompts of the built-in set: short scenes where picture and sound go together.
+BUILTIN_PROMPTS = [
+    "a red ball bouncing on a wooden floor",
+    "waves breaking on a beach at sunset",
+    "a dog barking in a snowy park",
+    "rain falling on a window at night",
+    "a drummer playing a fast rhythm on stage",
+    "a kettle whistling on a gas stove",
+    "a train passing a level crossing with its bell ringing",
+    "a woman laughing in a busy cafe",
+    "birds singing in a forest at dawn",
+    "a campfire crackling under the stars",
+    "a car driving through a tunnel",
+    "a glass shattering on a tiled kitchen floor",
+]
+# Held-out evaluation prompts: never trained on, fixed noise, logged every eval.every steps.
+BUILTIN_EVAL_PROMPTS = [
+    "a cat purring on a sunny windowsill",
+    "fireworks exploding over a city river",
+    "a child splashing in a swimming pool",
+    "an old clock ticking in a quiet library",
+]
+
+
+@dataclass
+class RewardSourceConfig:
+    source: str = ""  # a metric head's name (brightness, loudness, ...) or models:/tandem-reward@ALIAS
+    heads: list[str] = field(default_factory=list)  # which of the source's heads; [] = all
+    coefficient: float = 1.0  # weight of this source's heads in the combined advantage
+    optimise: bool = True  # False: held out, tracked to expose reward hacking
+    hacking_threshold: float = 0.0  # held out: a fall (in this source's units) that raises hacking_alert;
+    #                                 0 = hacking.threshold
+    options: dict = field(default_factory=dict)  # metric head fields, e.g. {target_db: -20}
+
+
+def parse_rewards(raw: dict) -> dict[str, RewardSourceConfig]:
+    """The recipe's ``rewards`` mapping (dicts from YAML) as configs; checks what it can
+    without loading anything."""
+    out = {}
+    for key, value in (raw or {}).items():
+        cfg = value if isinstance(value, RewardSourceConfig) else from_dict(RewardSourceConfig, value,
+                                                                            where=f"rewards.{key}.")
+        if not cfg.source:
+            raise ConfigError(f"rewards.{key}.source is empty: name a metric head ({', '.join(metric_heads())}) "
+                              f"or a reward model models:/tandem-reward@ALIAS")
+        if not cfg.source.startswith(MODEL_SCHEME) and cfg.source not in metric_heads():
+            raise ConfigError(f"rewards.{key}.source {cfg.source!r} is not a metric head ({', '.join(metric_heads())}) "
+                              f"nor a models:/ URI")
+        out[key] = cfg
+    if out and not any(c.optimise for c in out.values()):
+        raise ConfigError("rewards: every source is held out (optimise: false); at least one must be optimised")
+    return out
+
+
+def metric_heads() -> dict[str, type]:
+    """name -> class of every metric head in reward/sources.py (dataclasses with name,
+    heads, uses and score), so heads added there are usable here without edits."""
+    found = {}
+    for obj in vars(metric_sources).values():
+        if isinstance(obj, type) and dataclasses.is_dataclass(obj) and hasattr(obj, "score"):
+            defaults = {f.name: f.default for f in dataclasses.fields(obj)}
+            if {"name", "heads", "uses"} <= set(defaults) and isinstance(defaults["name"], str):
+                found[defaults["name"]] = obj
+    return found
+
+
+class RewardModelUnavailable(RuntimeError):
+    """Trained reward models cannot be loaded yet."""
+
+
+def load_reward_model(path: str | Path, device: str | torch.device = "cpu") -> RewardSource:
+    """Load a trained reward model (the files ``models:/tandem-reward@ALIAS`` resolved to) as
+    a RewardSource. The loader belongs to the reward-model stage (issue 11); wire it here."""
+    raise RewardModelUnavailable(
+        f"cannot load the trained reward model at {path}: tandem's reward-model loader (the reward "
+        "stage, issue 11) is not wired into alignment yet. Use metric heads for now "
+        f"({', '.join(metric_heads())}), or wire reward.align_inputs.load_reward_model to it.")
+
+
+def build_sources(rewards: dict[str, RewardSourceConfig], model_paths: dict[str, str],
+                  device: str | torch.device = "cpu") -> list[tuple[str, RewardSource, list[Head]]]:
+    """(key, source, its heads) per recipe entry; ``model_paths``: key -> local files of a
+    resolved ``models:/`` source."""
+    out = []
+    for key, cfg in rewards.items():
+        if cfg.source.startswith(MODEL_SCHEME):
+            if key not in model_paths:
+                raise ConfigError(f"rewards.{key}: {cfg.source} was not resolved (run through `tandem align`)")
+            source = load_reward_model(model_paths[key], device)
+        else:
+            try:
+                source = metric_heads()[cfg.source](**cfg.options)
+            except TypeError as exc:
+                raise ConfigError(f"rewards.{key}.options: {exc}") from exc
+        names = list(cfg.heads or source.heads)
+        unknown = sorted(set(names) - set(source.heads))
+        if unknown:
+            raise ConfigError(f"rewards.{key}.heads {unknown} not in {cfg.source}'s heads {list(source.heads)}")
+        heads = [Head(key if len(source.heads) == 1 else f"{key}.{h}", cfg.coefficient, cfg.optimise)
+                 for h in names]
+        out.append((key, source, list(zip(names, heads, strict=True))))
+    return out
+
+
+# ------------------------------------------------------------------------------- prompts
+
+
+@torch.no_grad()
+def encode_prompts(encoder, prompts: list[str], fps: float, device, dtype=torch.float32, chunk: int = 64):
+    """One Conditioning for every prompt (encoded ``chunk`` at a time, padded to the longest),
+    on ``device`` with the text features in ``dtype``."""
+    from model.conditioning import Conditioning
+
+    parts = [encoder.encode(prompts[i:i + chunk], fps=fps) for i in range(0, len(prompts), chunk)]
+    length = max(p.text_emb.shape[1] for p in parts)
+
+    def padded(name, value):  # padding tokens: masked, global in time (-inf, inf), no reference slot
+        rows = []
+        for part in parts:
+            x = getattr(part, name)
+            fill = torch.as_tensor(value, dtype=x.dtype, device=x.device)
+            rows.append(torch.cat([x, fill.expand(x.shape[0], length - x.shape[1], *x.shape[2:])], 1))
+        return torch.cat(rows).to(device)
+
+    return Conditioning(padded("text_emb", 0.0).to(dtype), padded("text_mask", False),
+                        padded("text_spans", [-math.inf, math.inf]), padded("text_ref_slots", 0), fps=fps)
+
+
+
+def read_prompts(path: str, builtin: list[str]) -> list[str]:
+    """One prompt per line of ``path`` (blank lines and # comments skipped), or ``builtin``."""
+    if not path:
+        return list(builtin)
+    file = Path(path)
+    if not file.is_file():
+        raise ConfigError(f"prompt file {path} does not exist")
+    prompts = [line.strip() for line in file.read_text().splitlines()]
+    prompts = [p for p in prompts if p and not p.startswith("#")]
+    if not prompts:
+        raise ConfigError(f"prompt file {path} holds no prompts (one per line)")
+    return prompts
+
+
+# ------------------------------------------------------------------------- initial weights
+
+
+def checkpoint_config(path: str | Path):
+    """The DualDiTConfig a starting checkpoint was made with, or None when it cannot be told
+    without loading it. ``path``: a safetensors file (EMA or consolidated), a folder holding
+    one (a registry download), or a DeepSpeed checkpoint folder of ``tandem train``."""
+    from model.checkpoint import read_config
+    from model.dit import DualDiTConfig
+    from model.presets import get_preset
+
+    path = Path(path)
+    if path.is_file():
+        return read_config(DualDiTConfig, path)
+    weights = _safetensors_in(path)
+    if weights is not None:
+        return read_config(DualDiTConfig, weights)
+    root, tag = _deepspeed_root(path)
+    ema = root / (tag or (root / "latest").read_text().strip()) / "ema.safetensors"
+    if ema.is_file():
+        return read_config(DualDiTConfig, ema)
+    recipe = root.parent / "recipe.yaml"  # tandem train's storage/recipe.yaml
+    if recipe.is_file():
+        import yaml
+
+        return get_preset((yaml.safe_load(recipe.read_text()) or {}).get("preset", "debug"))
+    return None
+
+
+def _safetensors_in(folder: Path) -> Path | None:
+    found = sorted(folder.glob("*.safetensors")) if folder.is_dir() else []
+    return found[0] if found else None
+
+
+def _deepspeed_root(path: Path) -> tuple[Path, str | None]:
+    """(checkpoints folder, tag or None for ``latest``) of a DeepSpeed checkpoint path."""
+    if (path / "latest").is_file():
+        return path, None
+    if path.is_dir() and (path.parent / "latest").is_file():
+        return path.parent, path.name
+    raise ConfigError(f"{path} is neither a safetensors checkpoint nor a DeepSpeed checkpoint folder "
+                      "(tandem train's storage/checkpoints, or one of its stepNNNNNNNN folders)")
+
+
+def load_initial_weights(model: torch.nn.Module, path: str | Path) -> None:
+    """Load a starting checkpoint (see ``checkpoint_config``) into ``model``, strictly."""
+    from model.checkpoint import load_weights
+
+    path = Path(path)
+    weights = path if path.is_file() else _safetensors_in(path)
+    if weights is not None:
+        load_weights(model, weights)
+        return
+    from training.export import consolidated_state_dict
+
+    root, tag = _deepspeed_root(path)
+    missing, unexpected = model.load_state_dict(consolidated_state_dict(root, tag), strict=False)
+    missing = [k for k in missing if "rope" not in k and "freq" not in k]  # buffers the model rebuilds
+    if missing or unexpected:
+        raise ConfigError(f"{path} does not fit the model: missing {missing[:5]}, unexpected {unexpected[:5]}")
+
+
+def describe_config(cfg) -> str:
+    """A preset's name when ``cfg`` equals one, else the config as JSON."""
+    from model.presets import PRESETS
+
+    name = next((n for n, p in PRESETS.items() if p == cfg), None)
+    return f"preset {name!r}" if name else json.dumps(dataclasses.asdict(cfg))
