@@ -100,11 +100,11 @@ def preflight(cfg: AlignConfig) -> Plan:
         BUILTIN_PROMPTS,
         RewardModelUnavailable,
         build_sources,
-        checkpoint_config,
         describe_config,
         load_reward_model,
         read_prompts,
     )
+    from training.checkpoints import checkpoint_config
 
     try:
         get_preset(cfg.preset)
@@ -141,7 +141,7 @@ def preflight(cfg: AlignConfig) -> Plan:
             found = checkpoint_config(init)
         except (ConfigError, ValueError) as exc:
             raise PreflightError(f"init {cfg.init}: {exc}") from exc
-        if found is not None and found != get_preset(cfg.preset):
+        if found != get_preset(cfg.preset):
             raise PreflightError(f"init {cfg.init} was made with {describe_config(found)}, the recipe says "
                                  f"preset={cfg.preset}: set preset to the checkpoint's, or start from a "
                                  f"{cfg.preset} checkpoint")

@@ -29,7 +29,6 @@ from reward.align_inputs import (
     RewardSourceConfig,
     build_sources,
     encode_prompts,
-    load_initial_weights,
     parse_rewards,
     read_prompts,
 )
@@ -43,6 +42,7 @@ from reward.grpo import (
     rollout,
 )
 from reward.sources import Clips
+from training.checkpoints import load_weights_into
 from training.clip_encoder import EncoderConfig
 from training.engine import EngineConfig
 from training.resume import load_latest, save_checkpoint
@@ -134,19 +134,17 @@ class HackingMonitor:
 
 
 def decoders(cfg: AlignConfig):
-    """(video VAE, audio VAE, vocoder) that turn rollout latents into media: the sampler's
-    decoders, loaded in this one place."""
-    from training.samples import SampleConfig, Sampler
+    """(video VAE, audio VAE, vocoder) that turn rollout latents into media: the sampler's."""
+    from training.samples import load_decoders
 
-    # TODO(integrator): training.samples.load_decoders once the sampler's loader moves there.
-    return Sampler(SampleConfig(decoder=cfg.encoder, vocoder_weights=cfg.vocoder_weights))._decode_models()
+    return load_decoders(cfg.encoder, cfg.vocoder_weights)
 
 
 def text_encoder(cfg: EncoderConfig, device):
-    """The prompt encoder that made the training latents' text features (one place to swap)."""
-    from training.clip_encoder import ClipEncoder
+    """The prompt encoder that made the training latents' text features."""
+    from training.clip_encoder import text_encoder as build
 
-    return ClipEncoder(cfg, device).text.to(device)
+    return build(cfg).to(device)
 
 
 def step_generator(seed: int, step: int, rank: int, stream: int = 0) -> torch.Generator:
@@ -168,7 +166,7 @@ class Aligner:
         torch.manual_seed(cfg.seed)  # every rank builds identical initial weights
         model = DualDiT(get_preset(cfg.preset))
         if init_path or cfg.init:
-            load_initial_weights(model, init_path or cfg.init)
+            load_weights_into(model, init_path or cfg.init)
         self.model_cfg = model.cfg
         g = cfg.grpo
         self.reference = (copy.deepcopy(model).eval().requires_grad_(False)

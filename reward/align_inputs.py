@@ -177,68 +177,6 @@ def read_prompts(path: str, builtin: list[str]) -> list[str]:
     return prompts
 
 
-# ------------------------------------------------------------------------- initial weights
-
-
-def checkpoint_config(path: str | Path):
-    """The DualDiTConfig a starting checkpoint was made with, or None when it cannot be told
-    without loading it. ``path``: a safetensors file (EMA or consolidated), a folder holding
-    one (a registry download), or a DeepSpeed checkpoint folder of ``tandem train``."""
-    from model.checkpoint import read_config
-    from model.dit import DualDiTConfig
-    from model.presets import get_preset
-
-    path = Path(path)
-    if path.is_file():
-        return read_config(DualDiTConfig, path)
-    weights = _safetensors_in(path)
-    if weights is not None:
-        return read_config(DualDiTConfig, weights)
-    root, tag = _deepspeed_root(path)
-    ema = root / (tag or (root / "latest").read_text().strip()) / "ema.safetensors"
-    if ema.is_file():
-        return read_config(DualDiTConfig, ema)
-    recipe = root.parent / "recipe.yaml"  # tandem train's storage/recipe.yaml
-    if recipe.is_file():
-        import yaml
-
-        return get_preset((yaml.safe_load(recipe.read_text()) or {}).get("preset", "debug"))
-    return None
-
-
-def _safetensors_in(folder: Path) -> Path | None:
-    found = sorted(folder.glob("*.safetensors")) if folder.is_dir() else []
-    return found[0] if found else None
-
-
-def _deepspeed_root(path: Path) -> tuple[Path, str | None]:
-    """(checkpoints folder, tag or None for ``latest``) of a DeepSpeed checkpoint path."""
-    if (path / "latest").is_file():
-        return path, None
-    if path.is_dir() and (path.parent / "latest").is_file():
-        return path.parent, path.name
-    raise ConfigError(f"{path} is neither a safetensors checkpoint nor a DeepSpeed checkpoint folder "
-                      "(tandem train's storage/checkpoints, or one of its stepNNNNNNNN folders)")
-
-
-def load_initial_weights(model: torch.nn.Module, path: str | Path) -> None:
-    """Load a starting checkpoint (see ``checkpoint_config``) into ``model``, strictly."""
-    from model.checkpoint import load_weights
-
-    path = Path(path)
-    weights = path if path.is_file() else _safetensors_in(path)
-    if weights is not None:
-        load_weights(model, weights)
-        return
-    from training.export import consolidated_state_dict
-
-    root, tag = _deepspeed_root(path)
-    missing, unexpected = model.load_state_dict(consolidated_state_dict(root, tag), strict=False)
-    missing = [k for k in missing if "rope" not in k and "freq" not in k]  # buffers the model rebuilds
-    if missing or unexpected:
-        raise ConfigError(f"{path} does not fit the model: missing {missing[:5]}, unexpected {unexpected[:5]}")
-
-
 def describe_config(cfg) -> str:
     """A preset's name when ``cfg`` equals one, else the config as JSON."""
     from model.presets import PRESETS

@@ -10,8 +10,9 @@ Accepted sources (``load_checkpoint``):
   metadata);
 - a folder holding exactly one such safetensors file (what ``models:/NAME@ALIAS`` resolves to).
 
-The model config comes from the file's metadata or, for DeepSpeed checkpoints, from the run's
-``recipe.yaml`` (its ``preset``); ``preset`` overrides both where neither exists. The identity
+The model config (``checkpoint_config``) comes from the file's metadata or, for DeepSpeed
+checkpoints, from the ``ema.safetensors`` beside the tag or the run's ``recipe.yaml`` (its
+``preset``); a given ``preset`` overrides them. The identity
 is the path plus a sha256 of the checkpoint's files (``identify``, read in blocks, so even a
 large checkpoint is never held in memory for it).
 When the checkpoint belongs to a training run, ``run_dir`` is that run's storage, whose recipe
@@ -101,51 +102,69 @@ def _deepspeed_tag(path: Path) -> tuple[Path, str] | None:
     return None
 
 
-def _config_for(preset: str | None, run_dir: Path | None, what: Path) -> DualDiTConfig:
+def _recipe_preset(run_dir: Path | None) -> str | None:
+    """The ``preset`` a run's ``recipe.yaml`` names (training and alignment recipes alike)."""
+    if run_dir is None or not (run_dir / "recipe.yaml").is_file():
+        return None
+    import yaml
+
+    return (yaml.safe_load((run_dir / "recipe.yaml").read_text()) or {}).get("preset")
+
+
+def checkpoint_config(source: str | Path | CheckpointRef, *, preset: str | None = None) -> DualDiTConfig:
+    """The model config ``source`` was made with, without loading its weights: ``preset`` when
+    given, else the safetensors metadata (for a DeepSpeed tag, that of the ``ema.safetensors``
+    beside it), else the run's ``recipe.yaml``."""
+    from model.checkpoint import read_config
     from model.presets import get_preset
 
+    ref = source if isinstance(source, CheckpointRef) else locate(source)
     if preset:
         return get_preset(preset)
-    recipe = run_recipe(run_dir)
-    if recipe is None:
-        raise CheckpointError(f"{what}: no model config stored with it and no recipe.yaml in its run; "
-                              "pass the preset it was trained with (model.preset=debug|small|1b|14b)")
-    return get_preset(recipe.preset)
+    stored = ref.path if ref.kind == "safetensors" else ref.path / "ema.safetensors"
+    if stored.is_file():
+        try:
+            return read_config(DualDiTConfig, stored)
+        except ValueError:  # no config in the metadata
+            pass
+    if name := _recipe_preset(ref.run_dir):
+        return get_preset(name)
+    raise CheckpointError(f"{ref.path}: no model config stored with it and no recipe.yaml in its run; "
+                          "pass the preset it was trained with (model.preset=debug|small|1b|14b)")
+
+
+def _state(ref: CheckpointRef) -> dict[str, torch.Tensor]:
+    if ref.kind == "deepspeed":
+        from training.export import consolidated_state_dict
+
+        return consolidated_state_dict(ref.path.parent, ref.path.name)
+    from safetensors.torch import load_file
+
+    return load_file(str(ref.path))
 
 
 def load_checkpoint(source: str | Path | CheckpointRef, *, preset: str | None = None,
                     device: str | torch.device = "cpu") -> tuple[DualDiT, CheckpointRef]:
     """The single-device model of ``source`` in eval mode, and where it came from."""
-    from model.checkpoint import read_config
-
     ref = source if isinstance(source, CheckpointRef) else locate(source)
-    if ref.kind == "deepspeed":
-        from training.export import consolidated_state_dict
-
-        state = consolidated_state_dict(ref.path.parent, ref.path.name)
-        cfg = _config_for(preset, ref.run_dir, ref.path)
-    else:
-        from safetensors.torch import load_file
-
-        state = load_file(str(ref.path))
-        try:
-            cfg = _config_for(preset, None, ref.path) if preset else read_config(DualDiTConfig, ref.path)
-        except ValueError:  # no config in the metadata
-            cfg = _config_for(preset, ref.run_dir, ref.path)
-    model = DualDiT(cfg)
-    _load_state(model, state, ref.path)
+    model = DualDiT(checkpoint_config(ref, preset=preset))
+    load_weights_into(model, ref)
     return model.to(device).eval(), ref
 
 
-def _load_state(model: DualDiT, state: dict[str, torch.Tensor], what: Path) -> None:
+def load_weights_into(model: DualDiT, source: str | Path | CheckpointRef) -> CheckpointRef:
+    """Load ``source``'s weights into an existing model (e.g. one every rank built alike),
+    strictly but for the rotary tables the model rebuilds itself."""
+    ref = source if isinstance(source, CheckpointRef) else locate(source)
+    state, what = _state(ref), ref.path
     try:
         missing, unexpected = model.load_state_dict(state, strict=False)
     except RuntimeError as exc:  # shapes differ: another preset
         raise CheckpointError(f"{what} does not fit this model config ({str(exc).splitlines()[1].strip()} ...); "
                               "is model.preset right?") from None
-    # rotary tables are buffers the model rebuilds itself; anything else is a wrong preset
     missing = [k for k in missing if "rope" not in k and "freq" not in k]
     if missing or unexpected:
         raise CheckpointError(f"{what} does not fit this model config: {len(missing)} missing "
                               f"(e.g. {missing[:3]}), {len(unexpected)} unexpected (e.g. {unexpected[:3]}); "
                               "is model.preset right?")
+    return ref

@@ -12,12 +12,12 @@ from reward.align import AlignConfig, HackingConfig, HackingMonitor
 from reward.align_inputs import (
     RewardModelUnavailable,
     build_sources,
-    checkpoint_config,
     metric_heads,
     parse_rewards,
     read_prompts,
 )
 from reward.sources import Clips
+from training.checkpoints import CheckpointError, checkpoint_config
 
 TWO_SOURCES = ["rewards={bright: {source: brightness, coefficient: 2.0}, "
                "exposure: {source: brightness, options: {target: 0.5}, optimise: false}}"]
@@ -105,12 +105,14 @@ def test_starting_checkpoint_identity_from_safetensors_or_a_train_run(tmp_path):
     assert checkpoint_config(path) == cfg and checkpoint_config(tmp_path) == cfg  # a registry download folder
     run = tmp_path / "train"
     (run / "checkpoints" / "step00000010").mkdir(parents=True)
+    (run / "checkpoints" / "step00000010" / "mp_rank_00_model_states.pt").write_bytes(b"")
     (run / "checkpoints" / "latest").write_text("step00000010")
     (run / "recipe.yaml").write_text("preset: small\n")
-    assert checkpoint_config(run / "checkpoints") == get_preset("small")
-    assert checkpoint_config(run / "checkpoints" / "step00000010") == get_preset("small")
-    with pytest.raises(ConfigError, match="neither"):
-        checkpoint_config(run)
+    for where in (run, run / "checkpoints", run / "checkpoints" / "step00000010"):
+        assert checkpoint_config(where) == get_preset("small")
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(CheckpointError, match="not a DeepSpeed checkpoint"):
+        checkpoint_config(tmp_path / "empty")
 
 
 def test_prompt_files_one_per_line_or_the_built_in_set(tmp_path):
