@@ -38,6 +38,7 @@ import contextlib
 import logging
 import queue
 import threading
+import time
 import traceback
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
@@ -130,6 +131,7 @@ def stream_one(stage: Stage, item: Item) -> Iterator[Item]:
         return
     produced, outputs = 0, None
     while True:
+        started = time.perf_counter()
         try:
             outputs = outputs or iter(stage.stream(item))
             out = next(outputs)
@@ -139,7 +141,8 @@ def stream_one(stage: Stage, item: Item) -> Iterator[Item]:
             yield _error_reject(stage, item, exc, produced)
             return
         produced += 1
-        yield out
+        # The time spent making this output (for a fan-out stage: since the previous one).
+        yield {**out, "_timing": {**out.get("_timing", {}), stage.name: time.perf_counter() - started}}
     # Every input stays accounted for: a stage that yields nothing turns it into a reject.
     if not produced:
         yield reject(item, stage.name, "no_output", f"{stage.name} produced no items")

@@ -93,6 +93,12 @@ class Store:
         with contextlib.suppress(FileNotFoundError):
             self.fs.rm_file(self._abs(rel))
 
+    def delete_folder(self, rel: str) -> None:
+        """Remove an (empty) folder; object stores have none to remove."""
+        if self.local:
+            with contextlib.suppress(OSError):
+                Path(self._abs(rel)).rmdir()
+
     def download(self, rel: str, local: str | os.PathLike) -> None:
         self.fs.get_file(self._abs(rel), str(local))
 
