@@ -5,7 +5,7 @@ import json
 import pytest
 import webdataset as wds
 
-from curation.shards import ShardConfig, shard_json, write_unit_shards, write_table
+from curation.shards import ShardConfig, shard_json, write_table, write_unit_shards
 from curation.storage import Store
 
 PIPELINE = {"version": "test", "config_hash": "abc"}
