@@ -67,6 +67,7 @@ def _stats(records: list[dict], manifest: list[dict], rejects: list[dict], n_fil
         "hours_in": sum(source_seconds.values()) / 3600,
         "hours_out": sum(r["duration_s"] for r in manifest) / 3600,
         "wall_s": wall_s,
+        "worker_peak_rss_mb": max((r.get("peak_rss_mb", 0.0) for r in records), default=0.0),
         "reject_reasons": dict(sorted(reasons.items())),
         "per_stage": {k: dict(v) for k, v in per_stage.items()},
         "shards": sorted({r["shard"] for r in manifest}),

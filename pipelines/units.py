@@ -27,6 +27,7 @@ import hashlib
 import json
 import os
 import pickle
+import resource
 import socket
 import time
 import uuid
@@ -274,6 +275,9 @@ def finish_unit(unit: dict, items: list[Item], store: Store, scratch: Path, *, s
     rejects = [reject_row(it) for it in items if is_rejected(it)]
     record = {"unit": unit["id"], "sources": unit["sources"], "manifest": manifest, "rejects": rejects,
               "shards": sorted({row["shard"] for row in manifest}), "timing": _timing(items),
+              # The worker's peak memory so far (its own, or its largest ffmpeg child's), in MB.
+              "peak_rss_mb": max(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss,
+                                 resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss) / 1024,
               "source_seconds": {it["source"]["id"]: (it.get("probe") or {}).get("duration_s") or 0.0
                                  for it in items if it["source"].get("id")}}
     store.write_text(f"{UNITS}/{unit['id']}.json", json.dumps(record))

@@ -88,5 +88,5 @@ def test_shards_read_back_from_the_bucket_with_ray_data(local_ray, curated, s3):
     rows = ray.data.read_webdataset("curated/run1/shards", filesystem=bucket, decoder=None).take_all()
     with fs.open("curated/run1/manifest.parquet", "rb") as f:
         keys = sorted(r["key"] for r in pq.read_table(f).to_pylist())
-    assert sorted(r["__key__"] for r in rows) == keys and len(keys) >= 3
+    assert sorted(r["__key__"] for r in rows) == keys and len(keys) == 2  # the SMPTE-bars shot is static
     assert all(r["mp4"][4:8] == b"ftyp" and r["flac"][:4] == b"fLaC" for r in rows)
