@@ -17,6 +17,7 @@ of every clip without touching the media, then ``read_members`` what it needs.
 
 from __future__ import annotations
 
+import io
 import json
 import tarfile
 from collections import defaultdict
@@ -28,7 +29,6 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.csv as pa_csv
 import pyarrow.parquet as pq
-import webdataset as wds
 
 from curation.stage import Item
 from curation.storage import Store
@@ -67,22 +67,34 @@ def write_unit_shards(items: list[Item], store: Store, unit_id: str, config: Sha
                       pipeline: dict[str, Any], scratch: str | Path,
                       media: Callable[[Item], dict[str, bytes]] = clip_members) -> list[dict[str, Any]]:
     """Write one unit's kept ``items`` (in key order) as ``shards/clips-<unit_id>-NNNN.tar``
-    in ``store``; return one manifest row per clip. ``media`` gives a clip's mp4/flac bytes."""
-    items = sorted(items, key=lambda it: it["key"])
-    if not items:
-        return []
+    in ``store``; return one manifest row per clip. ``media`` gives a clip's mp4/flac bytes.
+    A shard closes once it holds ``max_count`` samples or ``max_size_mb``."""
     pattern = SHARD_PATTERN.format(unit=unit_id)
-    writer = wds.ShardWriter(str(Path(scratch) / pattern), maxcount=config.max_count,
-                             maxsize=config.max_size_mb * 1e6, verbose=0, mtime=0.0,
-                             post=lambda local: store.upload(local, f"{SHARD_DIR}/{Path(local).name}"))
-    rows = []
-    with writer:
-        for item in items:
-            sample = {"__key__": item["key"], **media(item),
-                      "json": json.dumps(shard_json(item, pipeline), sort_keys=True).encode(),
-                      "txt": caption_text(item).encode()}
-            writer.write(sample)
-            rows.append(manifest_row(item, pattern % (writer.shard - 1)))
+    rows: list[dict[str, Any]] = []
+    tar, local, count, size, number = None, None, 0, 0, 0
+
+    def publish() -> None:
+        tar.close()
+        store.upload(local, f"{SHARD_DIR}/{local.name}")
+
+    for item in sorted(items, key=lambda it: it["key"]):
+        if tar is None:
+            local = Path(scratch) / (pattern % number)
+            tar, count, size = tarfile.open(local, "w", format=tarfile.PAX_FORMAT), 0, 0  # noqa: SIM115
+        members = {**media(item), "json": json.dumps(shard_json(item, pipeline), sort_keys=True).encode(),
+                   "txt": caption_text(item).encode()}
+        for ext in sorted(members):
+            info = tarfile.TarInfo(f"{item['key']}.{ext}")
+            info.size, info.mode, info.mtime, info.uname, info.gname = len(members[ext]), 0o444, 0, "bigdata", "bigdata"
+            tar.addfile(info, io.BytesIO(members[ext]))
+            size += len(members[ext])
+        count += 1
+        rows.append(manifest_row(item, pattern % number))
+        if count >= config.max_count or size >= config.max_size_mb * 1e6:
+            publish()
+            tar, number = None, number + 1
+    if tar is not None:
+        publish()
     return rows
 
 

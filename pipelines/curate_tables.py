@@ -15,7 +15,6 @@ from collections import defaultdict
 from pathlib import Path
 from typing import Any
 
-from curation.report import write_report
 from curation.shards import SHARD_DIR, write_table
 from curation.storage import Store
 from pipelines.units import UNITS, load_record
@@ -76,6 +75,8 @@ def _stats(records: list[dict], manifest: list[dict], rejects: list[dict], n_fil
 
 def report(store: Store, manifest: list[dict], rejects: list[dict], stats: dict[str, Any]) -> str:
     """Write ``report.html`` and its plots into the store; return its path or URI."""
+    from curation.report import write_report  # matplotlib: the driver's business, not the workers'
+
     local = store.local_dir()
     if local:
         return str(write_report(local, manifest, rejects, stats))
