@@ -86,7 +86,10 @@ def _task(row: dict, index: int, cfg: Any, store: Store) -> dict:
 
 
 class _SegmentActor:
-    def __init__(self, index: int, cfg: Any, store: Store):
+    args: tuple = ()  # (segment index, config, store), set on a subclass per segment
+
+    def __init__(self):
+        index, cfg, store = self.args
         self.index, self.cfg, self.store = index, cfg, store
         worker = Worker.get(cfg)  # build the stages and load the model once, at actor start
         for stage in worker.segments[index].stages:
@@ -121,7 +124,10 @@ def run_units(units: list[dict], cfg: Any, store: Store, on_done: Callable[[dict
         want_gpus = max(r.gpus for r in res)
         num_gpus = want_gpus if gpus >= want_gpus > 0 else 0.0
         if segment.actor:
-            ds = ds.map(_SegmentActor, fn_constructor_args=(index, cfg, store), num_cpus=cpus, num_gpus=num_gpus,
+            # The arguments travel inside the class: Ray warns about actors whose constructor
+            # arguments sit in the object store, as fn_constructor_args would.
+            actor = type(f"Segment{index}Actor", (_SegmentActor,), {"args": (index, cfg, store)})
+            ds = ds.map(actor, num_cpus=cpus, num_gpus=num_gpus,
                         compute=ray.data.ActorPoolStrategy(min_size=1, max_size=cfg.ray.actor_pool_size))
         else:
             with warnings.catch_warnings():  # Ray 2.60 takes retry settings only as ray_remote_args
