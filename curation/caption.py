@@ -96,7 +96,9 @@ def metadata_parts(item: Item, max_speech_chars: int = 300) -> dict:
     """The four caption parts from measurements alone; nothing is said that was not measured."""
     duration = float(item.get("end_s", 0.0)) - float(item.get("start_s", 0.0))
     shot = item.get("shot", {})
-    where = f", shot {shot['index'] + 1} of {shot['n_shots']}" if "index" in shot and "n_shots" in shot else ""
+    # The shot stage streams: a shot's number is known when its clips leave, the total is not.
+    total = f" of {shot['n_shots']}" if "n_shots" in shot else ""
+    where = f", shot {shot['index'] + 1}{total}" if "index" in shot else ""
     size = f", {item['width']}x{item['height']} at {float(item['fps']):g} fps" if {"width", "height", "fps"} <= item.keys() else ""
     visual = f"not described (metadata caption, no vision model ran); a {duration:.1f} s clip{size}{where}."
 

@@ -12,7 +12,6 @@ from __future__ import annotations
 import contextlib
 import os
 import shutil
-import tempfile
 import uuid
 from pathlib import Path
 
@@ -104,8 +103,3 @@ class Store:
 
     def local_dir(self) -> Path | None:
         return Path(self.root) if self.local else None
-
-
-def scratch_dir(prefix: str) -> tempfile.TemporaryDirectory:
-    """A worker-local temporary folder (on ``TANDEM_SCRATCH`` when set: a fast local disk)."""
-    return tempfile.TemporaryDirectory(prefix=prefix, dir=os.environ.get("TANDEM_SCRATCH"))

@@ -21,7 +21,9 @@ bars when there is.
 
 from __future__ import annotations
 
+import atexit
 import logging
+import os
 import pickle
 import shutil
 import sys
@@ -47,7 +49,10 @@ class Worker:
     def __init__(self, cfg: Any):
         from pipelines.curate import build_stages
 
-        self.scratch = Path(tempfile.mkdtemp(prefix="tandem-curate-"))
+        _remove_orphaned_scratch()
+        self.scratch = Path(tempfile.mkdtemp(prefix=f"{SCRATCH_PREFIX}{os.getpid()}-",
+                                             dir=os.environ.get("TANDEM_SCRATCH")))
+        atexit.register(shutil.rmtree, self.scratch, ignore_errors=True)
         self.cfg = cfg
         self.segments = segments(build_stages(cfg, self.scratch, preflight=False))
         self._ready: set[int] = set()
@@ -71,6 +76,18 @@ class Worker:
         finally:
             for child in self.scratch.iterdir():  # nothing of a unit outlives its segment here
                 shutil.rmtree(child, ignore_errors=True) if child.is_dir() else child.unlink(missing_ok=True)
+
+
+SCRATCH_PREFIX = "tandem-curate-"
+
+
+def _remove_orphaned_scratch() -> None:
+    """Scratch folders of worker processes that died mid-unit (killed: no cleanup ran)."""
+    root = Path(os.environ.get("TANDEM_SCRATCH") or tempfile.gettempdir())
+    for folder in root.glob(f"{SCRATCH_PREFIX}*-*"):
+        pid = folder.name.removeprefix(SCRATCH_PREFIX).split("-", 1)[0]
+        if pid.isdigit() and not Path(f"/proc/{pid}").exists():
+            shutil.rmtree(folder, ignore_errors=True)
 
 
 def pipeline_info(cfg: Any) -> dict:

@@ -206,10 +206,11 @@ def _first_segment(segment: Segment, unit: dict, attempts: AttemptLog, scratch: 
 
 
 def _apply(segment: Segment, items: list[Item]) -> list[Item]:
-    if segment.actor:  # one model stage: the source's clips as one batch
+    if segment.actor:  # one model stage: the source's clips in batches of its batch_size
         [stage] = segment.stages
         started = time.perf_counter()
-        out = run_batch(stage, items)
+        size = max(1, stage.resources.batch_size)
+        out = [o for at in range(0, len(items), size) for o in run_batch(stage, items[at:at + size])]
         seconds = (time.perf_counter() - started) / max(1, len(out))
         for it in out:
             it.setdefault("_timing", {})[stage.name] = seconds
