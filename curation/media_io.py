@@ -13,10 +13,8 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
-import queue
 import subprocess
 import tempfile
-import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
 from fractions import Fraction
@@ -26,6 +24,7 @@ import numpy as np
 import soundfile as sf
 
 from curation.ffmpeg import binary, ffmpeg_failure, ffprobe
+from curation.readahead import read_ahead
 
 
 def analysis_size(width: int, height: int, target_width: int) -> tuple[int, int]:
@@ -84,32 +83,22 @@ def decode_frames(path: str | Path, fps: str, size: tuple[int, int], *, origin_s
         proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=errors)
         with contextlib.suppress(OSError):  # a bigger pipe lets ffmpeg run further ahead
             fcntl.fcntl(proc.stdout.fileno(), 1031, _PIPE_BYTES)  # F_SETPIPE_SZ
-        frames: queue.Queue = queue.Queue(maxsize=8)
-        stop = threading.Event()
 
-        def read() -> None:
-            try:
-                while not stop.is_set() and len(buf := proc.stdout.read(frame_bytes)) == frame_bytes:
-                    frames.put(np.frombuffer(buf, np.uint8).reshape(shape))
-            finally:
-                frames.put(None)
+        def read() -> Iterator[np.ndarray]:
+            while len(buf := proc.stdout.read(frame_bytes)) == frame_bytes:
+                yield np.frombuffer(buf, np.uint8).reshape(shape)
 
-        reader = threading.Thread(target=read, name="decode-reader", daemon=True)
-        reader.start()
+        frames = read_ahead(read(), depth=8)
         try:
-            while (frame := frames.get()) is not None:
-                yield frame
+            yield from frames
             if proc.wait(timeout=timeout) != 0:
                 errors.seek(0)
                 raise ffmpeg_failure(f"decoding {path} failed", errors.read().decode(errors="replace"))
         finally:
-            stop.set()
-            if proc.poll() is None:
+            if proc.poll() is None:  # stopped early: the reader thread is unblocked by EOF
                 proc.kill()
                 proc.wait()
-            while reader.is_alive():
-                with contextlib.suppress(queue.Empty):
-                    frames.get(timeout=0.1)
+            frames.close()
             proc.stdout.close()
 
 

@@ -34,15 +34,14 @@ which is where a GPU model earns its keep. The default ``process_batch`` loops.
 
 from __future__ import annotations
 
-import contextlib
 import logging
-import queue
-import threading
 import time
 import traceback
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any, ClassVar
+
+from curation.readahead import read_ahead
 
 Item = dict[str, Any]
 log = logging.getLogger(__name__)
@@ -200,43 +199,11 @@ def _chain(stages: list[Stage], item: Item) -> Iterator[Item]:
         yield from _chain(stages[1:], out)
 
 
-_DONE = object()
-
-
 def _overlapped(produced: Iterator[Item], finish, depth: int = 2) -> Iterator[Item]:
-    """Consume ``produced`` in a producer thread (at most ``depth`` items ahead) while this
-    thread runs ``finish`` on each item in order; errors of either side are re-raised."""
-    ahead: queue.Queue = queue.Queue(maxsize=depth)
-    stop = threading.Event()
-    failure: list[BaseException] = []
-
-    def produce() -> None:
-        try:
-            for it in produced:
-                while not stop.is_set():
-                    try:
-                        ahead.put(it, timeout=0.1)
-                        break
-                    except queue.Full:
-                        continue
-                if stop.is_set():
-                    return
-        except BaseException as exc:  # handed to the consumer, which re-raises it
-            failure.append(exc)
-        finally:
-            ahead.put(_DONE)
-
-    thread = threading.Thread(target=produce, name="stage-producer", daemon=True)
-    thread.start()
+    """``finish`` each item of ``produced`` in order, while a thread produces the next ones."""
+    ahead = read_ahead(produced, depth)
     try:
-        while (it := ahead.get()) is not _DONE:
+        for it in ahead:
             yield from finish(it)
-        if failure:
-            raise failure[0]
     finally:
-        stop.set()
-        while thread.is_alive():  # unblock a producer waiting on a full queue
-            with contextlib.suppress(queue.Empty):
-                ahead.get(timeout=0.1)
-        if hasattr(produced, "close"):
-            produced.close()
+        ahead.close()
