@@ -149,12 +149,12 @@ def test_a_batch_of_clips_is_decoded_together_and_each_gets_its_own_words(stage,
         halves.append({"key": name, "files": {"flac": str(path)}})
     tone = {"key": "tone", "files": {"mp4": str(make_tone(tmp_path / "tone.m4a", 2.0))}}
     batch = stage.process_batch([halves[0], tone, halves[1]])
-    alone = [stage.process(item)[0]["transcript"] for item in halves]
     together = [batch[0][0]["transcript"], batch[2][0]["transcript"]]
     assert batch[1][0]["transcript"]["text"] == ""  # the tone between them gets nothing of theirs
-    for got, single, item in zip(together, alone, halves, strict=True):
+    for got, item in zip(together, halves, strict=True):
         duration = sf.info(item["files"]["flac"]).duration
-        assert got["words"] and all(0 <= w["start_s"] <= w["end_s"] <= duration + 0.05 for w in got["words"])
-        same = set(w["word"].lower() for w in got["words"]) & set(w["word"].lower() for w in single["words"])
-        assert len(same) >= 0.7 * len(single["words"])  # the same speech, timed within its own clip
-    assert "hello" in together[0]["text"].lower() and "jersey" in together[1]["text"].lower()
+        assert len(got["words"]) >= 5  # timed within its own clip, not the joined audio
+        assert all(0 <= w["start_s"] <= w["end_s"] <= duration + 0.05 for w in got["words"])
+    # sample.stm: "Hello?" at 6.9 s lies in the first half, "New Jersey" (12.5-14.2 s) in the second.
+    assert "hello" in together[0]["text"].lower() and "jersey" not in together[0]["text"].lower()
+    assert "jersey" in together[1]["text"].lower() and "hello" not in together[1]["text"].lower()
