@@ -107,14 +107,17 @@ def iter_frames(path: str | Path, fps: str, size: tuple[int, int], timeout: floa
     return decode_frames(path, fps, size, timeout=timeout)
 
 
-def decode_audio(path: str | Path, origin_s: float, rate: int, out: str | Path, timeout: float = 3600) -> Path:
-    """The whole first audio track as interleaved float32 at ``rate`` (channels kept) in the
-    raw file ``out``: sample 0 is at ``origin_s`` on the input's timeline (the video's
-    first frame). Audio before it is dropped; where the audio starts later, silence fills in."""
+def decode_audio(path: str | Path, origin_s: float, rate: int, out: str | Path, channels: int | None = None,
+                 timeout: float = 3600) -> Path:
+    """The whole first audio track as interleaved float32 at ``rate`` (its channels, or
+    downmixed to ``channels``) in the raw file ``out``: sample 0 is at ``origin_s`` on the
+    input's timeline (the video's first frame). Audio before it is dropped; where the
+    audio starts later, silence fills in."""
     from curation.ffmpeg import run_ffmpeg
 
     run_ffmpeg(["-copyts", "-i", str(path), "-map", "0:a:0", "-af",
                 f"atrim=start={origin_s:.6f},asetpts=PTS-{origin_s:.6f}/TB,aresample={rate}:first_pts=0",
+                *(["-ac", str(channels)] if channels else []),
                 "-c:a", "pcm_f32le", "-f", "f32le", str(out)], timeout=timeout)
     return Path(out)
 

@@ -96,7 +96,7 @@ class ShotStage(Stage):
         if config.max_clip_s < 2 * config.min_clip_s:
             raise ValueError("shots.max_clip_s must be at least twice min_clip_s (windows are split evenly)")
         super().__init__(config)
-        self.speech_finder = speech_finder or (silero_speech if config.snap_to_pauses else None)
+        self.speech_finder = speech_finder  # None: Silero VAD on the audio, when snap_to_pauses
         self.handoff = handoff
 
     def setup(self) -> None:
@@ -116,8 +116,8 @@ class ShotStage(Stage):
         speech: list = []
 
         def find_speech() -> list:  # decoded and run once, the first time a boundary may snap
-            if self.speech_finder and probe.get("has_audio") and not speech:
-                speech.append(self.speech_finder(path))
+            if self.config.snap_to_pauses and probe.get("has_audio") and not speech:
+                speech.append(self.speech_finder(path) if self.speech_finder else silero_speech(path, origin))
             return speech[0] if speech else []
 
         detector = self._detector(fps)
@@ -353,10 +353,13 @@ class _Windows:
         return bound
 
 
-def silero_speech(path: str | Path) -> list[tuple[float, float]]:
-    """Speech segments of a media file (Silero VAD, as curation.vad runs it)."""
-    from faster_whisper.audio import decode_audio as decode_16k
+def silero_speech(path: str | Path, origin_s: float = 0.0) -> list[tuple[float, float]]:
+    """Speech segments of a media file (Silero VAD, as curation.vad runs it), in seconds from
+    ``origin_s`` on the file's timeline (the video's first frame, like the shots)."""
+    import tempfile
 
     from curation.vad import SAMPLE_RATE, speech_segments
 
-    return speech_segments(decode_16k(str(path), sampling_rate=SAMPLE_RATE), min_silence_ms=200)
+    with tempfile.TemporaryDirectory() as tmp:
+        mono = np.fromfile(decode_audio(path, origin_s, SAMPLE_RATE, Path(tmp) / "audio.f32", channels=1), np.float32)
+    return speech_segments(mono, min_silence_ms=200)

@@ -23,7 +23,7 @@ from __future__ import annotations
 import json
 import logging
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -119,8 +119,6 @@ def build_stages(cfg: CurationConfig, work_dir: Path, preflight: bool = True) ->
 
 
 def _with_work_dir(clip: ClipConfig, work_dir: Path) -> ClipConfig:
-    from dataclasses import replace
-
     return replace(clip, work_dir=str(work_dir))
 
 
