@@ -28,6 +28,7 @@ from __future__ import annotations
 import argparse
 import json
 import resource
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -148,6 +149,7 @@ def main() -> None:
     parser.add_argument("--source", type=Path, action="append", help="footage to use (repeatable)")
     parser.add_argument("--seconds", type=int, action="append", help="generated source lengths (default 30 and 600)")
     parser.add_argument("--no-ray", action="store_true", help="skip the local Ray runs")
+    parser.add_argument("--keep", action="store_true", help="keep the generated sources and outputs")
     args = parser.parse_args()
     tmp = Path(tempfile.mkdtemp(prefix="tandem-bench-"))
     sources = args.source or [make_source(tmp / f"source-{s}s.mp4", s) for s in (args.seconds or [30, 600])]
@@ -155,6 +157,10 @@ def main() -> None:
     for row in rows:
         report(row)
     print(f"\npeak memory of this driver: {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:.0f} MB")
+    if args.keep:
+        print(f"sources and outputs kept in {tmp}")
+    else:
+        shutil.rmtree(tmp, ignore_errors=True)
 
 
 if __name__ == "__main__":
