@@ -29,7 +29,7 @@ import soundfile as sf
 
 from curation.ffmpeg import run_ffmpeg
 from curation.media_io import clip_durations, duration_problem
-from curation.stage import Item, Resources, Stage, reject
+from curation.stage import Item, Resources, Stage, reject, remove_handoff
 from model.config import run_only
 
 # Decode this much before the clip so variable-frame-rate sources resample the same way
@@ -93,23 +93,23 @@ class ClipStage(Stage):
 
     def _encode_handoff(self, handoff: dict, mp4: Path, flac: Path, out_rate: Fraction) -> bool:
         """Encode the raw frames and samples the shot stage decoded; they are consumed."""
-        cfg = self.config
+        cfg, frames = self.config, handoff["frames"]
         try:
-            video = [f"[0:v]{'fps=fps=' + str(out_rate) + ',' if out_rate != Fraction(handoff['rate']) else ''}"
-                     f"format=yuv420p[v]"]
+            resample = f",fps=fps={out_rate}" if out_rate != Fraction(handoff["rate"]) else ""
+            video = (f"[0:v]trim=start_frame={frames['skip']}:end_frame={frames['skip'] + frames['count']},"
+                     f"setpts=PTS-STARTPTS{resample},format=yuv420p[v]")
+            # The chunk files in a row, as one stream (their names never hold a "|").
             args = ["-f", "rawvideo", "-pix_fmt", "yuv420p", "-s", f"{handoff['width']}x{handoff['height']}",
-                    "-framerate", handoff["rate"], "-i", handoff["frames"]]
+                    "-framerate", handoff["rate"], "-i", "concat:" + "|".join(frames["files"])]
             maps = ["-map", "[v]", "-c:v", cfg.video_codec, "-crf", str(cfg.crf), "-preset", cfg.preset]
             if handoff.get("audio"):
                 samples = np.fromfile(handoff["audio"], np.float32).reshape(-1, handoff["channels"])
                 sf.write(flac, samples, handoff["sample_rate"], format="FLAC", subtype="PCM_24")
                 args += ["-i", str(flac)]
                 maps += ["-map", "1:a", "-c:a", cfg.audio_codec, "-b:a", cfg.audio_bitrate]
-            run_ffmpeg([*args, "-filter_complex", ";".join(video), *maps, "-movflags", "+faststart", str(mp4)])
+            run_ffmpeg([*args, "-filter_complex", video, *maps, "-movflags", "+faststart", str(mp4)])
         finally:
-            for key in ("frames", "audio"):
-                if handoff.get(key):
-                    Path(handoff[key]).unlink(missing_ok=True)
+            remove_handoff({"handoff": handoff})
         return bool(handoff.get("audio"))
 
     def _cut_from_source(self, item: Item, mp4: Path, flac: Path, src_rate: Fraction, out_rate: Fraction) -> None:

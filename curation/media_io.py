@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import os
 import subprocess
 import tempfile
 from collections.abc import Iterator
@@ -159,8 +160,10 @@ def duration_problem(got: dict, frames: int, fps: float, max_error_frames: float
 
 class FrameSpool:
     """Raw frames of a source, kept on local disk (the page cache, not the heap) from the
-    moment they are decoded until the clip they belong to is final. Frames live in
-    chunk files of ``chunk`` frames; ``release`` deletes the chunks below a frame."""
+    moment they are decoded until the clips they belong to are encoded. Frames live in
+    chunk files of ``chunk`` frames. A clip is handed over as hard links to the chunks
+    that hold its frames (no copy); ``release`` drops the spool's own names below a frame,
+    and a chunk's disk space goes once the last clip linking it is done with it."""
 
     def __init__(self, directory: str | Path, frame_bytes: int, chunk: int = 64):
         self.dir, self.frame_bytes, self.chunk = Path(directory), frame_bytes, chunk
@@ -177,20 +180,22 @@ class FrameSpool:
             if self._open:
                 self._open.close()
             self._open = open(self._chunk(self.count), "wb")  # noqa: SIM115 (open across appends)
-        self._open.write(frame.tobytes())
+        self._open.write(frame.data)
         self.count += 1
 
-    def export(self, start: int, end: int, out: str | Path) -> Path:
-        """Frames [start, end) into the raw file ``out``."""
+    def export(self, start: int, end: int, folder: str | Path) -> dict:
+        """Frames [start, end) as links in ``folder``: ``{"files": [...], "skip": n, "count": m}``
+        (read the files in order, drop the first ``skip`` frames, keep ``count``)."""
         if self._open:
             self._open.flush()
-        with open(out, "wb") as target:
-            for first in range(start - start % self.chunk, end, self.chunk):
-                lo, hi = max(start, first), min(end, first + self.chunk)
-                with open(self._chunk(first), "rb") as source:
-                    source.seek((lo - first) * self.frame_bytes)
-                    target.write(source.read((hi - lo) * self.frame_bytes))
-        return Path(out)
+        folder = Path(folder)
+        folder.mkdir(parents=True, exist_ok=True)
+        files = []
+        for first in range(start - start % self.chunk, end, self.chunk):
+            link = folder / self._chunk(first).name
+            os.link(self._chunk(first), link)
+            files.append(str(link))
+        return {"files": files, "skip": start % self.chunk, "count": end - start}
 
     def release(self, before: int) -> None:
         for first in range(self._released, before - before % self.chunk, self.chunk):

@@ -255,11 +255,13 @@ class _Media:
             self.audio = np.memmap(raw, dtype=np.float32, mode="r").reshape(-1, self.channels)
 
     def export(self, key: str, start: int, end: int, fps: Fraction) -> dict:
-        """Hand over frames [start, end) and the audio samples of the same interval,
-        padded with silence where the track ends early."""
-        frames = self.spool.export(start, end, self.dir / f"{key}.yuv")
+        """Hand over frames [start, end) (links to the spool's chunks) and the audio samples
+        of the same interval, padded with silence where the track ends early."""
+        folder = self.dir / f"{key}.frames"
+        frames = self.spool.export(start, end, folder)
         self.spool.release(start)
-        out = {"frames": str(frames), "width": self.fmt.width, "height": self.fmt.height, "rate": self.fmt.rate}
+        out = {"frames": frames, "width": self.fmt.width, "height": self.fmt.height, "rate": self.fmt.rate,
+               "paths": [str(folder)]}
         if self.audio is not None:
             first, count = round(start / fps * self.rate), round((end - start) / fps * self.rate)
             samples = np.zeros((count, self.channels), np.float32)
@@ -268,6 +270,7 @@ class _Media:
             path = self.dir / f"{key}.f32"
             samples.tofile(path)
             out.update(audio=str(path), sample_rate=self.rate, channels=self.channels)
+            out["paths"].append(str(path))
         return out
 
     def close(self) -> None:

@@ -7,7 +7,9 @@ operators, and unit tests simply call them in a plain loop (``run_stages``).
 
 An *item* is a JSON-serialisable dict that grows into the clip's shard ``json``
 document (field names in ../shared/DESIGN.md), plus ``files`` (paths of media the
-stage produced, e.g. ``{"mp4": ..., "flac": ...}``) and ``reject``.
+stage produced, e.g. ``{"mp4": ..., "flac": ...}``), ``reject``, and ``handoff``:
+temporary media one stage hands a later one (the shot stage's decoded frames and audio
+for the clip stage), whatever is left of it is deleted as the item leaves ``pipeline``.
 
 Data versus faults:
 
@@ -35,10 +37,12 @@ which is where a GPU model earns its keep. The default ``process_batch`` loops.
 from __future__ import annotations
 
 import logging
+import shutil
 import time
 import traceback
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, ClassVar
 
 from curation.readahead import read_ahead
@@ -99,6 +103,16 @@ class Stage:
         """The outputs of each of ``items`` (none rejected). Model stages override this to
         run their model on the whole batch at once."""
         return [self.process(item) for item in items]
+
+
+def remove_handoff(item: Item) -> None:
+    """Delete what is left of the media an item was handed (``item["handoff"]["paths"]``)."""
+    for path in ((item.get("handoff") or {}).get("paths") or []):
+        target = Path(path)
+        if target.is_dir():
+            shutil.rmtree(target, ignore_errors=True)
+        else:
+            target.unlink(missing_ok=True)
 
 
 def reject(item: Item, stage: str, reason: str, message: str = "") -> Item:
@@ -186,9 +200,19 @@ def pipeline(stages: list[Stage], item: Item) -> Iterator[Item]:
     head, tail = stages[:split], stages[split:]
     produced = _chain(head, item)
     if not tail:
-        yield from produced
+        for it in produced:
+            yield from _finish([it])
         return
-    yield from _overlapped(produced, lambda it: list(_chain(tail, it)))
+    yield from _overlapped(produced, lambda it: _finish(_chain(tail, it)))
+
+
+def _finish(outputs: Iterable[Item]) -> list[Item]:
+    """An item leaves the pipeline: media handed to it that no stage consumed (a clip
+    rejected before the clip stage) is deleted now, not when the whole unit is done."""
+    done = list(outputs)
+    for item in done:
+        remove_handoff(item)
+    return [{k: v for k, v in item.items() if k != "handoff"} for item in done]
 
 
 def _chain(stages: list[Stage], item: Item) -> Iterator[Item]:

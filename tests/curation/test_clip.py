@@ -24,7 +24,7 @@ def clips_of(path, work_dir, shot_config=None, handoff=True, **clip_config):
     shots = ShotStage(shot_config or ShotConfig(),
                       handoff=Handoff(str(work_dir), clip.max_side, clip.sample_rate) if handoff else None)
     out = run_stages([ProbeStage(), shots, ClipStage(clip)], [{"source": {"path": str(path)}}])
-    assert not list(Path(work_dir).glob("*.yuv")) + list(Path(work_dir).glob("*.f32"))  # handed-off media consumed
+    assert not [p for p in Path(work_dir).iterdir() if p.suffix not in (".mp4", ".flac")]  # handed-off media gone
     return out
 
 
