@@ -78,7 +78,8 @@ result = run_curation([sys.argv[1]], sys.argv[2], cfg, in_process=True)
 wall = time.perf_counter() - started
 peak = max(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss, resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss)
 print(json.dumps({"wall_s": wall, "peak_rss_mb": peak / 1024, "kept": len(result.manifest),
-                  "rejected": len(result.rejects)}))
+                  "rejected": len(result.rejects),
+                  "stage_s": {k: v["seconds"] for k, v in result.stats["per_stage"].items()}}))
 """
 
 
@@ -135,6 +136,8 @@ def report(row: dict) -> None:
     if ray:
         print(f"  (a2) CPU DAG, local Ray          {rate(ray['wall_s'])}  kept={ray['kept']}  "
               f"(a fresh worker's first run, on a 2-s clip: {ray['warmup_s']:.1f} s)")
+    busy = ", ".join(f"{k} {v:.1f}" for k, v in one["stage_s"].items() if v >= 0.05)
+    print(f"       busy seconds per stage in (a1) (the shot stage overlaps the rest): {busy}")
     print(f"  a1/b  = {one['wall_s'] / row['scenedetect_s']:.2f}  (target <= 1.0)   "
           f"a1/c = {one['wall_s'] / row['decode_s']:.2f}")
     if ray:
