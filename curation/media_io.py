@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
 
+import cv2
 import numpy as np
 import soundfile as sf
 
@@ -60,24 +61,48 @@ _PIPE_BYTES = 1 << 20  # Linux's default cap for an unprivileged pipe size
 
 
 def decode_frames(path: str | Path, fps: str, size: tuple[int, int], *, origin_s: float | None = None,
-                  pix_fmt: str = "bgr24", timeout: float = 3600) -> Iterator[np.ndarray]:
-    """Yield the video's frames as uint8 arrays, resampled to the constant rate ``fps`` (a
-    rational string such as "30000/1001") and scaled to ``size`` (the *displayed*
-    orientation: ffmpeg applies display rotation). ``origin_s`` (the first frame's time
-    on the input's own timeline) anchors the grid, so frame i is at origin + i / fps even
-    for variable-frame-rate sources. ``bgr24`` frames are (h, w, 3); ``yuv420p`` frames
-    are the three planes in one (h * 3 // 2, w) array.
-
-    ffmpeg decodes in its own process, ahead of the caller by a few frames (a reader
-    thread fills a small queue), so decoding overlaps whatever the caller does."""
+                  timeout: float = 3600) -> Iterator[np.ndarray]:
+    """Yield the video's frames as (h, w, 3) BGR uint8 arrays, resampled to the constant
+    rate ``fps`` (a rational string such as "30000/1001") and scaled to ``size`` (the
+    *displayed* orientation: ffmpeg applies display rotation). ``origin_s`` (the first
+    frame's time on the input's own timeline) anchors the grid, so frame i is at
+    origin + i / fps even for variable-frame-rate sources."""
     w, h = size
-    start = f":start_time={origin_s:.6f}" if origin_s is not None else ""
-    cmd = [binary("ffmpeg"), "-hide_banner", "-nostdin", "-loglevel", "error",
-           *(["-copyts"] if origin_s is not None else []), "-i", str(path),
-           "-map", "0:v:0", "-vf", f"fps=fps={fps}{start},scale={w}:{h}:flags=area,format={pix_fmt}",
+    graph = f"{_grid(fps, origin_s)},scale={w}:{h}:flags=area,format=bgr24"
+    for buf in _ffmpeg_frames(path, graph, "bgr24", w * h * 3, origin_s is not None, timeout):
+        yield np.frombuffer(buf, np.uint8).reshape(h, w, 3)
+
+
+def decode_frames_and_thumbnails(path: str | Path, fps: str, size: tuple[int, int], thumbnail: tuple[int, int],
+                                 *, origin_s: float, timeout: float = 3600):
+    """Like ``decode_frames``, but each frame comes at ``size`` as its three YUV 4:2:0
+    planes (views, for the spool) together with a BGR copy at ``thumbnail`` size (for
+    the analysis). ffmpeg scales both, stacked in one output frame, so the pixels are
+    decoded once and Python does no resampling."""
+    (w, h), (tw, th) = size, thumbnail
+    graph = (f"{_grid(fps, origin_s)},scale={w}:{h}:flags=area,format=yuv420p,split[big][copy];"
+             f"[copy]scale={tw}:{th}:flags=area,pad={w}:{th}[small];[big][small]vstack")
+    rows = h + th
+    for buf in _ffmpeg_frames(path, graph, "yuv420p", w * rows * 3 // 2, True, timeout):
+        flat = np.frombuffer(buf, np.uint8)
+        y = flat[: w * rows].reshape(rows, w)
+        u = flat[w * rows: w * rows * 5 // 4].reshape(rows // 2, w // 2)
+        v = flat[w * rows * 5 // 4:].reshape(rows // 2, w // 2)
+        small = np.concatenate([y[h:, :tw].reshape(-1), u[h // 2:, : tw // 2].reshape(-1),
+                                v[h // 2:, : tw // 2].reshape(-1)]).reshape(th * 3 // 2, tw)
+        yield (y[:h], u[: h // 2], v[: h // 2]), cv2.cvtColor(small, cv2.COLOR_YUV2BGR_I420)
+
+
+def _grid(fps: str, origin_s: float | None) -> str:
+    return f"fps=fps={fps}" + (f":start_time={origin_s:.6f}" if origin_s is not None else "")
+
+
+def _ffmpeg_frames(path, graph: str, pix_fmt: str, frame_bytes: int, copyts: bool, timeout: float) -> Iterator[bytes]:
+    """Raw frames of ``path`` through the filter ``graph``, from an ffmpeg process that
+    decodes ahead of the caller (a reader thread fills a small queue)."""
+    cmd = [binary("ffmpeg"), "-hide_banner", "-nostdin", "-loglevel", "error", *(["-copyts"] if copyts else []),
+           "-i", str(path), "-filter_complex", f"[0:v:0]{graph}[out]", "-map", "[out]",
            "-pix_fmt", pix_fmt, "-f", "rawvideo", "-"]
-    shape = (h * 3 // 2, w) if pix_fmt == "yuv420p" else (h, w, 3)
-    frame_bytes = int(np.prod(shape))
     # stderr goes to a file, not a pipe: a corrupt source can log more than a pipe holds,
     # and ffmpeg blocked on stderr would never finish stdout.
     with tempfile.TemporaryFile() as errors:
@@ -85,9 +110,9 @@ def decode_frames(path: str | Path, fps: str, size: tuple[int, int], *, origin_s
         with contextlib.suppress(OSError):  # a bigger pipe lets ffmpeg run further ahead
             fcntl.fcntl(proc.stdout.fileno(), 1031, _PIPE_BYTES)  # F_SETPIPE_SZ
 
-        def read() -> Iterator[np.ndarray]:
+        def read() -> Iterator[bytes]:
             while len(buf := proc.stdout.read(frame_bytes)) == frame_bytes:
-                yield np.frombuffer(buf, np.uint8).reshape(shape)
+                yield buf
 
         frames = read_ahead(read(), depth=8)
         try:
@@ -175,12 +200,14 @@ class FrameSpool:
     def _chunk(self, index: int) -> Path:
         return self.dir / f"{index // self.chunk:08d}.raw"
 
-    def append(self, frame: np.ndarray) -> None:
+    def append(self, planes) -> None:
+        """One frame: an array, or its planes in order (written as they are, no copy)."""
         if self.count % self.chunk == 0:
             if self._open:
                 self._open.close()
             self._open = open(self._chunk(self.count), "wb")  # noqa: SIM115 (open across appends)
-        self._open.write(frame.data)
+        for plane in (planes if isinstance(planes, tuple) else (planes,)):
+            self._open.write(np.ascontiguousarray(plane).data)
         self.count += 1
 
     def export(self, start: int, end: int, folder: str | Path) -> dict:

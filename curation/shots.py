@@ -42,6 +42,7 @@ from curation.media_io import (
     analysis_size,
     decode_audio,
     decode_frames,
+    decode_frames_and_thumbnails,
     output_size,
 )
 from curation.stage import Item, Resources, Stage, reject
@@ -129,15 +130,15 @@ class ShotStage(Stage):
             if self.handoff:
                 fmt = FrameFormat(*output_size(*shown, self.handoff.max_side), rate=rate)
                 media = _Media(self.handoff, fmt, item, origin)
-                size = analysis_size(fmt.width, fmt.height, cfg.analysis_width)
-                frames = decode_frames(path, rate, (fmt.width, fmt.height), origin_s=origin, pix_fmt="yuv420p")
+                frames = decode_frames_and_thumbnails(path, rate, (fmt.width, fmt.height),
+                                                      analysis_size(fmt.width, fmt.height, cfg.analysis_width),
+                                                      origin_s=origin)
             else:
                 size = analysis_size(*shown, cfg.analysis_width)
-                frames = decode_frames(path, rate, size, origin_s=origin)
-            for count, frame in enumerate(frames, start=1):
-                small = _analysis_frame(frame, fmt, size) if media else frame
+                frames = ((None, f) for f in decode_frames(path, rate, size, origin_s=origin))
+            for count, (planes, small) in enumerate(frames, start=1):
                 if media:
-                    media.spool.append(frame)
+                    media.spool.append(planes)
                 if detector is not None:
                     windows.add_cuts(detector.process_frame(count - 1, small))
                 gray = cv2.GaussianBlur(cv2.cvtColor(small, cv2.COLOR_BGR2GRAY), (5, 5), 0)
@@ -216,26 +217,6 @@ _NOISE_FLOOR = 4
 def _motion_energy(gray, previous) -> float:
     """Mean absolute change between two blurred grey frames above the noise floor, in 0..1."""
     return float(cv2.subtract(cv2.absdiff(gray, previous), _NOISE_FLOOR).mean()) / 255
-
-
-def _analysis_frame(yuv: np.ndarray, fmt: FrameFormat, size: tuple[int, int]) -> np.ndarray:
-    """A BGR analysis frame of ``size`` from a planar YUV 4:2:0 frame at the clips' size:
-    each plane box-filtered down (halvings first: OpenCV's fast path), then converted."""
-    (w, h), (aw, ah) = (fmt.width, fmt.height), size
-    flat = yuv.reshape(-1)
-    planes = [flat[: w * h].reshape(h, w),
-              flat[w * h: w * h * 5 // 4].reshape(h // 2, w // 2),
-              flat[w * h * 5 // 4:].reshape(h // 2, w // 2)]
-    sizes = [(aw, ah), (aw // 2, ah // 2), (aw // 2, ah // 2)]
-    small = [_shrink(p, s) for p, s in zip(planes, sizes, strict=True)]
-    i420 = np.concatenate([p.reshape(-1) for p in small]).reshape(ah * 3 // 2, aw)
-    return cv2.cvtColor(i420, cv2.COLOR_YUV2BGR_I420)
-
-
-def _shrink(plane: np.ndarray, size: tuple[int, int]) -> np.ndarray:
-    while plane.shape[1] >= 2 * size[0] and plane.shape[0] >= 2 * size[1]:
-        plane = cv2.resize(plane, (plane.shape[1] // 2, plane.shape[0] // 2), interpolation=cv2.INTER_AREA)
-    return plane if plane.shape[::-1] == size else cv2.resize(plane, size, interpolation=cv2.INTER_AREA)
 
 
 class _Media:

@@ -155,7 +155,10 @@ def stream_one(stage: Stage, item: Item) -> Iterator[Item]:
             return
         produced += 1
         # The time spent making this output (for a fan-out stage: since the previous one).
-        yield {**out, "_timing": {**out.get("_timing", {}), stage.name: time.perf_counter() - started}}
+        # Earlier stages' times ride on the first output only, so they are counted once.
+        timing = out.get("_timing", {}) if produced == 1 else {
+            k: v for k, v in out.get("_timing", {}).items() if k not in item.get("_timing", {})}
+        yield {**out, "_timing": {**timing, stage.name: time.perf_counter() - started}}
     # Every input stays accounted for: a stage that yields nothing turns it into a reject.
     if not produced:
         yield reject(item, stage.name, "no_output", f"{stage.name} produced no items")
