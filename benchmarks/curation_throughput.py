@@ -73,6 +73,7 @@ worker = Worker.get(cfg)
 for segment in worker.segments:  # model/numba warm-up is a per-worker constant, not throughput
     for stage in segment.stages:
         stage.setup()
+import curation.report  # matplotlib, as the Ray driver has it from its warm-up run
 started = time.perf_counter()
 result = run_curation([sys.argv[1]], sys.argv[2], cfg, in_process=True)
 wall = time.perf_counter() - started
