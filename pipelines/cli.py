@@ -5,7 +5,7 @@
     tandem latents CLIPS --out DIR [...]       clip shards -> latent shards (Ray Data, VAE actors)
     tandem train  --config RECIPE [...]        DeepSpeed ZeRO training on Ray Train
     tandem submit {train,curate,...} [...]     the same, as a Ray Job on a cluster
-    tandem reward ...                          annotation import / reward model
+    tandem reward train|score [...]            the reward model: train on rankings, score clips
     tandem align  ...                          DanceGRPO alignment
 
 A command group that is not built yet says so and exits with status 2; it never pretends.
@@ -17,7 +17,6 @@ import argparse
 import sys
 
 NOT_BUILT = {
-    "reward": "annotation import and the reward model",
     "align": "DanceGRPO alignment",
 }
 
@@ -59,7 +58,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     add_train_and_submit(sub)
 
-    sub.add_parser("reward", help="annotation import/export and reward-model training")
+    from pipelines.reward_cmd import add_parsers as add_reward
+
+    add_reward(sub)
     sub.add_parser("align", help="DanceGRPO alignment against the reward model")
     return parser
 

@@ -12,14 +12,15 @@ from pathlib import Path
 RECIPES = Path(__file__).parent / "recipes"
 
 
-def resolve_recipe(name_or_path: str) -> Path:
-    """A YAML path, or a recipe name: ``debug_cpu`` -> pipelines/recipes/train_debug_cpu.yaml."""
+def resolve_recipe(name_or_path: str, prefix: str = "train_") -> Path:
+    """A YAML path, or a recipe name: ``debug_cpu`` -> pipelines/recipes/train_debug_cpu.yaml
+    (``prefix="reward_"``: ``latent_cpu`` -> pipelines/recipes/reward_latent_cpu.yaml)."""
     path = Path(name_or_path)
     if path.suffix in (".yaml", ".yml") or path.exists():
         return path
-    candidate = RECIPES / f"train_{name_or_path}.yaml"
+    candidate = RECIPES / f"{prefix}{name_or_path}.yaml"
     if not candidate.exists():
-        known = sorted(p.stem.removeprefix("train_") for p in RECIPES.glob("train_*.yaml"))
+        known = sorted(p.stem.removeprefix(prefix) for p in RECIPES.glob(f"{prefix}*.yaml"))
         raise SystemExit(f"unknown recipe {name_or_path!r}; known: {', '.join(known)}")
     return candidate
 

@@ -56,10 +56,12 @@ class RewardModelConfig:
 
 
 class RewardModel(nn.Module):
-    def __init__(self, cfg: RewardModelConfig, name: str = "tandem-reward"):
+    def __init__(self, cfg: RewardModelConfig, name: str = "tandem-reward", backbone: nn.Module | None = None):
+        """``backbone``: one built already (e.g. the omni thinker at real size with random
+        weights, for a benchmark); by default ``cfg`` builds it."""
         super().__init__()
         self.cfg, self.name, self.heads = cfg, name, tuple(cfg.heads)
-        self.backbone = build_backbone(cfg, self.heads)
+        self.backbone = backbone if backbone is not None else build_backbone(cfg, self.heads)
         d = self.backbone.feature_dim
         self.head_weight = nn.Parameter(torch.randn(len(self.heads), d) / math.sqrt(d))
         self.log_theta = 0.0  # Rao-Kupper tie strength, set by training

@@ -9,9 +9,11 @@ or in a plain loop / under torchrun, without Ray or MLflow:
     from reward.train import RewardTrainConfig, train_reward
     result = train_reward(RewardTrainConfig(), rankings_dir, [rollouts_dir])
 
-One step: draw ``pairs_per_step`` training judgements, score every clip they mention once (the
-backbone sees each clip a single time per step, however many pairs it is in), and for each
-head take the mean negative log-likelihood of that head's judgements under Rao-Kupper
+One step: draw up to ``clips_per_step`` clips by walking the training judgements in random
+order, score each clip once, and use every judgement among them: the backbone's cost is per
+clip, while a group of K samples ranked on several axes gives K(K-1)/2 pairs per axis, so a
+step learns from all of them at the price of K forwards. For each head, take the mean
+negative log-likelihood of that head's judgements under Rao-Kupper
 (``reward.preference`` Eq. 2; ``loss.ties=drop``: plain Bradley-Terry, Eq. 1, on the non-tied
 ones). The step's loss is the mean over the heads present, so a head with few labels is not
 drowned out. log theta is a trained scalar (``loss.learn_theta``) or fixed at ``loss.theta``.
@@ -65,16 +67,16 @@ class LossConfig:
 class RewardTrainConfig:
     model: RewardModelConfig = field(default_factory=RewardModelConfig)
     loss: LossConfig = field(default_factory=LossConfig)
-    steps: int = 600
-    pairs_per_step: int = 64
-    lr: float = 1e-3
-    weight_decay: float = 0.01
+    steps: int = 300
+    clips_per_step: int = 64  # per rank; every judgement among them is used
+    lr: float = 5e-4
+    weight_decay: float = 0.05
     warmup_steps: int = 30
     min_lr_ratio: float = 0.1
     grad_clip: float = 1.0
     seed: int = 0
     holdout_fraction: float = 0.2  # of rollout groups, when no held-out rankings are given
-    eval_every: int = 200
+    eval_every: int = 100
     eval_batch: int = run_only(32)  # clips per forward when scoring held-out clips
     log_every: int = run_only(25)  # progress line every this many steps
     engine: str = "torch"  # torch | deepspeed (large backbones; see deepspeed.*)
@@ -184,13 +186,19 @@ class PreferenceTrainer:
         self.step = 0
 
     def _batch(self, step: int) -> Judgements:
-        """This rank's share of step ``step``'s pairs (the same draw on every rank)."""
-        train, n = self.pairs.train, self.cfg.pairs_per_step
-        if n >= len(train):
-            picks = np.arange(len(train))
-        else:
-            picks = np.random.default_rng((self.cfg.seed, step)).choice(len(train), n, replace=False)
-        return train.subset(picks[self.rank::self.world])
+        """This rank's judgements for step ``step``: every one among up to ``clips_per_step``
+        clips, gathered by walking the judgements in an order drawn from (seed, step, rank)."""
+        train, budget = self.pairs.train, self.cfg.clips_per_step
+        rng = np.random.default_rng((self.cfg.seed, step, self.rank))
+        chosen: set[int] = set()
+        for j in rng.permutation(len(train)):
+            new = {int(train.a[j]), int(train.b[j])} - chosen
+            if len(chosen) + len(new) <= budget:
+                chosen |= new
+            if len(chosen) >= budget:
+                break
+        members = np.fromiter(chosen, dtype=np.int64)
+        return train.subset(np.isin(train.a, members) & np.isin(train.b, members))
 
     def _update(self, loss: torch.Tensor) -> None:
         if self.engine is not None:
@@ -216,12 +224,15 @@ class PreferenceTrainer:
         start = time.perf_counter()
         while self.step < cfg.steps:
             t0 = time.perf_counter()
-            loss, per_head = self.module(self._batch(self.step), len(self.heads))
+            # Through the engine when there is one (its forward does DeepSpeed's bookkeeping).
+            forward = self.engine if self.engine is not None else self.module
+            batch = self._batch(self.step)
+            loss, per_head = forward(batch, len(self.heads))
             self._update(loss)
             self.step += 1
             lt = self.module.log_theta()
             row = {"loss": float(loss.detach()), "log_theta": float(lt.detach()) if lt is not None else 0.0,
-                   "pairs_per_s": min(cfg.pairs_per_step, len(self.pairs.train)) / (time.perf_counter() - t0),
+                   "pairs_per_s": len(batch) / (time.perf_counter() - t0),
                    **{f"loss/{self.heads[h]}": v for h, v in per_head.items()}}
             history.append(row)
             if self.rank == 0:

@@ -21,7 +21,7 @@ def simulated_judgements(n_items=10, m=2000, log_theta=np.log(2.5), seed=0):
 
 
 def train_item_scores(a, b, outcome, n_items, loss: LossConfig, steps=300):
-    cfg = RewardTrainConfig(loss=loss, steps=steps, pairs_per_step=len(a), lr=0.05, weight_decay=0.0,
+    cfg = RewardTrainConfig(loss=loss, steps=steps, clips_per_step=n_items, lr=0.05, weight_decay=0.0,
                             warmup_steps=10, min_lr_ratio=0.001, grad_clip=0.0, eval_every=steps)
     pairs = Judgements(a, b, np.zeros_like(a), outcome)
     trainer = PreferenceTrainer(cfg, ItemScores(n_items, 1), PreparedPairs(pairs, pairs), ("overall",))

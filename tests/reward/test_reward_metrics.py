@@ -15,11 +15,16 @@ LEVELS = (0.0, 0.35, 0.7, 1.0)
 
 
 def write_clips(directory, prop: str):
-    cfg = SimulationConfig(flashes=0)  # no clicks: only the property under test varies
+    """Clips alike but for ``prop``: ``motion`` (the simulated scene's drift speed) or
+    ``clipping`` (a tone driven 1-4x into the ±1 ceiling)."""
+    cfg = SimulationConfig(event=False)  # no light or buzz: only the property under test varies
     files = []
     for i, level in enumerate(LEVELS):
-        props = {"noise": 0.0, "motion": 0.5, "clipping": 0.0, "offset": 0.0, prop: level}
+        props = {"dark": 0.0, "motion": level if prop == "motion" else 0.5, "muffled": 0.0, "offset": 0.0}
         video, audio = render(props, cfg, np.random.default_rng(i))
+        if prop == "clipping":
+            t = np.arange(audio.shape[1]) / cfg.sample_rate
+            audio = torch.from_numpy(np.clip(np.sin(2 * np.pi * 330 * t) * 4.0**level, -1, 1)).float()[None]
         path = write_mp4(directory / f"{prop}{i}.mp4", to_uint8_frames(video), cfg.fps, audio.numpy(), cfg.sample_rate)
         files.append(ClipFile(path.stem, path, None))
     return files
