@@ -89,18 +89,20 @@ def _train_loop(config: dict) -> None:
     import ray.train
     import torch
 
-    from pipelines.tracking import open_tracker
+    from pipelines.tracking import MlflowTracker
     from reward.train import RewardTrainConfig, train_reward
+    from training.tracker import NullTracker
 
     cfg = from_dict(RewardTrainConfig, config["train"])
     torch.set_num_threads(max(1, int(cfg.workers.cpus_per_worker)))
     rank = ray.train.get_context().get_world_rank()
-    # Continue the driver's run; the driver closes it after registering the model.
-    tracker = open_tracker(cfg.experiment, store_dir=cfg.tracking_dir, enabled=rank == 0, run_id=config["run_id"])
+    # Continue the driver's run, in the driver's store (workers may not share its environment);
+    # the driver closes the run after registering the model.
+    tracker = (MlflowTracker(cfg.experiment, tracking_uri=config["tracking_uri"], run_id=config["run_id"])
+               if rank == 0 else NullTracker())
     result = train_reward(cfg, config["rankings"], config["rollouts"], heldout_rankings=config["heldout"],
                           tracker=tracker)
-    ray.train.report({"model_dir": str(result.model_dir or ""), **{k: v for k, v in result.metrics.items()
-                                                                   if k.startswith("heldout/")}})
+    ray.train.report({k: v for k, v in result.metrics.items() if k.startswith("heldout/")})
 
 
 def run_reward_training(cfg, rankings: str, rollouts: list[str], *, heldout: str | None = None,
@@ -114,6 +116,7 @@ def run_reward_training(cfg, rankings: str, rollouts: list[str], *, heldout: str
     from pipelines.ray_train import check_resources
     from pipelines.registry import register
     from pipelines.tracking import open_tracker
+    from reward.model import read_meta
 
     storage = Path(cfg.storage).absolute()
     cfg.storage, cfg.tracking_dir = str(storage), str(Path(cfg.tracking_dir).absolute())
@@ -132,7 +135,8 @@ def run_reward_training(cfg, rankings: str, rollouts: list[str], *, heldout: str
         w = cfg.workers
         trainer = TorchTrainer(
             _train_loop,
-            train_loop_config={"train": to_dict(cfg), "run_id": tracker.run_id, "rankings": str(Path(rankings).absolute()),
+            train_loop_config={"train": to_dict(cfg), "run_id": tracker.run_id, "tracking_uri": tracker.tracking_uri,
+                               "rankings": str(Path(rankings).absolute()),
                                "rollouts": rollouts, "heldout": str(Path(heldout).absolute()) if heldout else None},
             scaling_config=ScalingConfig(num_workers=w.num_workers, use_gpu=w.use_gpu,
                                          resources_per_worker={"CPU": w.cpus_per_worker}),
@@ -140,8 +144,12 @@ def run_reward_training(cfg, rankings: str, rollouts: list[str], *, heldout: str
         result = trainer.fit()
         if result.error:
             raise RuntimeError(f"reward training failed: {result.error}")
-        model_dir = Path(result.metrics["model_dir"])
-        metrics = {k: v for k, v in result.metrics.items() if k.startswith("heldout/")}
+        model_dir = storage / "model"
+        meta = read_meta(model_dir)
+        if meta.get("run_id") != tracker.run_id:
+            raise RuntimeError(f"{model_dir} was not written by this run (run {meta.get('run_id')}, expected "
+                               f"{tracker.run_id})")
+        metrics = {k: v for k, v in meta["metrics"].items() if k.startswith("heldout/")}
         (storage / "metrics.json").write_text(json.dumps(metrics, indent=1))
         tracker.log_artifact(storage / "metrics.json")
         tags = {"backbone": cfg.model.backbone, "heads": ",".join(cfg.model.heads),

@@ -132,11 +132,12 @@ class Preference(nn.Module):
     def __init__(self, scorer: nn.Module, loss: LossConfig):
         super().__init__()
         self.scorer, self.cfg = scorer, loss
-        self.u = nn.Parameter(torch.tensor(math.log(math.expm1(math.log(loss.theta))) if loss.ties == "rao_kupper"
-                                           else 0.0), requires_grad=loss.learn_theta and loss.ties == "rao_kupper")
+        u = math.log(math.expm1(math.log(loss.theta))) if loss.ties == "rao_kupper" else 0.0
+        # Shape (1,), not a scalar: DeepSpeed broadcasts parameters as bytes, which a 0-d tensor cannot be.
+        self.u = nn.Parameter(torch.tensor([u]), requires_grad=loss.learn_theta and loss.ties == "rao_kupper")
 
     def log_theta(self) -> torch.Tensor | None:
-        return None if self.cfg.ties == "drop" else nn.functional.softplus(self.u)
+        return None if self.cfg.ties == "drop" else nn.functional.softplus(self.u)[0]
 
     def forward(self, pairs: Judgements, n_heads: int) -> tuple[torch.Tensor, dict[int, float]]:
         """Mean over the heads present of each head's mean NLL; and the per-head losses."""
@@ -320,5 +321,6 @@ def train_reward(cfg: RewardTrainConfig, rankings: str | Path, rollouts: list[st
     result.model = model
     if save and trainer.rank == 0:
         result.model_dir = model.save(Path(cfg.storage) / "model", metrics=result.metrics, data=counts,
-                                      per_head=pairs.train.counts(heads), trained_steps=trainer.step)
+                                      per_head=pairs.train.counts(heads), trained_steps=trainer.step,
+                                      run_id=tracker.run_id)
     return result

@@ -11,6 +11,7 @@ import torch
 from pipelines.cli import main
 from pipelines.registry import register
 from pipelines.reward_cmd import open_reward_source, score_clips
+from pipelines.tracking import MlflowTracker
 from reward.clips import find_clips, score_clip_files
 from reward.rankings import write_rankings
 from reward.simulate import SIM_AXES, SimulationConfig, make_rollouts, simulate_rankings
@@ -65,7 +66,8 @@ def test_model_reloaded_from_the_registry_scores_exactly_as_before_saving(ranked
     clips = find_clips([rollouts])[:5]
     before = score_clip_files(result.model, clips)
     uri = f"sqlite:///{tmp_path / 'mlruns.db'}"
-    register(result.model_dir, "tandem-reward", alias="candidate", tracking_uri=uri)
+    with MlflowTracker("tandem-reward", tracking_uri=uri) as run:  # artifacts beside the store, as the CLI
+        register(result.model_dir, "tandem-reward", alias="candidate", run_id=run.run_id, tracking_uri=uri)
     [source] = open_reward_source("models:/tandem-reward@candidate", tracking_uri=uri)
     assert source.heads == tuple(HEADS) and source.uses == ("media" if backbone == "omni" else "latents")
     assert score_clip_files(source, clips) == before  # float for float
@@ -99,8 +101,9 @@ def test_bad_inputs_exit_2_before_ray_starts(ranked_rollouts, tmp_path, capsys, 
 
 @pytest.mark.slow
 @pytest.mark.timeout(600)
-def test_train_command_on_ray_logs_heldout_accuracy_and_sets_the_alias(ranked_rollouts, tmp_path, monkeypatch,
-                                                                      capsys, local_ray):
+def test_train_command_on_two_ray_workers_with_deepspeed_logs_heldout_accuracy_and_sets_the_alias(
+        ranked_rollouts, tmp_path, monkeypatch, capsys, local_ray):
+    """Two Ray Train workers, a DeepSpeed ZeRO-2 engine each (the path large backbones take)."""
     import mlflow
 
     rollouts, rankings = ranked_rollouts
@@ -109,13 +112,15 @@ def test_train_command_on_ray_logs_heldout_accuracy_and_sets_the_alias(ranked_ro
     assert main(["reward", "train", "--rankings", str(rankings), "--rollouts", str(rollouts), "--config", "latent_cpu",
                  "--alias", "candidate", f"storage={tmp_path / 'run'}", "steps=6", "eval_every=3", "clips_per_step=8",
                  "holdout_fraction=0.4", f"model.heads={json.dumps(HEADS)}", "model.latent.dim=32",
-                 "model.latent.depth=1"]) == 0
+                 "model.latent.depth=1", "workers.num_workers=2", "engine=deepspeed", "deepspeed.zero_stage=2",
+                 "deepspeed.micro_batch_per_rank=1"]) == 0
     out = capsys.readouterr().out
     assert "registered: models:/tandem-reward@candidate (version 1)" in out and "av_sync" in out
     client = mlflow.MlflowClient(uri)
     version = client.get_model_version_by_alias("tandem-reward", "candidate")
     run = client.get_run(version.run_id)
-    assert run.info.status == "FINISHED" and run.data.params["model.backbone"] == "latent"
+    assert run.info.status == "FINISHED" and run.data.params["engine"] == "deepspeed"
+    assert run.data.params["workers.num_workers"] == "2"
     for head in HEADS:
         for metric in ("accuracy_without_ties", "accuracy_with_ties", "tie_epsilon"):
             assert f"heldout/{head}/{metric}" in run.data.metrics
