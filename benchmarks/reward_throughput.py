@@ -75,9 +75,8 @@ def omni_model(size: str, device: str, directory: Path):
     from reward.backbones.omni import OmniBackbone
 
     with torch.device(device):
-        thinker, tokenizer, features = random_omni(size)
-    backbone = OmniBackbone(cfg.omni, HEADS, thinker=thinker.to(getattr(torch, dtype)), tokenizer=tokenizer,
-                            feature_extractor=features)
+        thinker, tokenizer, features = random_omni(size, dtype=getattr(torch, dtype))
+    backbone = OmniBackbone(cfg.omni, HEADS, thinker=thinker, tokenizer=tokenizer, feature_extractor=features)
     return RewardModel(cfg, backbone=backbone).to(device).eval()
 
 

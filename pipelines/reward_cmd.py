@@ -170,6 +170,10 @@ def train_handler(args) -> int:
     from reward.rankings import RankingsError
     from reward.rollouts import RolloutsError
 
+    # ``--rollouts A B steps=10``: nargs="+" also took the overrides that followed it.
+    taken = [r for r in args.rollouts if "=" in r and not Path(r).exists()]
+    args.rollouts = [r for r in args.rollouts if r not in taken]
+    args.overrides = [*taken, *args.overrides]
     try:
         cfg = load_reward_recipe(args.config, args.overrides)
         counts = check_inputs(cfg, args.rankings, args.rollouts, args.heldout_rankings)

@@ -20,7 +20,7 @@ drowned out. log theta is a trained scalar (``loss.learn_theta``) or fixed at ``
 
 Every ``eval_every`` steps and at the end, each head is scored on the held-out judgements:
 accuracy without ties (Eq. 3) and with ties at the calibrated tie threshold (Eq. 4).
-Several ranks (torchrun, Ray Train) split each step's pairs and average gradients;
+Several ranks (torchrun, Ray Train) each draw their own clips for a step and average gradients;
 ``engine=deepspeed`` puts large backbones on a ``training.engine`` DeepSpeed engine (ZeRO 0-2).
 """
 
@@ -39,7 +39,7 @@ from torch import nn
 
 from model.config import run_only
 from reward.clips import ClipStore, find_clips
-from reward.model import RewardModel, RewardModelConfig
+from reward.model import RewardModel, RewardModelConfig, clips_to
 from reward.pairs import Judgements, PreparedPairs, prepare_pairs
 from reward.preference import accuracy_with_ties, accuracy_without_ties, preference_loss
 from reward.rankings import read_rankings
@@ -104,8 +104,6 @@ class ClipScorer(nn.Module):
     def forward(self, indices: torch.Tensor) -> torch.Tensor:
         idx = indices.tolist()
         parts, order = [], []
-        from reward.model import clips_to
-
         for positions, clips in self.store.batches(idx, self.batch_size):
             parts.append(self.model(clips_to(clips, self.model.device)))
             order += positions
@@ -162,7 +160,7 @@ class TrainResult:
 
 class PreferenceTrainer:
     """Trains a scorer on judgements, one plain loop; several ranks when torch.distributed is
-    initialised (each takes its share of a step's pairs; gradients are averaged)."""
+    initialised (each draws its own clips for a step; gradients are averaged)."""
 
     def __init__(self, cfg: RewardTrainConfig, scorer: nn.Module, pairs: PreparedPairs, heads: tuple[str, ...],
                  tracker: Tracker | None = None):

@@ -234,10 +234,11 @@ SPECIAL_TOKENS = ("<|endoftext|>", "<|im_start|>", "<|im_end|>", "<|AUDIO|>", "<
                   "<|vision_bos|>", "<|vision_eos|>", "<|audio_bos|>", "<|audio_eos|>")
 
 
-def random_omni(size: str = "tiny", seed: int = 0):
+def random_omni(size: str = "tiny", seed: int = 0, dtype: torch.dtype | None = None):
     """(thinker with random weights, tokenizer, feature extractor) of Qwen2.5-Omni's architecture:
-    ``tiny`` (~0.3M parameters, for tests) or ``7b`` (the real thinker's shapes, for benchmarks).
-    The tokenizer is a small byte-level BPE with the chat and media special tokens."""
+    ``tiny`` (~0.3M parameters, for tests) or ``7b`` (the real thinker's shapes, for benchmarks;
+    build it under ``torch.device("cuda")`` with ``dtype=torch.bfloat16``). The tokenizer is a
+    small byte-level BPE with the chat and media special tokens."""
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
     from transformers import (
         Qwen2_5OmniThinkerConfig,
@@ -264,7 +265,7 @@ def random_omni(size: str = "tiny", seed: int = 0):
         user_token_id=ids["<|im_start|>"])
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
-        thinker = Qwen2_5OmniThinkerForConditionalGeneration(config)
+        thinker = Qwen2_5OmniThinkerForConditionalGeneration._from_config(config, dtype=dtype)
     return thinker, tokenizer, WhisperFeatureExtractor(feature_size=config.audio_config.num_mel_bins)
 
 

@@ -90,11 +90,12 @@ def test_score_command_prints_per_head_scores_of_metric_heads(ranked_rollouts, c
     (["--rankings", "{rankings}", "--config", "nonexistent"], "unknown recipe 'nonexistent'; known: latent_cpu"),
     (["--rankings", "{rankings}", "--config", "latent_cpu", "model.heads=[lighting]"], "0 training and 0 held-out"),
     (["--rankings", "{rankings}", "--config", "latent_cpu", "loss.theta=1"], "theta must be > 1"),
+    (["{rollouts}", "loss.ties=never", "--rankings", "{rankings}", "--config", "latent_cpu"], "ties must be"),
     (["--rankings", "{rankings}", "--config", "omni_7b"], "is not a local model directory"),
 ])
 def test_bad_inputs_exit_2_before_ray_starts(ranked_rollouts, tmp_path, capsys, argv, message):
     rollouts, rankings = ranked_rollouts
-    argv = [a.format(tmp=tmp_path, rankings=rankings) for a in argv]
+    argv = [a.format(tmp=tmp_path, rankings=rankings, rollouts=rollouts) for a in argv]
     assert main(["reward", "train", "--rollouts", str(rollouts), *argv]) == 2
     assert message in capsys.readouterr().err
 
