@@ -53,8 +53,10 @@ def test_each_head_learns_what_simulated_annotators_prefer(tmp_path):
     held_ids = {m["sample_id"] for m in heldout}
     clips = [c for c in find_clips([tmp_path / "rollouts"]) if c.id in held_ids]
     scores = dict(zip([c.id for c in clips], score_clip_files(result.model, clips), strict=True))
+    agree = {}
     for head in AXES:
         rows = [r for r in noisy if r["axis"] == head and r["item_a"] in held_ids and r["outcome"] != "tie"]
         d = np.array([scores[r["item_a"]][head] - scores[r["item_b"]][head] for r in rows])
-        agree = np.mean((d > 0) == (outcome_codes([r["outcome"] for r in rows]).numpy() == 0))
-        assert agree >= 1 - NOISE - 0.08, (head, agree)
+        agree[head] = float(np.mean((d > 0) == (outcome_codes([r["outcome"] for r in rows]).numpy() == 0)))
+    print("against the noisy judges' held-out labels:", agree)
+    assert min(agree.values()) >= 1 - NOISE - 0.08, agree
