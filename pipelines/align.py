@@ -98,7 +98,6 @@ def preflight(cfg: AlignConfig) -> Plan:
     from model.presets import get_preset
     from reward.align_inputs import (
         BUILTIN_PROMPTS,
-        RewardModelUnavailable,
         build_sources,
         describe_config,
         load_reward_model,
@@ -129,8 +128,9 @@ def preflight(cfg: AlignConfig) -> Plan:
             local = _fetch(source.source, storage / "rewards" / key, f"rewards.{key}.source", cfg)
             try:
                 load_reward_model(local, "cpu")
-            except RewardModelUnavailable as exc:
-                raise PreflightError(f"rewards.{key}: {exc}") from exc
+            except (OSError, ValueError, KeyError, RuntimeError) as exc:
+                raise PreflightError(f"rewards.{key}: {source.source} does not load as a reward model "
+                                     f"({exc}); register one with `tandem reward train --alias ...`") from exc
             plan.reward_paths[key] = str(local.absolute())
     if cfg.init:
         init = _fetch(cfg.init, storage / "init", "init", cfg) if is_model_uri(cfg.init) else Path(cfg.init)

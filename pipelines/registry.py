@@ -42,6 +42,7 @@ def is_model_uri(value: str) -> bool:
 
 def _client(tracking_uri: str | None):
     os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "1")
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")  # no tqdm bars in command output
     import mlflow
 
     return mlflow.MlflowClient(tracking_uri or default_tracking_uri("runs"))

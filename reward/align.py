@@ -230,13 +230,15 @@ class Aligner:
         return clip
 
     def score(self, video_latents: torch.Tensor, audio_latents: torch.Tensor, prompts: list[str],
-              clip=None) -> dict[str, torch.Tensor]:
-        """Head id -> (N,) rewards of clips given by their final latents."""
+              text, clip=None) -> dict[str, torch.Tensor]:
+        """Head id -> (N,) rewards of clips given by their final latents and their prompts'
+        conditioning ``text`` (for reward models that read the text embedding)."""
         if clip is None and self.decoders is not None:
             clip = self.decode(video_latents, audio_latents)
         seq = self.cfg.sequence
         clips = Clips(prompts, clip.video if clip else None, clip.audio if clip else None, seq.fps,
-                      seq.sample_rate, video_latents, audio_latents)
+                      seq.sample_rate, video_latents.float(), audio_latents.float(),
+                      text.text_emb.float(), text.text_mask)
         out = {}
         for _, source, named in self.sources:
             scores = source.score(clips)
@@ -260,7 +262,8 @@ class Aligner:
         gen = step_generator(self.cfg.seed, self.step, self.rank)
 
         def score(traj, prompt_indices):
-            return self.score(traj.video[-1], traj.audio[-1], [self.prompts[i] for i in prompt_indices])
+            return self.score(traj.video[-1], traj.audio[-1], [self.prompts[i] for i in prompt_indices],
+                              cond_rows(self.cond, torch.tensor(prompt_indices)))
 
         metrics = grpo_step(self.engine, batch, self.video_shape, self.audio_shape, score, self.heads,
                             self.cfg.grpo, gen, self.reference, self.dtype)
@@ -290,7 +293,8 @@ class Aligner:
             if not real:
                 continue
             clip = self.decode(traj.video[-1], traj.audio[-1]) if self.decoders is not None else None
-            scores = self.score(traj.video[-1], traj.audio[-1], [self.eval_prompts[i]] * ev.samples_per_prompt, clip)
+            scores = self.score(traj.video[-1], traj.audio[-1], [self.eval_prompts[i]] * ev.samples_per_prompt,
+                                cond_rows(self.eval_cond, torch.tensor([i] * ev.samples_per_prompt)), clip)
             rewards.append((i, {k: v.tolist() for k, v in scores.items()}))
             for j in range(ev.samples_per_prompt):
                 if clip is not None and i * ev.samples_per_prompt + j < ev.videos:

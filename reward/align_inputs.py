@@ -22,13 +22,13 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
 
 from model.config import ConfigError, from_dict
-from reward import sources as metric_sources
 from reward.grpo import Head
 from reward.sources import RewardSource
 
@@ -88,29 +88,19 @@ def parse_rewards(raw: dict) -> dict[str, RewardSourceConfig]:
     return out
 
 
-def metric_heads() -> dict[str, type]:
-    """name -> class of every metric head in reward/sources.py (dataclasses with name,
-    heads, uses and score), so heads added there are usable here without edits."""
-    found = {}
-    for obj in vars(metric_sources).values():
-        if isinstance(obj, type) and dataclasses.is_dataclass(obj) and hasattr(obj, "score"):
-            defaults = {f.name: f.default for f in dataclasses.fields(obj)}
-            if {"name", "heads", "uses"} <= set(defaults) and isinstance(defaults["name"], str):
-                found[defaults["name"]] = obj
-    return found
+def metric_heads() -> dict[str, Callable[..., RewardSource]]:
+    """name -> factory of every metric head (``reward.metrics.METRIC_HEADS``)."""
+    from reward.metrics import METRIC_HEADS
 
-
-class RewardModelUnavailable(RuntimeError):
-    """Trained reward models cannot be loaded yet."""
+    return dict(METRIC_HEADS)
 
 
 def load_reward_model(path: str | Path, device: str | torch.device = "cpu") -> RewardSource:
-    """Load a trained reward model (the files ``models:/tandem-reward@ALIAS`` resolved to) as
-    a RewardSource. The loader belongs to the reward-model stage (issue 11); wire it here."""
-    raise RewardModelUnavailable(
-        f"cannot load the trained reward model at {path}: tandem's reward-model loader (the reward "
-        "stage, issue 11) is not wired into alignment yet. Use metric heads for now "
-        f"({', '.join(metric_heads())}), or wire reward.align_inputs.load_reward_model to it.")
+    """A trained reward model (the files ``models:/tandem-reward@ALIAS`` resolved to) as a
+    RewardSource."""
+    from reward.model import load_reward_source
+
+    return load_reward_source(path, device)
 
 
 def build_sources(rewards: dict[str, RewardSourceConfig], model_paths: dict[str, str],

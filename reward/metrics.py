@@ -9,21 +9,16 @@ better, measured the way curation measures the same property:
   ``target_lufs``; and minus the percentage of samples at the ceiling (|x| >= ``ceiling``).
 - ``Motion`` (head ``motion``): curation's motion energy (``curation.shots``: mean grey-level
   change between blurred ~160 px frames above a noise floor, 0..1), averaged over the clip.
+- ``AVSync`` (head ``av_sync``): curation's sync scorer (``curation.sync.estimate_sync``: lips
+  against speech on a face, visible events against audio onsets elsewhere) scored as minus
+  the absolute offset in ms. A clip whose offset cannot be told scores as if it were off by
+  ``unmeasured_ms``, so a policy is never rewarded for making sync unmeasurable (hiding the
+  face, silencing the track).
 - ``Brightness`` and ``Loudness`` from ``reward.sources``.
 
-``METRIC_HEADS`` maps a name to a factory; ``metric_source("motion")`` builds one,
-``register_metric`` adds one. The A/V-sync head is a few lines once ``curation.sync`` has a
-scorer for decoded clips::
-
-    @dataclass
-    class Sync:
-        name: str = "sync"; heads: tuple = ("av_sync",); uses: str = "media"
-        def score(self, clips):
-            offsets = [estimate_sync(frames_of(v), clips.fps, a, clips.sample_rate) for v, a in ...]
-            return {"av_sync": torch.tensor([-abs(o.offset_ms) if o.offset_ms is not None else -1000.0
-                                              for o in offsets])}
-
-    register_metric("sync", Sync)
+``METRIC_HEADS`` maps a name to a factory (the names alignment recipes and
+``tandem reward score metric:NAME`` use); ``metric_source("motion")`` builds one,
+``register_metric`` adds one.
 """
 
 from __future__ import annotations
@@ -70,10 +65,8 @@ class Motion:
         from curation.media_io import analysis_size
         from curation.shots import _motion_energy  # curation's definition, so both agree
 
-        frames = ((clips.video.float().clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8)
-        frames = frames.permute(0, 2, 3, 4, 1).cpu().numpy()  # (B, T, H, W, 3) RGB
         scores = []
-        for clip in frames:
+        for clip in uint8_frames(clips.video):
             h, w = clip.shape[1:3]
             size = analysis_size(w, h, self.analysis_width)
             grey = [cv2.GaussianBlur(cv2.resize(cv2.cvtColor(f, cv2.COLOR_RGB2GRAY), size,
@@ -83,9 +76,33 @@ class Motion:
         return {self.heads[0]: torch.tensor(scores)}
 
 
+def uint8_frames(video: torch.Tensor) -> np.ndarray:
+    """(B, 3, T, H, W) in [-1, 1] -> (B, T, H, W, 3) uint8 RGB, as curation reads frames."""
+    frames = ((video.float().clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8)
+    return frames.permute(0, 2, 3, 4, 1).cpu().numpy()
+
+
+@dataclass
+class AVSync:
+    unmeasured_ms: float = 500.0  # the score of a clip whose offset cannot be told: -unmeasured_ms
+    name: str = "av_sync"
+    heads: tuple[str, ...] = ("av_sync",)
+    uses: str = "media"
+
+    def score(self, clips: Clips) -> dict[str, torch.Tensor]:
+        from curation.sync import estimate_sync
+
+        audio = clips.audio.float().cpu().numpy()
+        offsets = [estimate_sync(frames, clips.fps, track, clips.sample_rate).offset_ms
+                   for frames, track in zip(uint8_frames(clips.video), audio, strict=True)]
+        return {self.heads[0]: torch.tensor([-abs(o) if o is not None else -self.unmeasured_ms for o in offsets],
+                                            dtype=torch.float32)}
+
+
 METRIC_HEADS: dict[str, Callable[..., RewardSource]] = {
     "loudness_clipping": LoudnessClipping,
     "motion": Motion,
+    "av_sync": AVSync,
     "brightness": Brightness,
     "loudness": Loudness,
 }

@@ -54,9 +54,9 @@ def test_an_unknown_reward_model_alias_is_refused_and_the_existing_ones_listed(r
                               "has @prod")
 
 
-def test_a_resolving_reward_model_meets_the_loader_hook_before_ray(registry, store, capsys):
+def test_a_registered_file_that_is_no_reward_model_is_refused_before_ray(registry, store, capsys):
     code = align(registry, "rewards.quality.source=models:/tandem-reward@prod")
-    assert_refused_before_ray(code, capsys, "rewards.quality", "loader")
+    assert_refused_before_ray(code, capsys, "rewards.quality", "does not load as a reward model")
     assert (registry / "align" / "rewards" / "quality" / "model" / "reward.safetensors").read_bytes() == b"weights"
 
 

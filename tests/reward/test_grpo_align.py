@@ -10,7 +10,6 @@ from model.config import ConfigError
 from pipelines.config import load_config, to_dict
 from reward.align import AlignConfig, HackingConfig, HackingMonitor
 from reward.align_inputs import (
-    RewardModelUnavailable,
     build_sources,
     metric_heads,
     parse_rewards,
@@ -59,13 +58,27 @@ def test_metric_head_options_and_heads_are_checked():
         build_sources(parse_rewards({"x": {"source": "loudness", "heads": ["lufs"]}}), {})
 
 
-def test_trained_reward_models_go_through_one_loader_hook_that_says_it_is_not_wired_yet(tmp_path):
-    rewards = parse_rewards({"rm": {"source": "models:/tandem-reward@prod"}})
-    with pytest.raises(RewardModelUnavailable, match="issue 11"):
-        build_sources(rewards, {"rm": str(tmp_path)})
+def test_a_trained_reward_model_becomes_a_source_whose_heads_the_recipe_picks(tmp_path):
+    from reward.backbones.latent import LatentBackboneConfig
+    from reward.model import RewardModel, RewardModelConfig
+
+    torch.manual_seed(0)
+    model = RewardModel(RewardModelConfig(heads=("visual_quality", "overall"),
+                                          latent=LatentBackboneConfig(dim=32, depth=1, heads=2)))
+    model.save(tmp_path / "rm")
+    rewards = parse_rewards({"rm": {"source": "models:/tandem-reward@prod", "heads": ["overall"], "coefficient": 2}})
+    [(key, source, named)] = build_sources(rewards, {"rm": str(tmp_path / "rm")})
+    assert source.uses == "latents" and [(name, head.id, head.coefficient) for name, head in named] == [
+        ("overall", "rm.overall", 2.0)]
+    g = torch.Generator().manual_seed(1)
+    clips = Clips(["a", "b"], video_latents=torch.randn(2, 8, 3, 4, 4, generator=g),
+                  audio_latents=torch.randn(2, 8, 18, generator=g), text_emb=torch.randn(2, 4, 64, generator=g),
+                  text_mask=torch.ones(2, 4, dtype=torch.bool), fps=8.0)
+    torch.testing.assert_close(source.score(clips)["overall"], model.score(clips)["overall"])
+    with pytest.raises(FileNotFoundError):
+        build_sources(rewards, {"rm": str(tmp_path / "nothing")})
     with pytest.raises(ConfigError, match="not resolved"):
         build_sources(rewards, {})
-
 
 def test_hacking_monitor_flips_when_the_optimised_reward_rises_and_a_held_out_head_falls():
     def evals(reward, exposure):

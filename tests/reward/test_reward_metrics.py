@@ -10,6 +10,7 @@ from model.media import to_uint8_frames, write_mp4
 from reward.clips import ClipFile, ClipStore, score_clip_files
 from reward.metrics import METRIC_HEADS, LoudnessClipping, Motion, metric_source, register_metric
 from reward.simulate import SimulationConfig, render
+from reward.sources import Clips
 
 LEVELS = (0.0, 0.35, 0.7, 1.0)
 
@@ -57,7 +58,7 @@ def test_silence_scores_the_loudness_floor():
 
 def test_metric_registry_builds_sources_and_accepts_new_ones():
     assert metric_source("motion").heads == ("motion",)
-    with pytest.raises(ValueError, match="unknown metric head 'sharpness'; known: brightness"):
+    with pytest.raises(ValueError, match="unknown metric head 'sharpness'; known: av_sync, brightness"):
         metric_source("sharpness")
 
     class Constant:
@@ -78,3 +79,37 @@ def test_media_batches_group_equal_shapes(tmp_path):
     batches = ClipStore(files, "media", cache=False).batches([3, 0, 1])
     assert sorted(p for positions, _ in batches for p in positions) == [0, 1, 2]
     assert all(c.video.shape[0] == len(positions) for positions, c in batches)
+
+
+def test_av_sync_head_scores_measured_offsets_and_penalises_what_cannot_be_told():
+    """Flash-and-click clips (curation's synthetic events with known offsets) through the
+    A/V-sync head: the in-sync clip beats the one whose sound lags by 200 ms; a clip with
+    nothing to measure (noise picture, silence) scores -unmeasured_ms."""
+    import av as pyav
+
+    from curation.sample_media import make_clip
+    from reward.metrics import AVSync
+
+    def decode(path, frames=40):
+        with pyav.open(str(path)) as c:
+            video = [f.to_ndarray(format="rgb24") for f in c.decode(video=0)][:frames]
+        with pyav.open(str(path)) as c:
+            audio = np.concatenate([f.to_ndarray() for f in c.decode(audio=0)], axis=1)
+            rate = c.streams.audio[0].rate
+        v = torch.from_numpy(np.stack(video)).permute(3, 0, 1, 2).float() / 127.5 - 1
+        return v, torch.from_numpy(audio[:, : int(len(video) / 25 * rate)]).float(), rate
+
+    import tempfile
+    from pathlib import Path
+
+    with tempfile.TemporaryDirectory() as tmp:
+        clips = [make_clip(Path(tmp) / f"c{i}.mp4", [4.0], size=(96, 64), beeps=True, audio_offset_s=off).path
+                 for i, off in enumerate((0.0, 0.2))]
+        (v0, a0, rate), (v1, a1, _) = decode(clips[0], 100), decode(clips[1], 100)
+    n = min(a0.shape[1], a1.shape[1])
+    batch = Clips(["in sync", "late sound", "nothing"],
+                  video=torch.stack([v0, v1, torch.rand_like(v0) * 0.01]),
+                  audio=torch.stack([a0[:, :n], a1[:, :n], torch.zeros_like(a0[:, :n])]), fps=25.0, sample_rate=rate)
+    scores = AVSync(unmeasured_ms=500).score(batch)["av_sync"]
+    assert scores[0] > -45 and -260 < scores[1] < -150, scores
+    assert scores[2] == -500
