@@ -12,7 +12,8 @@ The caption has four parts, written in the prompt form the generator is trained 
   and writes the visual and camera parts; the audio and speech parts come from the
   measurements (the model hears nothing). Only the tokenizer, image processor and model
   are loaded (not the full processor, whose video half needs torchvision); the image
-  placeholder expansion the processor would do is done here.
+  placeholder expansion the processor would do is done here. On its actor the stage
+  captions a unit's clips ``batch_size`` at a time: one left-padded ``generate`` call.
 """
 
 from __future__ import annotations
@@ -33,6 +34,7 @@ class CaptionConfig:
     frame_max_side: int = 448  # vlm: frames are scaled down to this before the processor
     max_new_tokens: int = 160
     device: str = "auto"  # auto | cuda | cpu
+    batch_size: int = 8  # vlm: clips captioned by one generate call
     max_speech_chars: int = 300  # longer transcripts are cut (with "...") in the caption
 
 
@@ -56,7 +58,7 @@ class CaptionStage(Stage):
             raise ValueError(f"caption.model_path must be a local VLM folder for backend vlm (got {config.model_path!r})")
         super().__init__(config)
         if config.backend == "vlm":  # a model stage: one long-lived actor, on a GPU when there is one
-            self.resources = Resources(cpus=1.0, gpus=1.0, actor=True)  # GPU dropped where none
+            self.resources = Resources(cpus=1.0, gpus=1.0, actor=True, batch_size=config.batch_size)  # GPU dropped where none
         self.vlm: VlmCaptioner | None = None
 
     def setup(self) -> None:
@@ -64,17 +66,26 @@ class CaptionStage(Stage):
             self.vlm = VlmCaptioner(self.config)
 
     def process(self, item: Item) -> list[Item]:
+        return self.process_batch([item])[0]
+
+    def process_batch(self, items: list[Item]) -> list[list[Item]]:
         cfg = self.config
-        parts = metadata_parts(item, cfg.max_speech_chars)
-        caption = {"backend": "metadata"}
+        raws: list[str | None] = [None] * len(items)
         if cfg.backend == "vlm":
             self.setup()
-            raw = self.vlm.describe(item)
-            visual, camera = split_visual_camera(raw)
-            parts.update(visual=visual, camera=camera)
-            caption = {"backend": f"vlm:{Path(cfg.model_path).name}", "raw": raw}
-        text = compose(parts)
-        return [{**item, "caption": {**caption, "text": text, "parts": parts}, "txt": text}]
+            for at in range(0, len(items), max(1, cfg.batch_size)):
+                raws[at:at + cfg.batch_size] = self.vlm.describe_batch(items[at:at + cfg.batch_size])
+        out = []
+        for item, raw in zip(items, raws, strict=True):
+            parts = metadata_parts(item, cfg.max_speech_chars)
+            caption = {"backend": "metadata"}
+            if raw is not None:
+                visual, camera = split_visual_camera(raw)
+                parts.update(visual=visual, camera=camera)
+                caption = {"backend": f"vlm:{Path(cfg.model_path).name}", "raw": raw}
+            text = compose(parts)
+            out.append([{**item, "caption": {**caption, "text": text, "parts": parts}, "txt": text}])
+        return out
 
 
 def compose(parts: dict) -> str:
@@ -85,7 +96,9 @@ def metadata_parts(item: Item, max_speech_chars: int = 300) -> dict:
     """The four caption parts from measurements alone; nothing is said that was not measured."""
     duration = float(item.get("end_s", 0.0)) - float(item.get("start_s", 0.0))
     shot = item.get("shot", {})
-    where = f", shot {shot['index'] + 1} of {shot['n_shots']}" if "index" in shot and "n_shots" in shot else ""
+    # The shot stage streams: a shot's number is known when its clips leave, the total is not.
+    total = f" of {shot['n_shots']}" if "n_shots" in shot else ""
+    where = f", shot {shot['index'] + 1}{total}" if "index" in shot else ""
     size = f", {item['width']}x{item['height']} at {float(item['fps']):g} fps" if {"width", "height", "fps"} <= item.keys() else ""
     visual = f"not described (metadata caption, no vision model ran); a {duration:.1f} s clip{size}{where}."
 
@@ -177,24 +190,36 @@ class VlmCaptioner:
         self.image_token = "<|image_pad|>"
 
     def describe(self, item: Item) -> str:
+        return self.describe_batch([item])[0]
+
+    def describe_batch(self, items: list[Item]) -> list[str]:
+        """One caption per clip, all from one left-padded ``generate`` call."""
         import torch
 
-        frames = sample_frames(item["files"]["mp4"], self.cfg.frames, self.cfg.frame_max_side)
-        duration = float(item.get("end_s", 0.0)) - float(item.get("start_s", 0.0))
-        content = [{"type": "image"} for _ in frames]
-        content.append({"type": "text", "text": VISUAL_PROMPT.format(n=len(frames), duration=duration)})
-        prompt = self.tokenizer.apply_chat_template([{"role": "user", "content": content}],
-                                                    add_generation_prompt=True, tokenize=False)
+        prompts, frames = [], []
+        for item in items:
+            sampled = sample_frames(item["files"]["mp4"], self.cfg.frames, self.cfg.frame_max_side)
+            duration = float(item.get("end_s", 0.0)) - float(item.get("start_s", 0.0))
+            content = [{"type": "image"} for _ in sampled]
+            content.append({"type": "text", "text": VISUAL_PROMPT.format(n=len(sampled), duration=duration)})
+            prompts.append(self.tokenizer.apply_chat_template([{"role": "user", "content": content}],
+                                                              add_generation_prompt=True, tokenize=False))
+            frames += sampled
         pixels = self.images(images=frames, return_tensors="pt")
-        # What the processor does: one placeholder per merged patch of each image.
+        # What the processor does: one placeholder per merged patch of each image, in order.
         merge = self.images.merge_size**2
-        pieces = prompt.split(self.image_token)
-        expanded = pieces[0] + "".join(self.image_token * int(grid.prod() // merge) + rest
-                                       for grid, rest in zip(pixels["image_grid_thw"], pieces[1:], strict=True))
-        inputs = self.tokenizer(expanded, return_tensors="pt")
+        grids = iter(pixels["image_grid_thw"])
+        expanded = []
+        for prompt in prompts:
+            pieces = prompt.split(self.image_token)
+            expanded.append(pieces[0] + "".join(self.image_token * int(next(grids).prod() // merge) + rest
+                                                for rest in pieces[1:]))
+        self.tokenizer.padding_side = "left"  # generation continues every row at the same position
+        inputs = self.tokenizer(expanded, return_tensors="pt", padding=True)
         inputs = {**inputs, **pixels}
         inputs = {k: v.to(self.device) for k, v in inputs.items()}
         inputs["pixel_values"] = inputs["pixel_values"].to(self.model.dtype)
         with torch.inference_mode():
             out = self.model.generate(**inputs, max_new_tokens=self.cfg.max_new_tokens, do_sample=False)
-        return self.tokenizer.decode(out[0, inputs["input_ids"].shape[1]:], skip_special_tokens=True).strip()
+        start = inputs["input_ids"].shape[1]
+        return [self.tokenizer.decode(row[start:], skip_special_tokens=True).strip() for row in out]

@@ -1,10 +1,16 @@
-"""Clip stage: cut [start_frame, end_frame) out of the source, video and audio alike.
+"""Clip stage: encode [start_frame, end_frame) of the source, video and audio alike.
 
-One ffmpeg call per clip re-encodes the interval: the video exactly the frames
-start_frame..end_frame-1 (on the same constant-rate frame grid the shot stage
-analysed, so variable-frame-rate sources cut consistently), the audio exactly the samples of [start_s, end_s) at the configured rate,
-padded with silence where the source audio is shorter. The audio goes both into the
-mp4 (AAC) and, losslessly, into a flac with the source's channel layout.
+The video is exactly the frames start_frame..end_frame-1 of the constant-rate frame grid
+the shot stage analysed (so variable-frame-rate sources cut consistently), the audio
+exactly the samples of [start_s, end_s) at the configured rate, padded with silence
+where the source audio is shorter; both count from the video's first frame
+(``probe.video_start_s``). The audio goes both into the mp4 (AAC) and, losslessly, into
+a flac with the source's channel layout.
+
+In the curation DAG the shot stage has already decoded the clip (``handoff``: its raw
+frames at the output size and its audio samples), so this stage only encodes them: the
+source is decoded once in all. An item without a handoff (a clip picked by hand) is cut
+out of the source with one ffmpeg call that seeks close to it.
 
 What was written is measured afterwards; if video and audio durations disagree by
 more than one frame the clip is rejected (``duration_mismatch``).
@@ -18,9 +24,12 @@ from fractions import Fraction
 from pathlib import Path
 from typing import ClassVar
 
+import numpy as np
+import soundfile as sf
+
 from curation.ffmpeg import run_ffmpeg
 from curation.media_io import clip_durations, duration_problem
-from curation.stage import Item, Resources, Stage, reject
+from curation.stage import Item, Resources, Stage, reject, remove_handoff
 from model.config import run_only
 
 # Decode this much before the clip so variable-frame-rate sources resample the same way
@@ -57,15 +66,58 @@ class ClipStage(Stage):
         cfg, probe = self.config, item["probe"]
         src_rate = Fraction(probe["fps_rational"])
         out_rate = Fraction(cfg.fps).limit_denominator(1001) if cfg.fps else src_rate
-        first, count = item["start_frame"], item["end_frame"] - item["start_frame"]
-        out_frames = round(count * out_rate / src_rate)
-        has_audio = bool(probe.get("has_audio"))
-        rate = cfg.sample_rate or probe.get("audio_sample_rate")
+        count = item["end_frame"] - item["start_frame"]
         out_dir = Path(cfg.work_dir)
         out_dir.mkdir(parents=True, exist_ok=True)
         mp4, flac = out_dir / f"{item['key']}.mp4", out_dir / f"{item['key']}.flac"
+        item = dict(item)
+        handoff = item.pop("handoff", None)
+        if handoff:
+            has_audio = self._encode_handoff(handoff, mp4, flac, out_rate)
+        else:
+            has_audio = bool(probe.get("has_audio"))
+            self._cut_from_source(item, mp4, flac, src_rate, out_rate)
 
-        origin = probe.get("start_time_s", 0.0)  # absolute time of analysis frame 0
+        got = clip_durations(mp4, flac if has_audio else None)
+        item = {**item, "files": {**item.get("files", {}), "mp4": str(mp4)},
+                "width": got["width"], "height": got["height"], "fps": float(out_rate),
+                "clip": {"n_frames": got["n_frames"], "duration_s": got["video_s"],
+                         "video_codec": cfg.video_codec, "source_fps": float(src_rate)}}
+        if has_audio:
+            item["files"]["flac"] = str(flac)
+            item["audio"] = {**item.get("audio", {}), "sample_rate": got["sample_rate"],
+                             "channels": got["channels"]}
+        out_frames = round(count * out_rate / src_rate)
+        problem = duration_problem(got, out_frames, float(out_rate), cfg.max_duration_error_frames)
+        return [reject(item, self.name, "duration_mismatch", problem) if problem else item]
+
+    def _encode_handoff(self, handoff: dict, mp4: Path, flac: Path, out_rate: Fraction) -> bool:
+        """Encode the raw frames and samples the shot stage decoded; they are consumed."""
+        cfg, frames = self.config, handoff["frames"]
+        try:
+            resample = f",fps=fps={out_rate}" if out_rate != Fraction(handoff["rate"]) else ""
+            video = (f"[0:v]trim=start_frame={frames['skip']}:end_frame={frames['skip'] + frames['count']},"
+                     f"setpts=PTS-STARTPTS{resample},format=yuv420p[v]")
+            # The chunk files in a row, as one stream (their names never hold a "|").
+            args = ["-f", "rawvideo", "-pix_fmt", "yuv420p", "-s", f"{handoff['width']}x{handoff['height']}",
+                    "-framerate", handoff["rate"], "-i", "concat:" + "|".join(frames["files"])]
+            maps = ["-map", "[v]", "-c:v", cfg.video_codec, "-crf", str(cfg.crf), "-preset", cfg.preset]
+            if handoff.get("audio"):
+                samples = np.fromfile(handoff["audio"], np.float32).reshape(-1, handoff["channels"])
+                sf.write(flac, samples, handoff["sample_rate"], format="FLAC", subtype="PCM_24")
+                args += ["-i", str(flac)]
+                maps += ["-map", "1:a", "-c:a", cfg.audio_codec, "-b:a", cfg.audio_bitrate]
+            run_ffmpeg([*args, "-filter_complex", video, *maps, "-movflags", "+faststart", str(mp4)])
+        finally:
+            remove_handoff({"handoff": handoff})
+        return bool(handoff.get("audio"))
+
+    def _cut_from_source(self, item: Item, mp4: Path, flac: Path, src_rate: Fraction, out_rate: Fraction) -> None:
+        cfg, probe = self.config, item["probe"]
+        first, count = item["start_frame"], item["end_frame"] - item["start_frame"]
+        rate = cfg.sample_rate or probe.get("audio_sample_rate")
+        # The timing origin: the video's first frame (the analysis grid's frame 0).
+        origin = probe.get("video_start_s", probe.get("start_time_s", 0.0))
         seek = max(0.0, float(first / src_rate) - _PREROLL_S)
         grid0 = math.floor(seek * src_rate)  # the frame-rate filter's first output frame
         # Frames are selected by count on the resampled grid, not by time: a time bound
@@ -77,7 +129,7 @@ class ClipStage(Stage):
         graph, maps = [video], ["-map", "[v]", "-c:v", cfg.video_codec,
                                 "-crf", str(cfg.crf), "-preset", cfg.preset]
         flac_args = []
-        if has_audio:
+        if probe.get("has_audio"):
             start_s, samples = origin + float(first / src_rate), round(count / src_rate * rate)
             graph.append(
                 f"[0:a:0]atrim=start={start_s}:end={origin + float((first + count) / src_rate)},"
@@ -92,18 +144,6 @@ class ClipStage(Stage):
         run_ffmpeg([*seek_args, "-copyts", "-i", item["source"]["path"],
                     "-filter_complex", ";".join(graph), *maps, "-movflags", "+faststart",
                     str(mp4), *flac_args])
-
-        got = clip_durations(mp4, flac if has_audio else None)
-        item = {**item, "files": {**item.get("files", {}), "mp4": str(mp4)},
-                "width": got["width"], "height": got["height"], "fps": float(out_rate),
-                "clip": {"n_frames": got["n_frames"], "duration_s": got["video_s"],
-                         "video_codec": cfg.video_codec, "source_fps": float(src_rate)}}
-        if has_audio:
-            item["files"]["flac"] = str(flac)
-            item["audio"] = {**item.get("audio", {}), "sample_rate": got["sample_rate"],
-                             "channels": got["channels"]}
-        problem = duration_problem(got, out_frames, float(out_rate), cfg.max_duration_error_frames)
-        return [reject(item, self.name, "duration_mismatch", problem) if problem else item]
 
     def _resize(self) -> str:
         m = self.config.max_side

@@ -16,7 +16,26 @@ from pathlib import Path
 
 
 class FFmpegError(RuntimeError):
-    pass
+    """ffmpeg could not read or convert the media: a problem of the input."""
+
+
+class FFmpegResourceError(OSError):
+    """ffmpeg failed for want of disk, memory or I/O: a fault of the machine (see
+    curation.stage.is_infrastructure), retried rather than blamed on the input."""
+
+
+# What ffmpeg prints (strerror) when the machine, not the media, failed it.
+_RESOURCE_ERRORS = ("No space left on device", "Cannot allocate memory", "Input/output error",
+                    "Too many open files", "Read-only file system", "Disk quota exceeded",
+                    "Stale file handle", "Transport endpoint is not connected")
+
+
+def ffmpeg_failure(what: str, stderr: str) -> Exception:
+    """The exception for a failed ffmpeg run: a resource fault or a media error."""
+    message = f"{what}: {stderr.strip()[-2000:]}"
+    if any(text in stderr for text in _RESOURCE_ERRORS):
+        return FFmpegResourceError(message)
+    return FFmpegError(message)
 
 
 @functools.cache
@@ -42,7 +61,7 @@ def run_ffmpeg(args: list[str], timeout: float | None = 600) -> subprocess.Compl
     cmd = [binary("ffmpeg"), "-hide_banner", "-nostdin", "-loglevel", "error", "-y", *args]
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
     if proc.returncode != 0:
-        raise FFmpegError(f"ffmpeg failed ({proc.returncode}): {proc.stderr.strip()[-2000:]}")
+        raise ffmpeg_failure(f"ffmpeg failed ({proc.returncode})", proc.stderr)
     return proc
 
 

@@ -27,7 +27,8 @@ class FilterConfig:
     reject_static: bool = True  # motion stage's verdict: a frozen picture
     max_black_ratio: float = 0.5  # share of black frames
     # Only clips whose offset was measured confidently and left as is ("kept") are checked:
-    # corrected clips are in sync by construction, rejected ones never reach here.
+    # corrected clips are in sync by construction, rejected ones never reach here, and
+    # unmeasured ones (offset null) are the sync stage's call (sync.require=measured).
     max_abs_sync_offset_ms: float = 200.0
     min_sync_confidence: float = 0.3
 

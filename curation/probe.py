@@ -1,10 +1,13 @@
 """Probe stage: identify a source file and read what it contains, without decoding it.
 
 Sets ``source.id`` (content hash, so a renamed or re-uploaded file keeps its id and
-duplicates group together), ``source.size_bytes`` and the ``probe`` dict. One demux
-pass over the video packets (cheap: no decoding) finds what the container header
-cannot be trusted for: the real frame count, variable frame rate, and files that end
-before their header says they do.
+duplicates group together; kept when the caller already hashed the file while fetching
+it), ``source.size_bytes`` and the ``probe`` dict. One demux pass over the video packets
+(cheap: no decoding) finds what the container header cannot be trusted for: the real
+frame count, variable frame rate, files that end before their header says they do, and
+the time of the first frame shown (``video_start_s``), the origin every later stage
+counts from: a container's start time is the earliest of its streams, and an audio
+track that starts before the picture would otherwise shift every cut and sync offset.
 
 Reject reasons: ``zero_bytes``, ``unreadable`` (cannot be opened, or the video cannot
 be decoded), ``not_media`` (no container format recognised), ``truncated`` (a media
@@ -67,8 +70,8 @@ class ProbeStage(Stage):
             size = path.stat().st_size
             with open(path, "rb") as f:
                 head = f.read(16)
-            source_id = content_id(path)
-        except OSError as exc:
+            source_id = item["source"].get("id") or content_id(path)
+        except (FileNotFoundError, PermissionError, IsADirectoryError) as exc:
             return [reject(item, self.name, "unreadable", f"cannot read {path}: {exc}")]
         item = {**item, "source": {**item["source"], "id": source_id, "size_bytes": size}}
         if size == 0:
@@ -104,20 +107,21 @@ class ProbeStage(Stage):
         with av.open(str(path)) as container:
             stream = next(s for s in container.streams if s.index == index)
             tb = float(stream.time_base)
-            pts, end, decodable = [], 0.0, False
+            pts, end, first = [], 0.0, []
             for packet in container.demux(stream):
                 if packet.size == 0 or packet.pts is None:
                     continue
                 pts.append(packet.pts)
                 end = max(end, (packet.pts + (packet.duration or 0)) * tb)
-                if not decodable:
-                    decodable = bool(stream.codec_context.decode(packet))
-            if not decodable and pts:  # frames held back by the decoder (B-frame delay)
-                decodable = bool(stream.codec_context.decode(None))
+                if not first:
+                    first = stream.codec_context.decode(packet)
+            if not first and pts:  # frames held back by the decoder (B-frame delay)
+                first = stream.codec_context.decode(None)
             start = float(stream.start_time * tb) if stream.start_time is not None else 0.0
         times = np.sort(np.asarray(pts, dtype=np.float64)) * tb
+        shown = first[0].pts if first and first[0].pts is not None else None
         return {"n_frames": len(pts), "end_s": end - start, "intervals": np.diff(times),
-                "decodable": decodable}
+                "decodable": bool(first), "first_frame_s": float(shown * tb) if shown is not None else start}
 
     def _describe(self, info: dict, video: dict, audio: dict | None, scan: dict, declared: float | None) -> dict:
         fps = Fraction(video.get("avg_frame_rate") or "0/1") or Fraction(video.get("r_frame_rate") or "0/1")
@@ -133,8 +137,12 @@ class ProbeStage(Stage):
         shown_w, shown_h = (height, width) if rotation in (90, 270) else (width, height)
         return {
             "duration_s": declared or scan["end_s"],
-            # Timestamps start here; frame i of the decoded video is at start_time_s + i / fps.
-            "start_time_s": _float(info.get("format", {}).get("start_time")) or 0.0,
+            # The timing origin: the first video frame's time on the file's own timeline.
+            # Analysis frame i, clip frame start_frame + i and audio sample n of every clip
+            # are at video_start_s + i / fps (resp. + n / rate).
+            "video_start_s": scan["first_frame_s"],
+            "start_time_s": _float(info.get("format", {}).get("start_time")) or 0.0,  # earliest stream
+            "audio_start_s": _float(audio.get("start_time")) if audio else None,
             "fps": float(fps),
             "fps_rational": f"{fps.numerator}/{fps.denominator}",
             "vfr": vfr,
@@ -149,6 +157,7 @@ class ProbeStage(Stage):
             "audio_sample_rate": int(audio["sample_rate"]) if audio else None,
             "audio_channels": int(audio["channels"]) if audio else None,
             "audio_codec": audio.get("codec_name") if audio else None,
+            "audio_channel_layout": audio.get("channel_layout") if audio else None,
         }
 
 

@@ -55,6 +55,15 @@ def _table(rows: list[tuple], header: tuple) -> str:
     return f"<table><tr>{head}</tr>{body}</table>"
 
 
+def sync_summary(manifest: list[dict[str, Any]]) -> list[tuple[str, str, int]]:
+    """(action, method or reason, clips) for the kept clips: measured ones by action and
+    method, unmeasured ones by why (no_face, no_speech, no_events, ambiguous)."""
+    counts = Counter((r.get("sync_action") or "not run",
+                      (r.get("sync_reason") if r.get("sync_offset_ms") is None else r.get("sync_method")) or "-")
+                     for r in manifest)
+    return [(action, detail, n) for (action, detail), n in sorted(counts.items())]
+
+
 def write_report(out_dir: str | Path, manifest: list[dict[str, Any]], rejects: list[dict[str, Any]],
                  stats: dict[str, Any]) -> Path:
     out_dir = Path(out_dir)
@@ -67,8 +76,11 @@ def write_report(out_dir: str | Path, manifest: list[dict[str, Any]], rejects: l
     if reasons:
         _bar(dict(reasons.most_common()), plots / "reject_reasons.png")
         images.append("reject_reasons.png")
+    unmeasured = sum(1 for r in manifest if r.get("sync_offset_ms") is None)
     for column, title, xlabel in DISTRIBUTIONS:
         values = [float(r[column]) for r in manifest if r.get(column) is not None]
+        if column == "sync_offset_ms":  # offsets exist for measured clips only; say how many are not
+            title = f"{title}; {unmeasured} unmeasured"
         if values:
             _histogram(values, title, xlabel, plots / f"{column}.png")
             images.append(f"{column}.png")
@@ -86,6 +98,9 @@ def write_report(out_dir: str | Path, manifest: list[dict[str, Any]], rejects: l
         f"<p>{html.escape(str(out_dir))}</p>",
         "<h2>Summary</h2>", _table(summary, ("", "value")),
         "<h2>Drops per reason</h2>", _table(by_reason, ("reason", "count", "stage")) if by_reason else "<p>none</p>",
+        "<h2>A/V sync of kept clips</h2>",
+        _table(sync_summary(manifest), ("action", "method (measured) or reason (unmeasured)", "clips"))
+        if manifest else "<p>-</p>",
         "<h2>Per-stage throughput (per worker)</h2>",
         _table(per_stage, ("stage", "items", "busy s", "items/s", "footage s/s")) if per_stage else "<p>-</p>",
         "<h2>Distributions of kept clips</h2>",

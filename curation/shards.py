@@ -3,10 +3,12 @@ manifest and the rejects table. This module owns the format: member list, writer
 
 One sample per kept clip, members per DESIGN.md: ``mp4`` (clip with audio), ``flac``
 (its audio, lossless), ``json`` (every measurement) and ``txt`` (the training caption).
-Shards are written with webdataset's ShardWriter, bounded by count and size, under a
-temporary name that is renamed once the shard is complete, so a reader never sees a
-half-written tar. Members get a fixed mtime and samples are written in key order, so
-the same clips always produce byte-identical shards.
+Each work unit (a source, or a batch of small sources) writes its own shards,
+``clips-<unit id>-NNNN.tar``, bounded by count and size, from the worker that made its
+clips: built on the worker's local disk, then published whole to the output store
+(``curation.storage``), so a reader never sees a half-written tar. Members get a fixed
+mtime and samples are written in key order, so the same clips always produce
+byte-identical shards.
 
 Readers (the latent DAG, the training loader's clip source) go through ``index_clip_shard``:
 where each member's bytes lie, from the tar headers alone, so a reader can pick the ``json``
@@ -15,10 +17,11 @@ of every clip without touching the media, then ``read_members`` what it needs.
 
 from __future__ import annotations
 
+import io
 import json
-import os
 import tarfile
 from collections import defaultdict
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -26,15 +29,16 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.csv as pa_csv
 import pyarrow.parquet as pq
-import webdataset as wds
 
 from curation.stage import Item
+from curation.storage import Store
 
-SHARD_PATTERN = "clips-%06d.tar"
+SHARD_DIR = "shards"
+SHARD_PATTERN = "clips-{unit}-%04d.tar"  # one unit's shards
 CLIP_MEMBERS = ("mp4", "flac", "json")  # a clip sample without all three cannot be trained on
 Spans = dict[str, tuple[int, int]]  # member extension -> (data offset, size) in the tar
-# Working state that never goes into the shard's json.
-PRIVATE_FIELDS = ("analysis", "files", "reject", "_group", "_timing")
+# Working state that never goes into the shard's json (nor does any "_"-prefixed field).
+PRIVATE_FIELDS = ("analysis", "files", "handoff", "reject")
 
 
 @dataclass
@@ -44,7 +48,7 @@ class ShardConfig:
 
 
 def shard_json(item: Item, pipeline: dict[str, Any]) -> dict[str, Any]:
-    doc = {k: v for k, v in item.items() if k not in PRIVATE_FIELDS}
+    doc = {k: v for k, v in item.items() if k not in PRIVATE_FIELDS and not k.startswith("_")}
     doc["pipeline"] = pipeline
     return doc
 
@@ -53,37 +57,44 @@ def caption_text(item: Item) -> str:
     return (item.get("caption") or {}).get("text") or ""
 
 
-def write_shards(items: list[Item], shard_dir: str | Path, config: ShardConfig,
-                 pipeline: dict[str, Any]) -> list[dict[str, Any]]:
-    """Write kept ``items`` (sorted by key) into shards; return one manifest row per clip."""
-    shard_dir = Path(shard_dir)
-    shard_dir.mkdir(parents=True, exist_ok=True)
-    for stale in list(shard_dir.glob("clips-*.tar")) + list(shard_dir.glob(".clips-*.tar.tmp")):
-        stale.unlink()
-    items = sorted(items, key=lambda it: it["key"])
-    if not items:
-        return []
+def clip_members(item: Item) -> dict[str, bytes]:
+    """The media members of a kept clip, read from the files its stages wrote."""
+    files = item["files"]
+    return {ext: Path(files[ext]).read_bytes() for ext in ("mp4", "flac") if files.get(ext)}
 
-    def publish(tmp_name: str) -> None:
-        final = Path(tmp_name).with_name(Path(tmp_name).name[1:].removesuffix(".tmp"))
-        os.replace(tmp_name, final)
 
-    rows = []
-    writer = wds.ShardWriter(str(shard_dir / f".{SHARD_PATTERN}.tmp"), maxcount=config.max_count,
-                             maxsize=config.max_size_mb * 1e6, post=publish, verbose=0, mtime=0.0)
-    with writer:
-        for item in items:
-            sample = {
-                "__key__": item["key"],
-                "mp4": Path(item["files"]["mp4"]).read_bytes(),
-                "json": json.dumps(shard_json(item, pipeline), sort_keys=True).encode(),
-                "txt": caption_text(item).encode(),
-            }
-            if item["files"].get("flac"):
-                sample["flac"] = Path(item["files"]["flac"]).read_bytes()
-            writer.write(sample)
-            shard_name = (SHARD_PATTERN % (writer.shard - 1))
-            rows.append(manifest_row(item, shard_name))
+def write_unit_shards(items: list[Item], store: Store, unit_id: str, config: ShardConfig,
+                      pipeline: dict[str, Any], scratch: str | Path,
+                      media: Callable[[Item], dict[str, bytes]] = clip_members) -> list[dict[str, Any]]:
+    """Write one unit's kept ``items`` (in key order) as ``shards/clips-<unit_id>-NNNN.tar``
+    in ``store``; return one manifest row per clip. ``media`` gives a clip's mp4/flac bytes.
+    A shard closes once it holds ``max_count`` samples or ``max_size_mb``."""
+    pattern = SHARD_PATTERN.format(unit=unit_id)
+    rows: list[dict[str, Any]] = []
+    tar, local, count, size, number = None, None, 0, 0, 0
+
+    def publish() -> None:
+        tar.close()
+        store.upload(local, f"{SHARD_DIR}/{local.name}")
+
+    for item in sorted(items, key=lambda it: it["key"]):
+        if tar is None:
+            local = Path(scratch) / (pattern % number)
+            tar, count, size = tarfile.open(local, "w", format=tarfile.PAX_FORMAT), 0, 0  # noqa: SIM115
+        members = {**media(item), "json": json.dumps(shard_json(item, pipeline), sort_keys=True).encode(),
+                   "txt": caption_text(item).encode()}
+        for ext in sorted(members):
+            info = tarfile.TarInfo(f"{item['key']}.{ext}")
+            info.size, info.mode, info.mtime, info.uname, info.gname = len(members[ext]), 0o444, 0, "bigdata", "bigdata"
+            tar.addfile(info, io.BytesIO(members[ext]))
+            size += len(members[ext])
+        count += 1
+        rows.append(manifest_row(item, pattern % number))
+        if count >= config.max_count or size >= config.max_size_mb * 1e6:
+            publish()
+            tar, number = None, number + 1
+    if tar is not None:
+        publish()
     return rows
 
 
@@ -108,6 +119,8 @@ def manifest_row(item: Item, shard: str) -> dict[str, Any]:
         "sync_offset_ms": sync.get("offset_ms"),
         "sync_confidence": sync.get("confidence"),
         "sync_action": sync.get("action"),
+        "sync_method": sync.get("method"),
+        "sync_reason": sync.get("reason"),
         "caption_backend": (item.get("caption") or {}).get("backend"),
     }
 
@@ -125,16 +138,19 @@ def reject_row(item: Item) -> dict[str, Any]:
     }
 
 
-def write_table(rows: list[dict[str, Any]], path_stem: str | Path) -> list[Path]:
-    """Write ``rows`` as ``<stem>.parquet`` (for tools) and ``<stem>.csv`` (for people)."""
-    path_stem = Path(path_stem)
+def write_table(rows: list[dict[str, Any]], path_stem: str | Path, store: Store | None = None) -> list[str]:
+    """Write ``rows`` as ``<stem>.parquet`` (for tools) and ``<stem>.csv`` (for people), in
+    ``store`` (``path_stem`` relative to it) or on the local disk; returns their paths."""
+    if store is None:
+        store, path_stem = Store(Path(path_stem).parent), Path(path_stem).name
     table = pa.Table.from_pylist(rows) if rows else pa.table({"id": pa.array([], pa.string())})
-    paths = [path_stem.with_suffix(".parquet"), path_stem.with_suffix(".csv")]
-    for path, write in zip(paths, (pq.write_table, pa_csv.write_csv), strict=True):
-        tmp = path.with_name(path.name + ".tmp")
-        write(table, tmp)
-        os.replace(tmp, path)
-    return paths
+    written = []
+    for suffix, write in ((".parquet", pq.write_table), (".csv", pa_csv.write_csv)):
+        buffer = pa.BufferOutputStream()
+        write(table, buffer)
+        store.write_bytes(f"{path_stem}{suffix}", buffer.getvalue().to_pybytes())
+        written.append(store.path(f"{path_stem}{suffix}"))
+    return written
 
 
 def index_clip_shard(path: str | Path) -> dict[str, Spans]:

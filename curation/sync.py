@@ -1,174 +1,286 @@
-"""Sync stage: estimate the audio/video offset of a clip, then keep, correct or reject it.
+"""A/V sync: estimate a clip's audio offset, say "cannot tell" when it cannot, then keep,
+correct or reject it.
 
-The default scorer needs no learned weights: it cross-correlates the audio's onset
-envelope (spectral flux of the clip's flac, 5 ms hops) with the picture's onsets (rises
-of ``analysis.motion_energy``, the per-frame change the shot stage measured) over lags
-of +-``max_lag_s``. The lag with the highest correlation is the offset; positive means
-the audio lags the video. Confidence is how far that peak stands above the best lag at
-least ``distinct_s`` away: periodic events (a metronome, footsteps) match at several
-lags and get a low confidence, which the policy treats as "cannot tell".
+    from curation.sync import estimate_sync, estimate_sync_file
+    estimate_sync(frames, fps, audio, sample_rate)   # frames (T, H, W, 3) uint8 RGB, audio (channels, N)
+    estimate_sync_file("clip.mp4")                   # -> SyncEstimate(offset_ms, confidence, method, reason)
 
-A learned scorer (SyncNet / Synchformer style) plugs in through ``SyncScorer``: set
-``scorer`` to "package.module:ClassName" and ``model_path`` to its local weights; the
-class is built once per worker as ``ClassName(model_path=...)`` and must offer
-``estimate(item) -> (offset_ms, confidence, method)``.
+``offset_ms`` is positive when the audio lags the picture, and None when the clip gives
+nothing to measure it by; ``reason`` then says why: ``no_face`` (speech, but no face to
+read lips from and no visible events), ``no_speech`` (a face, but no sound to match),
+``no_events`` (no face, and no clear events in picture and sound), ``ambiguous``
+(something to match, but no lag stands out: quasi-periodic speech, music over unrelated
+motion, a dubbed voice).
+
+Estimators, tried in order (``scorer=auto``):
+- ``lip_envelope`` (curation/sync_lips.py): a tracked face's mouth against the speech
+  envelope; faces and mouth corners from MTCNN (curation/faces.py).
+- ``onset_xcorr`` (curation/sync_events.py): visible impulsive events (flashes, cuts,
+  hits) against audio onsets, for footage without a speaking face. Without events it
+  answers ``no_events``, or ``no_face`` when the sound is speech.
+- ``syncnet`` (curation/syncnet.py) or any ``package.module:ClassName``: a learned scorer
+  from local weights (``model_path``), instead of the two above.
+
+Confidence is calibrated (benchmarks/sync_accuracy.py measures it): an estimate is only
+reported, and so only acted on, at ``min_confidence`` or above, where errors over 80 ms
+were rare on the calibration set; below it the clip is ``unmeasured`` (``ambiguous``).
+
+The stage decodes the clip's own mp4 (its first frame is t = 0 of the clip, as is its
+flac's first sample) and records ``sync.offset_ms`` (null when unmeasured),
+``sync.confidence``, ``sync.method``, ``sync.reason`` and ``sync.action``: ``kept``,
+``corrected`` (audio shifted by the offset, ``residual_ms`` re-measured), ``rejected``
+(``av_desync``) or ``unmeasured`` (rejected as ``sync_unmeasured`` with ``require=measured``).
 """
 
 from __future__ import annotations
 
 import importlib
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from fractions import Fraction
 from pathlib import Path
-from typing import ClassVar, Protocol
+from typing import Protocol
 
 import numpy as np
 import soundfile as sf
 
+from curation.faces import FaceConfig, FaceDetector, mtcnn_weights
 from curation.ffmpeg import ffprobe, run_ffmpeg
-from curation.media_io import clip_durations, duration_problem, read_audio
+from curation.media_io import (
+    analysis_size,
+    clip_durations,
+    duration_problem,
+    iter_frames,
+    read_audio,
+)
 from curation.stage import Item, Resources, Stage, reject
+from curation.sync_events import event_lag, motion_energy
+from curation.sync_lag import LagSearch
+from curation.sync_lips import lip_lag, speech_envelope, speech_like
+
+REASONS = ("no_face", "no_speech", "no_events", "ambiguous")
 
 
-class SyncScorer(Protocol):
-    def estimate(self, item: Item) -> tuple[float, float, str]:
-        """(offset_ms, confidence 0..1, method name) for a clip item with files.flac."""
+@dataclass
+class SyncEstimate:
+    offset_ms: float | None  # positive = audio lags video; None = cannot tell
+    confidence: float  # 0..1, calibrated: see the module docstring
+    method: str  # "lip_envelope", "onset_xcorr", "syncnet", ... ("none" when nothing could be tried)
+    reason: str | None = None  # when offset_ms is None: no_face | no_speech | no_events | ambiguous
+    candidate_ms: float | None = None  # the best lag even when not confident enough to report
 
 
 @dataclass
 class SyncConfig:
-    policy: str = "correct"  # keep | correct | reject
-    scorer: str = "correlation"  # or "package.module:ClassName" of a learned scorer
-    model_path: str | None = None  # local weights of a learned scorer
+    policy: str = "correct"  # keep | correct | reject: what to do with a confident, out-of-sync clip
+    require: str = "any"  # any | measured: "measured" rejects clips whose offset cannot be told
+    # auto (lips, then events) | lips | events | syncnet | "package.module:ClassName"
+    scorer: str = "auto"
+    model_path: str | None = None  # local weights of a learned scorer (syncnet or a plug-in)
     max_lag_s: float = 1.0
     distinct_s: float = 0.1  # competing lags closer than this to the peak are the same peak
     # |offset| up to this is in sync: below what viewers notice (ITU-R BT.1359: audio
-    # 45 ms early to 125 ms late) and about one frame, the estimator's resolution.
+    # 45 ms early to 125 ms late) and about one frame, the estimators' resolution.
     in_sync_ms: float = 45.0
     max_correct_ms: float = 200.0  # "correct" shifts audio by at most this much
-    min_confidence: float = 0.3  # below it the estimate is recorded but not acted on
+    min_confidence: float = 0.5  # below it: unmeasured (ambiguous); calibrated in benchmarks/sync_accuracy.py
+    decode_width: int = 320  # the stage decodes the clip at this width for faces and events
+    faces: FaceConfig = field(default_factory=FaceConfig)
 
 
-class CorrelationScorer:
-    """Onset cross-correlation (see module docstring). No weights, ~ms per clip."""
+class SyncScorer(Protocol):
+    """A learned scorer: built once per worker as ``Class(model_path=...)``."""
 
-    method = "onset_xcorr"
-
-    # Signals are standardised, but never by less than these spreads, so a steady tone's
-    # codec noise or a camera's jitter is not blown up into "events". Measured: a click
-    # or a cut in the sound peaks at 0.3-1.2 flux, a steady tone at <0.1; a flash or a
-    # cut raises motion energy by 0.1-0.6, ordinary motion varies by <0.01.
-    audio_floor = 0.05
-    visual_floor = 0.01
-    # Peak correlation of a clear match (several events lined up); weaker peaks lower
-    # the confidence proportionally.
-    clear_peak = 0.5
-
-    def __init__(self, max_lag_s: float = 1.0, distinct_s: float = 0.1, hop_s: float = 0.005):
-        self.max_lag_s, self.distinct_s, self.hop_s = max_lag_s, distinct_s, hop_s
-
-    def estimate(self, item: Item) -> tuple[float, float, str]:
-        samples, rate = read_audio(item["files"]["flac"])
-        audio = _standardise(onset_envelope(samples.mean(axis=1), rate, self.hop_s), self.audio_floor)
-        energy = np.asarray(item["analysis"]["motion_energy"], dtype=np.float64)
-        visual = np.maximum(np.diff(energy, prepend=energy[:1]), 0.0)  # picture onsets
-        visual[:2] = 0.0  # energy[0] is zeroed by the shot stage, so the rise at 1 is not real
-        visual = _standardise(visual, self.visual_floor)
-        # Value i of the envelope is the rise in the window ending at i * hop: a sound that
-        # starts between two hops shows at the later one, so sample it half a hop later.
-        frame_times = np.arange(len(visual)) / item["analysis"]["fps"] + self.hop_s / 2
-        lags = np.arange(-round(self.max_lag_s / self.hop_s), round(self.max_lag_s / self.hop_s) + 1) * self.hop_s
-        scores = np.array([_correlation(visual, audio, frame_times + lag, self.hop_s) for lag in lags])
-        # A mild preference for small offsets breaks ties between equally good lags
-        # (periodic events) in favour of the likelier one; it never outweighs one more match.
-        scores *= 1 - 0.1 * np.abs(lags) / self.max_lag_s
-        best = int(np.argmax(scores))
-        far = np.abs(lags - lags[best]) >= self.distinct_s
-        runner_up = float(scores[far].max()) if far.any() else 0.0
-        peak = float(scores[best])
-        distinct = 1 - max(runner_up, 0.0) / peak if peak > 0 else 0.0
-        confidence = distinct * min(1.0, peak / self.clear_peak)
-        return float(lags[best] * 1000), float(confidence), self.method
+    def estimate(self, frames: np.ndarray, fps: float, audio: np.ndarray, sample_rate: int) -> SyncEstimate:
+        """The estimate for one clip (same arguments as ``estimate_sync``)."""
 
 
-def _standardise(x: np.ndarray, floor: float) -> np.ndarray:
-    return (x - x.mean()) / max(float(x.std()), floor)
+# Calibration of each estimator's lag search into a confidence: the product of two
+# logistic curves, one in ``distinct`` (peak over the best lag >= distinct_s away) and one
+# in ``z`` (peak over chance peaks, in standard deviations): (mid, scale) each. Chosen on
+# benchmarks/sync_accuracy.py's set so that at min_confidence = 0.5 no estimate was off by
+# more than 80 ms there. Lips: right answers stood >= 0.19 above their runner-up, dubbed
+# and unrelated speech <= 0.09, while z overlapped (five mouth components fit some lag of
+# any speech), so z only vetoes peaks below chance. Events: right answers had z >= 3.5 and
+# distinct >= 0.7; music or speech over unrelated motion z < 1.
+CALIBRATION = {
+    "lip_envelope": {"distinct": (0.14, 0.025), "z": (-1.0, 0.7)},
+    "onset_xcorr": {"distinct": (0.4, 0.08), "z": (2.0, 0.5)},
+}
 
 
-def onset_envelope(mono: np.ndarray, rate: int, hop_s: float) -> np.ndarray:
-    """Spectral flux every ``hop_s``: value i is the rise in log-magnitude spectrum between
-    the windows ending at times (i - 1) * hop_s and i * hop_s, so a sound that starts at t
-    peaks at t (windows are short: 2 hops)."""
-    hop = max(1, round(rate * hop_s))
-    window = 2 * hop
-    padded = np.concatenate([np.zeros(window, mono.dtype), mono])
-    count = (len(padded) - window) // hop + 1
-    frames = np.lib.stride_tricks.sliding_window_view(padded, window)[::hop][:count]
-    spectrum = np.log1p(100 * np.abs(np.fft.rfft(frames * np.hanning(window), axis=1)))
-    flux = np.maximum(np.diff(spectrum, axis=0, prepend=spectrum[:1]), 0.0).mean(axis=1)
-    flux[:3] = 0.0  # windows reaching into the zero padding: the clip's start is not an onset
-    # A light smoothing (one hop) so the peak is not a single sample wide.
-    return np.convolve(flux, [0.25, 0.5, 0.25], mode="same")
+def calibrated_confidence(method: str, search: LagSearch) -> float:
+    curves = CALIBRATION[method]
+    confidence = 1.0
+    for name, value in (("distinct", search.distinct), ("z", search.z)):
+        mid, scale = curves[name]
+        confidence /= 1 + np.exp(-(value - mid) / scale)
+    return float(np.clip(confidence, 0.0, 1.0))
 
 
-def _correlation(visual: np.ndarray, audio: np.ndarray, times: np.ndarray, hop_s: float) -> float:
-    """Mean product of the (standardised) picture onsets and audio envelope sampled at
-    ``times``. Frames shifted outside the audio contribute nothing but still count in the
-    mean (the usual biased estimator: lags that leave part of the clip unmatched lose)."""
-    index = times / hop_s
-    inside = (index >= 0) & (index <= len(audio) - 1)
-    a = np.interp(index[inside], np.arange(len(audio)), audio)
-    return float(np.sum(a * visual[inside]) / len(visual))
+def _from_search(method: str, search: LagSearch | None, reason: str | None, cfg: SyncConfig) -> SyncEstimate:
+    if search is None:
+        return SyncEstimate(None, 0.0, method, reason)
+    confidence = calibrated_confidence(method, search)
+    offset = round(search.offset_s * 1000, 1)
+    if confidence < cfg.min_confidence:
+        return SyncEstimate(None, round(confidence, 3), method, "ambiguous", offset)
+    return SyncEstimate(offset, round(confidence, 3), method, None, offset)
 
 
-def load_scorer(config: SyncConfig) -> SyncScorer:
-    if config.scorer == "correlation":
-        return CorrelationScorer(config.max_lag_s, config.distinct_s)
-    module, _, name = config.scorer.partition(":")
-    if not name:
-        raise ValueError(f"sync.scorer must be 'correlation' or 'package.module:ClassName', not {config.scorer!r}")
+_DETECTORS: dict[str, FaceDetector] = {}  # per process: the weights load once
+
+
+def _detector(faces: FaceConfig) -> FaceDetector:
+    if repr(faces) not in _DETECTORS:
+        _DETECTORS[repr(faces)] = FaceDetector(faces)
+    return _DETECTORS[repr(faces)]
+
+
+def load_scorer(config: SyncConfig) -> SyncScorer | None:
+    """The learned scorer the config names, or None for the built-in estimators."""
+    if config.scorer in ("auto", "lips", "events"):
+        return None
+    if config.scorer == "syncnet":
+        module, name = "curation.syncnet", "SyncNetScorer"
+    else:
+        module, _, name = config.scorer.partition(":")
+        if not name:
+            raise ValueError(f"sync.scorer must be auto, lips, events, syncnet or 'package.module:ClassName', "
+                             f"not {config.scorer!r}")
     if not config.model_path or not Path(config.model_path).exists():
         raise ValueError(f"sync.model_path must name the learned scorer's local weights (got {config.model_path!r})")
     return getattr(importlib.import_module(module), name)(model_path=config.model_path)
 
 
+def estimate_sync(frames: np.ndarray, fps: float, audio: np.ndarray, sample_rate: int,
+                  config: SyncConfig | None = None, scorer: SyncScorer | None = None) -> SyncEstimate:
+    """The offset of ``audio`` (channels, N) float in [-1, 1] against ``frames`` (T, H, W, 3)
+    uint8 RGB, both starting at the clip's first frame. Any content is data: a clip with
+    nothing to measure answers offset None and a reason, never an exception."""
+    cfg = config or SyncConfig()
+    frames, audio = np.asarray(frames), np.asarray(audio, dtype=np.float32)
+    if frames.ndim != 4 or frames.shape[-1] != 3:
+        raise ValueError(f"frames must be (T, H, W, 3) RGB, got shape {frames.shape}")
+    mono = audio.mean(0) if audio.ndim == 2 else audio.reshape(-1)
+    if len(frames) < 3 or mono.size < sample_rate * 0.1 or not np.isfinite(mono).all():
+        return SyncEstimate(None, 0.0, "none", "no_events" if mono.size else "no_speech")
+    if scorer is not None:
+        return scorer.estimate(frames, fps, audio, sample_rate)
+    if frames.dtype != np.uint8:
+        frames = np.clip(frames, 0, 255).astype(np.uint8)
+    lips = None
+    if cfg.scorer in ("auto", "lips"):
+        lips = _from_search("lip_envelope", *lip_lag(frames, fps, mono, sample_rate, _detector(cfg.faces),
+                                                     max_lag_s=cfg.max_lag_s, distinct_s=cfg.distinct_s), cfg)
+        # A speaking face decides: its lips are the evidence, events elsewhere are not.
+        if cfg.scorer == "lips" or lips.reason not in ("no_face", "no_speech"):
+            return lips
+    events = _from_search("onset_xcorr", *event_lag(motion_energy(frames), fps, mono, sample_rate,
+                                                    max_lag_s=cfg.max_lag_s, distinct_s=cfg.distinct_s), cfg)
+    if lips is not None and lips.reason == "no_face" and events.reason == "no_events" \
+            and speech_like(speech_envelope(mono, sample_rate)):
+        # Speech but nobody to watch and nothing else to see: say what is missing.
+        return SyncEstimate(None, events.confidence, events.method, "no_face", events.candidate_ms)
+    return events
+
+
+def read_clip(path: str | Path, width: int = 320) -> tuple[np.ndarray, float, np.ndarray, int]:
+    """(frames (T, H, W, 3) RGB at ``width``, fps, audio (channels, N) float32, sample rate) of
+    a media file, from its first video frame. Files without audio give (channels=1, N=0)."""
+    import av
+
+    info = ffprobe(path)
+    video = next(s for s in info["streams"] if s["codec_type"] == "video")
+    fps = Fraction(video.get("avg_frame_rate") or "0/1") or Fraction(video["r_frame_rate"])
+    size = analysis_size(int(video["width"]), int(video["height"]), width)
+    frames = np.stack([f[:, :, ::-1] for f in iter_frames(path, f"{fps.numerator}/{fps.denominator}", size)])
+    audio, rate = np.zeros((1, 0), np.float32), 16000
+    with av.open(str(path)) as container:
+        if container.streams.audio:
+            stream = container.streams.audio[0]
+            rate = stream.rate
+            start = float(video.get("start_time") or 0.0) - float(stream.start_time * stream.time_base
+                                                                  if stream.start_time is not None else 0.0)
+            planar = av.AudioResampler(format="fltp", layout=stream.layout.name, rate=rate)
+            chunks = [out.to_ndarray() for f in container.decode(stream) for out in planar.resample(f)]
+            if chunks:
+                audio = np.concatenate(chunks, 1).astype(np.float32)
+                skip = round(start * rate)  # count from the first video frame
+                audio = audio[:, skip:] if skip >= 0 else np.pad(audio, ((0, 0), (-skip, 0)))
+    return frames, float(fps), audio, rate
+
+
+def estimate_sync_file(path: str | Path, config: SyncConfig | None = None) -> SyncEstimate:
+    """``estimate_sync`` on a media file (an mp4 clip, a generated sample)."""
+    cfg = config or SyncConfig()
+    frames, fps, audio, rate = read_clip(path, cfg.decode_width)
+    return estimate_sync(frames, fps, audio, rate, cfg, load_scorer(cfg))
+
+
 class SyncStage(Stage):
     name = "sync"
-    resources: ClassVar[Resources] = Resources(cpus=0.5)
 
     def __init__(self, config: SyncConfig | None = None):
         config = config or SyncConfig()
         if config.policy not in ("keep", "correct", "reject"):
             raise ValueError(f"sync.policy must be keep, correct or reject, not {config.policy!r}")
+        if config.require not in ("any", "measured"):
+            raise ValueError(f"sync.require must be any or measured, not {config.require!r}")
         super().__init__(config)
+        learned = config.scorer not in ("auto", "lips", "events")
+        # A learned scorer is a model: an actor pool that loads it once, on a GPU where there is one.
+        self.resources = Resources(cpus=0.5, gpus=1.0, actor=True) if learned else Resources(cpus=0.5)
         self.scorer: SyncScorer | None = None
+        self._ready = False
+
+    def preflight(self) -> None:
+        if self.config.scorer in ("auto", "lips"):
+            mtcnn_weights(self.config.faces.weights_dir)
+        elif self.config.scorer != "events":
+            load_scorer(self.config)
 
     def setup(self) -> None:
         self.scorer = load_scorer(self.config)
+        self._ready = True
 
     def process(self, item: Item) -> list[Item]:
-        if self.scorer is None:
+        if not self._ready:
             self.setup()
+        cfg: SyncConfig = self.config
         if "flac" not in item.get("files", {}):
-            return [{**item, "sync": {"offset_ms": None, "confidence": 0.0, "method": "none", "action": "kept"}}]
-        offset_ms, confidence, method = self.scorer.estimate(item)
-        sync = {"offset_ms": round(offset_ms, 1), "confidence": round(confidence, 3), "method": method}
-        action = self._decide(offset_ms, confidence)
+            estimate = SyncEstimate(None, 0.0, "none", "no_speech")
+            frames = None
+        else:
+            frames, fps, _, _ = read_clip(item["files"]["mp4"], cfg.decode_width)
+            samples, rate = read_audio(item["files"]["flac"])
+            estimate = estimate_sync(frames, fps, samples.T, rate, cfg, self.scorer)
+        sync = {"offset_ms": estimate.offset_ms, "confidence": estimate.confidence, "method": estimate.method,
+                "reason": estimate.reason}
+        action = self._decide(estimate)
         if action == "corrected":
-            problem = shift_audio(item, offset_ms / 1000)
+            problem = shift_audio(item, estimate.offset_ms / 1000)
             if problem:
                 return [reject({**item, "sync": {**sync, "action": "rejected"}}, self.name, "duration_mismatch", problem)]
-            sync["residual_ms"] = round(self.scorer.estimate(item)[0], 1)
+            samples, rate = read_audio(item["files"]["flac"])
+            sync["residual_ms"] = estimate_sync(frames, fps, samples.T, rate, cfg, self.scorer).candidate_ms
         item = {**item, "sync": {**sync, "action": action}}
         if action == "rejected":
-            return [reject(item, self.name, "av_desync", f"audio offset {offset_ms:+.0f} ms (confidence {confidence:.2f})")]
+            return [reject(item, self.name, "av_desync",
+                           f"audio offset {estimate.offset_ms:+.0f} ms (confidence {estimate.confidence:.2f}, "
+                           f"{estimate.method})")]
+        if action == "unmeasured" and cfg.require == "measured":
+            return [reject(item, self.name, "sync_unmeasured",
+                           f"A/V offset cannot be measured ({estimate.reason}) and sync.require=measured")]
         return [item]
 
-    def _decide(self, offset_ms: float, confidence: float) -> str:
+    def _decide(self, estimate: SyncEstimate) -> str:
         cfg = self.config
-        if confidence < cfg.min_confidence or abs(offset_ms) <= cfg.in_sync_ms or cfg.policy == "keep":
+        if estimate.offset_ms is None:
+            return "unmeasured"
+        if abs(estimate.offset_ms) <= cfg.in_sync_ms or cfg.policy == "keep":
             return "kept"
-        if cfg.policy == "correct" and abs(offset_ms) <= cfg.max_correct_ms:
+        if cfg.policy == "correct" and abs(estimate.offset_ms) <= cfg.max_correct_ms:
             return "corrected"
         return "rejected"
 

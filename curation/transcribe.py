@@ -16,6 +16,12 @@ sees one). Backends, chosen with ``transcribe.backend``:
 Speakers: with ``diarize_model`` (a local pyannote diarization pipeline), WhisperX's
 diarization assigns a speaker to every word; otherwise ``speaker`` is None.
 A clip without speech yields an empty transcript, not an error.
+
+Batches: the actor receives a unit's clips together (``process_batch``). When the
+language is known (``transcribe.language``, or an English-only model), their audio is
+joined with a second of silence between clips and decoded as one batched run (speech
+chunks never span two clips), then the segments are handed back to their clips; with
+per-clip language detection, clips are decoded one by one.
 """
 
 from __future__ import annotations
@@ -70,7 +76,7 @@ def cuda_devices() -> int:
 class TranscribeStage(Stage):
     name = "transcribe"
     # Asks for a GPU; pipelines/ray_adapter.py drops the request on clusters without one.
-    resources: ClassVar[Resources] = Resources(cpus=1.0, gpus=1.0, actor=True)
+    resources: ClassVar[Resources] = Resources(cpus=1.0, gpus=1.0, actor=True, batch_size=64)
 
     def __init__(self, config: TranscribeConfig | None = None):
         config = config or TranscribeConfig()
@@ -123,19 +129,59 @@ class TranscribeStage(Stage):
             self.diarizer = DiarizationPipeline(model_name=cfg.diarize_model, device=device)
 
     def process(self, item: Item) -> list[Item]:
-        self.setup()
-        loaded = load_clip_audio(item)
-        transcript = {"language": None, "text": "", "segments": [], "words": [],
-                      "backend": self.config.backend, "model": self.config.model}
-        if loaded is not None and len(loaded[0]):
-            audio = to_mono_16k(*loaded)
-            language, segments = self.backend.transcribe(audio)
-            if self.diarizer is not None and segments:
-                import whisperx
+        return self.process_batch([item])[0]
 
-                segments = whisperx.assign_word_speakers(self.diarizer(audio), {"segments": segments})["segments"]
-            transcript.update(normalise(language, segments, len(audio) / 16000))
-        return [{**item, "transcript": transcript}]
+    def process_batch(self, items: list[Item]) -> list[list[Item]]:
+        self.setup()
+        audios = []
+        for item in items:
+            loaded = load_clip_audio(item)
+            audios.append(to_mono_16k(*loaded) if loaded is not None and len(loaded[0]) else None)
+        results = iter(self.backend.transcribe_many([a for a in audios if a is not None]))
+        out = []
+        for item, audio in zip(items, audios, strict=True):
+            transcript = {"language": None, "text": "", "segments": [], "words": [],
+                          "backend": self.config.backend, "model": self.config.model}
+            if audio is not None:
+                language, segments = next(results)
+                if self.diarizer is not None and segments:
+                    import whisperx
+
+                    segments = whisperx.assign_word_speakers(self.diarizer(audio), {"segments": segments})["segments"]
+                transcript.update(normalise(language, segments, len(audio) / 16000))
+            out.append([{**item, "transcript": transcript}])
+        return out
+
+
+_GAP_S = 1.0  # silence between clips joined into one batched decode
+
+
+class _Batching:
+    """``transcribe_many``: several clips in one batched decode when the language is known."""
+
+    language: str | None
+
+    def transcribe_many(self, audios: list[np.ndarray]) -> list[tuple[str | None, list[dict]]]:
+        if self.language is None or len(audios) < 2:
+            return [self.transcribe(a) for a in audios]
+        gap = np.zeros(round(_GAP_S * 16000), np.float32)
+        spans, pieces, at = [], [], 0
+        for audio in audios:
+            spans.append((at / 16000, (at + len(audio)) / 16000))
+            pieces += [audio, gap]
+            at += len(audio) + len(gap)
+        language, segments = self._transcribe_joined(np.concatenate(pieces), spans)
+        per_clip: list[list[dict]] = [[] for _ in audios]
+        for seg in segments:
+            index = next((i for i, (a, b) in enumerate(spans) if seg["start"] < b), len(spans) - 1)
+            shift = spans[index][0]
+            words = [{**w, "start": w["start"] - shift if w.get("start") is not None else None,
+                      "end": w["end"] - shift if w.get("end") is not None else None} for w in seg.get("words", [])]
+            per_clip[index].append({**seg, "start": seg["start"] - shift, "end": seg["end"] - shift, "words": words})
+        return [(language, part) for part in per_clip]
+
+    def _transcribe_joined(self, audio: np.ndarray, spans: list[tuple[float, float]]):
+        raise NotImplementedError
 
 
 def normalise(language: str | None, segments: list[dict], duration_s: float) -> dict:
@@ -166,7 +212,7 @@ def normalise(language: str | None, segments: list[dict], duration_s: float) -> 
     return {"language": language, "text": text, "segments": out_segments, "words": words}
 
 
-class FasterWhisperBackend:
+class FasterWhisperBackend(_Batching):
     """faster-whisper's batched pipeline with Silero VAD and its word timestamps."""
 
     def __init__(self, cfg: TranscribeConfig, device: str, compute_type: str):
@@ -183,13 +229,34 @@ class FasterWhisperBackend:
             audio, language=self.language, batch_size=cfg.batch_size, beam_size=cfg.beam_size,
             word_timestamps=True, vad_filter=True,
             vad_parameters={"threshold": cfg.vad_threshold, "max_speech_duration_s": cfg.chunk_s})
-        out = [{"start": s.start, "end": s.end, "text": s.text,
-                "words": [{"word": w.word, "start": w.start, "end": w.end, "score": w.probability}
-                          for w in s.words or []]} for s in segments]
-        return info.language, out
+        return info.language, _as_dicts(segments)
+
+    def _transcribe_joined(self, audio: np.ndarray, spans: list[tuple[float, float]]):
+        """Speech chunks found clip by clip (so none spans two clips), decoded in batches."""
+        cfg, chunks = self.cfg, []
+        for a, b in spans:
+            clip = audio[round(a * 16000):round(b * 16000)]
+            for start, end in speech_segments(clip, cfg.vad_threshold, max_speech_s=cfg.chunk_s):
+                if chunks and chunks[-1]["clip"] == (a, b) and a + end - chunks[-1]["start"] <= cfg.chunk_s:
+                    chunks[-1]["end"] = a + end  # merged up to Whisper's window, as faster-whisper does
+                else:
+                    chunks.append({"start": a + start, "end": a + end, "clip": (a, b)})
+        if not chunks:
+            return self.language, []
+        segments, info = self.pipeline.transcribe(
+            audio, language=self.language, batch_size=cfg.batch_size, beam_size=cfg.beam_size,
+            word_timestamps=True, vad_filter=False,
+            clip_timestamps=[{"start": c["start"], "end": c["end"]} for c in chunks])
+        return info.language, _as_dicts(segments)
 
 
-class WhisperXBackend:
+def _as_dicts(segments) -> list[dict]:
+    return [{"start": s.start, "end": s.end, "text": s.text,
+             "words": [{"word": w.word, "start": w.start, "end": w.end, "score": w.probability}
+                       for w in s.words or []]} for s in segments]
+
+
+class WhisperXBackend(_Batching):
     """WhisperX: batched decode over Silero VAD chunks, then word timing (see module doc)."""
 
     def __init__(self, cfg: TranscribeConfig, device: str, compute_type: str):
@@ -211,10 +278,11 @@ class WhisperXBackend:
                                          cpu_threads=cfg.cpu_threads)
         self.model.kept = []
         self.language = cfg.language or (None if self.model.model.is_multilingual else "en")
+        self.vad = silero_vad_for_whisperx(cfg.vad_threshold, cfg.chunk_s)
         with contextlib.redirect_stdout(io.StringIO()):  # it prints which VAD it uses
             self.pipeline = whisperx.load_model(
                 cfg.model, device, compute_type=compute_type, model=self.model, language=self.language,
-                vad_model=silero_vad_for_whisperx(cfg.vad_threshold, cfg.chunk_s),
+                vad_model=self.vad,
                 vad_options={"vad_onset": cfg.vad_threshold, "chunk_size": cfg.chunk_s},
                 asr_options={"beam_size": cfg.beam_size})
         self.aligners: dict[str, Any] = {}
@@ -235,6 +303,13 @@ class WhisperXBackend:
             model, metadata = self.aligners[language]
             return language, whisperx.align(segments, model, metadata, audio, self.device)["segments"]
         return language, self._attention_word_times(segments, language)
+
+    def _transcribe_joined(self, audio: np.ndarray, spans: list[tuple[float, float]]):
+        self.vad.spans = spans
+        try:
+            return self.transcribe(audio)
+        finally:
+            self.vad.spans = None
 
     def _attention_word_times(self, segments: list[dict], language: str) -> list[dict]:
         """Whisper's cross-attention DTW word timing (what faster-whisper does), batch by
@@ -277,19 +352,28 @@ def silero_vad_for_whisperx(threshold: float, chunk_s: float):
     from whisperx.vads import Vad
 
     class SileroOnnxVad(Vad):
+        """With ``spans`` set (clips joined for one batch), speech is found and merged into
+        chunks clip by clip, so no chunk spans two clips."""
+
         def __init__(self):
             super().__init__(threshold)
+            self.spans: list[tuple[float, float]] | None = None
 
         def __call__(self, audio: dict, **kwargs) -> list:
-            return [Segment(s, e, "UNKNOWN") for s, e in speech_segments(audio["waveform"], threshold, max_speech_s=chunk_s)]
+            wave = audio["waveform"]
+            out = []
+            for a, b in self.spans or [(0.0, len(wave) / 16000)]:
+                part = wave[round(a * 16000):round(b * 16000)]
+                out += [Segment(a + s, a + e, "UNKNOWN") for s, e in speech_segments(part, threshold, max_speech_s=chunk_s)]
+            return out
 
         @staticmethod
         def preprocess_audio(audio):
             return audio
 
-        @staticmethod
-        def merge_chunks(segments, chunk_size, onset=threshold, offset=None):
-            return Vad.merge_chunks(segments, chunk_size, onset, offset) if segments else []
+        def merge_chunks(self, segments, chunk_size, onset=threshold, offset=None):
+            groups = [[s for s in segments if a <= s.start < b] for a, b in self.spans] if self.spans else [segments]
+            return [chunk for group in groups if group for chunk in Vad.merge_chunks(group, chunk_size, onset, offset)]
 
     return SileroOnnxVad()
 

@@ -81,3 +81,17 @@ def get_preset(name: str, latents: LatentGeometry | None = None) -> DualDiTConfi
     if name not in PRESETS:
         raise ValueError(f"unknown DualDiT preset {name!r}; choose one of {sorted(PRESETS)}")
     return fit_to_latents(copy.deepcopy(PRESETS[name]), latents or ENCODER_LATENTS[DEFAULT_LATENTS[name]])
+
+
+def preset_name(cfg: DualDiTConfig) -> str:
+    """The preset ``cfg`` was built from, at whatever latent geometry, or ""."""
+    for name, preset in PRESETS.items():
+        sized = copy.deepcopy(preset)
+        for branch in ("video", "audio"):  # what fit_to_latents sets
+            ours, theirs = getattr(sized, branch), getattr(cfg, branch)
+            ours.latent_channels, ours.patch = theirs.latent_channels, theirs.patch
+        for key in ("text_dim", "video_temporal_stride", "fps", "audio_latent_rate", "audio_causal_stride"):
+            setattr(sized, key, getattr(cfg, key))
+        if sized == cfg:
+            return name
+    return ""

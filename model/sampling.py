@@ -11,6 +11,17 @@ Time runs from t = 1 (noise) to t = 0 (data); ``x_{t+dt} = x_t + v dt`` with dt 
     sigma_t = eta * sqrt(t / (1 - t)),
   where the sigma^2/(2t) term is the score-based drift correction. Each step is a Gaussian
   transition, so its log-probability is exact (:func:`sde_step`), which GRPO needs.
+
+Log-probabilities are per-element MEANS over a sample's latent elements, not sums (as
+DanceGRPO and Flow-GRPO compute them). A sum grows with the latent size (10^5..10^7
+elements for real clips), so the tiny weight change of one update moves log pi_new -
+log pi_old by far more than a PPO clip range of 1e-4: every ratio would be clipped and
+the policy gradient would vanish. The mean is the sum divided by the element count: the
+gradient direction is unchanged (its scale is absorbed by the learning rate), the ratio
+becomes a per-element geometric mean that does not depend on resolution or duration,
+and a video and an audio log-prob of very different sizes are commensurable, so they
+can be combined with plain weights. It is no longer the transition's log-density; use
+``gaussian_log_prob(...) * numel`` where that is needed.
 """
 
 from __future__ import annotations
@@ -143,53 +154,104 @@ def sdedit(model, video: torch.Tensor, audio: torch.Tensor, cond: Conditioning, 
 # ---------------------------------------------------------------------------------- SDE
 
 
-def sde_sigma(t: float, t_next: float, eta: float) -> float:
-    # sigma_t diverges at t = 1; like Flow-GRPO, use the next time in the denominator there.
+def sde_sigma(t, t_next, eta: float):
+    """sigma_t = eta sqrt(t / (1 - t)) for floats or (B,) tensors. sigma_t diverges at
+    t = 1; like Flow-GRPO, use the next time in the denominator there."""
+    if isinstance(t, torch.Tensor):
+        return eta * torch.sqrt(t / torch.where(t < 1, 1 - t, 1 - t_next))
     return eta * math.sqrt(t / (1 - (t if t < 1 else t_next)))
 
 
-def gaussian_log_prob(x: torch.Tensor, mean: torch.Tensor, std: float) -> torch.Tensor:
-    """Sum over all but the batch dim of log N(x; mean, std^2 I)."""
+def gaussian_log_prob(x: torch.Tensor, mean: torch.Tensor, std) -> torch.Tensor:
+    """Per-sample MEAN over all but the batch dim of log N(x; mean, std^2 I), in float64
+    (see the module docstring for why a mean). ``std``: a float or a (B,) tensor."""
+    std = torch.as_tensor(std, dtype=torch.float64, device=x.device)
+    std = std.view(-1, *([1] * (x.ndim - 1))) if std.ndim else std
     z = (x.double() - mean.double()) / std
-    per_elem = -0.5 * z**2 - math.log(std) - 0.5 * math.log(2 * math.pi)
-    return per_elem.flatten(1).sum(1)
+    per_elem = -0.5 * z**2 - torch.log(std) - 0.5 * math.log(2 * math.pi)
+    return per_elem.flatten(1).mean(1)
 
 
-def sde_step(model, x_v, x_a, t: float, t_next: float, cond: Conditioning, eta: float,
+def _per_sample(t, b: int, device) -> torch.Tensor:
+    t = torch.as_tensor(t, dtype=torch.float64, device=device)
+    return t.expand(b) if t.ndim == 0 else t
+
+
+@dataclass
+class Transition:
+    """The Gaussian SDE transition from x_t to x_{t_next}: per-modality means, one std
+    per sample (B,) in float64."""
+
+    mean_video: torch.Tensor
+    mean_audio: torch.Tensor
+    std: torch.Tensor
+
+
+def sde_transition(model, x_v, x_a, t, t_next, cond: Conditioning, eta: float,
+                   guidance: Guidance = Guidance()) -> Transition:
+    """Mean and std of the step from ``t`` to ``t_next`` (floats, or (B,) tensors: one time
+    per sample, as GRPO trains a random subset of each trajectory's steps)."""
+    b = x_v.shape[0]
+    t, t_next = _per_sample(t, b, x_v.device), _per_sample(t_next, b, x_v.device)
+    v_v, v_a = velocity(model, x_v, x_a, t.float(), t.float(), cond, guidance)
+    sigma, dt = sde_sigma(t, t_next, eta), t_next - t
+    drift = sigma**2 / (2 * t)
+
+    def mean(x, v):
+        def col(c):
+            return c.view(-1, *([1] * (x.ndim - 1))).to(x.dtype)
+        return x + (v + col(drift) * (x + col(1 - t) * v)) * col(dt)
+
+    return Transition(mean(x_v, v_v), mean(x_a, v_a), sigma * torch.sqrt(-dt))
+
+
+def sde_step(model, x_v, x_a, t, t_next, cond: Conditioning, eta: float,
              guidance: Guidance = Guidance(), next_video=None, next_audio=None,
              generator: torch.Generator | None = None):
-    """One stochastic step. Returns (next_video, next_audio, log_prob_video, log_prob_audio).
+    """One stochastic step. Returns (next_video, next_audio, log_prob_video, log_prob_audio),
+    the log-probs per-element means (module docstring).
 
     With ``next_*`` given, scores that stored transition instead of sampling one (the GRPO
     ratio's numerator); the computation is otherwise identical, so a stored trajectory
     rescored by the same weights gives the same log-probabilities, bit for bit.
     """
-    b = x_v.shape[0]
-    tt = torch.full((b,), t, device=x_v.device)
-    v_v, v_a = velocity(model, x_v, x_a, tt, tt, cond, guidance)
-    sigma, dt = sde_sigma(t, t_next, eta), t_next - t
-    std = sigma * math.sqrt(-dt)
+    tr = sde_transition(model, x_v, x_a, t, t_next, cond, eta, guidance)
     out = []
-    for x, v, given in ((x_v, v_v, next_video), (x_a, v_a, next_audio)):
-        mean = x + (v + sigma**2 / (2 * t) * (x + (1 - t) * v)) * dt
+    for x, mean, given in ((x_v, tr.mean_video, next_video), (x_a, tr.mean_audio, next_audio)):
         if given is None:
+            std = tr.std.view(-1, *([1] * (x.ndim - 1))).to(x.dtype)
             given = mean + std * torch.randn(x.shape, generator=generator).to(x)
-        out.append((given, gaussian_log_prob(given.detach(), mean, std)))
+        out.append((given, gaussian_log_prob(given.detach(), mean, tr.std)))
     (nv, lv), (na, la) = out
     return nv, na, lv, la
 
 
 @dataclass
 class Trajectory:
-    timesteps: torch.Tensor  # (steps + 1,)
+    timesteps: torch.Tensor  # (steps + 1,) float64
     video: list[torch.Tensor]  # latents at each timestep, steps + 1 entries
     audio: list[torch.Tensor]
-    log_prob_video: torch.Tensor  # (B, steps), float64
+    log_prob_video: torch.Tensor  # (B, steps), float64, per-element means
     log_prob_audio: torch.Tensor
 
     @property
     def log_prob(self) -> torch.Tensor:
         return self.log_prob_video + self.log_prob_audio
+
+    def at(self, step, rows: torch.Tensor | None = None) -> tuple[torch.Tensor, ...]:
+        """(x_video, x_audio, next_video, next_audio, t, t_next) of transition ``step``: an int,
+        or a long tensor with one step per sample of ``rows`` (default: every sample)."""
+        if not isinstance(step, torch.Tensor):
+            ts = self.timesteps
+            return (self.video[step], self.audio[step], self.video[step + 1], self.audio[step + 1],
+                    float(ts[step]), float(ts[step + 1]))
+        rows = torch.arange(step.shape[0]) if rows is None else rows
+
+        def pick(states, offset):
+            return torch.stack([states[s + offset][i] for i, s in zip(rows.tolist(), step.tolist(), strict=True)])
+
+        return (pick(self.video, 0), pick(self.audio, 0), pick(self.video, 1), pick(self.audio, 1),
+                self.timesteps[step].double(), self.timesteps[step + 1].double())
 
 
 @torch.no_grad()
@@ -203,12 +265,12 @@ def sample_sde(model, cond: Conditioning, video_shape, audio_shape, steps: int =
     """
     if eta <= 0:
         raise ValueError("the SDE sampler needs eta > 0 (use sample_ode for eta = 0)")
-    ts = timestep_schedule(steps, shift)
+    ts = timestep_schedule(steps, shift).double()
     x_v = group_noise(tuple(video_shape), generator, group_size).to(device, dtype)
     x_a = group_noise(tuple(audio_shape), generator, group_size).to(device, dtype)
     videos, audios, lps_v, lps_a = [x_v], [x_a], [], []
     for i in range(steps):
-        x_v, x_a, lv, la = sde_step(model, x_v, x_a, float(ts[i]), float(ts[i + 1]), cond, eta,
+        x_v, x_a, lv, la = sde_step(model, x_v, x_a, ts[i], ts[i + 1], cond, eta,
                                     guidance, generator=generator)
         videos.append(x_v)
         audios.append(x_a)
@@ -217,12 +279,11 @@ def sample_sde(model, cond: Conditioning, video_shape, audio_shape, steps: int =
     return Trajectory(ts, videos, audios, torch.stack(lps_v, 1), torch.stack(lps_a, 1))
 
 
-def trajectory_log_prob(model, traj: Trajectory, step: int, cond: Conditioning, eta: float,
+def trajectory_log_prob(model, traj: Trajectory, step, cond: Conditioning, eta: float,
                         guidance: Guidance = Guidance()) -> tuple[torch.Tensor, torch.Tensor]:
-    """Log-probabilities (video, audio) of the stored transition ``step`` under ``model``
-    (with gradients, for the GRPO policy ratio)."""
-    ts = traj.timesteps
-    _, _, lv, la = sde_step(model, traj.video[step], traj.audio[step], float(ts[step]),
-                            float(ts[step + 1]), cond, eta, guidance,
-                            next_video=traj.video[step + 1], next_audio=traj.audio[step + 1])
+    """Log-probabilities (video, audio) of the stored transition ``step`` (an int, or a (B,)
+    long tensor: one step per sample) under ``model``, with gradients: the GRPO ratio."""
+    x_v, x_a, next_v, next_a, t, t_next = traj.at(step)
+    _, _, lv, la = sde_step(model, x_v, x_a, t, t_next, cond, eta, guidance,
+                            next_video=next_v, next_audio=next_a)
     return lv, la

@@ -5,22 +5,16 @@
     tandem latents CLIPS --out DIR [...]       clip shards -> latent shards (Ray Data, VAE actors)
     tandem train  --config RECIPE [...]        DeepSpeed ZeRO training on Ray Train
     tandem submit {train,curate,...} [...]     the same, as a Ray Job on a cluster
-    tandem reward ...                          annotation import / reward model
-    tandem align  ...                          DanceGRPO alignment
-
-A command group that is not built yet says so and exits with status 2; it never pretends.
+    tandem generate CHECKPOINT --prompts F --out DIR   rollouts: K audio-video samples per prompt
+    tandem annotate {tasks,serve,push,pull,import,leaderboard}   human rankings with Label Studio
+    tandem reward train|score [...]            the reward model: train on rankings, score clips
+    tandem align  --config RECIPE [...]        DanceGRPO alignment against reward sources
 """
 
 from __future__ import annotations
 
 import argparse
 import sys
-
-NOT_BUILT = {
-    "reward": "annotation import and the reward model",
-    "align": "DanceGRPO alignment",
-}
-
 
 TRAILING = ("inputs", "overrides", "args")  # a command's list of trailing positionals
 
@@ -59,9 +53,19 @@ def build_parser() -> argparse.ArgumentParser:
     from pipelines.train_cmd import add_parsers as add_train_and_submit
 
     add_train_and_submit(sub)
+    from pipelines.generate import add_parsers as add_generate
 
-    sub.add_parser("reward", help="annotation import/export and reward-model training")
-    sub.add_parser("align", help="DanceGRPO alignment against the reward model")
+    add_generate(sub)
+    from pipelines.annotate import add_parsers as add_annotate
+
+    add_annotate(sub)
+    from pipelines.align import add_parsers as add_align
+
+    add_align(sub)
+
+    from pipelines.reward_cmd import add_parsers as add_reward
+
+    add_reward(sub)
     return parser
 
 
@@ -95,10 +99,6 @@ def main(argv: list[str] | None = None) -> int:
         return latents_main(args)
     if hasattr(args, "handler"):
         return args.handler(args)
-    if args.command in NOT_BUILT:
-        print(f"tandem {args.command}: not built yet — {NOT_BUILT[args.command]} is still open work.",
-              file=sys.stderr)
-        return 2
     parser.error(f"unknown command {args.command}")
     return 2
 

@@ -2,25 +2,27 @@
 
     tandem curate RAW... --out shards/ [--config curate.yaml] [key=value ...] [--address ADDR]
 
-probe -> shots (one source fans out into clips) -> motion -> prefilter -> clip -> audio
--> sync -> transcribe -> caption -> filter, each a stage from ``curation/`` mapped onto Ray Data
-by ``pipelines/ray_adapter.py``; the driver writes the shards, the manifest, the
-rejects table and the report, and logs the run to MLflow.
+probe -> shots (one decode: a source fans out into clips) -> motion -> prefilter -> clip
+-> audio -> sync -> transcribe -> caption -> filter, each a stage from ``curation/``.
+The driver lists the inputs (names and sizes, nothing more), plans work units
+(``pipelines/units.py``: a source, or a batch of small ones) and hands them to Ray
+(``pipelines/ray_adapter.py``). Workers fetch, hash and process their units and write
+each unit's shards and record to ``--out`` (a directory or an fsspec URI); the driver
+never reads a clip. At the end it merges the units' small tables into the manifest, the
+rejects table, ``stats.json`` and the report (``pipelines/curate_tables.py``), and logs
+the run to MLflow.
 
-Resume, exactly once: the driver commits each source's results (all its clips, kept
-or rejected) to ``<out>/.work/done/<source_id>.json`` atomically once the last of them
-arrives. A re-run skips committed sources and re-processes the rest from scratch, and
-the shards are always assembled from the committed results in key order, so a run
-that was killed and resumed ends with exactly the shards of an uninterrupted run.
+Resume, exactly once: a unit is done once its record exists. A re-run skips finished
+units and processes the rest from scratch; keys come from content hashes and frame
+ranges and shards from sorted keys, so a run that was killed and resumed ends with
+exactly the shards of an uninterrupted run.
 """
 
 from __future__ import annotations
 
 import json
 import logging
-import os
 import time
-from collections import defaultdict
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -31,15 +33,17 @@ from curation.clip import ClipConfig, ClipStage
 from curation.filters import FilterConfig, FilterStage
 from curation.motion import MotionConfig, MotionStage
 from curation.probe import ProbeConfig, ProbeStage
-from curation.report import write_report
-from curation.shards import ShardConfig, reject_row, write_shards, write_table
-from curation.shots import ShotConfig, ShotStage
-from curation.stage import Item, Stage, is_rejected
+from curation.shards import ShardConfig
+from curation.shots import Handoff, ShotConfig, ShotStage
+from curation.stage import Stage
+from curation.storage import Store
 from curation.sync import SyncConfig, SyncStage
 from curation.transcribe import TranscribeConfig, TranscribeStage
 from model.config import run_only
-from pipelines.config import ConfigError, output_hash, save_config, to_dict
+from pipelines.config import ConfigError, output_hash, to_dict
+from pipelines.curate_tables import merge_units
 from pipelines.discover import discover
+from pipelines.units import UNITS, UnitConfig, plan_units
 
 log = logging.getLogger(__name__)
 PIPELINE_VERSION = "0.1.0"
@@ -66,6 +70,7 @@ class CurationConfig:
     caption: CaptionConfig = field(default_factory=CaptionConfig)
     filter: FilterConfig = field(default_factory=FilterConfig)
     shards: ShardConfig = field(default_factory=ShardConfig)
+    units: UnitConfig = field(default_factory=UnitConfig)
     ray: RayConfig = run_only(default_factory=RayConfig)  # output unchanged
     # Stages left out of the DAG, e.g. [transcribe] where no Whisper weights are at hand.
     # probe, shots and clip cannot be skipped: every later stage needs their output.
@@ -83,15 +88,18 @@ class PrefilterStage(FilterStage):
     name = "prefilter"
 
 
-def build_stages(cfg: CurationConfig, work_dir: Path) -> list[Stage]:
+def build_stages(cfg: CurationConfig, work_dir: Path, preflight: bool = True) -> list[Stage]:
+    """The DAG's stages; ``work_dir`` is the (worker-local) folder clips are made in."""
     stages = [
         ProbeStage(cfg.probe),
-        ShotStage(cfg.shots),
+        # One decode of the source: shots, per-frame analysis, and each clip's pixels and
+        # audio handed to the clip stage at its output size.
+        ShotStage(cfg.shots, handoff=Handoff(str(work_dir / "handoff"), cfg.clip.max_side, cfg.clip.sample_rate)),
         # Motion reads the shot stage's arrays, so static and black clips are dropped
         # here, before the clip stage spends an encode on them.
         MotionStage(cfg.motion),
         PrefilterStage(cfg.filter),
-        ClipStage(replace(cfg.clip, work_dir=str(work_dir / "clips"))),
+        ClipStage(_with_work_dir(cfg.clip, work_dir / "clips")),
         AudioStage(cfg.audio),
         SyncStage(cfg.sync),
         TranscribeStage(cfg.transcribe),
@@ -104,155 +112,103 @@ def build_stages(cfg: CurationConfig, work_dir: Path) -> list[Stage]:
         raise ConfigError(f"skip={cfg.skip}: only these stages can be skipped: "
                           f"{[n for n in names if n not in REQUIRED_STAGES]}")
     stages = [s for s in stages if s.name not in cfg.skip]
-    for stage in stages:
-        stage.preflight()
+    if preflight:
+        for stage in stages:
+            stage.preflight()
     return stages
+
+
+def _with_work_dir(clip: ClipConfig, work_dir: Path) -> ClipConfig:
+    return replace(clip, work_dir=str(work_dir))
 
 
 @dataclass
 class CurationResult:
-    out_dir: Path
+    out_dir: str  # a local directory or a URI
     manifest: list[dict[str, Any]]
     rejects: list[dict[str, Any]]
     stats: dict[str, Any]
-    report: Path | None = None
+    report: str | None = None
     mlflow_run_id: str | None = None
     tracking_uri: str | None = None
 
 
-class _Journal:
-    """Per-source completion records under ``<work>/done``: the unit of resume."""
-
-    def __init__(self, root: Path):
-        self.root = root
-        root.mkdir(parents=True, exist_ok=True)
-
-    def path(self, source_id: str) -> Path:
-        return self.root / f"{source_id}.json"
-
-    def done(self, source_id: str) -> bool:
-        return self.path(source_id).is_file()
-
-    def commit(self, source_id: str, items: list[Item]) -> None:
-        tmp = self.path(source_id).with_suffix(".json.tmp")
-        tmp.write_text(json.dumps({"items": sorted(items, key=_order)}))
-        os.replace(tmp, self.path(source_id))
-
-    def load(self, source_id: str) -> list[Item]:
-        return json.loads(self.path(source_id).read_text())["items"]
-
-
-def _claim_output(work: Path, cfg: CurationConfig) -> None:
-    """Resume only under the config that produced the committed work: results made
-    with other thresholds or models would silently mix into the shards."""
-    marker = work / "config_hash"
-    work.mkdir(parents=True, exist_ok=True)
-    committed = any((work / "done").glob("*.json"))
-    if committed and marker.exists() and marker.read_text().strip() != output_hash(cfg):
-        raise ConfigError(f"{work.parent} holds a run with a different config (see its config.yaml): "
+def _claim_output(store: Store, cfg: CurationConfig) -> None:
+    """Resume only under the config that produced the finished units: results made with
+    other thresholds or models would silently mix into the output."""
+    marker = ".work/config_hash"
+    if store.list(UNITS) and store.exists(marker) and store.read_text(marker).strip() != output_hash(cfg):
+        raise ConfigError(f"{store.uri} holds a run with a different config (see its config.yaml): "
                           "use another --out, or delete it to start over")
-    marker.write_text(output_hash(cfg))
-
-
-def _order(item: Item) -> str:
-    return item.get("key") or item["source"]["id"]
-
-
-def _process(todo: list[Item], stages: list[Stage], journal: _Journal, cfg: CurationConfig) -> None:
-    """Stream ``todo`` sources through the stages; commit each source once complete."""
-    import ray
-    import ray.data
-
-    from pipelines.ray_adapter import apply_stage
-
-    gpus = ray.cluster_resources().get("GPU", 0.0)
-    ds = ray.data.from_items([{"item": json.dumps(s)} for s in todo], override_num_blocks=len(todo))
-    for stage in stages:
-        ds = apply_stage(ds, stage, group_by="shots", actor_pool_size=cfg.ray.actor_pool_size,
-                         cluster_gpus=gpus)
-    pending: dict[str, list[Item]] = defaultdict(list)
-    for row in ds.iter_rows():
-        item = json.loads(row["item"])
-        source_id = item["source"]["id"]
-        pending[source_id].append(item)
-        if len(pending[source_id]) >= (item.get("_group") or {}).get("size", 1):
-            journal.commit(source_id, pending.pop(source_id))
-            log.info("source done: %s (%s)", source_id, Path(item["source"]["path"]).name)
-    if pending:  # cannot happen unless a stage breaks the one-in-one-out contract
-        raise RuntimeError(f"incomplete sources after the DAG finished: {sorted(pending)}")
+    store.write_text(marker, output_hash(cfg))
 
 
 def run_curation(inputs: list[str], out_dir: str | Path, cfg: CurationConfig | None = None,
-                 address: str | None = None) -> CurationResult:
+                 address: str | None = None, in_process: bool = False) -> CurationResult:
+    """Curate ``inputs`` into ``out_dir`` on Ray (``in_process``: in this process, no Ray)."""
+    import yaml
+
     cfg = cfg or CurationConfig()
     started = time.time()
-    out = Path(out_dir).resolve()
-    work = out / ".work"
-    stages = build_stages(cfg, work)  # a misconfigured stage fails here, before any work
-    _claim_output(work, cfg)
-    save_config(cfg, out / "config.yaml")
-    found = discover(inputs, work / "inputs")
-    journal = _Journal(work / "done")
-    todo = [s for s in found.sources if not journal.done(s["source"]["id"])]
-    log.info("%d inputs: %d unique sources (%d already done), %d duplicates",
-             len(found.sources) + len(found.duplicates), len(found.sources),
-             len(found.sources) - len(todo), len(found.duplicates))
+    build_stages(cfg, Path("."), preflight=True)  # a misconfigured stage fails here, before any work
+    files = discover(inputs)
+    store = Store(out_dir)
+    _claim_output(store, cfg)
+    store.write_text("config.yaml", yaml.safe_dump(to_dict(cfg), sort_keys=False))
+    units = plan_units(files, cfg.units)
+    done = {name.removesuffix(".json") for name in store.list(UNITS)}
+    todo = [u for u in units if u["id"] not in done]
+    log.info("%d input files in %d work units (%d already done)", len(files), len(units), len(units) - len(todo))
     if todo:
-        from pipelines.ray_local import init_ray
+        progress = _Progress(todo, len(files))
+        if in_process:
+            from pipelines.ray_adapter import run_units_here
 
-        init_ray(address)
-        _process(todo, stages, journal, cfg)
+            run_units_here(todo, cfg, store, progress)
+        else:
+            from pipelines.ray_adapter import run_units
+            from pipelines.ray_local import init_ray
 
-    items = [it for s in found.sources for it in journal.load(s["source"]["id"])]
-    kept = [it for it in items if not is_rejected(it)]
-    rejected = sorted([it for it in items if is_rejected(it)] + found.duplicates, key=_order)
-    pipeline = {"version": PIPELINE_VERSION, "config_hash": output_hash(cfg)}
-    manifest = write_shards(kept, out / "shards", cfg.shards, pipeline)
-    rejects = [reject_row(it) for it in rejected]
-    write_table(manifest, out / "manifest")
-    write_table(rejects, out / "rejects")
-    stats = _stats(found, items, manifest, rejects, time.time() - started)
-    stats["sources_processed"] = len(todo)  # the rest were committed by an earlier run
-    (out / "stats.json").write_text(json.dumps(stats, indent=2))
-    result = CurationResult(out, manifest, rejects, stats)
-    result.report = write_report(out, manifest, rejects, stats)
+            init_ray(address)
+            run_units(todo, cfg, store, progress)
+    result = CurationResult(store.uri, *merge_units(store, units, len(files), time.time() - started))
+    result.stats["sources_processed"] = sum(len(u["sources"]) for u in todo)  # the rest were done earlier
+    store.write_text("stats.json", json.dumps(result.stats, indent=2))
+    from pipelines.curate_tables import report
+
+    result.report = report(store, result.manifest, result.rejects, result.stats)
     if cfg.track:
-        _track(result, cfg)
+        _track(result, cfg, store)
     return result
 
 
-def _stats(found, items: list[Item], manifest, rejects, wall_s: float) -> dict[str, Any]:
-    source_seconds = {it["source"]["id"]: (it.get("probe") or {}).get("duration_s") or 0.0 for it in items}
-    per_stage: dict[str, dict[str, float]] = defaultdict(lambda: {"items": 0, "seconds": 0.0, "footage_s": 0.0})
-    for it in items:
-        duration = (it.get("end_s") or 0.0) - (it.get("start_s") or 0.0)
-        for stage, seconds in (it.get("_timing") or {}).items():
-            per_stage[stage]["items"] += 1
-            per_stage[stage]["seconds"] += seconds
-            per_stage[stage]["footage_s"] += duration
-    reasons: dict[str, int] = defaultdict(int)
-    for row in rejects:
-        reasons[row["reason"]] += 1
-    return {
-        "inputs": len(found.sources) + len(found.duplicates),
-        "sources_unique": len(found.sources),
-        "clips_kept": len(manifest),
-        "clips_rejected": sum(1 for r in rejects if r["id"] != r["source_id"]),
-        "sources_rejected": sum(1 for r in rejects if r["id"] == r["source_id"]),
-        "hours_in": sum(source_seconds.values()) / 3600,
-        "hours_out": sum(r["duration_s"] for r in manifest) / 3600,
-        "wall_s": wall_s,
-        "reject_reasons": dict(sorted(reasons.items())),
-        "per_stage": {k: dict(v) for k, v in per_stage.items()},
-        "shards": sorted({r["shard"] for r in manifest}),
-    }
+class _Progress:
+    """One log line per finished unit (its sources, what became of their clips)."""
+
+    def __init__(self, units: list[dict], n_files: int):
+        self.total, self.count, self.sources = len(units), 0, sum(len(u["sources"]) for u in units)
+        self.sources_done = 0
+
+    def __call__(self, summary: dict) -> None:
+        self.count += 1
+        self.sources_done += len(summary["sources"])
+        names = ", ".join(Path(p).name for p in summary["sources"][:3]) + (" ..." if len(summary["sources"]) > 3 else "")
+        reasons = ", ".join(f"{r}={n}" for r, n in sorted(summary["reasons"].items()))
+        log.info("[%d/%d units, %d/%d sources] %s: %d clips kept, %d rejected%s (%.1f s)", self.count, self.total,
+                 self.sources_done, self.sources, names, summary["kept"], summary["rejected"],
+                 f" ({reasons})" if reasons else "", summary.get("seconds", 0.0))
 
 
-def _track(result: CurationResult, cfg: CurationConfig) -> None:
+def _track(result: CurationResult, cfg: CurationConfig, store: Store) -> None:
+    import tempfile
+
     from pipelines.tracking import open_tracker
 
-    out, stats = result.out_dir, result.stats
-    with open_tracker(cfg.experiment, run_name=out.name, store_dir=out.parent) as tracker:
+    stats = result.stats
+    local = store.local_dir()
+    store_dir = local.parent if local else Path("runs")  # MLflow's store stays on this machine
+    with open_tracker(cfg.experiment, run_name=Path(store.uri).name, store_dir=store_dir) as tracker, \
+            tempfile.TemporaryDirectory() as tmp:
         tracker.log_params(to_dict(cfg))
         metrics = {k: float(v) for k, v in stats.items() if isinstance(v, int | float)}
         for stage, s in stats["per_stage"].items():
@@ -264,9 +220,20 @@ def _track(result: CurationResult, cfg: CurationConfig) -> None:
         tracker.log_metrics(metrics)
         tracker.set_tags({"pipeline.version": PIPELINE_VERSION, "pipeline.config_hash": output_hash(cfg)})
         for name in ("config.yaml", "stats.json", "manifest.parquet", "manifest.csv", "rejects.parquet",
-                     "rejects.csv", "report.html", "report"):
-            if (out / name).exists():
-                tracker.log_artifact(out / name, "report" if name == "report" else None)
+                     "rejects.csv", "report.html"):
+            if store.exists(name):
+                path = local / name if local else Path(tmp) / name
+                if not local:
+                    store.download(name, path)
+                tracker.log_artifact(path)
+        plots = store.list("report")
+        if plots:
+            folder = local / "report" if local else Path(tmp) / "report"
+            if not local:
+                folder.mkdir()
+                for name in plots:
+                    store.download(f"report/{name}", folder / name)
+            tracker.log_artifact(folder, "report")
     result.mlflow_run_id, result.tracking_uri = tracker.run_id, tracker.tracking_uri
 
 
@@ -276,9 +243,9 @@ def summary(result: CurationResult) -> str:
         f"curated {s['inputs']} inputs ({s['sources_unique']} unique) in {s['wall_s']:.1f}s: "
         f"{s['clips_kept']} clips kept ({s['hours_out'] * 3600:.1f}s of {s['hours_in'] * 3600:.1f}s footage)",
         "rejected: " + (", ".join(f"{r}={n}" for r, n in s["reject_reasons"].items()) or "none"),
-        f"  shards:   {result.out_dir / 'shards'} ({len(s['shards'])} files)",
-        f"  manifest: {result.out_dir / 'manifest.parquet'}",
-        f"  rejects:  {result.out_dir / 'rejects.csv'}",
+        f"  shards:   {result.out_dir}/shards ({len(s['shards'])} files)",
+        f"  manifest: {result.out_dir}/manifest.parquet",
+        f"  rejects:  {result.out_dir}/rejects.csv",
     ]
     if result.report:
         lines.append(f"  report:   {result.report}")
@@ -312,5 +279,11 @@ def main(args) -> int:
     except (ValueError, InputError) as exc:  # ConfigError and stage config checks
         print(f"tandem curate: {exc}", flush=True)
         return 2
+    except Exception as exc:  # a fault of the machine or the cluster that outlasted Ray's retries
+        log.debug("run failed", exc_info=True)
+        print(f"tandem curate: the run stopped on a fault outside the input ({type(exc).__name__}: "
+              f"{str(exc).strip()[-1500:]}). Finished units are kept: fix the cause and run the same "
+              "command again to resume.", flush=True)
+        return 1
     print(summary(result), flush=True)
     return 0

@@ -1,72 +1,172 @@
-"""The one place curation stages meet Ray Data.
+"""The one place curation meets Ray Data.
 
-Each row of the dataset carries one item as a JSON string (``{"item": "..."}``):
-items are nested dicts whose keys differ from clip to clip, which Arrow cannot unify
-into one schema, and JSON is what they become in the shards anyway.
+Each row of the dataset is one work unit (``pipelines/units.py``), pickled into a
+``payload`` column: a unit's items are nested dicts whose keys differ from clip to clip
+(Arrow cannot unify them), and between segments the row also carries the unit's clip
+media as bytes, through Ray's object store.
 
-``apply_stage`` maps a stage onto the dataset with the resources it declares:
-stateless stages run as tasks (``num_cpus``), model stages (``resources.actor``) as an
-actor pool whose actors run ``setup()`` once and keep the model loaded (``num_gpus``
-when the cluster has GPUs). Every stage goes through ``curation.stage.run_one``, so a
-crash on one sample becomes that sample's reject, and the time spent per item is
-recorded under ``_timing`` for the run's per-stage throughput.
+``run_units`` maps each segment of the DAG onto the dataset with the resources its
+stages declare: CPU segments as tasks (``num_cpus``), a model stage as an actor pool
+whose actors run ``setup()`` once and keep the model loaded (``num_gpus`` when the
+cluster has GPUs), taking a unit's clips as one batch. Every worker process builds
+the stages from the run's config once and keeps a scratch folder on its local disk.
+
+Faults: a task that raises an infrastructure error (``OSError``, ``MemoryError``,
+``InfrastructureError``) or whose worker dies is retried by Ray, up to
+``max_worker_crashes + 1`` times, so a source that keeps killing its worker reaches the
+attempt that quarantines it (``pipelines/units.py``). The driver sees one small
+summary per finished unit: a log line when there is no terminal, Ray Data's progress
+bars when there is.
 """
 
 from __future__ import annotations
 
-import json
-import time
+import atexit
+import logging
+import os
+import pickle
+import shutil
+import sys
+import tempfile
+import warnings
+from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
-from curation.stage import Item, Stage, run_one
+from curation.stage import InfrastructureError
+from curation.storage import Store
+from pipelines.units import Segment, run_segment, segments
 
-_STAGES: dict[tuple, Stage] = {}  # per worker process: built and set up once
-
-
-def _worker_stage(stage_cls: type[Stage], config: Any) -> Stage:
-    key = (stage_cls, repr(config))
-    if key not in _STAGES:
-        stage = stage_cls(config)
-        stage.setup()
-        _STAGES[key] = stage
-    return _STAGES[key]
+log = logging.getLogger(__name__)
+RETRIED = [OSError, MemoryError, InfrastructureError]
 
 
-def process_row(stage: Stage, row: dict[str, Any], group_by: str | None) -> list[dict[str, Any]]:
-    item: Item = json.loads(row["item"])
-    started = time.perf_counter()
-    outputs = run_one(stage, item)
-    seconds = (time.perf_counter() - started) / max(1, len(outputs))
-    for out in outputs:
-        out.setdefault("_timing", {})[stage.name] = seconds
-        if stage.name == group_by:
-            # The driver knows a source is finished once it has seen this many items.
-            out["_group"] = {"id": item["source"]["id"], "size": len(outputs)}
-    return [{"item": json.dumps(out)} for out in outputs]
+class Worker:
+    """Per process: the stages built from the run's config, and a scratch folder."""
+
+    _cache: dict[str, Worker] = {}
+
+    def __init__(self, cfg: Any):
+        from pipelines.curate import build_stages
+
+        _remove_orphaned_scratch()
+        self.scratch = Path(tempfile.mkdtemp(prefix=f"{SCRATCH_PREFIX}{os.getpid()}-",
+                                             dir=os.environ.get("TANDEM_SCRATCH")))
+        atexit.register(shutil.rmtree, self.scratch, ignore_errors=True)
+        self.cfg = cfg
+        self.segments = segments(build_stages(cfg, self.scratch, preflight=False))
+        self._ready: set[int] = set()
+
+    @classmethod
+    def get(cls, cfg: Any) -> Worker:
+        key = repr(cfg)
+        if key not in cls._cache:
+            cls._cache[key] = cls(cfg)
+        return cls._cache[key]
+
+    def run(self, index: int, payload: dict, store: Store) -> dict:
+        segment = self.segments[index]
+        if index not in self._ready:
+            for stage in segment.stages:
+                stage.setup()
+            self._ready.add(index)
+        try:
+            return run_segment(segment, payload, store, self.scratch, self.cfg.units,
+                               finish={"shards": self.cfg.shards, "pipeline_info": pipeline_info(self.cfg)})
+        finally:
+            for child in self.scratch.iterdir():  # nothing of a unit outlives its segment here
+                shutil.rmtree(child, ignore_errors=True) if child.is_dir() else child.unlink(missing_ok=True)
 
 
-def _task_fn(row: dict[str, Any], stage_cls: type[Stage], config: Any, group_by: str | None):
-    return process_row(_worker_stage(stage_cls, config), row, group_by)
+SCRATCH_PREFIX = "tandem-curate-"
 
 
-class _StageActor:
-    def __init__(self, stage_cls: type[Stage], config: Any, group_by: str | None):
-        self.stage = _worker_stage(stage_cls, config)
-        self.group_by = group_by
+def _remove_orphaned_scratch() -> None:
+    """Scratch folders of worker processes that died mid-unit (killed: no cleanup ran)."""
+    root = Path(os.environ.get("TANDEM_SCRATCH") or tempfile.gettempdir())
+    for folder in root.glob(f"{SCRATCH_PREFIX}*-*"):
+        pid = folder.name.removeprefix(SCRATCH_PREFIX).split("-", 1)[0]
+        if pid.isdigit() and not Path(f"/proc/{pid}").exists():
+            shutil.rmtree(folder, ignore_errors=True)
 
-    def __call__(self, row: dict[str, Any]) -> list[dict[str, Any]]:
-        return process_row(self.stage, row, self.group_by)
+
+def pipeline_info(cfg: Any) -> dict:
+    from pipelines.config import output_hash
+    from pipelines.curate import PIPELINE_VERSION
+
+    return {"version": PIPELINE_VERSION, "config_hash": output_hash(cfg)}
 
 
-def apply_stage(ds, stage: Stage, *, group_by: str | None = None, actor_pool_size: int = 1,
-                cluster_gpus: float = 0.0):
-    """``ds.flat_map`` of ``stage`` with its declared resources."""
+def _task(row: dict, index: int, cfg: Any, store: Store) -> dict:
+    out = Worker.get(cfg).run(index, pickle.loads(row["payload"]), store)
+    return {"payload": pickle.dumps(out)}
+
+
+class _SegmentActor:
+    args: tuple = ()  # (segment index, config, store), set on a subclass per segment
+
+    def __init__(self):
+        index, cfg, store = self.args
+        self.index, self.cfg, self.store = index, cfg, store
+        worker = Worker.get(cfg)  # build the stages and load the model once, at actor start
+        for stage in worker.segments[index].stages:
+            stage.setup()
+        worker._ready.add(index)
+
+    def __call__(self, row: dict) -> dict:
+        return _task(row, self.index, self.cfg, self.store)
+
+
+def run_units(units: list[dict], cfg: Any, store: Store, on_done: Callable[[dict], None]) -> None:
+    """Process ``units`` through every segment on the Ray cluster; ``on_done(summary)``
+    as each unit finishes."""
+    import ray
     import ray.data
 
-    res = stage.resources
-    gpus = res.gpus if cluster_gpus >= res.gpus > 0 else 0.0
-    args = (type(stage), stage.config, group_by)
-    if res.actor:
-        return ds.flat_map(_StageActor, fn_constructor_args=args, num_cpus=res.cpus, num_gpus=gpus,
-                           compute=ray.data.ActorPoolStrategy(min_size=1, max_size=actor_pool_size))
-    return ds.flat_map(_task_fn, fn_args=args, num_cpus=res.cpus, num_gpus=gpus)
+    context = ray.data.DataContext.get_current()
+    context.enable_progress_bars = sys.stderr.isatty()
+    context.print_on_execution_start = False
+    context.enable_auto_log_stats = False
+    logging.getLogger("ray.data").setLevel(logging.WARNING)
+    logging.getLogger("ray.data._internal.progress").setLevel(logging.ERROR)  # "bars disabled" notice
+
+    gpus = ray.cluster_resources().get("GPU", 0.0)
+    plan: list[Segment] = segments(_stages_for_resources(cfg))
+    ds = ray.data.from_items([{"payload": pickle.dumps({"unit": u})} for u in units],
+                             override_num_blocks=len(units))
+    retries = cfg.units.max_worker_crashes + 2  # enough to reach the attempt that quarantines
+    for index, segment in enumerate(plan):
+        res = [s.resources for s in segment.stages]
+        cpus = max(r.cpus for r in res)
+        want_gpus = max(r.gpus for r in res)
+        num_gpus = want_gpus if gpus >= want_gpus > 0 else 0.0
+        if segment.actor:
+            # The arguments travel inside the class: Ray warns about actors whose constructor
+            # arguments sit in the object store, as fn_constructor_args would.
+            actor = type(f"Segment{index}Actor", (_SegmentActor,), {"args": (index, cfg, store)})
+            ds = ds.map(actor, num_cpus=cpus, num_gpus=num_gpus,
+                        compute=ray.data.ActorPoolStrategy(min_size=1, max_size=cfg.ray.actor_pool_size))
+        else:
+            with warnings.catch_warnings():  # Ray 2.60 takes retry settings only as ray_remote_args
+                warnings.simplefilter("ignore", DeprecationWarning)
+                ds = ds.map(_task, fn_args=(index, cfg, store), num_cpus=cpus, num_gpus=num_gpus,
+                            max_retries=retries, retry_exceptions=RETRIED)
+    for row in ds.iter_rows():
+        on_done(pickle.loads(row["payload"]))
+
+
+def _stages_for_resources(cfg: Any):
+    """The stage list as the driver sees it (resources and segment boundaries only)."""
+    from pipelines.curate import build_stages
+
+    return build_stages(cfg, Path(tempfile.gettempdir()), preflight=False)
+
+
+def run_units_here(units: list[dict], cfg: Any, store: Store, on_done: Callable[[dict], None]) -> None:
+    """The same segments in this process, one unit after another (tests, benchmarks)."""
+    worker = Worker.get(cfg)
+    for unit in units:
+        payload: dict = {"unit": unit}
+        for index in range(len(worker.segments)):
+            payload = worker.run(index, payload, store)
+        on_done(payload)

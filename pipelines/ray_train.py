@@ -22,27 +22,37 @@ from training.trainer import TrainConfig, Trainer
 log = logging.getLogger(__name__)
 
 
+def start_worker_run(cfg, config: dict, run_name: str | None):
+    """This worker's (tracker, rank, new_run). Rank 0 continues the MLflow run whose id
+    ``cfg.storage`` keeps (a restarted worker), or starts one, records its id and logs the
+    recipe (``config``) as params and ``recipe.yaml``; other ranks get a NullTracker."""
+    import ray.train
+
+    rank = ray.train.get_context().get_world_rank()
+    run_id_file = Path(cfg.storage) / "mlflow_run_id"
+    run_id = run_id_file.read_text().strip() if run_id_file.exists() else None
+    tracker = open_tracker(cfg.experiment, run_name, store_dir=cfg.tracking_dir, enabled=rank == 0, run_id=run_id)
+    if rank == 0 and run_id is None:
+        run_id_file.parent.mkdir(parents=True, exist_ok=True)
+        run_id_file.write_text(str(tracker.run_id or ""))
+        tracker.log_params(config)
+        tracker.log_artifact(save_config(cfg, Path(cfg.storage) / "recipe.yaml"))
+    return tracker, rank, run_id is None
+
+
 def _train_loop(config: dict) -> None:
     import ray.train
     import torch
 
     cfg = from_dict(TrainConfig, config["train"])
     torch.set_num_threads(max(1, int(cfg.workers.cpus_per_worker)))
-    rank = ray.train.get_context().get_world_rank()
-    run_id_file = Path(cfg.storage) / "mlflow_run_id"
-    run_id = run_id_file.read_text().strip() if run_id_file.exists() else None
-    tracker = open_tracker(cfg.experiment, config.get("run_name"), store_dir=cfg.tracking_dir,
-                           enabled=rank == 0, run_id=run_id)
+    tracker, rank, new_run = start_worker_run(cfg, config["train"], config.get("run_name"))
     status = "FAILED"
     try:
         trainer = Trainer(cfg, tracker=tracker)
         resumed = trainer.resume()
         if rank == 0:
-            if run_id is None:
-                run_id_file.parent.mkdir(parents=True, exist_ok=True)
-                run_id_file.write_text(str(tracker.run_id or ""))
-                tracker.log_params(config["train"])
-                tracker.log_artifact(save_config(cfg, Path(cfg.storage) / "recipe.yaml"))
+            if new_run:
                 tracker.set_tags({"data.shards": cfg.data.shards, "data.manifest": data_identity(cfg.data.shards)})
             tracker.set_tags({"resumed_from_step": str(trainer.step if resumed else 0)})
             log.info("rank 0: %s at step %d of %d", "resumed" if resumed else "starting", trainer.step, cfg.steps)
@@ -81,25 +91,33 @@ def check_resources(cfg: TrainConfig, cluster: dict, local: bool) -> None:
     log.warning("the recipe needs %s; waiting for the cluster to provide it", what)
 
 
-def run_training(cfg: TrainConfig, *, address: str | None = None, run_name: str | None = None,
-                 until: int | None = None):
-    """Train ``cfg`` on the current Ray cluster (local by default); returns Ray's Result.
-    Raises ValueError when a local Ray instance cannot ever hold the workers."""
+def fit_on_ray(loop, loop_config: dict, cfg, *, address: str | None, name: str):
+    """Run ``loop(loop_config)`` on ``cfg.workers`` Ray Train workers (local Ray by default),
+    restarting them from their checkpoints up to ``workers.max_failures`` times; returns Ray's
+    Result. Raises ValueError when a local Ray instance cannot ever hold the workers."""
     import ray
     from ray.train import FailureConfig, RunConfig, ScalingConfig
     from ray.train.torch import TorchTrainer
 
     init_ray(address)
     check_resources(cfg, ray.cluster_resources(), local=cluster_address(address) is None)
-    storage = Path(cfg.storage).absolute()
-    cfg.storage, cfg.data.shards = str(storage), str(Path(cfg.data.shards).absolute())
-    cfg.tracking_dir = str(Path(cfg.tracking_dir).absolute())
+    w = cfg.workers
     trainer = TorchTrainer(
-        _train_loop,
-        train_loop_config={"train": to_dict(cfg), "run_name": run_name, "until": until},
-        scaling_config=ScalingConfig(num_workers=cfg.workers.num_workers, use_gpu=cfg.workers.use_gpu,
-                                     resources_per_worker={"CPU": cfg.workers.cpus_per_worker}),
-        run_config=RunConfig(name=run_name or "train", storage_path=str(storage / "ray"),
-                             failure_config=FailureConfig(max_failures=cfg.workers.max_failures)),
+        loop,
+        train_loop_config=loop_config,
+        scaling_config=ScalingConfig(num_workers=w.num_workers, use_gpu=w.use_gpu,
+                                     resources_per_worker={"CPU": w.cpus_per_worker}),
+        run_config=RunConfig(name=name, storage_path=str(Path(cfg.storage) / "ray"),
+                             failure_config=FailureConfig(max_failures=w.max_failures)),
     )
     return trainer.fit()
+
+
+def run_training(cfg: TrainConfig, *, address: str | None = None, run_name: str | None = None,
+                 until: int | None = None):
+    """Train ``cfg`` on the current Ray cluster (local by default); returns Ray's Result.
+    Raises ValueError when a local Ray instance cannot ever hold the workers."""
+    cfg.storage, cfg.data.shards = str(Path(cfg.storage).absolute()), str(Path(cfg.data.shards).absolute())
+    cfg.tracking_dir = str(Path(cfg.tracking_dir).absolute())
+    return fit_on_ray(_train_loop, {"train": to_dict(cfg), "run_name": run_name, "until": until}, cfg,
+                      address=address, name=run_name or "train")

@@ -14,7 +14,7 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-from pipelines.tracking import default_tracking_uri
+from pipelines.tracking import default_tracking_uri, experiment_id
 
 SCHEME = "models:/"
 
@@ -42,6 +42,7 @@ def is_model_uri(value: str) -> bool:
 
 def _client(tracking_uri: str | None):
     os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "1")
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")  # no tqdm bars in command output
     import mlflow
 
     return mlflow.MlflowClient(tracking_uri or default_tracking_uri("runs"))
@@ -60,9 +61,7 @@ def register(path: str | Path, name: str, *, alias: str | None = None, run_id: s
     client = _client(tracking_uri)
     own_run = run_id is None
     if own_run:
-        exp = client.get_experiment_by_name("tandem-registry")
-        exp_id = exp.experiment_id if exp else client.create_experiment("tandem-registry")
-        run_id = client.create_run(exp_id, run_name=f"register {name}").info.run_id
+        run_id = client.create_run(experiment_id(client, "tandem-registry"), run_name=f"register {name}").info.run_id
     if path.is_dir():
         client.log_artifacts(run_id, str(path), "model")
     else:

@@ -1,4 +1,4 @@
-"""``tandem submit``: send train / curate / latents as Ray Jobs through the Jobs SDK.
+"""``tandem submit``: send train / curate / latents / align as Ray Jobs through the Jobs SDK.
 
 The job runs the same ``tandem`` command on the cluster; the runtime environment carries
 the working tree (minus runs and the venv) and any ``--env KEY=VALUE``.
@@ -19,7 +19,7 @@ def add_submit_parser(subparsers) -> None:
     submit = subparsers.add_parser("submit", help="submit a job to a Ray cluster (Ray Jobs)")
     submit.add_argument("--address", default=None, help="Ray dashboard address, e.g. http://HEAD:8265")
     actions = submit.add_subparsers(dest="action", metavar="ACTION", required=True)
-    for what in ("train", "curate", "latents"):
+    for what in ("train", "curate", "latents", "align"):
         job = actions.add_parser(what, help=f"run `tandem {what} ...` as a Ray Job")
         job.add_argument("--env", action="append", default=[], help="KEY=VALUE for the job's environment")
         job.add_argument("--no-working-dir", action="store_true",

@@ -29,6 +29,17 @@ def default_tracking_uri(store_dir: str | Path) -> str:
     return f"sqlite:///{store_dir / 'mlruns.db'}"
 
 
+def experiment_id(client, name: str) -> str:
+    """The id of experiment ``name``, created if new; with a local SQLite store its artifacts
+    go beside the database, not into ``./mlruns`` of whatever directory the command runs in."""
+    exp = client.get_experiment_by_name(name)
+    if exp:
+        return exp.experiment_id
+    uri = client.tracking_uri
+    root = (Path(uri.removeprefix("sqlite:///")).parent / "mlartifacts").as_uri() if uri.startswith("sqlite:") else None
+    return client.create_experiment(name, artifact_location=root)
+
+
 def flatten(params: dict[str, Any], prefix: str = "") -> dict[str, Any]:
     """Nested config -> ``{"a.b": value}`` (MLflow params are flat)."""
     out: dict[str, Any] = {}
@@ -50,14 +61,7 @@ class MlflowTracker:
         self._mlflow = mlflow
         self.tracking_uri = tracking_uri or default_tracking_uri(store_dir)
         self._client = mlflow.MlflowClient(self.tracking_uri)
-        if self.tracking_uri.startswith("sqlite:"):
-            # Artifacts beside the SQLite file, not in the current directory.
-            artifact_root = (Path(self.tracking_uri.removeprefix("sqlite:///")).parent / "mlartifacts").as_uri()
-        else:
-            artifact_root = None
-        exp = self._client.get_experiment_by_name(experiment)
-        exp_id = exp.experiment_id if exp else self._client.create_experiment(experiment, artifact_location=artifact_root)
-        self.experiment_id = exp_id
+        self.experiment_id = exp_id = experiment_id(self._client, experiment)
         if run_id:  # continue a run, e.g. training restarted from its checkpoint
             self._client.update_run(run_id, status="RUNNING")
             self.run_id = run_id

@@ -22,7 +22,7 @@ def resolve_recipe(name_or_path: str, kind: str = "train") -> Path:
     candidate = RECIPES / f"{kind}_{name}.yaml"
     if not candidate.exists():
         known = sorted(p.stem.removeprefix(f"{kind}_") for p in RECIPES.glob(f"{kind}_*.yaml"))
-        raise SystemExit(f"unknown {kind} recipe {name_or_path!r}; known: {', '.join(known)}")
+        raise SystemExit(f"unknown recipe {name_or_path!r}; known: {', '.join(known)}")
     return candidate
 
 

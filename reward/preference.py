@@ -68,6 +68,14 @@ def tie_probability(d: torch.Tensor, log_theta: float) -> torch.Tensor:
     return 1 - torch.sigmoid(d - log_theta) - torch.sigmoid(-d - log_theta)
 
 
+def sample_outcomes(d: np.ndarray, log_theta: float, rng: np.random.Generator) -> np.ndarray:
+    """Outcome codes drawn from Eq. (2) for score differences ``d``: simulated judgements with
+    a known truth, to check fits and trainers against."""
+    p_a, p_b = 1 / (1 + np.exp(-(d - log_theta))), 1 / (1 + np.exp(d + log_theta))
+    u = rng.random(len(d))
+    return np.where(u < p_a, A_WINS, np.where(u < p_a + p_b, B_WINS, TIE))
+
+
 def fit_scores(item_a: np.ndarray, item_b: np.ndarray, outcome: torch.Tensor, n_items: int, *,
                log_theta: float | None = None, ties: bool = True, l2: float = 1e-4,
                max_iter: int = 500) -> tuple[np.ndarray, float]:

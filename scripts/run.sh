@@ -33,6 +33,7 @@ setup() {
     "$VENV/bin/pip" install --quiet --disable-pip-version-check -c "$constraints" -e ".[dev,asr]" 2>&1 \
       | grep -v "is ignored: it is neither a file nor a directory" || true
     if [ -f scripts/install_asr.sh ]; then bash scripts/install_asr.sh "$VENV" "$constraints"; fi
+    if [ -f scripts/install_faces.sh ]; then bash scripts/install_faces.sh "$VENV"; fi
     "$VENV/bin/python" -c "import pipelines, torch; print('[tandem] torch', torch.__version__)"
     echo "$want" > "$stamp"
   fi

@@ -130,3 +130,22 @@ def test_vlm_caption_runs_generate_on_sampled_frames(tiny_vlm, two_shot_clip):
     # The model hears nothing: audio and speech still come from the measurements.
     assert cap["parts"]["speech"] == '"This is Diane in New Jersey."' and "LUFS" in cap["parts"]["audio"]
     assert cap["text"].startswith("[visual] ") and "[speech]" in cap["text"]
+
+
+@pytest.mark.timeout(120)
+def test_vlm_captions_a_batch_of_clips_in_one_generate_call(tiny_vlm, two_shot_clip):
+    stage = CaptionStage(CaptionConfig(backend="vlm", model_path=str(tiny_vlm), frames=2, max_new_tokens=8,
+                                       device="cpu", batch_size=8))
+    assert stage.resources.batch_size == 8
+    stage.setup()
+    calls = []
+    generate = stage.vlm.model.generate
+    stage.vlm.model.generate = lambda **kw: calls.append(kw) or generate(**kw)
+    items = [_measured(key=f"k{i}", files={"mp4": str(two_shot_clip.path)}, start_s=0.0, end_s=1.0 + i)
+             for i in range(3)]
+    out = stage.process_batch(items)
+    (kwargs,) = calls  # three clips, one call
+    assert kwargs["input_ids"].shape[0] == 3 and kwargs["image_grid_thw"].shape[0] == 6
+    assert (kwargs["attention_mask"][:, -1] == 1).all()  # padded on the left: every row ends with its prompt
+    assert [o[0]["key"] for o in out] == ["k0", "k1", "k2"]
+    assert all(o[0]["caption"]["raw"] is not None and o[0]["txt"].startswith("[visual] ") for o in out)

@@ -1,5 +1,9 @@
 """Clip: the interval is cut frame-exactly and sample-exactly, durations agree, channels
-and rates are what the config asks for, and a disagreement becomes a reject."""
+and rates are what the config asks for, and a disagreement becomes a reject. Both ways
+a clip gets its pixels are checked: handed over by the shot stage's one decode (the
+DAG's way), and cut out of the source (a clip picked by hand)."""
+
+from pathlib import Path
 
 import av
 import numpy as np
@@ -11,14 +15,17 @@ from curation.ffmpeg import ffprobe
 from curation.media_io import iter_frames
 from curation.probe import ProbeStage
 from curation.sample_media import make_clip
-from curation.shots import ShotConfig, ShotStage
+from curation.shots import Handoff, ShotConfig, ShotStage
 from curation.stage import run_stages
 
 
-def clips_of(path, work_dir, shot_config=None, **clip_config):
-    return run_stages([ProbeStage(), ShotStage(shot_config or ShotConfig()),
-                       ClipStage(ClipConfig(work_dir=str(work_dir), **clip_config))],
-                      [{"source": {"path": str(path)}}])
+def clips_of(path, work_dir, shot_config=None, handoff=True, **clip_config):
+    clip = ClipConfig(work_dir=str(work_dir), **clip_config)
+    shots = ShotStage(shot_config or ShotConfig(),
+                      handoff=Handoff(str(work_dir), clip.max_side, clip.sample_rate) if handoff else None)
+    out = run_stages([ProbeStage(), shots, ClipStage(clip)], [{"source": {"path": str(path)}}])
+    assert not [p for p in Path(work_dir).iterdir() if p.suffix not in (".mp4", ".flac")]  # handed-off media gone
+    return out
 
 
 def frames(path, size):
@@ -31,14 +38,15 @@ def one_long_shot(tmp_path_factory):
     return make_clip(tmp_path_factory.mktemp("clip") / "moving.mp4", [6.0], size=(160, 120))
 
 
-@pytest.fixture(scope="module")
-def windows(one_long_shot, tmp_path_factory):
-    return clips_of(one_long_shot.path, tmp_path_factory.mktemp("out"), ShotConfig(min_clip_s=0.5, max_clip_s=1.6))
+@pytest.fixture(scope="module", params=["handed over", "cut from the source"])
+def windows(one_long_shot, tmp_path_factory, request):
+    return clips_of(one_long_shot.path, tmp_path_factory.mktemp("out"), ShotConfig(min_clip_s=0.5, max_clip_s=1.6),
+                    handoff=request.param == "handed over")
 
 
 def test_frames_are_exactly_the_interval(one_long_shot, windows):
     # Boundaries off the keyframes, clips starting after the 1 s pre-roll: seeking must be exact.
-    assert [(c["start_frame"], c["end_frame"]) for c in windows] == [(0, 38), (38, 75), (75, 112), (112, 150)]
+    assert [(c["start_frame"], c["end_frame"]) for c in windows] == [(0, 40), (40, 80), (80, 115), (115, 150)]
     source = frames(one_long_shot.path, (160, 120))
     for clip in windows:
         got = frames(clip["files"]["mp4"], (160, 120))

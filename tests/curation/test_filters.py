@@ -57,3 +57,10 @@ def test_missing_measurements_never_drop_a_clip():
     bare = {"key": "k", "source": {"id": "s", "path": "x"}, "start_s": 0.0, "end_s": 3.0}
     assert verdict(bare) is None
     assert verdict({**bare, "audio": {"loudness_lufs": None}, "sync": {"offset_ms": None, "action": "kept"}}) is None
+
+
+def test_unmeasured_sync_never_drops_a_clip_here():
+    """Cannot-tell clips are the sync stage's business (sync.require=measured), not a desync."""
+    unmeasured = clip(sync={"offset_ms": None, "confidence": 0.2, "reason": "ambiguous", "action": "unmeasured"})
+    assert verdict(unmeasured) is None
+    assert verdict(unmeasured, max_abs_sync_offset_ms=0.0) is None

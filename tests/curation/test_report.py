@@ -2,8 +2,12 @@ import re
 
 from curation.report import write_report
 
-MANIFEST = [{"key": f"k{i}", "duration_s": 2.0 + i, "sync_offset_ms": 10.0 * i, "loudness_lufs": -20.0,
+MANIFEST = [{"key": f"k{i}", "duration_s": 2.0 + i, "sync_offset_ms": 10.0 * i, "sync_action": "kept",
+             "sync_method": "lip_envelope", "sync_reason": None, "loudness_lufs": -20.0,
              "tempo_bpm": None, "motion_score": 0.01, "speech_ratio": 0.3} for i in range(4)]
+UNMEASURED = [{"key": f"u{i}", "duration_s": 3.0, "sync_offset_ms": None, "sync_action": "unmeasured",
+               "sync_method": "onset_xcorr", "sync_reason": reason, "loudness_lufs": -20.0}
+              for i, reason in enumerate(["ambiguous", "no_face", "no_face"])]
 REJECTS = [
     {"id": "a", "stage": "probe", "reason": "not_media", "message": "<script>x</script>"},
     {"id": "b", "stage": "filter", "reason": "static", "message": "still"},
@@ -27,3 +31,11 @@ def test_report_names_every_reason_and_links_existing_plots(tmp_path):
 def test_empty_run_still_reports(tmp_path):
     page = write_report(tmp_path, [], [], {"inputs": 0}).read_text()
     assert "none" in page and "<img" not in page
+
+
+def test_sync_offsets_of_measured_clips_only_and_the_rest_counted(tmp_path):
+    page = write_report(tmp_path, MANIFEST + UNMEASURED, [], STATS).read_text()
+    assert "<td>kept</td><td>lip_envelope</td><td>4</td>" in page
+    assert "<td>unmeasured</td><td>no_face</td><td>2</td>" in page
+    assert "<td>unmeasured</td><td>ambiguous</td><td>1</td>" in page
+    assert "report/sync_offset_ms.png" in page  # plotted from the 4 measured offsets

@@ -1,5 +1,6 @@
 """Shots: cuts land on the right frame, clips respect min/max length, and the one
-decode also yields the per-frame analysis arrays later stages use."""
+decode also yields the per-frame analysis arrays later stages use and, with a handoff,
+each clip's decoded frames and audio."""
 
 import pytest
 
@@ -27,7 +28,7 @@ def test_cuts_of_synthetic_clip_are_frame_exact(three_shot_clip, detector):
     assert second["start_s"] == pytest.approx(1.6) and second["end_s"] == pytest.approx(4.0)
     assert second["key"] == f"{second['source']['id']}_0000040_0000100"
     assert second["shot"]["starts_at_cut"] and second["shot"]["ends_at_cut"]
-    assert second["shot"]["n_shots"] == 3 and second["probe"]["fps"] == 25.0
+    assert second["shot"]["index"] == 1 and second["probe"]["fps"] == 25.0
 
 
 def test_bikes_cuts_within_one_frame(bikes_path, bikes_cut_frames):
@@ -49,21 +50,25 @@ def test_analysis_arrays_cover_each_clip(three_shot_clip):
         assert max(energy) < 0.2 and not any(clip["analysis"]["black"])
 
 
-def test_long_shot_is_split_into_even_windows(tmp_path):
+def test_long_shot_is_split_into_full_windows_and_an_even_rest(tmp_path):
     clip = make_clip(tmp_path / "one.mp4", [5.0], size=(64, 48), audio=False)
     out = shots(clip.path, ShotConfig(min_clip_s=0.5, max_clip_s=2.0))
-    assert [(c["start_frame"], c["end_frame"]) for c in out] == [(0, 42), (42, 83), (83, 125)]
-    assert [c["shot"]["window"] for c in out] == [0, 1, 2] and {c["shot"]["windows"] for c in out} == {3}
+    # 125 frames, windows of at most 50: one full window, then the last 75 frames in two
+    # (at most two windows of frames wait for the shot's end).
+    assert [(c["start_frame"], c["end_frame"]) for c in out] == [(0, 50), (50, 87), (87, 125)]
+    assert [c["shot"]["window"] for c in out] == [0, 1, 2] and {c["shot"]["index"] for c in out} == {0}
     assert not out[1]["shot"]["starts_at_cut"]
 
 
 def test_window_boundaries_snap_out_of_speech(tmp_path):
     clip = make_clip(tmp_path / "talk.mp4", [5.0], size=(64, 48))
     out = shots(clip.path, ShotConfig(min_clip_s=0.5, max_clip_s=2.0, snap_to_pauses=True),
-                speech_finder=lambda path: [(1.2, 1.9), (3.0, 3.6)])
-    # 42 (1.68 s) lies in the first speech segment -> its nearer end, 1.9 s = frame 48;
-    # 83 (3.32 s) -> 3.6 s = frame 90 would leave a 35-frame tail, still >= 0.5 s.
-    assert [c["start_frame"] for c in out] == [0, 48, 90]
+                speech_finder=lambda path: [(1.8, 2.2), (3.0, 3.6)])
+    # A full window would end at 50 (2.0 s), inside the first speech segment: it ends at
+    # its nearer edge instead, 1.8 s = frame 45. The rest (80 frames) splits at 85 (3.4 s),
+    # inside the second segment -> its nearer end, 3.6 s = frame 90 (a 35-frame tail,
+    # still >= 0.5 s).
+    assert [c["start_frame"] for c in out] == [0, 45, 90]
 
 
 def test_detector_none_keeps_the_file_as_one_shot(three_shot_clip):

@@ -1,19 +1,22 @@
-"""Sync: offsets are estimated to within one frame from audio and picture events,
-ambiguous footage is never acted on with confidence, and correction really re-aligns."""
+"""Sync: offsets are estimated to within one frame from audio and picture events, footage
+that gives nothing to measure is "cannot tell" with a reason (never a guess acted on),
+and correction really re-aligns."""
 
 import sys
 import types
 
+import numpy as np
 import pytest
 import soundfile as sf
 
 from curation.clip import ClipConfig, ClipStage
+from curation.faces import FaceConfig
 from curation.ffmpeg import ffprobe
 from curation.probe import ProbeStage
 from curation.sample_media import make_clip
 from curation.shots import ShotConfig, ShotStage
 from curation.stage import run_stages
-from curation.sync import CorrelationScorer, SyncConfig, SyncStage
+from curation.sync import SyncConfig, SyncEstimate, SyncStage, estimate_sync, estimate_sync_file
 
 TOLERANCE_MS = 40
 
@@ -37,9 +40,10 @@ def events_item(tmp_path, offset_s):
 
 @pytest.mark.parametrize("offset_s", [-0.4, -0.25, -0.12, 0.0, 0.1, 0.2, 0.33, 0.4])
 def test_offset_of_irregular_events(tmp_path, offset_s):
-    offset_ms, confidence, method = CorrelationScorer().estimate(events_item(tmp_path, offset_s))
-    assert abs(offset_ms - offset_s * 1000) <= TOLERANCE_MS
-    assert confidence > 0.6 and method == "onset_xcorr"
+    est = estimate_sync_file(events_clip(tmp_path / "events.mp4", offset_s))
+    assert est.method == "onset_xcorr" and est.reason is None
+    assert abs(est.offset_ms - offset_s * 1000) <= TOLERANCE_MS
+    assert est.confidence > 0.6
 
 
 @pytest.mark.parametrize("offset_s", [-0.15, 0.12])
@@ -49,7 +53,7 @@ def test_correction_realigns_audio_and_keeps_durations(tmp_path, offset_s):
     [out] = run_stages([SyncStage(SyncConfig(policy="correct"))], [item])
     assert out.get("reject") is None and out["sync"]["action"] == "corrected"
     assert abs(out["sync"]["residual_ms"]) <= TOLERANCE_MS
-    assert abs(CorrelationScorer().estimate(out)[0]) <= TOLERANCE_MS  # a fresh look at the new files
+    assert abs(estimate_sync_file(out["files"]["mp4"]).offset_ms) <= TOLERANCE_MS  # a fresh look at the new files
     assert sf.info(out["files"]["flac"]).frames == samples_before
     streams = {s["codec_type"]: s for s in ffprobe(out["files"]["mp4"])["streams"]}
     assert int(streams["video"]["nb_frames"]) == item["end_frame"] - item["start_frame"]
@@ -66,15 +70,48 @@ def test_policies(tmp_path):
     assert strict["reject"]["reason"] == "av_desync"
 
 
-def test_footage_without_events_is_kept_with_low_confidence(tmp_path):
+def test_footage_without_events_is_unmeasured_not_guessed(tmp_path):
+    """Steady tones under a moving pattern, audio 200 ms late: nothing pins the offset down."""
     clip = make_clip(tmp_path / "tone.mp4", [3.0], size=(128, 96), audio_offset_s=0.2)
     [out] = run_stages([SyncStage()], clip_items(clip.path, tmp_path / "clips"))
-    assert out["sync"]["confidence"] < 0.1 and out["sync"]["action"] == "kept"
+    assert out["sync"]["offset_ms"] is None and out["sync"]["action"] == "unmeasured"
+    assert out["sync"]["reason"] in ("no_events", "ambiguous") and out.get("reject") is None
 
 
-def test_clip_without_audio_is_kept_unmeasured(video_without_audio, tmp_path):
+def test_unmeasured_clips_are_rejected_only_when_measurement_is_required(tmp_path):
+    clip = make_clip(tmp_path / "tone.mp4", [3.0], size=(128, 96))
+    [item] = clip_items(clip.path, tmp_path / "clips")
+    [strict] = run_stages([SyncStage(SyncConfig(require="measured"))], [item])
+    assert strict["reject"]["reason"] == "sync_unmeasured" and strict["sync"]["action"] == "unmeasured"
+    assert strict["sync"]["reason"] in strict["reject"]["message"]
+    with pytest.raises(ValueError, match="require"):
+        SyncStage(SyncConfig(require="always"))
+
+
+def test_clip_without_audio_is_unmeasured(video_without_audio, tmp_path):
     [out] = run_stages([SyncStage()], clip_items(video_without_audio, tmp_path))
-    assert out["sync"] == {"offset_ms": None, "confidence": 0.0, "method": "none", "action": "kept"}
+    assert out["sync"] == {"offset_ms": None, "confidence": 0.0, "method": "none", "reason": "no_speech",
+                           "action": "unmeasured"}
+
+
+@pytest.mark.parametrize("kind", ["noise", "black_silent", "flat_tone", "tiny"])
+def test_generated_samples_without_faces_are_unmeasured_never_an_exception(kind):
+    """What the reward model's sync head sees: small generated frames, often no face."""
+    rng = np.random.default_rng(0)
+    rate, frames = 16000, rng.integers(0, 256, (48, 64, 64, 3), dtype=np.uint8)
+    audio = rng.uniform(-0.5, 0.5, (2, 2 * rate)).astype(np.float32)
+    if kind == "black_silent":
+        frames, audio = np.zeros_like(frames), np.zeros_like(audio)
+    elif kind == "flat_tone":
+        frames = np.full_like(frames, 128)
+        audio = np.tile(0.3 * np.sin(2 * np.pi * 440 * np.arange(2 * rate) / rate), (2, 1)).astype(np.float32)
+    elif kind == "tiny":
+        frames, audio = frames[:2], audio[:, :100]
+    est = estimate_sync(frames, 24.0, audio, rate)
+    assert isinstance(est, SyncEstimate) and est.offset_ms is None
+    assert est.reason in ("no_face", "no_speech", "no_events", "ambiguous")
+    with pytest.raises(ValueError, match="frames must be"):
+        estimate_sync(frames[..., 0], 24.0, audio, rate)
 
 
 def test_a_learned_scorer_plugs_in_from_a_local_path(tmp_path, monkeypatch):
@@ -82,8 +119,8 @@ def test_a_learned_scorer_plugs_in_from_a_local_path(tmp_path, monkeypatch):
         def __init__(self, model_path):
             self.model_path = model_path
 
-        def estimate(self, item):
-            return 12.0, 0.9, f"fixed:{self.model_path}"
+        def estimate(self, frames, fps, audio, sample_rate):
+            return SyncEstimate(12.0, 0.9, f"fixed:{self.model_path}")
 
     module = types.ModuleType("fake_sync_model")
     module.FixedScorer = FixedScorer
@@ -91,9 +128,18 @@ def test_a_learned_scorer_plugs_in_from_a_local_path(tmp_path, monkeypatch):
     weights = tmp_path / "sync.pt"
     weights.write_bytes(b"weights")
     item = events_item(tmp_path, 0.0)
-    [out] = run_stages([SyncStage(SyncConfig(scorer="fake_sync_model:FixedScorer", model_path=str(weights)))], [item])
-    assert out["sync"] == {"offset_ms": 12.0, "confidence": 0.9, "method": f"fixed:{weights}", "action": "kept"}
+    stage = SyncStage(SyncConfig(scorer="fake_sync_model:FixedScorer", model_path=str(weights)))
+    assert stage.resources.actor
+    [out] = run_stages([stage], [item])
+    assert out["sync"] == {"offset_ms": 12.0, "confidence": 0.9, "method": f"fixed:{weights}", "reason": None,
+                           "action": "kept"}
     with pytest.raises(ValueError, match="model_path"):
         SyncStage(SyncConfig(scorer="fake_sync_model:FixedScorer", model_path=str(tmp_path / "missing"))).setup()
     with pytest.raises(ValueError, match="policy"):
         SyncStage(SyncConfig(policy="fix"))
+
+
+def test_missing_face_weights_are_a_clear_error_before_any_work(tmp_path):
+    with pytest.raises(ValueError, match="weights_dir"):
+        SyncStage(SyncConfig(faces=FaceConfig(weights_dir=str(tmp_path)))).preflight()
+    SyncStage(SyncConfig(scorer="events", faces=FaceConfig(weights_dir=str(tmp_path)))).preflight()

@@ -138,3 +138,23 @@ def test_whisperx_alignment_path(tiny_en, tiny_wav2vec2, speech_flac, tmp_path, 
     assert len(starts) >= 15 and np.all(np.diff(starts) >= 0) and np.all(ends >= starts)
     assert ends.max() <= EXCERPT_S[1] - EXCERPT_S[0]
     assert all(0.0 <= w["score"] <= 1.0 for w in t["words"])
+
+
+def test_a_batch_of_clips_is_decoded_together_and_each_gets_its_own_words(stage, speech_flac, tmp_path):
+    samples, rate = sf.read(str(speech_flac), dtype="float32")
+    halves = []
+    for name, part in (("first", samples[: len(samples) // 2]), ("second", samples[len(samples) // 2:])):
+        path = tmp_path / f"{name}.flac"
+        sf.write(str(path), part, rate)
+        halves.append({"key": name, "files": {"flac": str(path)}})
+    tone = {"key": "tone", "files": {"mp4": str(make_tone(tmp_path / "tone.m4a", 2.0))}}
+    batch = stage.process_batch([halves[0], tone, halves[1]])
+    together = [batch[0][0]["transcript"], batch[2][0]["transcript"]]
+    assert batch[1][0]["transcript"]["text"] == ""  # the tone between them gets nothing of theirs
+    for got, item in zip(together, halves, strict=True):
+        duration = sf.info(item["files"]["flac"]).duration
+        assert len(got["words"]) >= 5  # timed within its own clip, not the joined audio
+        assert all(0 <= w["start_s"] <= w["end_s"] <= duration + 0.05 for w in got["words"])
+    # sample.stm: "Hello?" at 6.9 s lies in the first half, "New Jersey" (12.5-14.2 s) in the second.
+    assert "hello" in together[0]["text"].lower() and "jersey" not in together[0]["text"].lower()
+    assert "jersey" in together[1]["text"].lower() and "hello" not in together[1]["text"].lower()

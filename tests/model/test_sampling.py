@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import math
 
 import pytest
@@ -11,6 +12,7 @@ from model_testkit import Oracle, make_cond, make_latents
 from model.sampling import (
     Guidance,
     KnownLatents,
+    gaussian_log_prob,
     group_noise,
     sample_ode,
     sample_sde,
@@ -73,7 +75,8 @@ def test_sde_step_log_prob_is_the_gaussian_transition_density(live_model):
     for x, v, nxt, lp in ((x_v, vel_v, nv, lv), (x_a, vel_a, na, la)):
         # Flow-GRPO's mean: x + [v + sigma^2/(2t) (x + (1 - t) v)] dt
         mean = x + (v + sigma**2 / (2 * t) * (x + (1 - t) * v)) * dt
-        expected = torch.distributions.Normal(mean.double(), std).log_prob(nxt.double()).flatten(1).sum(1)
+        # The density per latent element, averaged over the sample's elements (not summed).
+        expected = torch.distributions.Normal(mean.double(), std).log_prob(nxt.double()).flatten(1).mean(1)
         torch.testing.assert_close(lp, expected, rtol=1e-6, atol=1e-6)
         residual = (nxt - mean) / std  # the sampled noise really has that std
         assert residual.std().item() == pytest.approx(1.0, abs=0.1)
@@ -92,6 +95,44 @@ def test_stored_trajectory_rescored_gives_ratio_exactly_one(live_model):
         assert torch.equal(la, traj.log_prob_audio[:, step])
     lv.sum().backward()  # the rescoring is differentiable (the GRPO policy gradient)
     assert live_model.video_io.patch_embed.weight.grad is not None
+
+
+def test_per_sample_steps_score_like_the_same_steps_one_at_a_time(live_model):
+    """GRPO trains a random subset of each trajectory's steps: row i at its own step."""
+    cond = make_cond()
+    traj = sample_sde(live_model, cond, (2, 8, 5, 4, 4), (2, 8, 17), steps=4, eta=0.7,
+                      generator=torch.Generator().manual_seed(0))
+    steps = torch.tensor([3, 0])
+    lv, la = trajectory_log_prob(live_model, traj, steps, cond, eta=0.7)
+    for row, step in enumerate(steps.tolist()):
+        torch.testing.assert_close(lv[row], traj.log_prob_video[row, step], rtol=1e-9, atol=1e-9)
+        torch.testing.assert_close(la[row], traj.log_prob_audio[row, step], rtol=1e-9, atol=1e-9)
+    x_v, *_ = traj.at(torch.tensor([2]), rows=torch.tensor([1]))
+    assert torch.equal(x_v[0], traj.video[2][1])
+
+
+def _log_ratio_after_a_small_update(model, video_shape, audio_shape) -> float:
+    """|log pi_new - log pi_old| of one stored step after nudging every weight by 1e-4."""
+    cond = make_cond()
+    traj = sample_sde(model, cond, video_shape, audio_shape, steps=2, eta=0.7,
+                      generator=torch.Generator().manual_seed(0))
+    nudged = copy.deepcopy(model)
+    g = torch.Generator().manual_seed(1)
+    with torch.no_grad():
+        for p in nudged.parameters():
+            p.add_(torch.randn(p.shape, generator=g) * 1e-4)
+    lv, _ = trajectory_log_prob(nudged, traj, 0, cond, eta=0.7)
+    return (lv - traj.log_prob_video[:, 0]).abs().mean().item()
+
+
+def test_log_prob_is_a_per_element_mean_so_the_ratio_does_not_grow_with_latent_size(live_model):
+    """With a sum, a 16x larger latent would move the log-ratio ~16x as far for the same
+    update, and a 1e-4 PPO clip would saturate on any real clip size."""
+    small = _log_ratio_after_a_small_update(live_model, (2, 8, 5, 4, 4), (2, 8, 17))
+    large = _log_ratio_after_a_small_update(live_model, (2, 8, 5, 16, 16), (2, 8, 17))
+    assert small > 0 and 0 < large < 3 * small, (small, large)
+    x = torch.zeros(1, 3, 4)
+    assert gaussian_log_prob(x, x, 1.0).item() == pytest.approx(-0.5 * math.log(2 * math.pi))
 
 
 def test_group_noise_is_shared_within_groups_only(live_model):

@@ -3,6 +3,7 @@ reason, and the shards read back with the stock webdataset reader and with Ray D
 
 import io
 import json
+from pathlib import Path
 
 import mlflow
 import pytest
@@ -40,6 +41,7 @@ def curated(tmp_path_factory, local_ray, three_shot_clip, video_without_audio, t
     out = tmp_path_factory.mktemp("curated") / "out"
     cfg = load_config(CurationConfig, None, OVERRIDES)
     result = run_curation([str(p) for p in inputs] + [str(raw)], out, cfg)
+    result.inputs = [str(p) for p in inputs] + [str(raw)]
     return inputs, result
 
 
@@ -81,16 +83,20 @@ def test_every_input_is_kept_or_rejected_with_a_reason(curated, request):
 
 def test_shards_read_back_with_webdataset(curated):
     _, result = curated
-    shards = sorted((result.out_dir / "shards").glob("clips-*.tar"))
-    assert len(shards) == -(-len(result.manifest) // 3)  # max_count=3
+    shards = sorted(Path(result.out_dir, "shards").glob("clips-*.tar"))
+    per_shard = {}
+    for row in result.manifest:
+        per_shard.setdefault(row["shard"], []).append(row["key"])
+    assert sorted(per_shard) == [p.name for p in shards] and max(map(len, per_shard.values())) <= 3  # max_count=3
+    assert all(name.startswith(f"clips-{name.split('-')[1]}-") for name in per_shard)  # one unit's clips each
     samples = list(wds.WebDataset([str(p) for p in shards], shardshuffle=False))
-    assert [s["__key__"] for s in samples] == [r["key"] for r in result.manifest]
+    assert sorted(s["__key__"] for s in samples) == [r["key"] for r in result.manifest]
     for sample in samples:
         assert {"mp4", "flac", "json", "txt"} <= set(sample)
         doc = json.loads(sample["json"])
         for name in REQUIRED_JSON:
             lookup(doc, name)
-        assert doc["key"] == sample["__key__"] and doc["sync"]["action"] in ("kept", "corrected")
+        assert doc["key"] == sample["__key__"] and doc["sync"]["action"] in ("kept", "corrected", "unmeasured")
         audio, rate = sf.read(io.BytesIO(sample["flac"]), always_2d=True)
         expected_channels = 1 if doc["source"]["path"].endswith("talk.mp4") else 2  # channels are kept
         assert rate == doc["audio"]["sample_rate"] and audio.shape[1] == doc["audio"]["channels"] == expected_channels
@@ -102,7 +108,7 @@ def test_shards_read_back_with_ray_data(curated):
     import ray.data
 
     _, result = curated
-    ds = ray.data.read_webdataset(str(result.out_dir / "shards"), decoder=None)
+    ds = ray.data.read_webdataset(str(Path(result.out_dir, "shards")), decoder=None)
     rows = ds.take_all()
     assert sorted(r["__key__"] for r in rows) == [r["key"] for r in result.manifest]
     assert all(r["mp4"][:12].find(b"ftyp") == 4 for r in rows)
@@ -111,7 +117,7 @@ def test_shards_read_back_with_ray_data(curated):
 def test_speech_is_transcribed_and_captioned(curated):
     _, result = curated
     [talk] = [r for r in result.manifest if r["source_path"].endswith("talk.mp4")]
-    samples = {s["__key__"]: s for s in wds.WebDataset(str(result.out_dir / "shards" / talk["shard"]),
+    samples = {s["__key__"]: s for s in wds.WebDataset(str(Path(result.out_dir, "shards", talk["shard"])),
                                                       shardshuffle=False)}
     doc = json.loads(samples[talk["key"]]["json"])
     words = doc["transcript"]["words"]
@@ -138,18 +144,16 @@ def test_run_is_tracked_in_mlflow(curated):
 @pytest.mark.timeout(120)
 def test_rerun_skips_finished_sources_and_reproduces_the_output(curated):
     _, result = curated
-    before = sorted(p.read_bytes() for p in (result.out_dir / "shards").glob("*.tar"))
-    again = run_curation([r["source_path"] for r in result.manifest], result.out_dir,
-                         load_config(CurationConfig, None, OVERRIDES))
+    before = sorted(p.read_bytes() for p in Path(result.out_dir, "shards").glob("*.tar"))
+    again = run_curation(result.inputs, result.out_dir, load_config(CurationConfig, None, OVERRIDES))
     assert again.stats["sources_processed"] == 0 and again.stats["clips_kept"] == len(result.manifest)
-    assert sorted(p.read_bytes() for p in (result.out_dir / "shards").glob("*.tar")) == before
+    assert sorted(p.read_bytes() for p in Path(result.out_dir, "shards").glob("*.tar")) == before
 
 
 def test_resuming_under_another_config_is_refused(curated):
     _, result = curated
     with pytest.raises(ConfigError, match="different config"):
-        run_curation([r["source_path"] for r in result.manifest], result.out_dir,
-                     load_config(CurationConfig, None, [*OVERRIDES, "shots.min_clip_s=2"]))
+        run_curation(result.inputs, result.out_dir, load_config(CurationConfig, None, [*OVERRIDES, "shots.min_clip_s=2"]))
 
 
 @pytest.mark.parametrize("override, message", [

@@ -1,69 +1,102 @@
-"""The stage -> Ray Data adapter: resources, fan-out grouping, timing, crash isolation."""
+"""The units on Ray Data, under faults: a Ray worker SIGKILLed in the middle of a run is
+replaced and its unit redone (nothing lost, nothing duplicated), and a source whose
+worker dies every time is quarantined as ``worker_crashed`` instead of failing the run."""
 
+import contextlib
 import json
-from typing import ClassVar
+import os
+import signal
+import threading
+import time
+from pathlib import Path
 
 import pytest
+import webdataset as wds
 
-from curation.stage import Resources, Stage
-from pipelines.ray_adapter import apply_stage, process_row
+from curation.sample_media import make_clip
+from pipelines.config import load_config
+from pipelines.curate import CurationConfig, run_curation
+from pipelines.discover import discover
+from pipelines.units import ATTEMPTS, plan_units
 
-
-class Split(Stage):
-    name = "shots"
-
-    def process(self, item):
-        return [{**item, "key": f"{item['source']['id']}_{i}"} for i in range(item["n"])]
-
-
-class Boom(Stage):
-    name = "boom"
-
-    def process(self, item):
-        raise RuntimeError("corrupt frame")
+pytestmark = pytest.mark.slow  # local Ray, whole DAG
+OVERRIDES = ["skip=[transcribe]", "track=false", "units.max_worker_crashes=2"]
 
 
-class CountingActor(Stage):
-    name = "count"
-    resources: ClassVar[Resources] = Resources(cpus=0.5, gpus=1.0, actor=True)
-
-    def setup(self):
-        self.calls = 0
-
-    def process(self, item):
-        self.calls += 1
-        return [{**item, "seen_by_actor": self.calls}]
+@pytest.fixture(scope="module")
+def raw(tmp_path_factory):
+    raw = tmp_path_factory.mktemp("raw")
+    for i in range(3):
+        make_clip(raw / f"src{i}.mp4", [1.2 + 0.2 * i, 1.4], size=(128, 96))
+    make_clip(raw / "long.mp4", [3.0, 3.0, 3.0], size=(320, 240))  # a few seconds of work: time to kill it
+    return raw
 
 
-def row(source_id, n=1):
-    return {"item": json.dumps({"source": {"id": source_id, "path": f"/{source_id}.mp4"}, "n": n})}
+@pytest.fixture(scope="module")
+def reference(raw, tmp_path_factory):
+    """The same inputs, uninterrupted, in one process."""
+    return run_curation([str(raw)], tmp_path_factory.mktemp("ref") / "out",
+                        load_config(CurationConfig, None, OVERRIDES), in_process=True)
 
 
-def test_fan_out_is_stamped_with_the_group_size_and_timed():
-    out = [json.loads(r["item"]) for r in process_row(Split(), row("s", 3), group_by="shots")]
-    assert [o["key"] for o in out] == ["s_0", "s_1", "s_2"]
-    assert all(o["_group"] == {"id": "s", "size": 3} and o["_timing"]["shots"] >= 0 for o in out)
+def long_unit(raw) -> str:
+    """The id of the unit that holds long.mp4 (planned as the driver plans it)."""
+    cfg = load_config(CurationConfig, None, OVERRIDES)
+    [unit] = [u for u in plan_units(discover([str(raw)]), cfg.units)
+              if any(s["path"].endswith("long.mp4") for s in u["sources"])]
+    return unit["id"]
 
 
-def test_a_crash_becomes_that_item_s_reject():
-    [out] = process_row(Boom(), row("s"), group_by=None)
-    reject = json.loads(out["item"])["reject"]
-    assert reject["stage"] == "boom" and reject["reason"] == "stage_error" and "corrupt frame" in reject["message"]
+def curate_while_killing(raw, out, unit_id, kills_wanted, min_age_s=0.5):
+    """Run the DAG on local Ray while SIGKILLing the Ray worker of each new attempt on
+    ``unit_id`` (its marker names the pid), once the attempt is ``min_age_s`` old."""
+    stop, killed = threading.Event(), []
+
+    def killer():
+        seen = set()
+        while not stop.is_set() and len(killed) < kills_wanted:
+            for marker in (out / ATTEMPTS / unit_id).glob("*.json"):
+                if marker.name in seen or time.time() - marker.stat().st_mtime < min_age_s:
+                    continue
+                seen.add(marker.name)
+                with contextlib.suppress(OSError, ValueError, ProcessLookupError):
+                    pid = json.loads(marker.read_text())["pid"]
+                    assert pid != os.getpid()
+                    os.kill(pid, signal.SIGKILL)
+                    killed.append(marker.name)
+            time.sleep(0.02)
+
+    thread = threading.Thread(target=killer, daemon=True)
+    thread.start()
+    try:
+        result = run_curation([str(raw)], out, load_config(CurationConfig, None, OVERRIDES))
+    finally:
+        stop.set()
+        thread.join()
+    return result, killed
 
 
-@pytest.mark.slow  # local Ray
-@pytest.mark.timeout(120)
-def test_tasks_and_actor_pools_on_local_ray(local_ray):
-    import sys
+def keys_in_shards(out) -> list[str]:
+    shards = sorted(str(p) for p in (Path(out) / "shards").glob("*.tar"))
+    return [s["__key__"] for s in wds.WebDataset(shards, shardshuffle=False)]
 
-    import ray.cloudpickle
-    import ray.data
 
-    # Workers cannot import a test module: ship these stand-in stages by value.
-    ray.cloudpickle.register_pickle_by_value(sys.modules[__name__])
-    ds = ray.data.from_items([row("a", 2), row("b", 1)], override_num_blocks=2)
-    ds = apply_stage(ds, Split(), group_by="shots")
-    ds = apply_stage(ds, CountingActor(), cluster_gpus=0.0)  # no GPU here: the request is dropped
-    items = sorted((json.loads(r["item"]) for r in ds.take_all()), key=lambda it: it["key"])
-    assert [it["key"] for it in items] == ["a_0", "a_1", "b_0"]
-    assert sorted(it["seen_by_actor"] for it in items) == [1, 2, 3]  # one long-lived actor did all three
+@pytest.mark.timeout(400)
+def test_a_killed_worker_loses_and_duplicates_nothing(local_ray, raw, reference, tmp_path):
+    result, killed = curate_while_killing(raw, tmp_path / "out", long_unit(raw), kills_wanted=1)
+    assert len(killed) == 1  # the worker died mid-decode of long.mp4; Ray ran the unit again
+    keys = keys_in_shards(tmp_path / "out")
+    assert len(set(keys)) == len(keys) and sorted(keys) == sorted(keys_in_shards(reference.out_dir))
+    assert [r["key"] for r in result.manifest] == [r["key"] for r in reference.manifest]
+    assert sorted((r["id"], r["reason"]) for r in result.rejects) == sorted(
+        (r["id"], r["reason"]) for r in reference.rejects)  # every input accounted for; the crash is no reject
+
+
+@pytest.mark.timeout(400)
+def test_a_source_that_always_kills_its_worker_is_quarantined(local_ray, raw, reference, tmp_path):
+    result, killed = curate_while_killing(raw, tmp_path / "out", long_unit(raw), kills_wanted=99, min_age_s=0.2)
+    assert len(killed) == 2  # units.max_worker_crashes: the third attempt does not try it
+    [row] = [r for r in result.rejects if r["source_path"].endswith("long.mp4")]
+    assert row["reason"] == "worker_crashed" and row["stage"] == "probe"
+    others = [r["key"] for r in reference.manifest if not r["source_path"].endswith("long.mp4")]
+    assert [r["key"] for r in result.manifest] == others  # everything else went through

@@ -6,8 +6,10 @@ import pytest
 from pipelines.registry import RegistryError, is_model_uri, lookup, register, resolve
 
 
-def test_register_and_resolve_by_alias_and_version(tmp_path):
-    uri = f"sqlite:///{tmp_path / 'mlruns.db'}"
+def test_register_and_resolve_by_alias_and_version(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    uri = f"sqlite:///{tmp_path / 'store' / 'mlruns.db'}"
+    (tmp_path / "store").mkdir()
     weights = tmp_path / "ema.safetensors"
     weights.write_bytes(b"weights v1")
     first = register(weights, "tandem-test", alias="candidate", tracking_uri=uri)
@@ -21,6 +23,8 @@ def test_register_and_resolve_by_alias_and_version(tmp_path):
     old = resolve("models:/tandem-test/1", tracking_uri=uri, dst=tmp_path / "b")
     assert (old / "ema.safetensors").read_bytes() == b"weights v1"
     assert lookup("models:/tandem-test@candidate", tracking_uri=uri).run_id == second.run_id
+    assert not (tmp_path / "mlruns").exists()  # artifacts live beside the store, not in the cwd
+    assert (tmp_path / "store" / "mlartifacts").is_dir()
 
 
 def test_unknown_alias_or_name_says_what_exists(tmp_path):

@@ -1,0 +1,292 @@
+"""``tandem align``: DanceGRPO alignment (reward/align.py) on Ray Train + DeepSpeed, in MLflow.
+
+    tandem align --config debug_cpu                 # any CPU box: fresh debug model, built-in prompts
+    tandem align --config 1b_8gpu init=models:/tandem-dit@prod [key=value ...] [--address ADDR]
+    tandem submit --address http://HEAD:8265 align -- --config 1b_8gpu
+
+``--config`` takes a recipe name (``pipelines/recipes/align_<name>.yaml``) or a YAML path, then
+``key=value`` overrides of ``reward.align.AlignConfig``. Before Ray starts, a preflight checks
+what can be checked and exits 2 with the fix: the recipe's fields, ``grpo.group_size`` >= 2, the
+starting checkpoint (it exists, resolves from the registry, and was made with the recipe's
+preset), every ``models:/tandem-reward@ALIAS`` source (the alias resolves and a loader
+exists), latent channels and text width against the encoder. Registry entries are downloaded
+under ``storage`` (which every worker must see). Workers resume from ``storage/checkpoints``
+after a failure, continuing the same MLflow run (experiment ``tandem-align``); when the run
+finishes, the aligned weights are registered as ``tandem-aligned`` with ``register_alias``.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+import shutil
+import sys
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from pipelines.config import ConfigError, from_dict, load_config, to_dict
+from pipelines.ray_train import fit_on_ray, start_worker_run
+from pipelines.registry import RegistryError, is_model_uri, register, resolve
+from pipelines.tracking import default_tracking_uri
+from reward.align import AlignConfig, model_config
+
+log = logging.getLogger(__name__)
+ALIGNED_MODEL = "tandem-aligned"
+
+
+class PreflightError(ValueError):
+    """A recipe that cannot run; the message says what to change."""
+
+
+@dataclass
+class Plan:
+    """What the preflight resolved: local files for every registry reference."""
+
+    init_path: str = ""
+    reward_paths: dict[str, str] = field(default_factory=dict)
+
+
+def load_align_recipe(name_or_path: str, overrides: list[str] = ()) -> AlignConfig:
+    from pipelines.train_cmd import resolve_recipe
+
+    try:
+        recipe = resolve_recipe(name_or_path, kind="align")
+    except SystemExit as exc:  # an unknown recipe name
+        raise PreflightError(str(exc)) from None
+    return load_config(AlignConfig, recipe, list(overrides))
+
+
+def _check_shapes(cfg: AlignConfig) -> None:
+    """The encoders exist and the rollouts' sequence matches what they make."""
+    from training.encoders import EncoderConfigError, describe
+
+    try:
+        fmt = describe(cfg.encoder, cfg.sequence.fps)
+    except EncoderConfigError as exc:
+        raise PreflightError(str(exc)) from None
+    seq = cfg.sequence
+    if (seq.video_temporal_stride, seq.video_spatial_stride) != fmt.video_stride[:2]:
+        raise PreflightError(f"sequence strides (temporal {seq.video_temporal_stride}, spatial {seq.video_spatial_stride}) "
+                             f"differ from the video encoder {fmt.video_encoder!r}'s {fmt.video_stride[:2]}: set "
+                             f"sequence.video_temporal_stride={fmt.video_stride[0]} "
+                             f"sequence.video_spatial_stride={fmt.video_stride[1]}")
+    if abs(seq.audio_latent_rate - fmt.audio_latent_rate) > 1e-6 or seq.sample_rate != fmt.sample_rate:
+        raise PreflightError(f"sequence audio ({seq.sample_rate} Hz, {seq.audio_latent_rate:g} latents/s) differs from "
+                             f"the audio encoder {fmt.audio_encoder!r}'s ({fmt.sample_rate} Hz, "
+                             f"{fmt.audio_latent_rate:g} latents/s): set sequence.sample_rate={fmt.sample_rate} and "
+                             "sequence.mel_hop x sequence.audio_stride to its samples per latent "
+                             f"({fmt.audio_stride})")
+
+
+def _fetch(uri: str, dst: Path, what: str, cfg: AlignConfig) -> Path:
+    try:
+        return resolve(uri, tracking_uri=default_tracking_uri(cfg.tracking_dir), dst=dst)
+    except RegistryError as exc:
+        raise PreflightError(f"{what}: {exc}. Register the model first or fix the alias (the MLflow UI's "
+                             "Models page lists them; set MLFLOW_TRACKING_URI for a tracking server)") from exc
+
+
+def preflight(cfg: AlignConfig) -> Plan:
+    """Check ``cfg`` before Ray starts, fetch registry references under storage; raises
+    PreflightError (or ConfigError) with the fix."""
+    from model.presets import get_preset
+    from reward.align_inputs import (
+        BUILTIN_PROMPTS,
+        build_sources,
+        describe_config,
+        load_reward_model,
+        read_prompts,
+    )
+    from training.checkpoints import checkpoint_config
+
+    try:
+        get_preset(cfg.preset)
+    except ValueError as exc:
+        raise PreflightError(str(exc)) from exc
+    _check_shapes(cfg)
+    if not re.fullmatch(r"[A-Za-z0-9_-]+", cfg.register_alias) or cfg.register_alias.lower() == "latest":
+        raise PreflightError(f"register_alias {cfg.register_alias!r}: use letters, digits, - and _ "
+                             "('latest' is reserved by MLflow), e.g. register_alias=candidate")
+    if not cfg.rewards:
+        raise PreflightError("the recipe has no rewards: add e.g. rewards.brightness.source=brightness")
+    read_prompts(cfg.prompts_file, BUILTIN_PROMPTS)
+    read_prompts(cfg.eval.prompts_file, BUILTIN_PROMPTS)
+    metric = {k: v for k, v in cfg.rewards.items() if not is_model_uri(v.source)}
+    build_sources(metric, {})  # metric heads are cheap: their options are checked here
+    if not any(not r.optimise for r in cfg.rewards.values()):
+        log.warning("no held-out reward source (optimise: false): the reward-hacking monitor is off")
+
+    storage, plan = Path(cfg.storage), Plan()
+    for key, source in cfg.rewards.items():
+        if is_model_uri(source.source):
+            local = _fetch(source.source, storage / "rewards" / key, f"rewards.{key}.source", cfg)
+            try:
+                load_reward_model(local, "cpu")
+            except (OSError, ValueError, KeyError, RuntimeError) as exc:
+                raise PreflightError(f"rewards.{key}: {source.source} does not load as a reward model "
+                                     f"({exc}); register one with `tandem reward train --alias ...`") from exc
+            plan.reward_paths[key] = str(local.absolute())
+    if cfg.init:
+        init = _fetch(cfg.init, storage / "init", "init", cfg) if is_model_uri(cfg.init) else Path(cfg.init)
+        if not init.exists():
+            raise PreflightError(f"init {cfg.init} does not exist: give a safetensors checkpoint, a tandem train "
+                                 "checkpoints folder, models:/tandem-dit@ALIAS, or init='' for a fresh model")
+        try:
+            found = checkpoint_config(init)
+        except (ConfigError, ValueError) as exc:
+            raise PreflightError(f"init {cfg.init}: {exc}") from exc
+        if found != model_config(cfg):
+            raise PreflightError(f"init {cfg.init} was made with {describe_config(found)}, the recipe says "
+                                 f"preset={cfg.preset}: set preset to the checkpoint's, or start from a "
+                                 f"{cfg.preset} checkpoint")
+        plan.init_path = str(init.absolute())
+    return plan
+
+
+def _align_loop(config: dict) -> None:
+    import ray.train
+    import torch
+
+    from reward.align import Aligner
+
+    cfg = from_dict(AlignConfig, config["align"])
+    torch.set_num_threads(max(1, int(cfg.workers.cpus_per_worker)))
+    tracker, rank, new_run = start_worker_run(cfg, config["align"], config.get("run_name"))
+    status = "FAILED"
+    try:
+        aligner = Aligner(cfg, tracker, init_path=config["init_path"], reward_paths=config["reward_paths"])
+        resumed = aligner.resume()
+        if rank == 0:
+            if new_run:
+                tracker.set_tags({"init": cfg.init or f"fresh {cfg.preset}", "init.resolved": config["init_path"],
+                                  "rewards.optimised": ",".join(h.id for h in aligner.heads if h.optimised),
+                                  "rewards.held_out": ",".join(h.id for h in aligner.heads if not h.optimised)})
+            tracker.set_tags({"resumed_from_step": str(aligner.step if resumed else 0)})
+            log.info("rank 0: %s at step %d of %d", "resumed" if resumed else "starting", aligner.step, cfg.steps)
+        start = time.perf_counter()
+        history = aligner.fit(until=config.get("until"))
+        last = history[-1] if history else {}
+        ray.train.report({"step": aligner.step, "reward_mean": last.get("reward_mean", float("nan")),
+                          "seconds": time.perf_counter() - start})
+        status = "FINISHED" if aligner.step >= cfg.steps else "RUNNING"  # stopped early by ``until``
+    finally:
+        if status != "RUNNING":
+            tracker.close(status)
+
+
+def progress_line(m: dict) -> str:
+    """One line of storage/progress.jsonl for the console."""
+    if "reward_mean" not in m:
+        line = f"step {m['step']:>4}/{m['steps']}  evaluation"
+    else:
+        line = (f"step {m['step']:>4}/{m['steps']}  reward_mean {m['reward_mean']:.4g}  ratio "
+                f"[{m['ratio_min']:.4f}, {m['ratio_max']:.4f}] clip_frac {m['clip_frac']:.2f}  "
+                f"rollout {m['rollout_s']:.1f}s reward {m['reward_s']:.1f}s update {m['update_s']:.1f}s")
+    if "eval_reward_mean" in m:
+        heads = " ".join(f"{k[12:-5]} {v:.4g}" for k, v in m.items() if k.startswith("eval_reward.") and k.endswith(".mean"))
+        line += f"  | eval_reward_mean {m['eval_reward_mean']:.4g} ({heads})"
+        line += "  HACKING ALERT" if m.get("hacking_alert") else ""
+    return line
+
+
+def follow_progress(path: Path, stop: threading.Event, out=sys.stdout) -> None:
+    """Print progress lines as rank 0 appends them (workers' own logs stay in Ray's)."""
+    seen = path.stat().st_size if path.exists() else 0
+    while True:
+        done = stop.wait(2.0)
+        if path.exists() and path.stat().st_size > seen:
+            with open(path) as f:
+                f.seek(seen)
+                chunk = f.read()
+            complete = chunk[: chunk.rfind("\n") + 1]
+            seen += len(complete.encode())
+            for line in complete.splitlines():
+                print(progress_line(json.loads(line)), file=out, flush=True)
+        if done:
+            return
+
+
+def run_alignment(cfg: AlignConfig, plan: Plan | None = None, *, address: str | None = None,
+                  run_name: str | None = None, until: int | None = None):
+    """Align ``cfg`` on the current Ray cluster (local by default), printing progress; returns
+    Ray's Result. Raises ValueError when a local Ray instance cannot ever hold the workers."""
+    plan = plan or Plan()
+    cfg.storage, cfg.tracking_dir = str(Path(cfg.storage).absolute()), str(Path(cfg.tracking_dir).absolute())
+    loop_config = {"align": to_dict(cfg), "run_name": run_name, "until": until,
+                   "init_path": plan.init_path, "reward_paths": plan.reward_paths}
+    stop = threading.Event()
+    follower = threading.Thread(target=follow_progress, args=(Path(cfg.storage) / "progress.jsonl", stop), daemon=True)
+    follower.start()
+    try:
+        return fit_on_ray(_align_loop, loop_config, cfg, address=address, name=run_name or "align")
+    finally:
+        stop.set()
+        follower.join()
+
+
+def aligned_weights(cfg: AlignConfig) -> Path:
+    """``storage/aligned/model.safetensors``: the final checkpoint's EMA when the run kept one,
+    else its consolidated weights (``model.checkpoint.load(DualDiT, DualDiTConfig, path)``)."""
+    from model.checkpoint import save_state
+    from training.export import consolidated_state_dict
+
+    checkpoints = Path(cfg.storage) / "checkpoints"
+    tag = (checkpoints / "latest").read_text().strip()
+    out = Path(cfg.storage) / "aligned" / "model.safetensors"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    ema = checkpoints / tag / "ema.safetensors"
+    if ema.is_file():
+        shutil.copyfile(ema, out)
+    else:
+        state = {k: v for k, v in consolidated_state_dict(checkpoints, tag).items() if "rope" not in k}
+        save_state(state, model_config(cfg), out, "DualDiT")
+    shutil.copyfile(Path(cfg.storage) / "recipe.yaml", out.parent / "recipe.yaml")
+    (out.parent / "source.json").write_text(json.dumps({"checkpoint": str(checkpoints / tag), "step": tag}))
+    return out
+
+
+def register_aligned(cfg: AlignConfig):
+    """Register ``aligned_weights`` as a version of tandem-aligned in the run's MLflow store."""
+    run_id_file = Path(cfg.storage) / "mlflow_run_id"
+    run_id = run_id_file.read_text().strip() if run_id_file.exists() else None
+    weights = aligned_weights(cfg)
+    return register(weights.parent, ALIGNED_MODEL, alias=cfg.register_alias, run_id=run_id or None,
+                    tracking_uri=default_tracking_uri(cfg.tracking_dir), tags={"preset": cfg.preset})
+
+
+def add_parsers(subparsers) -> None:
+    align = subparsers.add_parser("align", help="DanceGRPO alignment against reward sources (Ray Train + DeepSpeed)")
+    align.add_argument("--config", required=True, help="recipe name (debug_cpu, 1b_8gpu) or YAML path")
+    align.add_argument("--address", help="Ray cluster address (default: local Ray)")
+    align.add_argument("--run-name", help="MLflow / Ray run name")
+    align.add_argument("overrides", nargs="*", help="key=value recipe overrides (steps=50 grpo.group_size=8)")
+    align.set_defaults(handler=align_handler)
+
+
+def align_handler(args) -> int:
+    try:
+        cfg = load_align_recipe(args.config, args.overrides)
+        plan = preflight(cfg)
+    except (ConfigError, PreflightError, ValueError) as exc:
+        print(f"tandem align: {exc}", file=sys.stderr)
+        return 2
+    print(f"tandem align: {cfg.steps} steps of {cfg.preset!r}, storage {cfg.storage}; MLflow experiment "
+          f"{cfg.experiment!r} in {default_tracking_uri(cfg.tracking_dir)}", flush=True)
+    try:
+        result = run_alignment(cfg, plan, address=args.address, run_name=args.run_name)
+    except ValueError as exc:  # the local Ray instance cannot hold the recipe's workers
+        print(f"tandem align: {exc}", file=sys.stderr)
+        return 2
+    if result.error:
+        print(f"alignment failed: {result.error}", file=sys.stderr)
+        return 1
+    version = register_aligned(cfg)
+    print(f"aligned to {(Path(cfg.storage) / 'checkpoints' / 'latest').read_text().strip()}; "
+          f"eval clips in {cfg.storage}/eval\n"
+          f"registered {version.uri} (models:/{ALIGNED_MODEL}@{cfg.register_alias}): "
+          f"{cfg.storage}/aligned/model.safetensors\n"
+          f"MLflow: experiment {cfg.experiment!r} in {default_tracking_uri(cfg.tracking_dir)}")
+    return 0

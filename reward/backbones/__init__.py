@@ -1,0 +1,32 @@
+"""Reward-model backbones: a batch of clips in, one feature vector per head out.
+
+Every backbone is an ``nn.Module`` with
+
+- ``uses``: ``"latents"`` (scores tandem's latents + the prompt's text embedding, no decoding)
+  or ``"media"`` (decoded frames and waveform + the prompt text);
+- ``feature_dim``: width of the per-head features;
+- ``forward(clips: reward.sources.Clips) -> (B, H, feature_dim)``: one feature vector per head,
+  read at the head's own query token (VideoAlign's "heads on special tokens");
+- ``trainable_state()`` / ``load_trainable_state(state)``: the weights a saved reward model
+  stores (everything for ``latent``; LoRA, reward-token embeddings for ``omni``, whose frozen
+  base loads from its local path).
+
+``build_backbone(cfg, heads)`` picks one by ``cfg.backbone``.
+"""
+
+from __future__ import annotations
+
+BACKBONES = ("latent", "omni")
+
+
+def build_backbone(cfg, heads: tuple[str, ...]):
+    """The backbone ``cfg.backbone`` names (``cfg``: reward.model.RewardModelConfig)."""
+    if cfg.backbone == "latent":
+        from reward.backbones.latent import LatentBackbone
+
+        return LatentBackbone(cfg.latent, len(heads))
+    if cfg.backbone == "omni":
+        from reward.backbones.omni import OmniBackbone
+
+        return OmniBackbone(cfg.omni, heads)
+    raise ValueError(f"unknown reward backbone {cfg.backbone!r}; choose one of {', '.join(BACKBONES)}")

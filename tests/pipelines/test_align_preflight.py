@@ -1,0 +1,107 @@
+"""``tandem align`` refuses what cannot run before Ray starts: exit 2 with the fix."""
+
+from __future__ import annotations
+
+import sys
+
+import pytest
+
+from pipelines.cli import main
+
+
+@pytest.fixture
+def store(tmp_path, monkeypatch):
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    monkeypatch.setenv("MLFLOW_DISABLE_TELEMETRY", "1")
+    return tmp_path
+
+
+@pytest.fixture(scope="module")
+def registry(tmp_path_factory):
+    """An MLflow store holding tandem-reward@prod (one store: creating one takes seconds)."""
+    from pipelines.registry import register
+    from pipelines.tracking import default_tracking_uri
+
+    store = tmp_path_factory.mktemp("registry")
+    (store / "reward.safetensors").write_bytes(b"weights")
+    with pytest.MonkeyPatch.context() as env:
+        env.delenv("MLFLOW_TRACKING_URI", raising=False)
+        env.chdir(store)  # MLflow may put a new experiment's artifacts under ./mlruns
+        register(store / "reward.safetensors", "tandem-reward", alias="prod", tracking_uri=default_tracking_uri(store))
+        yield store
+
+
+def align(store, *overrides):
+    return main(["align", "--config", "debug_cpu", f"storage={store / 'align'}", f"tracking_dir={store}",
+                 *overrides])
+
+
+def assert_refused_before_ray(code, capsys, *needles):
+    err = capsys.readouterr().err
+    assert code == 2, err
+    assert "ray" not in sys.modules or not sys.modules["ray"].is_initialized()
+    for needle in needles:
+        assert needle in err, err
+
+
+def test_a_group_of_one_is_refused(store, capsys):
+    assert_refused_before_ray(align(store, "grpo.group_size=1"), capsys, "group_size must be >= 2")
+
+
+def test_an_unknown_reward_model_alias_is_refused_and_the_existing_ones_listed(registry, store, capsys):
+    code = align(registry, "rewards.quality.source=models:/tandem-reward@nope")
+    assert_refused_before_ray(code, capsys, "rewards.quality.source", "models:/tandem-reward@nope does not resolve",
+                              "has @prod")
+
+
+def test_a_registered_file_that_is_no_reward_model_is_refused_before_ray(registry, store, capsys):
+    code = align(registry, "rewards.quality.source=models:/tandem-reward@prod")
+    assert_refused_before_ray(code, capsys, "rewards.quality", "does not load as a reward model")
+    assert (registry / "align" / "rewards" / "quality" / "model" / "reward.safetensors").read_bytes() == b"weights"
+
+
+def test_a_checkpoint_of_another_preset_is_refused(store, capsys):
+    from model.checkpoint import save
+    from model.dit import DualDiT
+    from model.presets import get_preset
+
+    cfg = get_preset("debug")
+    cfg.depth = 2
+    path = save(DualDiT(cfg), store / "ema.safetensors")
+    assert_refused_before_ray(align(store, f"init={path}"), capsys, "the recipe says preset=debug", '"depth": 2')
+    run = store / "train"
+    (run / "checkpoints" / "step00000004").mkdir(parents=True)
+    (run / "checkpoints" / "latest").write_text("step00000004")
+    (run / "recipe.yaml").write_text("preset: small\n")
+    assert_refused_before_ray(align(store, f"init={run / 'checkpoints'}"), capsys, "preset 'small'",
+                              "set preset to the checkpoint's")
+
+
+def test_a_missing_checkpoint_unknown_registry_model_or_recipe_is_refused(registry, store, capsys):
+    assert_refused_before_ray(align(registry, f"init={registry / 'nope.safetensors'}"), capsys, "does not exist")
+    assert_refused_before_ray(align(registry, "init=models:/tandem-dit@prod"), capsys,
+                              "no registered model 'tandem-dit'")
+    assert_refused_before_ray(main(["align", "--config", "nope"]), capsys, "unknown recipe 'nope'", "debug_cpu")
+
+
+def test_latents_the_encoders_do_not_make_or_a_reserved_alias_are_refused(store, capsys):
+    assert_refused_before_ray(align(store, "sequence.video_temporal_stride=8"), capsys, "sequence strides",
+                              "sequence.video_temporal_stride=4")
+    assert_refused_before_ray(align(store, "encoder.video=ltx2"), capsys, "encoder.video_path is required")
+    assert_refused_before_ray(align(store, "register_alias=latest"), capsys, "reserved")
+
+
+def test_both_recipes_load():
+    from pipelines.align import load_align_recipe
+
+    assert load_align_recipe("debug_cpu").init == ""
+    big = load_align_recipe("1b_8gpu")
+    assert big.preset == "1b" and big.engine.precision == "bf16" and big.workers.num_workers == 8
+    assert any(not r.optimise for r in big.rewards.values())
+
+
+def test_submit_sends_align_with_its_arguments():
+    from pipelines.cli import build_parser
+
+    args = build_parser().parse_args(["submit", "align", "--", "--config", "1b_8gpu", "steps=10"])
+    assert (args.what, args.args) == ("align", ["--config", "1b_8gpu", "steps=10"])

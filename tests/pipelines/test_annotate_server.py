@@ -1,0 +1,223 @@
+"""The round trip through a real Label Studio on 127.0.0.1: generate -> tasks -> server (tandem
+annotate push, label-studio-sdk) -> annotations submitted through the HTTP API the way the
+labeling page submits them -> tandem annotate pull -> tandem annotate import gives back
+exactly the judgements submitted.
+
+The first run installs Label Studio into its own venv (scripts/install_labelstudio.sh, ~3 min
+once per machine); each run starts a server on a fresh data dir (~1-2 min of migrations).
+"""
+
+import json
+import os
+import subprocess
+import sys
+import urllib.request
+from pathlib import Path
+
+import pytest
+import torch
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def rollouts(tmp_path_factory):
+    """Two debug checkpoints x one prompt x two samples: four real clips with sound."""
+    from model.checkpoint import save
+    from model.dit import DualDiT
+    from model.presets import get_preset
+    from reward.rollout_generator import Prompt, RolloutConfig, RolloutGenerator
+    from training.checkpoints import identify
+
+    root = tmp_path_factory.mktemp("annotate") / "rollouts"
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    dirs = []
+    for seed in (0, 1):
+        torch.manual_seed(seed)
+        ckpt = save(DualDiT(get_preset("debug")), root / f"ckpt{seed}.safetensors")
+        ref = identify(ckpt)
+        out = root / f"ck{seed}"
+        RolloutGenerator(str(ckpt), RolloutConfig(group_size=2, steps=2),
+                         {"path": str(ckpt), "digest": ref.digest, "tag": ref.tag}, out
+                         ).write_group(Prompt("drums", "a drummer plays a fill"))
+        dirs.append(out)
+    torch.set_num_threads(threads)
+    return dirs
+
+
+@pytest.fixture(scope="module")
+def server(rollouts, tmp_path_factory):
+    from pipelines.labelstudio_server import LabelStudioServer
+    from reward.annotation import default_media_root
+    from reward.rollouts import read_rollouts
+
+    data = tmp_path_factory.mktemp("labelstudio")
+    with LabelStudioServer(data, default_media_root(read_rollouts(*rollouts))) as running:
+        yield running
+
+
+def tandem(server, *args):
+    env = dict(os.environ, LABEL_STUDIO_API_KEY=server.creds.token)
+    proc = subprocess.run([sys.executable, "-m", "pipelines.cli", "annotate", *map(str, args)],
+                          capture_output=True, text=True, env=env, timeout=600)
+    assert server.creds.token not in proc.stdout + proc.stderr and server.creds.password not in proc.stdout + proc.stderr
+    return proc
+
+
+def api(server, method, path, body=None):
+    request = urllib.request.Request(server.url + path, method=method, data=json.dumps(body).encode() if body else None,
+                                     headers={"Authorization": f"Token {server.creds.token}",
+                                              "Content-Type": "application/json"})
+    with urllib.request.urlopen(request, timeout=60) as resp:
+        return json.loads(resp.read() or b"null")
+
+
+def submit(server, project, task_id, result, cancelled=False):
+    """What the labeling page's Submit (or Skip) button posts."""
+    return api(server, "POST", f"/api/tasks/{task_id}/annotations?project={project}", {
+        "result": result, "was_cancelled": cancelled, "lead_time": 4.2, "draft_id": 0,
+        "parent_prediction": None, "parent_annotation": None, "started_at": "2026-11-29T10:00:00.000Z",
+        "project": str(project)})
+
+
+def push(server, rollouts, *args):
+    proc = tandem(server, "push", *rollouts, "--url", server.url, *args)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    project = int(proc.stdout.strip().rsplit("/projects/", 1)[1].split("/")[0])
+    tasks = api(server, "GET", f"/api/tasks?project={project}&page_size=100")["tasks"]
+    return project, tasks
+
+
+def pull_and_import(server, project, tmp_path, rollouts):
+    export = tmp_path / f"export{project}.json"
+    proc = tandem(server, "pull", "--url", server.url, "--project", project, "--out", export)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    rankings = tmp_path / f"rankings{project}"
+    proc = tandem(server, "import", export, "--out", rankings, "--rollouts", *rollouts)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    from reward.rankings import read_rankings
+
+    return read_rankings(rankings), json.loads((rankings / "import.json").read_text())
+
+
+@pytest.mark.timeout(1500)
+def test_pairwise_round_trip_gives_back_exactly_the_submitted_judgements(server, rollouts, tmp_path):
+    project, tasks = push(server, rollouts, "--axes", "visual_quality,audio_quality,overall",
+                          "pairwise_tag_axis=overall")
+    assert len(tasks) == 6  # 4 clips of one prompt
+    # the clips are served to the page from local files, seekable
+    src = tasks[0]["data"]["video_a"].split('src="')[1].split('"')[0].replace("&amp;", "&")
+    request = urllib.request.Request(server.url + src, headers={"Authorization": f"Token {server.creds.token}",
+                                                                "Range": "bytes=0-99"})
+    with urllib.request.urlopen(request, timeout=60) as resp:
+        assert resp.status == 206 and len(resp.read()) == 100
+
+    submitted = set()
+    choices = ["A better", "B better", "Tie"]
+    for i, task in enumerate(tasks[:5]):
+        a, b = task["data"]["tandem"]["items"]
+        vq, aq = choices[i % 3], choices[(i + 1) % 3]
+        result = [{"id": f"r{i}a", "from_name": "visual_quality", "to_name": "clip_a", "type": "choices",
+                   "origin": "manual", "value": {"choices": [vq]}},
+                  {"id": f"r{i}b", "from_name": "audio_quality", "to_name": "clip_a", "type": "choices",
+                   "origin": "manual", "value": {"choices": [aq]}},
+                  {"id": f"r{i}c", "from_name": "overall", "to_name": "overall", "type": "pairwise",
+                   "origin": "manual", "value": {"selected": "left" if i % 2 else "right"}}]
+        if i == 4:
+            submit(server, project, task["id"], [], cancelled=True)  # skipped by the annotator
+            continue
+        submit(server, project, task["id"], result)
+        outcome = {"A better": "a", "B better": "b", "Tie": "tie"}
+        submitted |= {(a, b, "visual_quality", outcome[vq]), (a, b, "audio_quality", outcome[aq]),
+                      (a, b, "overall", "a" if i % 2 else "b")}
+
+    rows, report = pull_and_import(server, project, tmp_path, rollouts)
+    assert {(r["item_a"], r["item_b"], r["axis"], r["outcome"]) for r in rows} == submitted
+    assert len(rows) == len(submitted) == 12
+    assert report["skipped"] == {"cancelled": 1} and report["annotations"] == 4
+
+    # the leaderboard of checkpoints from these judgements
+    board = tmp_path / "board.csv"
+    proc = tandem(server, "leaderboard", tmp_path / f"rankings{project}", "--by", "checkpoint", "--out", board,
+                  "--bootstrap", "20")
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    lines = board.read_text().splitlines()
+    assert lines[0] == "item,axis,score,ci_low,ci_high" and len(lines) == 1 + 3 * 2  # 3 axes x 2 checkpoints
+
+
+@pytest.mark.timeout(900)
+def test_rank_round_trip(server, rollouts, tmp_path):
+    project, [task] = push(server, rollouts, "--mode", "rank")
+    shown = task["data"]["tandem"]["items"]
+    best_first = [shown[2], shown[0], shown[3], shown[1]]
+    submit(server, project, task["id"], [{"id": "k1", "from_name": "overall", "to_name": "overall_clips",
+                                          "type": "ranker", "origin": "manual",
+                                          "value": {"ranker": {"overall_clips": best_first}}}])
+    rows, _ = pull_and_import(server, project, tmp_path, rollouts)
+    rank = {item: i for i, item in enumerate(best_first)}
+    assert len(rows) == 6
+    for r in rows:
+        assert r["outcome"] == ("a" if rank[r["item_a"]] < rank[r["item_b"]] else "b")
+
+
+def test_credentials_stay_private(server):
+    path = server.data_dir / "credentials.json"
+    assert path.stat().st_mode & 0o777 == 0o600
+    log = Path(server.log_path).read_text(errors="replace")
+    assert server.creds.token not in log and server.creds.password not in log
+
+
+@pytest.mark.timeout(600)
+def test_a_browser_plays_both_clips_with_sound_and_a_click_reaches_the_export(server, rollouts, tmp_path):
+    """Headless Debian chromium on the labeling page (skipped where chromium is not installed:
+    `apt-get install chromium chromium-driver`)."""
+    if not (Path("/usr/bin/chromium").exists() and Path("/usr/bin/chromedriver").exists()):
+        pytest.skip("Debian's chromium and chromium-driver are not installed")
+    project, tasks = push(server, rollouts, "--axes", "visual_quality,motion")
+    a, b = tasks[0]["data"]["tandem"]["items"]
+    env = dict(os.environ, LABEL_STUDIO_URL=server.url, LABEL_STUDIO_USERNAME=server.creds.username,
+               LABEL_STUDIO_PASSWORD=server.creds.password)
+    script = Path(__file__).parents[2] / "pipelines" / "labelstudio_browser.py"
+    proc = subprocess.run([str(server.venv / "bin" / "python"), str(script), str(project), str(tasks[0]["id"])],
+                          env=env, capture_output=True, text=True, timeout=500)
+    assert proc.returncode == 0, proc.stdout + proc.stderr[-3000:]
+    seen = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert len(seen["videos"]) == 2 and seen["submitted"]
+    for video in seen["videos"]:
+        assert video["controls"] and not video["muted"] and video["duration"] > 1 and video["audioBytes"] > 0
+    rows, _ = pull_and_import(server, project, tmp_path, rollouts)
+    assert [(r["item_a"], r["item_b"], r["axis"], r["outcome"]) for r in rows] == [(a, b, "visual_quality", "a")]
+
+
+@pytest.mark.timeout(600)
+def test_serve_prints_where_to_log_in_and_stops_on_ctrl_c(rollouts, tmp_path):
+    import signal
+    import time
+
+    data = tmp_path / "ls"
+    proc = subprocess.Popen([sys.executable, "-m", "pipelines.cli", "annotate", "serve", *map(str, rollouts),
+                             "--data-dir", str(data), "--pairs", "2"], stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True)
+    lines = []
+    try:
+        deadline = time.monotonic() + 400
+        while time.monotonic() < deadline and not any("Ctrl-C stops" in line for line in lines):
+            line = proc.stdout.readline()
+            if not line:
+                break
+            lines.append(line)
+        url = next(line.split()[2] for line in lines if line.startswith("Label Studio:"))
+        creds = json.loads((data / "credentials.json").read_text())
+        out = "".join(lines)
+        assert "(2 tasks, 4 clips)" in out and str(data / "credentials.json") in out
+        assert creds["password"] not in out and creds["token"] not in out
+        request = urllib.request.Request(url.split("/projects/")[0] + "/api/projects",
+                                         headers={"Authorization": f"Token {creds['token']}"})
+        with urllib.request.urlopen(request, timeout=60) as resp:
+            assert json.loads(resp.read())["count"] == 1
+    finally:
+        proc.send_signal(signal.SIGINT)
+        assert proc.wait(timeout=120) == 0
+    with pytest.raises(OSError):
+        urllib.request.urlopen(url, timeout=10)
