@@ -192,8 +192,10 @@ def progress_line(m: dict) -> str:
     return line
 
 
-def follow_progress(path: Path, stop: threading.Event, out=sys.stdout) -> None:
-    """Print progress lines as rank 0 appends them (workers' own logs stay in Ray's)."""
+def follow_progress(path: Path, stop: threading.Event, out=None) -> None:
+    """Print progress lines as rank 0 appends them (workers' own logs stay in Ray's) to
+    ``out``, by default the ``sys.stdout`` of when it starts (not of when it was defined)."""
+    out = out or sys.stdout
     seen = path.stat().st_size if path.exists() else 0
     while True:
         done = stop.wait(2.0)

@@ -8,15 +8,17 @@ Only rank 0 talks to MLflow.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import logging
+import os
 import time
 from pathlib import Path
 
 from pipelines.config import from_dict, save_config, to_dict
 from pipelines.ray_local import cluster_address, init_ray
-from pipelines.tracking import open_tracker
+from pipelines.tracking import default_tracking_uri, open_tracker
 from training.trainer import TrainConfig, Trainer
 
 log = logging.getLogger(__name__)
@@ -91,6 +93,13 @@ def check_resources(cfg: TrainConfig, cluster: dict, local: bool) -> None:
     log.warning("the recipe needs %s; waiting for the cluster to provide it", what)
 
 
+def _in_driver_store(loop, config: dict) -> None:
+    """Run ``loop`` with the driver's MLflow store: a worker's own environment (that of the
+    raylet which started it, perhaps long ago) must not decide where its run is logged."""
+    os.environ["MLFLOW_TRACKING_URI"] = config["tracking_uri"]
+    loop(config)
+
+
 def fit_on_ray(loop, loop_config: dict, cfg, *, address: str | None, name: str):
     """Run ``loop(loop_config)`` on ``cfg.workers`` Ray Train workers (local Ray by default),
     restarting them from their checkpoints up to ``workers.max_failures`` times; returns Ray's
@@ -103,8 +112,8 @@ def fit_on_ray(loop, loop_config: dict, cfg, *, address: str | None, name: str):
     check_resources(cfg, ray.cluster_resources(), local=cluster_address(address) is None)
     w = cfg.workers
     trainer = TorchTrainer(
-        loop,
-        train_loop_config=loop_config,
+        functools.partial(_in_driver_store, loop),
+        train_loop_config={**loop_config, "tracking_uri": default_tracking_uri(cfg.tracking_dir)},
         scaling_config=ScalingConfig(num_workers=w.num_workers, use_gpu=w.use_gpu,
                                      resources_per_worker={"CPU": w.cpus_per_worker}),
         run_config=RunConfig(name=name, storage_path=str(Path(cfg.storage) / "ray"),

@@ -37,6 +37,9 @@ setup() {
     "$VENV/bin/python" -c "import pipelines, torch; print('[tandem] torch', torch.__version__)"
     echo "$want" > "$stamp"
   fi
+  # DeepSpeed's CPU comm op: built once here (about a minute the first time), not inside a run.
+  "$VENV/bin/python" -c "from training.engine import prepare_cpu_ops; print('[tandem] DeepSpeed', prepare_cpu_ops())" \
+    2>&1 | grep "^\[tandem\]" || true
 }
 
 case "${1:-}" in
@@ -49,9 +52,12 @@ case "${1:-}" in
   test)
     setup
     shift
+    # The annotation tests drive a real Label Studio, kept in its own venv (its pins differ).
+    bash scripts/install_labelstudio.sh > /dev/null \
+      || echo "[tandem] Label Studio did not install; the annotation server tests will say why" >&2
     export MLFLOW_DISABLE_TELEMETRY=1 RAY_USAGE_STATS_ENABLED=0 RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0
     set +e
-    "$VENV/bin/python" -m pytest -q --timeout=900 --durations=15 "$@"
+    "$VENV/bin/python" -m pytest -q --timeout=600 --durations=15 "$@"
     rc=$?
     set -e
     if [ $rc -eq 5 ]; then

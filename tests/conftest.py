@@ -4,13 +4,58 @@ bad inputs a crawl really delivers. Everything is generated with ffmpeg once per
 
 from __future__ import annotations
 
+import os
 import shutil
+import sys
+import time
 from pathlib import Path
 
 import pytest
 
 from curation.ffmpeg import run_ffmpeg
 from curation.sample_media import make_clip, make_tone, packaged_file
+
+# The whole suite's wall-clock budget: a test that would start after it fails at once instead,
+# so a run that has gone wrong still ends with its summary inside CI's limit (90 min, install
+# included). TANDEM_TEST_BUDGET_S=0 disables it.
+SESSION_BUDGET_S = float(os.environ.get("TANDEM_TEST_BUDGET_S", 4200))
+_SESSION_START = time.monotonic()
+
+
+def pytest_runtest_setup(item):
+    spent = time.monotonic() - _SESSION_START
+    if SESSION_BUDGET_S and spent > SESSION_BUDGET_S:
+        pytest.fail(f"the suite's budget of {SESSION_BUDGET_S:.0f} s is spent ({spent:.0f} s): not started",
+                    pytrace=False)
+
+
+def _shutdown_ray() -> None:
+    if "ray" in sys.modules and sys.modules["ray"].is_initialized():
+        sys.modules["ray"].shutdown()
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item, call):
+    report = (yield).get_result()
+    if report.failed:
+        item.tandem_failed = True
+
+
+@pytest.fixture(autouse=True)
+def _ray_stopped_after_a_failure(request):
+    """A test that failed may leave its Ray workers running (a timeout interrupts the driver,
+    not them): stop them, so they neither load the machine nor answer the next test."""
+    yield
+    if getattr(request.node, "tandem_failed", False):
+        _shutdown_ray()
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _ray_stopped_after_each_module():
+    """Ray workers keep the environment of the ``ray.init`` that started them: a module
+    never inherits another module's instance."""
+    yield
+    _shutdown_ray()
 
 
 @pytest.fixture(scope="session")

@@ -21,6 +21,28 @@ TEMPLATES = Path(__file__).parent / "deepspeed"  # zero2.json, zero3.json
 os.environ.setdefault("TORCH_EXTENSIONS_DIR", str(Path.home() / ".cache/tandem/torch_extensions"))
 
 
+def prepare_cpu_ops(stale_after_s: float = 600.0) -> str:
+    """Build DeepSpeed's CPU shared-memory comm op now (``scripts/run.sh`` calls this at
+    setup), so no training run or test pays the first build under its own time limit.
+
+    torch's JIT build holds a lock file while it compiles and waits forever for one it finds:
+    a build killed mid-way (Ctrl-C, a killed worker, a reboot) would hang every later run. A
+    lock older than ``stale_after_s`` is such a leftover and is removed."""
+    import time
+
+    import deepspeed
+    from deepspeed.accelerator import get_accelerator
+
+    builder = get_accelerator().create_op_builder("ShareMemCommBuilder")
+    if builder is None or not deepspeed.ops.__compatible_ops__.get(builder.NAME, False):
+        return "not needed here"
+    lock = Path(os.environ["TORCH_EXTENSIONS_DIR"]) / builder.NAME / "lock"
+    if lock.exists() and time.time() - lock.stat().st_mtime > stale_after_s:
+        lock.unlink(missing_ok=True)
+    builder.load(verbose=False)
+    return f"{builder.NAME} ready"
+
+
 @dataclass
 class EngineConfig:
     zero_stage: int = 2

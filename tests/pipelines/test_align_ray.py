@@ -6,14 +6,10 @@ ranks: the rank without a third prompt still runs its (collective) ZeRO-3 forwar
 
 from __future__ import annotations
 
-import signal
-import threading
-import time
-
 import pytest
 import torch
 
-from tests.pipelines.test_ray_train import mlflow_env  # noqa: F401 (a fixture)
+from tests.pipelines.conftest import ray_train_worker_killed_at
 from tests.reward.test_grpo_learns import Recorder
 from tests.training.conftest import on_two_ranks
 
@@ -30,31 +26,6 @@ PER_STEP = ["reward_mean", "reward.brightness.mean", "reward.brightness.std", "r
 PER_EVAL = ["eval_reward_mean", "eval_reward.brightness.mean", "eval_reward.exposure.mean",
             "eval_reward.level.mean", "hacking_alert"]
 TIMINGS = {"rollout_s", "reward_s", "update_s", "eval_s"}
-
-
-def kill_own_worker_after(checkpoint_dir, step: int, killed: list, deadline_s: float = 600) -> None:
-    """SIGKILL one of this test's Ray Train workers (a descendant of this process: the local
-    Ray instance is ours) as soon as checkpoint ``step`` is on disk."""
-    import psutil
-
-    deadline, latest = time.time() + deadline_s, checkpoint_dir / "latest"
-    while time.time() < deadline:
-        if latest.exists() and int(latest.read_text().strip().removeprefix("step")) >= step:
-            workers = [p for p in psutil.Process().children(recursive=True) if "RayTrainWorker" in _cmdline(p)]
-            if workers:
-                workers[-1].send_signal(signal.SIGKILL)
-                killed.append((workers[-1].pid, latest.read_text().strip()))
-                return
-        time.sleep(0.05)
-
-
-def _cmdline(process) -> str:
-    import psutil
-
-    try:
-        return " ".join(process.cmdline())
-    except psutil.Error:  # exited meanwhile
-        return ""
 
 
 def align_uninterrupted(overrides: list[str]) -> dict[int, dict]:
@@ -82,12 +53,9 @@ def test_killed_worker_resumes_to_the_uninterrupted_metrics_and_the_result_is_re
     storage, runs = tmp_path / "align", tmp_path / "runs"
     (tmp_path / "eval.txt").write_text(EVAL_PROMPTS)
     recipe = [*RECIPE, f"eval.prompts_file={tmp_path / 'eval.txt'}"]
-    killed: list = []
-    killer = threading.Thread(target=kill_own_worker_after, args=(storage / "checkpoints", 2, killed))
-    killer.start()
-    code = main(["align", "--config", "debug_cpu", "--run-name", "align-kill", f"storage={storage}",
-                 f"tracking_dir={runs}", *recipe])
-    killer.join()
+    with ray_train_worker_killed_at(storage / "checkpoints", 2) as killed:
+        code = main(["align", "--config", "debug_cpu", "--run-name", "align-kill", f"storage={storage}",
+                     f"tracking_dir={runs}", *recipe])
     out = capsys.readouterr()
     assert code == 0, out.err
     assert killed, "no Ray Train worker process was found to kill"

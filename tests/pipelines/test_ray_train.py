@@ -2,27 +2,12 @@
 recipe, samples); under ZeRO-3 a worker killed mid-run is replaced and the run finishes
 from its last checkpoint, in the same MLflow run."""
 
-import os
-import signal
-import threading
-import time
-
 import pytest
 
+from tests.pipelines.conftest import ray_train_worker_killed_at
 from tests.training.conftest import held_out_loss, make_latent_shards, trained_and_initial
 
 pytestmark = pytest.mark.slow  # Ray Train + DeepSpeed
-
-
-@pytest.fixture
-def mlflow_env(monkeypatch):
-    monkeypatch.setenv("MLFLOW_DISABLE_TELEMETRY", "1")
-    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
-    os.environ["RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"] = "0"
-    yield
-    import ray
-
-    ray.shutdown()
 
 
 def _runs(store):
@@ -63,23 +48,6 @@ def test_tandem_train_two_workers_zero2_logs_to_mlflow(tmp_path, mlflow_env, cap
     assert any(p.endswith(".mp4") for p in samples) and any(p.endswith(".txt") for p in samples), samples
 
 
-def _kill_a_worker_after(checkpoint_dir, step: int, killed: list, deadline_s: float = 240) -> None:
-    """SIGKILL one Ray Train worker process as soon as checkpoint ``step`` is on disk."""
-    import psutil
-
-    deadline = time.time() + deadline_s
-    latest = checkpoint_dir / "latest"
-    while time.time() < deadline:
-        if latest.exists() and int(latest.read_text().strip().removeprefix("step")) >= step:
-            workers = [p for p in psutil.process_iter(["cmdline"])
-                       if "RayTrainWorker" in " ".join(p.info["cmdline"] or ())]
-            if workers:
-                workers[-1].send_signal(signal.SIGKILL)
-                killed.append((workers[-1].pid, latest.read_text().strip()))
-                return
-        time.sleep(0.05)
-
-
 @pytest.mark.timeout(420)
 def test_zero3_worker_killed_mid_run_is_replaced_and_resumes(tmp_path, mlflow_env):
     from pipelines.ray_train import run_training
@@ -90,11 +58,8 @@ def test_zero3_worker_killed_mid_run_is_replaced_and_resumes(tmp_path, mlflow_en
     cfg = load_recipe("debug_cpu", [f"data.shards={shards}", f"storage={tmp_path / 'train'}", f"steps={steps}",
                                     f"tracking_dir={tmp_path / 'runs'}", "checkpoint_every=4",
                                     "engine.zero_stage=3", "sample.every=0", "workers.max_failures=1"])
-    killed: list = []
-    killer = threading.Thread(target=_kill_a_worker_after, args=(tmp_path / "train" / "checkpoints", 4, killed))
-    killer.start()
-    result = run_training(cfg, run_name="ray-zero3-kill")
-    killer.join()
+    with ray_train_worker_killed_at(tmp_path / "train" / "checkpoints", 4) as killed:
+        result = run_training(cfg, run_name="ray-zero3-kill")
     assert killed, "no Ray Train worker process was found to kill"
     assert result.error is None, result.error
     assert (tmp_path / "train" / "checkpoints" / "latest").read_text().strip() == f"step{steps:08d}"
