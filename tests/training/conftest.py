@@ -39,6 +39,11 @@ def _rank_entry(rank: int, port: int, fn, args: tuple, results) -> None:
     out = fn(*args)
     if rank == 0:
         results.put(out)
+    import torch.distributed as dist
+
+    if dist.is_initialized():  # leave together: a rank exiting under live gloo threads aborts
+        dist.barrier()
+        dist.destroy_process_group()
 
 
 def on_two_ranks(fn, *args):
