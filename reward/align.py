@@ -45,7 +45,7 @@ from reward.sources import Clips
 from training.checkpoints import load_weights_into
 from training.clip_encoder import EncoderConfig
 from training.engine import EngineConfig
-from training.resume import load_latest, save_checkpoint
+from training.resume import Resumable
 from training.tracker import NullTracker, Tracker
 from training.trainer import WorkersConfig
 
@@ -147,7 +147,7 @@ def step_generator(seed: int, step: int, rank: int, stream: int = 0) -> torch.Ge
     return trainer_generator(seed, step, stream, rank)
 
 
-class Aligner:
+class Aligner(Resumable):
     def __init__(self, cfg: AlignConfig, tracker: Tracker | None = None, init_path: str = "",
                  reward_paths: dict[str, str] | None = None):
         from model.dit import DualDiT
@@ -193,22 +193,11 @@ class Aligner:
 
     # ------------------------------------------------------------------ checkpoints
 
-    @property
-    def checkpoint_dir(self) -> Path:
-        return Path(self.cfg.storage) / "checkpoints"
+    def client_state(self) -> dict:
+        return {"monitor": self.monitor.state_dict()}
 
-    def resume(self) -> bool:
-        """Load the latest checkpoint under storage, if any; True when resumed."""
-        client = load_latest(self.engine, self.checkpoint_dir, self.ema, self.rank)
-        if client is None:
-            return False
-        self.step = client["step"]
+    def load_client_state(self, client: dict) -> None:
         self.monitor.load_state_dict(client.get("monitor") or {})
-        return True
-
-    def save(self) -> None:
-        save_checkpoint(self.engine, self.checkpoint_dir, self.step, {"monitor": self.monitor.state_dict()},
-                        self.ema, self.model_cfg, self.rank)
 
     # ---------------------------------------------------------------------- rewards
 

@@ -52,3 +52,32 @@ def load_latest(engine, directory: str | Path, ema=None, rank: int = 0) -> dict 
         elif client.get("ema") is not None:  # checkpoints written before the per-rank files
             ema.load_state_dict(client["ema"])
     return client
+
+
+class Resumable:
+    """``checkpoint_dir`` / ``resume()`` / ``save()`` for a trainer that holds ``cfg.storage``,
+    ``engine``, ``ema``, ``model_cfg``, ``rank`` and ``step``; it says what else its
+    checkpoints carry (``client_state`` / ``load_client_state``)."""
+
+    @property
+    def checkpoint_dir(self) -> Path:
+        return Path(self.cfg.storage) / "checkpoints"
+
+    def client_state(self) -> dict:
+        return {}
+
+    def load_client_state(self, client: dict) -> None:
+        pass
+
+    def resume(self) -> bool:
+        """Load the latest checkpoint under storage, if any; True when resumed."""
+        client = load_latest(self.engine, self.checkpoint_dir, self.ema, self.rank)
+        if client is None:
+            return False
+        self.step = client["step"]
+        self.load_client_state(client)
+        return True
+
+    def save(self) -> None:
+        save_checkpoint(self.engine, self.checkpoint_dir, self.step, self.client_state(), self.ema, self.model_cfg,
+                        self.rank)

@@ -24,7 +24,7 @@ import torch
 from model.flow_matching import FlowMatchingConfig
 from training.engine import EngineConfig, build_engine, build_model
 from training.loader import LatentLoader, LoaderConfig
-from training.resume import load_latest, save_checkpoint
+from training.resume import Resumable
 from training.samples import SampleConfig, Sampler
 from training.tracker import NullTracker, Tracker
 
@@ -108,7 +108,7 @@ def _peak_flops(cfg: TrainConfig) -> float:
     return 0.0  # a CPU's peak is not meaningful for MFU
 
 
-class Trainer:
+class Trainer(Resumable):
     def __init__(self, cfg: TrainConfig, model: torch.nn.Module | None = None, tracker: Tracker | None = None):
         import torch.distributed as dist
 
@@ -131,22 +131,11 @@ class Trainer:
         self.peak_flops = _peak_flops(cfg)
         self._last = None  # (batch, fps) of the latest micro-batch, for samples
 
-    @property
-    def checkpoint_dir(self) -> Path:
-        return Path(self.cfg.storage) / "checkpoints"
+    def client_state(self) -> dict:
+        return {"loader": self.loader.state_dict()}
 
-    def resume(self) -> bool:
-        """Load the latest checkpoint under storage, if any; True when resumed."""
-        client = load_latest(self.engine, self.checkpoint_dir, self.ema, self.rank)
-        if client is None:
-            return False
-        self.step = client["step"]
+    def load_client_state(self, client: dict) -> None:
         self.loader.load_state_dict(client["loader"])
-        return True
-
-    def save(self) -> None:
-        save_checkpoint(self.engine, self.checkpoint_dir, self.step, {"loader": self.loader.state_dict()},
-                        self.ema, self.model_cfg, self.rank)
 
     def _tokens(self, video: torch.Tensor, audio: torch.Tensor) -> tuple[int, int]:
         (pt, ph, pw), (pa,) = self.model_cfg.video.patch, self.model_cfg.audio.patch
