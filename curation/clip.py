@@ -9,7 +9,9 @@ a flac with the source's channel layout.
 
 In the curation DAG the shot stage has already decoded the clip (``handoff``: its raw
 frames at the output size and its audio samples), so this stage only encodes them: the
-source is decoded once in all. An item without a handoff (a clip picked by hand) is cut
+source is decoded once in all. The frames stay handed over to the later stages (the
+sync stage reads them rather than decoding the mp4) and are deleted as the clip leaves
+the pipeline. An item without a handoff (a clip picked by hand) is cut
 out of the source with one ffmpeg call that seeks close to it.
 
 What was written is measured afterwards; if video and audio durations disagree by
@@ -73,7 +75,9 @@ class ClipStage(Stage):
         item = dict(item)
         handoff = item.pop("handoff", None)
         if handoff:
-            has_audio = self._encode_handoff(handoff, mp4, flac, out_rate)
+            has_audio, frames = self._encode_handoff(handoff, mp4, flac, out_rate)
+            if frames:
+                item["handoff"] = frames
         else:
             has_audio = bool(probe.get("has_audio"))
             self._cut_from_source(item, mp4, flac, src_rate, out_rate)
@@ -91,9 +95,13 @@ class ClipStage(Stage):
         problem = duration_problem(got, out_frames, float(out_rate), cfg.max_duration_error_frames)
         return [reject(item, self.name, "duration_mismatch", problem) if problem else item]
 
-    def _encode_handoff(self, handoff: dict, mp4: Path, flac: Path, out_rate: Fraction) -> bool:
-        """Encode the raw frames and samples the shot stage decoded; they are consumed."""
+    def _encode_handoff(self, handoff: dict, mp4: Path, flac: Path, out_rate: Fraction) -> tuple[bool, dict | None]:
+        """Encode the raw frames and samples the shot stage decoded. Returns whether the clip
+        has audio, and the frames as a handoff for the later stages when they are exactly the
+        mp4's frames (no frame-rate change): the sync stage then reads them instead of
+        decoding the clip again. The rest is deleted (the flac holds the audio now)."""
         cfg, frames = self.config, handoff["frames"]
+        keep = None
         try:
             resample = f",fps=fps={out_rate}" if out_rate != Fraction(handoff["rate"]) else ""
             video = (f"[0:v]trim=start_frame={frames['skip']}:end_frame={frames['skip'] + frames['count']},"
@@ -108,9 +116,13 @@ class ClipStage(Stage):
                 args += ["-i", str(flac)]
                 maps += ["-map", "1:a", "-c:a", cfg.audio_codec, "-b:a", cfg.audio_bitrate]
             run_ffmpeg([*args, "-filter_complex", video, *maps, "-movflags", "+faststart", str(mp4)])
+            if not resample:
+                keep = {k: handoff[k] for k in ("frames", "width", "height", "rate")}
+                keep["paths"] = [p for p in handoff["paths"] if p != handoff.get("audio")]
         finally:
-            remove_handoff({"handoff": handoff})
-        return bool(handoff.get("audio"))
+            audio = [handoff["audio"]] if handoff.get("audio") else []
+            remove_handoff({"handoff": {"paths": audio if keep else handoff["paths"]}})
+        return bool(handoff.get("audio")), keep
 
     def _cut_from_source(self, item: Item, mp4: Path, flac: Path, src_rate: Fraction, out_rate: Fraction) -> None:
         cfg, probe = self.config, item["probe"]

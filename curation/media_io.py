@@ -183,6 +183,36 @@ def duration_problem(got: dict, frames: int, fps: float, max_error_frames: float
     return ""
 
 
+def read_spooled(frames: dict, width: int, height: int, size: tuple[int, int]) -> np.ndarray:
+    """The frames a ``FrameSpool`` exported (``frames``: its ``export`` dict; raw YUV 4:2:0 at
+    ``width`` x ``height``) as (T, h, w, 3) RGB uint8 at ``size``. Scaled in YUV (area
+    averaging), then converted (BT.601, limited range), as ffmpeg's decode of the encoded
+    clip at that size would: a stage after the clip stage reads its pixels without
+    decoding the clip again."""
+    (w, h), frame_bytes = size, width * height * 3 // 2
+    out = np.empty((frames["count"], h, w, 3), np.uint8)
+    at, skip = 0, frames["skip"]
+    for name in frames["files"]:
+        chunk = np.memmap(name, np.uint8, mode="r")
+        for flat in chunk[: len(chunk) - len(chunk) % frame_bytes].reshape(-1, frame_bytes)[skip:]:
+            if at == len(out):
+                break
+            planes = (flat[: width * height].reshape(height, width),
+                      flat[width * height: frame_bytes * 5 // 6].reshape(height // 2, width // 2),
+                      flat[frame_bytes * 5 // 6:].reshape(height // 2, width // 2))
+            if (w, h) != (width, height):
+                planes = [cv2.resize(p, (w // (1 + (i > 0)), h // (1 + (i > 0))), interpolation=cv2.INTER_AREA)
+                          for i, p in enumerate(planes)]
+            i420 = np.concatenate([p.reshape(-1) for p in planes]).reshape(h * 3 // 2, w)
+            out[at] = cv2.cvtColor(i420, cv2.COLOR_YUV2RGB_I420)
+            at += 1
+        skip = max(0, skip - len(chunk) // frame_bytes)
+        del chunk
+    if at != len(out):
+        raise ValueError(f"the spool holds {at} of the clip's {len(out)} frames")
+    return out
+
+
 class FrameSpool:
     """Raw frames of a source, kept on local disk (the page cache, not the heap) from the
     moment they are decoded until the clips they belong to are encoded. Frames live in

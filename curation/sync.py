@@ -25,9 +25,11 @@ Confidence is calibrated (benchmarks/sync_accuracy.py measures it): an estimate 
 reported, and so only acted on, at ``min_confidence`` or above, where errors over 80 ms
 were rare on the calibration set; below it the clip is ``unmeasured`` (``ambiguous``).
 
-The stage decodes the clip's own mp4 (its first frame is t = 0 of the clip, as is its
-flac's first sample) and records ``sync.offset_ms`` (null when unmeasured),
-``sync.confidence``, ``sync.method``, ``sync.reason`` and ``sync.action``: ``kept``,
+The stage reads the clip's frames (its first frame is t = 0 of the clip, as is its
+flac's first sample): in the DAG the raw frames the mp4 was encoded from, which the
+clip stage hands over (no second decode), else the mp4 decoded again. It records
+``sync.offset_ms`` (null when unmeasured), ``sync.confidence``, ``sync.method``,
+``sync.reason`` and ``sync.action``: ``kept``,
 ``corrected`` (audio shifted by the offset, ``residual_ms`` re-measured), ``rejected``
 (``av_desync``) or ``unmeasured`` (rejected as ``sync_unmeasured`` with ``require=measured``).
 """
@@ -52,6 +54,7 @@ from curation.media_io import (
     duration_problem,
     iter_frames,
     read_audio,
+    read_spooled,
 )
 from curation.stage import Item, Resources, Stage, reject
 from curation.sync_events import event_lag, motion_energy
@@ -185,6 +188,16 @@ def estimate_sync(frames: np.ndarray, fps: float, audio: np.ndarray, sample_rate
     return events
 
 
+def read_video(path: str | Path, width: int = 320, info: dict | None = None) -> tuple[np.ndarray, float]:
+    """(frames (T, H, W, 3) RGB at ``width``, fps) of a media file (``info``: its ffprobe)."""
+    info = info or ffprobe(path)
+    video = next(s for s in info["streams"] if s["codec_type"] == "video")
+    fps = Fraction(video.get("avg_frame_rate") or "0/1") or Fraction(video["r_frame_rate"])
+    size = analysis_size(int(video["width"]), int(video["height"]), width)
+    frames = iter_frames(path, f"{fps.numerator}/{fps.denominator}", size)
+    return np.stack([f[:, :, ::-1] for f in frames]), float(fps)
+
+
 def read_clip(path: str | Path, width: int = 320) -> tuple[np.ndarray, float, np.ndarray, int]:
     """(frames (T, H, W, 3) RGB at ``width``, fps, audio (channels, N) float32, sample rate) of
     a media file, from its first video frame. Files without audio give (channels=1, N=0)."""
@@ -192,9 +205,7 @@ def read_clip(path: str | Path, width: int = 320) -> tuple[np.ndarray, float, np
 
     info = ffprobe(path)
     video = next(s for s in info["streams"] if s["codec_type"] == "video")
-    fps = Fraction(video.get("avg_frame_rate") or "0/1") or Fraction(video["r_frame_rate"])
-    size = analysis_size(int(video["width"]), int(video["height"]), width)
-    frames = np.stack([f[:, :, ::-1] for f in iter_frames(path, f"{fps.numerator}/{fps.denominator}", size)])
+    frames, fps = read_video(path, width, info)
     audio, rate = np.zeros((1, 0), np.float32), 16000
     with av.open(str(path)) as container:
         if container.streams.audio:
@@ -208,7 +219,7 @@ def read_clip(path: str | Path, width: int = 320) -> tuple[np.ndarray, float, np
                 audio = np.concatenate(chunks, 1).astype(np.float32)
                 skip = round(start * rate)  # count from the first video frame
                 audio = audio[:, skip:] if skip >= 0 else np.pad(audio, ((0, 0), (-skip, 0)))
-    return frames, float(fps), audio, rate
+    return frames, fps, audio, rate
 
 
 def estimate_sync_file(path: str | Path, config: SyncConfig | None = None) -> SyncEstimate:
@@ -252,7 +263,7 @@ class SyncStage(Stage):
             estimate = SyncEstimate(None, 0.0, "none", "no_speech")
             frames = None
         else:
-            frames, fps, _, _ = read_clip(item["files"]["mp4"], cfg.decode_width)
+            frames, fps = self._frames(item)
             samples, rate = read_audio(item["files"]["flac"])
             estimate = estimate_sync(frames, fps, samples.T, rate, cfg, self.scorer)
         sync = {"offset_ms": estimate.offset_ms, "confidence": estimate.confidence, "method": estimate.method,
@@ -273,6 +284,16 @@ class SyncStage(Stage):
             return [reject(item, self.name, "sync_unmeasured",
                            f"A/V offset cannot be measured ({estimate.reason}) and sync.require=measured")]
         return [item]
+
+    def _frames(self, item: Item) -> tuple[np.ndarray, float]:
+        """The clip's frames at ``decode_width``: the raw frames the clip was encoded from
+        while the clip stage still hands them over (the DAG), else decoded from the mp4."""
+        handoff, width = item.get("handoff") or {}, self.config.decode_width
+        if handoff.get("frames"):
+            size = analysis_size(handoff["width"], handoff["height"], width)
+            return (read_spooled(handoff["frames"], handoff["width"], handoff["height"], size),
+                    float(Fraction(handoff["rate"])))
+        return read_video(item["files"]["mp4"], width)
 
     def _decide(self, estimate: SyncEstimate) -> str:
         cfg = self.config

@@ -14,9 +14,16 @@ from curation.faces import FaceConfig
 from curation.ffmpeg import ffprobe
 from curation.probe import ProbeStage
 from curation.sample_media import make_clip
-from curation.shots import ShotConfig, ShotStage
+from curation.shots import Handoff, ShotConfig, ShotStage
 from curation.stage import run_stages
-from curation.sync import SyncConfig, SyncEstimate, SyncStage, estimate_sync, estimate_sync_file
+from curation.sync import (
+    SyncConfig,
+    SyncEstimate,
+    SyncStage,
+    estimate_sync,
+    estimate_sync_file,
+    read_video,
+)
 
 TOLERANCE_MS = 40
 
@@ -58,6 +65,29 @@ def test_correction_realigns_audio_and_keeps_durations(tmp_path, offset_s):
     streams = {s["codec_type"]: s for s in ffprobe(out["files"]["mp4"])["streams"]}
     assert int(streams["video"]["nb_frames"]) == item["end_frame"] - item["start_frame"]
     assert float(streams["audio"]["duration"]) == pytest.approx(samples_before / 48000, abs=1 / 25)
+
+
+@pytest.mark.parametrize("offset_s", [-0.25, 0.2])
+def test_the_dag_reads_the_frames_the_clip_was_encoded_from(tmp_path, offset_s):
+    """In the DAG the clip stage hands its raw frames on and the sync stage reads them (no
+    second decode): the same pixels, within compression noise, and the same estimate as
+    decoding the mp4; the frames are gone once the clip leaves the pipeline."""
+    source = make_clip(tmp_path / "events.mp4", [4.0], fps=25, size=(640, 360), beeps=True,
+                       audio_offset_s=offset_s).path
+    handoff = tmp_path / "handoff"
+    shots = ShotStage(ShotConfig(detector="none"), handoff=Handoff(str(handoff)))
+    clip = ClipStage(ClipConfig(work_dir=str(tmp_path / "clips")))
+    [item] = clip.process(next(iter(shots.stream(ProbeStage().process({"source": {"path": str(source)}})[0]))))
+    spooled = SyncStage()._frames(item)[0]
+    decoded = read_video(item["files"]["mp4"], 320)[0]
+    assert spooled.shape == decoded.shape == (100, 180, 320, 3)
+    assert np.abs(spooled.astype(int) - decoded).mean() < 2.0
+    [out] = run_stages([SyncStage(SyncConfig(policy="keep"))], [item])
+    fresh = estimate_sync_file(out["files"]["mp4"])
+    assert out["sync"]["method"] == fresh.method == "onset_xcorr"
+    assert abs(out["sync"]["offset_ms"] - fresh.offset_ms) <= 5  # one hop of the onset envelope
+    assert abs(out["sync"]["offset_ms"] - offset_s * 1000) <= TOLERANCE_MS
+    assert "handoff" not in out and not [p for p in handoff.rglob("*") if p.is_file()]
 
 
 def test_policies(tmp_path):
