@@ -59,6 +59,7 @@ class AudioStage(Stage):
         # cached): pay it once per worker here rather than inside the first clip.
         noise = np.random.default_rng(0).normal(0, 0.1, (self.config.analysis_rate, 1)).astype(np.float32)
         rhythm(noise, self.config.analysis_rate, self.config.analysis_rate)
+        speech_segments(to_mono_16k(noise, self.config.analysis_rate))  # the VAD's onnx session loads once
 
     def process(self, item: Item) -> list[Item]:
         loaded = load_clip_audio(item)

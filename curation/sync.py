@@ -253,6 +253,8 @@ class SyncStage(Stage):
 
     def setup(self) -> None:
         self.scorer = load_scorer(self.config)
+        if self.config.scorer in ("auto", "lips"):  # MTCNN's weights: once per worker, not in the first clip
+            _detector(self.config.faces).detect(np.zeros((64, 64, 3), np.uint8))
         self._ready = True
 
     def process(self, item: Item) -> list[Item]:
