@@ -11,7 +11,8 @@ On each source, in one run, side by side, it times
       (a2) ``run_curation`` on local Ray, timed after Ray has started and a first run on
            a 2-s clip has warmed its worker (cluster start-up and a worker's imports and
            model warm-up are fixed costs, not throughput; (a1) likewise runs every
-           stage's setup() before its clock starts). The warm-up run's time is printed:
+           stage's setup() and imports what the warm driver holds (matplotlib for
+           the report, pandas for the tables) before its clock starts). The warm-up run's time is printed:
            it is what a fresh worker costs once;
   (b) PySceneDetect's own CLI detecting shots alone (``scenedetect -i F detect-adaptive``);
   (c) one ``ffmpeg -i F -f null -`` decode pass,
@@ -74,6 +75,7 @@ for segment in worker.segments:  # model/numba warm-up is a per-worker constant,
     for stage in segment.stages:
         stage.setup()
 import curation.report  # matplotlib, as the Ray driver has it from its warm-up run
+import pyarrow, pandas  # noqa: E401,F401  the tables' first write imports pandas (0.3 s): the driver has it too
 started = time.perf_counter()
 result = run_curation([sys.argv[1]], sys.argv[2], cfg, in_process=True)
 wall = time.perf_counter() - started
