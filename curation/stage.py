@@ -9,7 +9,8 @@ An *item* is a JSON-serialisable dict that grows into the clip's shard ``json``
 document (field names in ../shared/DESIGN.md), plus ``files`` (paths of media the
 stage produced, e.g. ``{"mp4": ..., "flac": ...}``), ``reject``, and ``handoff``:
 temporary media one stage hands a later one (the shot stage's decoded frames and audio
-for the clip stage), whatever is left of it is deleted as the item leaves ``pipeline``.
+for the clip stage, which passes the frames on to the sync stage); whatever is left of
+it is deleted as the item leaves ``pipeline``.
 
 Data versus faults:
 

@@ -87,7 +87,7 @@ class SyncConfig:
     in_sync_ms: float = 45.0
     max_correct_ms: float = 200.0  # "correct" shifts audio by at most this much
     min_confidence: float = 0.5  # below it: unmeasured (ambiguous); calibrated in benchmarks/sync_accuracy.py
-    decode_width: int = 320  # the stage decodes the clip at this width for faces and events
+    decode_width: int = 320  # the stage reads the clip's frames at this width for faces and events
     faces: FaceConfig = field(default_factory=FaceConfig)
 
 
