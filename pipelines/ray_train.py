@@ -113,7 +113,7 @@ def fit_on_ray(loop, loop_config: dict, cfg, *, address: str | None, name: str):
     w = cfg.workers
     trainer = TorchTrainer(
         functools.partial(_in_driver_store, loop),
-        train_loop_config={**loop_config, "tracking_uri": default_tracking_uri(cfg.tracking_dir)},
+        train_loop_config={"tracking_uri": default_tracking_uri(cfg.tracking_dir), **loop_config},
         scaling_config=ScalingConfig(num_workers=w.num_workers, use_gpu=w.use_gpu,
                                      resources_per_worker={"CPU": w.cpus_per_worker}),
         run_config=RunConfig(name=name, storage_path=str(Path(cfg.storage) / "ray"),

@@ -66,6 +66,7 @@ def add_parsers(subparsers) -> None:
 
 def check_inputs(cfg, rankings: str, rollouts: list[str], heldout: str | None) -> dict:
     """Everything that can be wrong before Ray starts; returns the data counts."""
+    from reward.checkpoint import CheckpointMismatch, check_resumable
     from reward.clips import find_clips
     from reward.pairs import prepare_pairs
     from reward.rankings import read_rankings
@@ -73,6 +74,10 @@ def check_inputs(cfg, rankings: str, rollouts: list[str], heldout: str | None) -
     if cfg.model.backbone == "omni" and not (Path(cfg.model.omni.model_path) / "config.json").is_file():
         raise ConfigError(f"model.omni.model_path={cfg.model.omni.model_path!r} is not a local model directory "
                           "(config.json, weights, tokenizer, preprocessor_config.json)")
+    try:
+        check_resumable(cfg, Path(cfg.storage) / "checkpoints")
+    except CheckpointMismatch as exc:
+        raise ConfigError(str(exc)) from None
     clips = find_clips(rollouts)
     pairs = prepare_pairs(read_rankings(rankings), [c.id for c in clips], [str(c.meta.get("group_id", c.id)) for c in clips],
                           tuple(cfg.model.heads), heldout_rows=read_rankings(heldout) if heldout else None,
@@ -109,11 +114,7 @@ def run_reward_training(cfg, rankings: str, rollouts: list[str], *, heldout: str
                         address: str | None = None, run_name: str | None = None, alias: str | None = None) -> dict:
     """Train on Ray Train, then register the model. Returns {"metrics", "model_dir", "model_uri",
     "version", "run_id", "tracking_uri"}; raises RuntimeError when training failed."""
-    from ray.train import RunConfig, ScalingConfig
-    from ray.train.torch import TorchTrainer
-
-    from pipelines.ray_local import cluster_address, init_ray
-    from pipelines.ray_train import check_resources
+    from pipelines.ray_train import fit_on_ray
     from pipelines.registry import register
     from pipelines.tracking import open_tracker
     from reward.model import read_meta
@@ -128,20 +129,13 @@ def run_reward_training(cfg, rankings: str, rollouts: list[str], *, heldout: str
         tracker.log_artifact(save_config(cfg, storage / "recipe.yaml"))
         tracker.set_tags({"rankings": str(Path(rankings).absolute()), "rollouts": ", ".join(rollouts),
                           "backbone": cfg.model.backbone, "heads": ",".join(cfg.model.heads)})
-        import ray
-
-        init_ray(address)
-        check_resources(cfg, ray.cluster_resources(), local=cluster_address(address) is None)
-        w = cfg.workers
-        trainer = TorchTrainer(
-            _train_loop,
-            train_loop_config={"train": to_dict(cfg), "run_id": tracker.run_id, "tracking_uri": tracker.tracking_uri,
-                               "rankings": str(Path(rankings).absolute()),
-                               "rollouts": rollouts, "heldout": str(Path(heldout).absolute()) if heldout else None},
-            scaling_config=ScalingConfig(num_workers=w.num_workers, use_gpu=w.use_gpu,
-                                         resources_per_worker={"CPU": w.cpus_per_worker}),
-            run_config=RunConfig(name=run_name or "reward", storage_path=str(storage / "ray")))
-        result = trainer.fit()
+        # A worker that dies is restarted (up to workers.max_failures times) and every rank
+        # resumes from the run's last checkpoint under storage (reward.checkpoint).
+        result = fit_on_ray(_train_loop, {"train": to_dict(cfg), "run_id": tracker.run_id,
+                                          "tracking_uri": tracker.tracking_uri,
+                                          "rankings": str(Path(rankings).absolute()), "rollouts": rollouts,
+                                          "heldout": str(Path(heldout).absolute()) if heldout else None},
+                            cfg, address=address, name=run_name or "reward")
         if result.error:
             raise RuntimeError(f"reward training failed: {result.error}")
         model_dir = storage / "model"

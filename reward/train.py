@@ -22,6 +22,9 @@ Every ``eval_every`` steps and at the end, each head is scored on the held-out j
 accuracy without ties (Eq. 3) and with ties at the calibrated tie threshold (Eq. 4).
 Several ranks (torchrun, Ray Train) each draw their own clips for a step and average gradients;
 ``engine=deepspeed`` puts large backbones on a ``training.engine`` DeepSpeed engine (ZeRO 0-2).
+Every ``checkpoint_every`` steps the run is saved under ``storage/checkpoints`` and a run
+started again on the same storage (a Ray worker restarted after a crash, or the same command
+run again) resumes from there exactly (``reward.checkpoint``).
 """
 
 from __future__ import annotations
@@ -76,7 +79,8 @@ class RewardTrainConfig:
     grad_clip: float = 1.0
     seed: int = 0
     holdout_fraction: float = 0.2  # of rollout groups, when no held-out rankings are given
-    eval_every: int = 100
+    eval_every: int = run_only(100)
+    checkpoint_every: int = run_only(100)  # steps between checkpoints a killed run resumes from (0: none)
     eval_batch: int = run_only(32)  # clips per forward when scoring held-out clips
     log_every: int = run_only(25)  # progress line every this many steps
     engine: str = "torch"  # torch | deepspeed (large backbones; see deepspeed.*)
@@ -184,6 +188,21 @@ class PreferenceTrainer:
             self.schedule = torch.optim.lr_scheduler.LambdaLR(self.optimizer, schedule)
         self.step = 0
 
+    @property
+    def checkpoint_dir(self) -> Path:
+        return Path(self.cfg.storage) / "checkpoints"
+
+    def resume(self) -> bool:
+        """Continue from the latest checkpoint under storage, if any; True when resumed."""
+        from reward import checkpoint
+
+        return checkpoint.resume(self, self.checkpoint_dir)
+
+    def save(self) -> None:
+        from reward import checkpoint
+
+        checkpoint.save(self, self.checkpoint_dir)
+
     def _batch(self, step: int) -> Judgements:
         """This rank's judgements for step ``step``: every one among up to ``clips_per_step``
         clips, gathered by walking the judgements in an order drawn from (seed, step, rank)."""
@@ -239,6 +258,8 @@ class PreferenceTrainer:
                 if self.step % cfg.log_every == 0:
                     log.info("step %d/%d  loss %.4f  log theta %.3f  %.1f pairs/s", self.step, cfg.steps,
                              row["loss"], row["log_theta"], row["pairs_per_s"])
+            if cfg.checkpoint_every and (self.step % cfg.checkpoint_every == 0 or self.step == cfg.steps):
+                self.save()
             if self.step % cfg.eval_every == 0 or self.step == cfg.steps:
                 metrics = self.evaluate(self.pairs.heldout, "heldout")
                 if self.rank == 0:
@@ -313,6 +334,9 @@ def train_reward(cfg: RewardTrainConfig, rankings: str | Path, rollouts: list[st
         if n:
             log.warning("%d judgements not used: %s", n, reason)
     trainer = PreferenceTrainer(cfg, ClipScorer(model, store, cfg.eval_batch), pairs, heads, tracker)
+    resumed_from = trainer.step if trainer.resume() else None
+    if resumed_from is not None:
+        log.info("resumed from %s at step %d of %d", trainer.checkpoint_dir, resumed_from, cfg.steps)
     result = trainer.fit()
     log_theta = trainer.module.log_theta()
     model.log_theta = float(log_theta.detach()) if log_theta is not None else 0.0
@@ -320,5 +344,6 @@ def train_reward(cfg: RewardTrainConfig, rankings: str | Path, rollouts: list[st
     if save and trainer.rank == 0:
         result.model_dir = model.save(Path(cfg.storage) / "model", metrics=result.metrics, data=counts,
                                       per_head=pairs.train.counts(heads), trained_steps=trainer.step,
+                                      resumed_from=resumed_from,
                                       run_id=tracker.run_id)
     return result

@@ -4,6 +4,7 @@ registry scores clips exactly as it did before it was saved (latent and omni bac
 trains on Ray Train, logs held-out accuracy per head to MLflow and sets the alias."""
 
 import json
+from pathlib import Path
 
 import pytest
 import torch
@@ -130,3 +131,29 @@ def test_train_command_on_two_ray_workers_with_deepspeed_logs_heldout_accuracy_a
     table = capsys.readouterr().out.splitlines()
     assert table[0].split() == ["clip", *HEADS] and len(table) == 1 + 18
     assert torch.isfinite(torch.tensor([float(v) for v in table[1].split()[1:]])).all()
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(600)
+def test_a_reward_worker_killed_mid_run_is_restarted_and_the_run_ends_as_if_uninterrupted(
+        ranked_rollouts, tmp_path, monkeypatch, local_ray):
+    """Two Ray Train workers; one is SIGKILLed once a checkpoint is down. Ray restarts them,
+    they resume from the last checkpoint, and the registered model is the uninterrupted one's."""
+    from safetensors.torch import load_file
+
+    from pipelines.reward_cmd import run_reward_training
+    from tests.pipelines.conftest import ray_train_worker_killed_at
+
+    rollouts, rankings = ranked_rollouts
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlruns.db'}")
+    over = {"steps": 8, "checkpoint_every": 2, "workers.num_workers": 2, "workers.cpus_per_worker": 0.5}
+    whole = run_reward_training(small_config(tmp_path / "whole", **over), str(rankings), [str(rollouts)])
+    with ray_train_worker_killed_at(tmp_path / "killed" / "run" / "checkpoints", step=4) as killed:
+        resumed = run_reward_training(small_config(tmp_path / "killed", **over), str(rankings), [str(rollouts)])
+    assert killed, "no worker was killed"
+    resumed_from = json.loads(Path(resumed["model_dir"], "reward.json").read_text())["resumed_from"]
+    assert resumed_from is not None and resumed_from >= 4, resumed_from  # it did not start over
+    expected = load_file(f"{whole['model_dir']}/reward.safetensors")
+    got = load_file(f"{resumed['model_dir']}/reward.safetensors")
+    assert expected.keys() == got.keys() and all(torch.equal(got[k], v) for k, v in expected.items())
+    assert resumed["metrics"] == whole["metrics"]
