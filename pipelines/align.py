@@ -32,6 +32,7 @@ from pipelines.ray_train import fit_on_ray, start_worker_run
 from pipelines.registry import RegistryError, is_model_uri, register, resolve
 from pipelines.tracking import default_tracking_uri
 from reward.align import AlignConfig, model_config
+from training.resume import checkpoint_dir
 
 log = logging.getLogger(__name__)
 ALIGNED_MODEL = "tandem-aligned"
@@ -235,7 +236,7 @@ def aligned_weights(cfg: AlignConfig) -> Path:
     from model.checkpoint import save_state
     from training.export import consolidated_state_dict
 
-    checkpoints = Path(cfg.storage) / "checkpoints"
+    checkpoints = checkpoint_dir(cfg.storage)
     tag = (checkpoints / "latest").read_text().strip()
     out = Path(cfg.storage) / "aligned" / "model.safetensors"
     out.parent.mkdir(parents=True, exist_ok=True)

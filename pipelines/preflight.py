@@ -20,6 +20,7 @@ import yaml
 from model.config import ConfigError, to_dict
 from training.encoders import EncoderConfig, EncoderConfigError, describe, encoder_names
 from training.latent_shards import LatentFormat, read_latent_format
+from training.resume import checkpoint_dir
 from training.trainer import TrainConfig, model_config
 
 DECODER_FIELDS = ("video", "video_path", "video_preset", "audio", "audio_path", "audio_preset", "vocoder_path")
@@ -105,7 +106,7 @@ def check_preset_fits(cfg: TrainConfig, model_cfg) -> None:
 
 
 def check_storage(cfg: TrainConfig, model_cfg) -> None:
-    checkpoints = Path(cfg.storage) / "checkpoints"
+    checkpoints = checkpoint_dir(cfg.storage)
     saved = checkpoints / "model.json"
     if not (checkpoints / "latest").exists() or not saved.is_file():
         return

@@ -70,12 +70,13 @@ def check_inputs(cfg, rankings: str, rollouts: list[str], heldout: str | None) -
     from reward.clips import find_clips
     from reward.pairs import prepare_pairs
     from reward.rankings import read_rankings
+    from training.resume import checkpoint_dir
 
     if cfg.model.backbone == "omni" and not (Path(cfg.model.omni.model_path) / "config.json").is_file():
         raise ConfigError(f"model.omni.model_path={cfg.model.omni.model_path!r} is not a local model directory "
                           "(config.json, weights, tokenizer, preprocessor_config.json)")
     try:
-        check_resumable(cfg, Path(cfg.storage) / "checkpoints")
+        check_resumable(cfg, checkpoint_dir(cfg.storage))
     except CheckpointMismatch as exc:
         raise ConfigError(str(exc)) from None
     clips = find_clips(rollouts)

@@ -47,7 +47,9 @@ def add_parsers(subparsers) -> None:
 
 
 def latest_checkpoint(storage: str | Path) -> str | None:
-    latest = Path(storage) / "checkpoints" / "latest"
+    from training.resume import checkpoint_dir
+
+    latest = checkpoint_dir(storage) / "latest"
     return latest.read_text().strip() if latest.exists() else None
 
 
@@ -84,6 +86,7 @@ def run_training_demo(clip_shards_dir: str | Path, out_dir: str | Path) -> dict:
     from pipelines.latents import run_latents
     from pipelines.ray_train import run_training
     from pipelines.tracking import default_tracking_uri
+    from training.resume import checkpoint_dir
 
     out_dir = Path(out_dir)
     latents = run_latents(clip_shards_dir, out_dir / "latents")
@@ -93,7 +96,7 @@ def run_training_demo(clip_shards_dir: str | Path, out_dir: str | Path) -> dict:
                                     f"tracking_dir={out_dir}", "data.batch_size=1",
                                     "engine.micro_batch_per_rank=1"])
     result = run_training(cfg, run_name="demo")
-    return {"latents": str(latents), "checkpoints": str(Path(cfg.storage) / "checkpoints"),
+    return {"latents": str(latents), "checkpoints": str(checkpoint_dir(cfg.storage)),
             "samples": sorted(str(p) for p in (Path(cfg.storage) / "samples").glob("*.mp4")),
             "checkpoint": latest_checkpoint(cfg.storage), "error": str(result.error) if result.error else None,
             "mlflow": default_tracking_uri(cfg.tracking_dir), "experiment": cfg.experiment}

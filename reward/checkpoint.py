@@ -51,7 +51,7 @@ def save(trainer, directory: Path) -> str:
     folder.mkdir(parents=True, exist_ok=True)
     if trainer.rank == 0:
         (directory / "config.json").write_text(json.dumps(identity(trainer.cfg), indent=1, sort_keys=True))
-    torch.save({"torch": torch.get_rng_state(), "step": trainer.step}, folder / f"rng_rank{trainer.rank:05d}.pt")
+    torch.save({"torch": torch.get_rng_state()}, folder / f"rng_rank{trainer.rank:05d}.pt")
     if trainer.engine is not None:
         from training.resume import save_checkpoint
 

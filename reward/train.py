@@ -47,6 +47,7 @@ from reward.pairs import Judgements, PreparedPairs, prepare_pairs
 from reward.preference import accuracy_with_ties, accuracy_without_ties, preference_loss
 from reward.rankings import read_rankings
 from training.engine import EngineConfig
+from training.resume import checkpoint_dir
 from training.tracker import NullTracker, Tracker
 from training.trainer import WorkersConfig, warmup_cosine
 
@@ -190,7 +191,7 @@ class PreferenceTrainer:
 
     @property
     def checkpoint_dir(self) -> Path:
-        return Path(self.cfg.storage) / "checkpoints"
+        return checkpoint_dir(self.cfg.storage)
 
     def resume(self) -> bool:
         """Continue from the latest checkpoint under storage, if any; True when resumed."""

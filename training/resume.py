@@ -16,6 +16,11 @@ import json
 from pathlib import Path
 
 
+def checkpoint_dir(storage: str | Path) -> Path:
+    """Where a run (training, alignment, reward training) keeps its checkpoints."""
+    return Path(storage) / "checkpoints"
+
+
 def ema_path(directory: str | Path, tag: str, rank: int) -> Path:
     return Path(directory) / tag / f"ema_rank{rank:05d}.pt"
 
@@ -61,7 +66,7 @@ class Resumable:
 
     @property
     def checkpoint_dir(self) -> Path:
-        return Path(self.cfg.storage) / "checkpoints"
+        return checkpoint_dir(self.cfg.storage)
 
     def client_state(self) -> dict:
         return {}
