@@ -34,10 +34,10 @@ from dataclasses import dataclass
 from typing import Protocol
 
 import torch
-import torch.distributed as dist
 
 from model.conditioning import Conditioning
 from model.sampling import Guidance, Trajectory, gaussian_log_prob, sample_sde, sde_transition
+from training.collectives import ReduceOp, all_gather_cat, all_reduce, world_size
 
 BRANCHES = ("both", "video", "audio")
 
@@ -275,34 +275,6 @@ class Engine(Protocol):
     def step(self): ...
 
 
-def _world() -> int:
-    return dist.get_world_size() if dist.is_initialized() else 1
-
-
-def _comm(x: torch.Tensor) -> torch.Tensor:
-    """``x`` where the process group can reduce it: NCCL only reduces CUDA tensors."""
-    if dist.is_initialized() and dist.get_backend() == "nccl":
-        return x.to(torch.device("cuda", torch.cuda.current_device()))
-    return x
-
-
-def _all_reduce(x: torch.Tensor, op=dist.ReduceOp.SUM) -> torch.Tensor:
-    if not dist.is_initialized():
-        return x
-    y = _comm(x)
-    dist.all_reduce(y, op=op)
-    return y.to(x.device)
-
-
-def _all_gather_cat(x: torch.Tensor) -> torch.Tensor:
-    if not dist.is_initialized():
-        return x
-    y = _comm(x.contiguous())
-    parts = [torch.empty_like(y) for _ in range(dist.get_world_size())]
-    dist.all_gather(parts, y)
-    return torch.cat(parts).to(x.device)
-
-
 def update(engine: Engine, traj: Trajectory, cond: Conditioning, adv: torch.Tensor, rows: torch.Tensor,
            cfg: GRPOConfig, generator: torch.Generator, reference=None) -> dict[str, float]:
     """Train on samples ``rows`` of ``traj``: ``updates_per_rollout`` optimizer steps, each
@@ -312,8 +284,8 @@ def update(engine: Engine, traj: Trajectory, cond: Conditioning, adv: torch.Tens
     batch = cfg.train_batch or cfg.rollout_batch or cfg.samples_per_rank
     ratios, kls, losses = [], [], []
     for part in torch.tensor_split(rows, cfg.updates_per_rollout):
-        busiest = int(_all_reduce(torch.tensor([len(part)]), dist.ReduceOp.MAX))
-        total = int(_all_reduce(torch.tensor([len(part)])))
+        busiest = int(all_reduce(torch.tensor([len(part)]), ReduceOp.MAX))
+        total = int(all_reduce(torch.tensor([len(part)])))
         if total == 0:
             continue  # every rank skipped every group of this part: no optimizer step
         passes = [(mb, k) for mb in range(math.ceil(busiest / batch)) for k in range(cfg.train_steps)]
@@ -326,7 +298,7 @@ def update(engine: Engine, traj: Trajectory, cond: Conditioning, adv: torch.Tens
                                  cfg, reference)
             # DeepSpeed averages gradients over ranks; this scale makes the step's gradient
             # the mean over every rank's samples and trained steps.
-            scale = _world() / (total * cfg.train_steps)
+            scale = world_size() / (total * cfg.train_steps)
             engine.set_gradient_accumulation_boundary(i == len(passes) - 1)
             engine.backward((terms.loss * weight.to(terms.loss)).sum().float() * scale, scale_wrt_gas=False)
             real = weight.bool()
@@ -367,7 +339,7 @@ def grpo_step(engine: Engine, prompts: PromptBatch, video_shape: tuple, audio_sh
     start = time.perf_counter()
     sample_prompts = [i for i in prompts.indices for _ in range(cfg.group_size)]
     rewards = {k: v.double().cpu() for k, v in score(traj, sample_prompts).items()}
-    everyone = {k: _all_gather_cat(v) for k, v in rewards.items()}
+    everyone = {k: all_gather_cat(v) for k, v in rewards.items()}
     adv = group_advantages(rewards, heads, cfg, everyone)
     rows = rows_to_train(adv, cfg)
     reward_s = time.perf_counter() - start
@@ -390,17 +362,17 @@ def step_metrics(rewards: dict[str, torch.Tensor], adv: Advantages, rows: torch.
         if head.optimised:
             combined += head.coefficient * r
     out["reward_mean"] = float(combined.mean())
-    a = _all_gather_cat(adv.combined)
+    a = all_gather_cat(adv.combined)
     out.update(advantage_mean=float(a.mean()), advantage_std=float(a.std(unbiased=False)),
                advantage_abs_max=float(a.abs().max()))
-    flat = _all_gather_cat(adv.zero_spread.double())
+    flat = all_gather_cat(adv.zero_spread.double())
     out["zero_std_frac"] = float(flat.mean())
-    out["trained_frac"] = float(_all_reduce(torch.tensor([float(len(rows))]))) / len(a)
-    sums = _all_reduce(torch.tensor([stats[k] for k in ("ratio_sum", "count", "clipped", "kl_sum", "loss_sum")],
+    out["trained_frac"] = float(all_reduce(torch.tensor([float(len(rows))]))) / len(a)
+    sums = all_reduce(torch.tensor([stats[k] for k in ("ratio_sum", "count", "clipped", "kl_sum", "loss_sum")],
                                     dtype=torch.float64))
     count = max(float(sums[1]), 1.0)
-    lo = float(_all_reduce(torch.tensor([stats["ratio_min"]], dtype=torch.float64), dist.ReduceOp.MIN))
-    hi = float(_all_reduce(torch.tensor([stats["ratio_max"]], dtype=torch.float64), dist.ReduceOp.MAX))
+    lo = float(all_reduce(torch.tensor([stats["ratio_min"]], dtype=torch.float64), ReduceOp.MIN))
+    hi = float(all_reduce(torch.tensor([stats["ratio_max"]], dtype=torch.float64), ReduceOp.MAX))
     out.update(ratio_mean=float(sums[0]) / count if sums[1] else 1.0, ratio_min=lo if sums[1] else 1.0,
                ratio_max=hi if sums[1] else 1.0, clip_frac=float(sums[2]) / count, kl=float(sums[3]) / count,
                loss=float(sums[4]) / count)

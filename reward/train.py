@@ -46,6 +46,7 @@ from reward.model import RewardModel, RewardModelConfig, clips_to
 from reward.pairs import Judgements, PreparedPairs, prepare_pairs
 from reward.preference import accuracy_with_ties, accuracy_without_ties, preference_loss
 from reward.rankings import read_rankings
+from training.collectives import all_reduce
 from training.engine import EngineConfig
 from training.resume import checkpoint_dir
 from training.tracker import NullTracker, Tracker
@@ -229,9 +230,7 @@ class PreferenceTrainer:
         params = [p for p in self.module.parameters() if p.requires_grad]
         if self.distributed:  # the scorer runs several forwards per step, so average by hand, not DDP
             for p in params:
-                grad = p.grad if p.grad is not None else torch.zeros_like(p)
-                torch.distributed.all_reduce(grad)
-                p.grad = grad / self.world
+                p.grad = all_reduce(p.grad if p.grad is not None else torch.zeros_like(p)) / self.world
         if self.cfg.grad_clip:
             nn.utils.clip_grad_norm_(params, self.cfg.grad_clip)
         self.optimizer.step()
