@@ -26,8 +26,10 @@ with probability ``noise``.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -59,10 +61,12 @@ def quality(axis: str, props: dict) -> float:
     return float(per_axis[axis])
 
 
-def render(props: dict, cfg: SimulationConfig, rng: np.random.Generator, scene: int = 0):
+def render(props: dict, cfg: SimulationConfig, rng: np.random.Generator, scene: int = 0,
+           margin_s: float | None = None):
     """(video (3, T, H, W) in [-1, 1], audio (1, N) in [-1, 1]) of a clip with ``props``. The
     ``scene`` (texture, drift direction, tone: what a prompt decides) is the same for every
-    sample of a group; ``rng`` draws what varies between samples (the event's onset, noise)."""
+    sample of a group; ``rng`` draws what varies between samples (the event's onset, noise).
+    The onset is at least ``margin_s`` (default: the largest offset + 0.2 s) from either end."""
     from model.sequence import SequenceConfig
 
     seq = SequenceConfig(duration_s=cfg.duration_s, fps=cfg.fps, height=cfg.size, width=cfg.size,
@@ -85,7 +89,7 @@ def render(props: dict, cfg: SimulationConfig, rng: np.random.Generator, scene: 
     # the buzz starting ``offset`` later (or earlier). The onset starts a video latent (frame
     # 4k - 3 is the first of the four latent k summarises): a level change from that latent on.
     offset = props["offset"] * cfg.max_offset_s * props.get("offset_sign", 1.0)
-    margin = cfg.max_offset_s + 0.2
+    margin = cfg.max_offset_s + 0.2 if margin_s is None else margin_s
     starts = [f for f in range(1, n_frames, 4) if margin <= f / cfg.fps <= n_frames / cfg.fps - margin]
     onset = int(rng.choice(starts or [1 + 4 * ((n_frames - 1) // 8)]))  # mid-clip when too short for margins
     if cfg.event:
@@ -147,6 +151,27 @@ def make_rollouts(directory, groups: int, per_group: int = 4, seed: int = 0,
     if pending:
         flush()
     return metas
+
+
+def make_footage(directory, clips: int, seed: int = 0, cfg: SimulationConfig | None = None) -> list[Path]:
+    """``clips`` in-sync mp4s (offset 0) of the simulation's scenes, each long enough for a
+    ``cfg.duration_s`` window shifted by up to ``cfg.max_offset_s`` either way: the footage
+    ``reward.sync_pretrain`` shifts the sound of, standing in for curated clips."""
+    from model.media import to_uint8_frames, write_mp4
+
+    cfg = cfg or SimulationConfig()
+    long = dataclasses.replace(cfg, duration_s=cfg.duration_s + 2 * cfg.max_offset_s + 0.4)
+    rng, directory = np.random.default_rng(seed), Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    paths = []
+    for k in range(clips):
+        props = {p: float(rng.uniform()) for p in PROPERTIES} | {"offset": 0.0}
+        # the event in the middle 1.2 s, so that every window pretraining cuts (a shift away
+        # from either end, see reward.sync_pretrain.cut_windows) holds it
+        video, audio = render(props, long, rng, scene=int(rng.integers(2**31)), margin_s=(long.duration_s - 1.2) / 2)
+        paths.append(directory / f"footage{seed}-{k:04d}.mp4")
+        write_mp4(paths[-1], to_uint8_frames(video), long.fps, audio.numpy(), long.sample_rate)
+    return paths
 
 
 def simulate_rankings(metas: list[dict], axes=SIM_AXES, *, noise: float = 0.15, tie_margin: float = 0.1,

@@ -49,7 +49,7 @@ def clip_bucket(meta: dict, buckets: BucketConfig, temporal_stride: int = 4) -> 
     return bucket
 
 
-def _fit(frames: torch.Tensor, height: int, width: int) -> torch.Tensor:
+def fit_frames(frames: torch.Tensor, height: int, width: int) -> torch.Tensor:
     """Centre-crop (T, 3, h, w) to the target aspect, then resize to height x width."""
     h, w = frames.shape[-2:]
     if w * height > h * width:  # too wide
@@ -83,7 +83,7 @@ def decode_clip(mp4: bytes, flac: bytes, bucket: Bucket, sample_rate: int, chann
     # For each target instant, the last decoded frame shown at or before it.
     picks = np.clip(np.searchsorted(times, targets + 1e-6, side="right") - 1, 0, len(frames) - 1)
     video = torch.from_numpy(np.stack([frames[i] for i in picks])).permute(0, 3, 1, 2).float()
-    video = _fit(video, seq.height, seq.width).permute(1, 0, 2, 3) / 127.5 - 1  # (3, T, H, W)
+    video = fit_frames(video, seq.height, seq.width).permute(1, 0, 2, 3) / 127.5 - 1  # (3, T, H, W)
 
     samples = round(seq.clip_seconds * sample_rate)
     with av.open(io.BytesIO(flac)) as container:
