@@ -58,6 +58,11 @@ def add_parsers(subparsers) -> None:
     score.add_argument("--json", action="store_true", help="one JSON object per clip instead of a table")
     score.add_argument("--batch-size", type=int, default=16)
     score.set_defaults(handler=score_handler)
+    sync = sub.add_parser("sync-pretrain", help="pretrain the latent SyncNet an av_sync head reads, on in-sync footage")
+    sync.add_argument("--footage", required=True, nargs="+", help="in-sync mp4s with sound, or folders of them")
+    sync.add_argument("--out", required=True, help="directory for sync_net.json + sync_net.safetensors")
+    sync.add_argument("overrides", nargs="*", help="key=value overrides of reward.sync_pretrain.SyncPretrainConfig")
+    sync.set_defaults(handler=sync_pretrain_handler)
     reward.set_defaults(handler=lambda args: (reward.print_help(), 2)[1])
 
 
@@ -72,6 +77,10 @@ def check_inputs(cfg, rankings: str, rollouts: list[str], heldout: str | None) -
     from reward.rankings import read_rankings
     from training.resume import checkpoint_dir
 
+    if cfg.model.backbone == "latent" and cfg.model.latent.sync_net:
+        from reward.sync_pretrain import load_sync_net
+
+        load_sync_net(cfg.model.latent.sync_net)  # names the command that makes one when it is missing
     if cfg.model.backbone == "omni" and not (Path(cfg.model.omni.model_path) / "config.json").is_file():
         raise ConfigError(f"model.omni.model_path={cfg.model.omni.model_path!r} is not a local model directory "
                           "(config.json, weights, tokenizer, preprocessor_config.json)")
@@ -249,4 +258,24 @@ def score_handler(args) -> int:
     print(f"{'clip':<{width}}" + "".join(f"{h:>16}" for h in heads))
     for r in rows:
         print(f"{r['clip']:<{width}}" + "".join(f"{r[h]:>16.4f}" for h in heads))
+    return 0
+
+
+# ---------------------------------------------------------------------------------- sync-pretrain
+
+
+def sync_pretrain_handler(args) -> int:
+    from pipelines.config import load_config
+    from reward.sync_pretrain import SyncPretrainConfig, pretrain_sync
+
+    # ``--footage A B steps=10``: nargs="+" also took the overrides that followed it.
+    taken = [f for f in args.footage if "=" in f and not Path(f).exists()]
+    try:
+        cfg = load_config(SyncPretrainConfig, None, [*taken, *args.overrides])
+        metrics = pretrain_sync(cfg, [f for f in args.footage if f not in taken], args.out)
+    except (ConfigError, ValueError, FileNotFoundError) as exc:
+        print(f"tandem reward sync-pretrain: {exc}", file=sys.stderr)
+        return 2
+    print(json.dumps(metrics, indent=1))
+    print(f"sync net: {args.out} (use it with model.latent.sync_net={args.out})")
     return 0

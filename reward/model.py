@@ -64,6 +64,10 @@ class RewardModel(nn.Module):
         self.backbone = backbone if backbone is not None else build_backbone(cfg, self.heads)
         d = self.backbone.feature_dim
         self.head_weight = nn.Parameter(torch.randn(len(self.heads), d) / math.sqrt(d))
+        n_sync = getattr(self.backbone, "sync_features", 0)
+        if n_sync:  # a head starts without the sync net's evidence and learns how much to use it
+            with torch.no_grad():
+                self.head_weight[:, d - n_sync:] = 0
         self.log_theta = 0.0  # Rao-Kupper tie strength, set by training
 
     @property
@@ -104,8 +108,13 @@ class RewardModel(nn.Module):
         directory.mkdir(parents=True, exist_ok=True)
         state = {k: v.detach().float().contiguous().cpu() for k, v in self.trainable_state().items()}
         save_file(state, str(directory / WEIGHTS_FILE))
+        config = to_dict(self.cfg)
+        if self.cfg.backbone == "latent" and self.cfg.latent.sync_net:  # travels with the model
+            from reward.sync_pretrain import copy_sync_net
+
+            config["latent"]["sync_net"] = copy_sync_net(self.cfg.latent.sync_net, directory)
         info = {"format": FORMAT, "name": self.name, "heads": list(self.heads), "uses": self.uses,
-                "log_theta": self.log_theta, "config": to_dict(self.cfg), **meta}
+                "log_theta": self.log_theta, "config": config, **meta}
         (directory / META_FILE).write_text(json.dumps(info, indent=1, default=str))
         return directory
 
@@ -132,8 +141,11 @@ def load_reward_model(path: str | Path, device: str | torch.device = "cpu", **co
     path = Path(path)
     directory = path if path.is_dir() else path.parent
     meta = read_meta(directory)
-    cfg = from_dict(RewardModelConfig, {**meta["config"], **{k: dataclasses.asdict(v) if dataclasses.is_dataclass(v)
-                                                               else v for k, v in config_overrides.items()}})
+    config = {**meta["config"], **{k: dataclasses.asdict(v) if dataclasses.is_dataclass(v) else v
+                                   for k, v in config_overrides.items()}}
+    if config.get("latent", {}).get("sync_net"):  # saved beside the model, relative to it
+        config["latent"] = {**config["latent"], "sync_net": str(directory / config["latent"]["sync_net"])}
+    cfg = from_dict(RewardModelConfig, config)
     model = RewardModel(cfg, name=meta.get("name", "tandem-reward"))
     state = load_file(str(directory / WEIGHTS_FILE))
     with torch.no_grad():

@@ -24,7 +24,7 @@ def build_backbone(cfg, heads: tuple[str, ...]):
     if cfg.backbone == "latent":
         from reward.backbones.latent import LatentBackbone
 
-        return LatentBackbone(cfg.latent, len(heads))
+        return LatentBackbone(cfg.latent, heads)
     if cfg.backbone == "omni":
         from reward.backbones.omni import OmniBackbone
 

@@ -49,6 +49,12 @@ class LatentBackboneConfig:
     # video reward most often judges, and a difference is what attention finds hard to learn.
     motion_features: bool = True
     dropout: float = 0.1  # on every block's attention and MLP output, while training
+    # A pretrained SyncNet on latents (``tandem reward sync-pretrain``'s output directory),
+    # frozen: every head also reads its offset estimate, and ``sync_heads`` read only that.
+    # Timing to tens of ms is more than a few hundred preference judgements teach the
+    # transformer, which on them learns scene-specific guesses that cost held-out accuracy.
+    sync_net: str = ""
+    sync_heads: tuple = ("av_sync",)
 
     def __post_init__(self):
         if self.dim % self.heads or (self.dim // self.heads) % 2:
@@ -75,9 +81,18 @@ class Block(nn.Module):
 class LatentBackbone(nn.Module):
     uses = "latents"
 
-    def __init__(self, cfg: LatentBackboneConfig, n_heads: int):
+    def __init__(self, cfg: LatentBackboneConfig, heads: tuple[str, ...]):
         super().__init__()
+        n_heads = len(heads)
         self.cfg, self.n_heads, self.feature_dim = cfg, n_heads, 2 * cfg.dim
+        self.sync, self.sync_features = None, 0
+        if cfg.sync_net:
+            from reward.sync_pretrain import load_sync_net
+
+            self.sync, self.sync_features = load_sync_net(cfg.sync_net), 1
+            self.feature_dim += self.sync_features
+            self.register_buffer("reads_transformer", torch.tensor([h not in cfg.sync_heads for h in heads]),
+                                 persistent=False)
         d = cfg.dim
         patch = cfg.video_patch
         self.video_in = nn.Linear(cfg.video_channels * (1 + cfg.motion_features) * patch[0] * patch[1] * patch[2], d)
@@ -140,7 +155,12 @@ class LatentBackbone(nn.Module):
         # attention picks out events (a flash, a click), the mean keeps what is everywhere
         # (drift, a clipped tone), which softmax pooling would let the loudest tokens drown.
         pooled = x[:, n_front:].mean(1, keepdim=True).expand(-1, self.n_heads, -1)
-        return torch.cat([x[:, : self.n_heads], pooled], -1)
+        features = torch.cat([x[:, : self.n_heads], pooled], -1)
+        if self.sync is None:
+            return features
+        sync = self.sync.features(clips.video_latents, clips.audio_latents, clips.fps or self.cfg.fps)
+        features = features * self.reads_transformer[:, None].to(features.dtype)
+        return torch.cat([features, sync.to(x.dtype)[:, None].expand(-1, self.n_heads, -1)], -1)
 
     def trainable_state(self) -> dict[str, torch.Tensor]:
         return self.state_dict()
