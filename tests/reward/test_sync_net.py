@@ -77,7 +77,9 @@ def test_the_av_sync_head_learns_what_simulated_annotators_prefer(tmp_path):
     write_rankings(simulate_rankings(metas, ("av_sync",), noise=0.15, seed=1), tmp_path / "rankings")
     write_rankings(simulate_rankings(heldout, ("av_sync",), noise=0.0, seed=2), tmp_path / "consensus")
 
-    cfg = load_reward_recipe("latent_cpu", [f"storage={tmp_path / 'run'}", "model.heads=[av_sync]",
+    # The av_sync head reads only the frozen net's estimate (sync_heads), so the rankings only
+    # calibrate it: a third of the recipe's steps is plenty.
+    cfg = load_reward_recipe("latent_cpu", [f"storage={tmp_path / 'run'}", "model.heads=[av_sync]", "steps=100",
                                             f"model.latent.sync_net={tmp_path / 'sync'}"])
     result = train_reward(cfg, tmp_path / "rankings", [tmp_path / "rollouts"], heldout_rankings=tmp_path / "consensus")
     accuracy = result.metrics["heldout/av_sync/accuracy_without_ties"]
