@@ -1,4 +1,5 @@
-"""Write a generated clip (frames + audio track) to an mp4 with PyAV (no ffmpeg binary)."""
+"""Write a generated clip (frames + audio track) to an mp4 with PyAV (no ffmpeg binary), and
+the two decoding steps every reader of clips shares."""
 
 from __future__ import annotations
 
@@ -10,6 +11,26 @@ import numpy as np
 import torch
 
 _LAYOUTS = {1: "mono", 2: "stereo"}
+
+
+def frame_at(times: np.ndarray, targets: np.ndarray) -> np.ndarray:
+    """For each target instant (s), the index of the last frame shown at or before it, of
+    frames shown at ``times`` (s, ascending)."""
+    return np.clip(np.searchsorted(times, np.asarray(targets) + 1e-6, side="right") - 1, 0, len(times) - 1)
+
+
+def decode_audio(container, rate: int, channels: int) -> tuple[np.ndarray | None, float]:
+    """The first audio stream of an open PyAV ``container`` resampled to ``rate`` Hz, mono or
+    (``channels`` 2) stereo: (channels, N) float32, or None when it decodes to nothing; and the
+    time (s) of its first sample on the container's clock."""
+    resampler = av.AudioResampler(format="fltp", layout="stereo" if channels == 2 else "mono", rate=rate)
+    chunks, start = [], None
+    for frame in container.decode(audio=0):
+        if start is None:
+            start = float(frame.time or 0.0)
+        chunks += [r.to_ndarray() for r in resampler.resample(frame)]
+    chunks += [r.to_ndarray() for r in resampler.resample(None)]
+    return (np.concatenate(chunks, axis=1).astype(np.float32) if chunks else None), start or 0.0
 
 
 def to_uint8_frames(video: torch.Tensor) -> np.ndarray:

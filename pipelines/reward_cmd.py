@@ -169,15 +169,19 @@ def run_reward_training(cfg, rankings: str, rollouts: list[str], *, heldout: str
         tracker.close(status)
 
 
+def _split_overrides(paths: list[str], overrides: list[str]) -> tuple[list[str], list[str]]:
+    """``--rollouts A B steps=10``: an nargs="+" option also takes the overrides that follow
+    it. Returns (the paths, every override)."""
+    taken = [p for p in paths if "=" in p and not Path(p).exists()]
+    return [p for p in paths if p not in taken], [*taken, *overrides]
+
+
 def train_handler(args) -> int:
     from reward.clips import ClipsError
     from reward.rankings import RankingsError
     from reward.rollouts import RolloutsError
 
-    # ``--rollouts A B steps=10``: nargs="+" also took the overrides that followed it.
-    taken = [r for r in args.rollouts if "=" in r and not Path(r).exists()]
-    args.rollouts = [r for r in args.rollouts if r not in taken]
-    args.overrides = [*taken, *args.overrides]
+    args.rollouts, args.overrides = _split_overrides(args.rollouts, args.overrides)
     try:
         cfg = load_reward_recipe(args.config, args.overrides)
         counts = check_inputs(cfg, args.rankings, args.rollouts, args.heldout_rankings)
@@ -268,11 +272,10 @@ def sync_pretrain_handler(args) -> int:
     from pipelines.config import load_config
     from reward.sync_pretrain import SyncPretrainConfig, pretrain_sync
 
-    # ``--footage A B steps=10``: nargs="+" also took the overrides that followed it.
-    taken = [f for f in args.footage if "=" in f and not Path(f).exists()]
+    footage, overrides = _split_overrides(args.footage, args.overrides)
     try:
-        cfg = load_config(SyncPretrainConfig, None, [*taken, *args.overrides])
-        metrics = pretrain_sync(cfg, [f for f in args.footage if f not in taken], args.out)
+        cfg = load_config(SyncPretrainConfig, None, overrides)
+        metrics = pretrain_sync(cfg, footage, args.out)
     except (ConfigError, ValueError, FileNotFoundError) as exc:
         print(f"tandem reward sync-pretrain: {exc}", file=sys.stderr)
         return 2

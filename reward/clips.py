@@ -82,6 +82,8 @@ def decode_media(mp4: str | Path) -> tuple[torch.Tensor, torch.Tensor, float, in
     of an mp4; a clip without sound gets one silent channel."""
     import av
 
+    from model.media import decode_audio
+
     with av.open(str(mp4)) as container:
         stream = container.streams.video[0]
         fps = float(stream.average_rate or stream.guessed_rate or 0)
@@ -93,12 +95,10 @@ def decode_media(mp4: str | Path) -> tuple[torch.Tensor, torch.Tensor, float, in
         if not container.streams.audio:
             return video, torch.zeros(1, 0), fps, 0
         stream = container.streams.audio[0]
-        rate, channels = stream.rate, stream.channels
-        resampler = av.AudioResampler(format="fltp", layout="stereo" if channels == 2 else "mono", rate=rate)
-        chunks = [r.to_ndarray() for f in container.decode(audio=0) for r in resampler.resample(f)]
-        chunks += [r.to_ndarray() for r in resampler.resample(None)]
-    audio = np.concatenate(chunks, axis=1) if chunks else np.zeros((1, 0), np.float32)
-    return video, torch.from_numpy(audio.astype(np.float32)), fps, rate
+        rate = stream.rate
+        audio, _ = decode_audio(container, rate, stream.channels)
+    audio = audio if audio is not None else np.zeros((1, 0), np.float32)
+    return video, torch.from_numpy(audio), fps, rate
 
 
 class ClipStore:

@@ -74,6 +74,8 @@ def decode_streams(path: Path, sample_rate: int, channels: int):
     times in seconds on the file's own clock; audio resampled to ``sample_rate``."""
     import av
 
+    from model.media import decode_audio
+
     with av.open(str(path)) as container:
         frames, times = [], []
         for frame in container.decode(video=0):
@@ -82,19 +84,13 @@ def decode_streams(path: Path, sample_rate: int, channels: int):
     with av.open(str(path)) as container:
         if not container.streams.audio:
             return np.stack(frames) if frames else None, np.asarray(times), None, 0.0
-        resampler = av.AudioResampler(format="fltp", layout="stereo" if channels == 2 else "mono", rate=sample_rate)
-        chunks, start = [], None
-        for f in container.decode(audio=0):
-            if start is None:
-                start = float(f.time or 0.0)
-            chunks += [r.to_ndarray() for r in resampler.resample(f)]
-        chunks += [r.to_ndarray() for r in resampler.resample(None)]
-    audio = np.concatenate(chunks, axis=1).astype(np.float32) if chunks else None
-    return np.stack(frames) if frames else None, np.asarray(times), audio, start or 0.0
+        audio, start = decode_audio(container, sample_rate, channels)
+    return np.stack(frames) if frames else None, np.asarray(times), audio, start
 
 
 def cut_windows(frames, times, audio, audio_start, seq, rng, cfg: SyncPretrainConfig):
     """Up to ``windows_per_clip`` (video (3, T, H, W), audio (ch, N), offset_s) from one file."""
+    from model.media import frame_at
     from training.clip_encoder import fit_frames
 
     n = seq.audio_samples
@@ -108,8 +104,7 @@ def cut_windows(frames, times, audio, audio_start, seq, rng, cfg: SyncPretrainCo
     for _ in range(cfg.windows_per_clip):
         start, offset = float(rng.choice(starts)), rng.uniform(-cfg.max_offset_s, cfg.max_offset_s)
         targets = start + np.arange(seq.num_frames) / cfg.fps
-        picks = np.clip(np.searchsorted(times, targets + 1e-6, side="right") - 1, 0, len(times) - 1)
-        video = torch.from_numpy(frames[picks]).permute(0, 3, 1, 2).float()
+        video = torch.from_numpy(frames[frame_at(times, targets)]).permute(0, 3, 1, 2).float()
         video = fit_frames(video, cfg.height, cfg.width).permute(1, 0, 2, 3) / 127.5 - 1
         # the sound ``offset`` late: what is heard at window time u happened at start + u - offset
         a0 = int(round((start - offset - audio_start) * seq.sample_rate))

@@ -67,6 +67,8 @@ def decode_clip(mp4: bytes, flac: bytes, bucket: Bucket, sample_rate: int, chann
     exactly the same span."""
     import av
 
+    from model.media import decode_audio, frame_at
+
     seq = bucket.sequence
     targets = np.arange(seq.num_frames) / seq.fps
     frames, times = [], []
@@ -79,18 +81,16 @@ def decode_clip(mp4: bytes, flac: bytes, bucket: Bucket, sample_rate: int, chann
             times.append(t)
     if not frames:
         raise SkipClip("no_video_frames")
-    times = np.asarray(times) - times[0]
-    # For each target instant, the last decoded frame shown at or before it.
-    picks = np.clip(np.searchsorted(times, targets + 1e-6, side="right") - 1, 0, len(frames) - 1)
+    picks = frame_at(np.asarray(times) - times[0], targets)
     video = torch.from_numpy(np.stack([frames[i] for i in picks])).permute(0, 3, 1, 2).float()
     video = fit_frames(video, seq.height, seq.width).permute(1, 0, 2, 3) / 127.5 - 1  # (3, T, H, W)
 
     samples = round(seq.clip_seconds * sample_rate)
     with av.open(io.BytesIO(flac)) as container:
-        resampler = av.AudioResampler(format="fltp", layout="stereo" if channels == 2 else "mono", rate=sample_rate)
-        chunks = [r.to_ndarray() for f in container.decode(audio=0) for r in resampler.resample(f)]
-        chunks += [r.to_ndarray() for r in resampler.resample(None)]
-    audio = torch.from_numpy(np.concatenate(chunks, axis=1)).float()[:, :samples]
+        audio, _ = decode_audio(container, sample_rate, channels)
+    if audio is None:
+        raise ValueError("the clip's flac decodes to no audio samples")
+    audio = torch.from_numpy(audio)[:, :samples]
     if audio.shape[1] < samples:  # a few samples short after resampling: pad silence
         audio = F.pad(audio, (0, samples - audio.shape[1]))
     return video.clamp(-1, 1), audio
