@@ -63,6 +63,12 @@ def add_parsers(subparsers) -> None:
     sync.add_argument("--out", required=True, help="directory for sync_net.json + sync_net.safetensors")
     sync.add_argument("overrides", nargs="*", help="key=value overrides of reward.sync_pretrain.SyncPretrainConfig")
     sync.set_defaults(handler=sync_pretrain_handler)
+    text = sub.add_parser("text-pretrain", help="pretrain the text-match net a prompt_alignment head reads, on "
+                                               "captioned latent shards")
+    text.add_argument("--latents", required=True, nargs="+", help="latent shard directories (the curated, captioned clips)")
+    text.add_argument("--out", required=True, help="directory for text_net.json + text_net.safetensors")
+    text.add_argument("overrides", nargs="*", help="key=value overrides of reward.text_pretrain.TextPretrainConfig")
+    text.set_defaults(handler=text_pretrain_handler)
     reward.set_defaults(handler=lambda args: (reward.print_help(), 2)[1])
 
 
@@ -77,10 +83,14 @@ def check_inputs(cfg, rankings: str, rollouts: list[str], heldout: str | None) -
     from reward.rankings import read_rankings
     from training.resume import checkpoint_dir
 
-    if cfg.model.backbone == "latent" and cfg.model.latent.sync_net:
+    if cfg.model.backbone == "latent":  # a missing net's error names the command that makes one
         from reward.sync_pretrain import load_sync_net
+        from reward.text_pretrain import load_text_net
 
-        load_sync_net(cfg.model.latent.sync_net)  # names the command that makes one when it is missing
+        if cfg.model.latent.sync_net:
+            load_sync_net(cfg.model.latent.sync_net)
+        if cfg.model.latent.text_net:
+            load_text_net(cfg.model.latent.text_net)
     if cfg.model.backbone == "omni" and not (Path(cfg.model.omni.model_path) / "config.json").is_file():
         raise ConfigError(f"model.omni.model_path={cfg.model.omni.model_path!r} is not a local model directory "
                           "(config.json, weights, tokenizer, preprocessor_config.json)")
@@ -269,16 +279,28 @@ def score_handler(args) -> int:
 
 
 def sync_pretrain_handler(args) -> int:
-    from pipelines.config import load_config
     from reward.sync_pretrain import SyncPretrainConfig, pretrain_sync
 
-    footage, overrides = _split_overrides(args.footage, args.overrides)
+    return _pretrain("sync-pretrain", SyncPretrainConfig, pretrain_sync, args.footage, args, "sync_net")
+
+
+def text_pretrain_handler(args) -> int:
+    from reward.text_pretrain import TextPretrainConfig, pretrain_text
+
+    return _pretrain("text-pretrain", TextPretrainConfig, pretrain_text, args.latents, args, "text_net")
+
+
+def _pretrain(command: str, config_class, pretrain, inputs: list[str], args, field_name: str) -> int:
+    """Run a frozen net's pretraining: exit 2 with the reason on bad config or input."""
+    from pipelines.config import load_config
+
+    inputs, overrides = _split_overrides(inputs, args.overrides)
     try:
-        cfg = load_config(SyncPretrainConfig, None, overrides)
-        metrics = pretrain_sync(cfg, footage, args.out)
+        cfg = load_config(config_class, None, overrides)
+        metrics = pretrain(cfg, inputs, args.out)
     except (ConfigError, ValueError, FileNotFoundError) as exc:
-        print(f"tandem reward sync-pretrain: {exc}", file=sys.stderr)
+        print(f"tandem reward {command}: {exc}", file=sys.stderr)
         return 2
     print(json.dumps(metrics, indent=1))
-    print(f"sync net: {args.out} (use it with model.latent.sync_net={args.out})")
+    print(f"{field_name.replace('_', ' ')}: {args.out} (use it with model.latent.{field_name}={args.out})")
     return 0

@@ -35,10 +35,12 @@ from model.config import from_dict, to_dict
 from reward.backbones import build_backbone
 from reward.backbones.latent import LatentBackboneConfig
 from reward.backbones.omni import OmniBackboneConfig
+from reward.frozen_nets import copy_net
 from reward.rankings import AXES
 from reward.sources import Clips
 
 FORMAT = "tandem-reward/1"
+FROZEN_NETS = ("sync_net", "text_net")  # LatentBackboneConfig fields naming a pretrained net's directory
 META_FILE, WEIGHTS_FILE = "reward.json", "reward.safetensors"
 
 
@@ -64,10 +66,10 @@ class RewardModel(nn.Module):
         self.backbone = backbone if backbone is not None else build_backbone(cfg, self.heads)
         d = self.backbone.feature_dim
         self.head_weight = nn.Parameter(torch.randn(len(self.heads), d) / math.sqrt(d))
-        n_sync = getattr(self.backbone, "sync_features", 0)
-        if n_sync:  # a head starts without the sync net's evidence and learns how much to use it
+        n_frozen = getattr(self.backbone, "frozen_features", 0)
+        if n_frozen:  # a head starts without the frozen nets' evidence and learns how much to use it
             with torch.no_grad():
-                self.head_weight[:, d - n_sync:] = 0
+                self.head_weight[:, d - n_frozen:] = 0
         self.log_theta = 0.0  # Rao-Kupper tie strength, set by training
 
     @property
@@ -109,10 +111,9 @@ class RewardModel(nn.Module):
         state = {k: v.detach().float().contiguous().cpu() for k, v in self.trainable_state().items()}
         save_file(state, str(directory / WEIGHTS_FILE))
         config = to_dict(self.cfg)
-        if self.cfg.backbone == "latent" and self.cfg.latent.sync_net:  # travels with the model
-            from reward.sync_pretrain import copy_sync_net
-
-            config["latent"]["sync_net"] = copy_sync_net(self.cfg.latent.sync_net, directory)
+        for net in FROZEN_NETS:  # travel with the model
+            if self.cfg.backbone == "latent" and getattr(self.cfg.latent, net):
+                config["latent"][net] = copy_net(getattr(self.cfg.latent, net), directory, net)
         info = {"format": FORMAT, "name": self.name, "heads": list(self.heads), "uses": self.uses,
                 "log_theta": self.log_theta, "config": config, **meta}
         (directory / META_FILE).write_text(json.dumps(info, indent=1, default=str))
@@ -143,8 +144,9 @@ def load_reward_model(path: str | Path, device: str | torch.device = "cpu", **co
     meta = read_meta(directory)
     config = {**meta["config"], **{k: dataclasses.asdict(v) if dataclasses.is_dataclass(v) else v
                                    for k, v in config_overrides.items()}}
-    if config.get("latent", {}).get("sync_net"):  # saved beside the model, relative to it
-        config["latent"] = {**config["latent"], "sync_net": str(directory / config["latent"]["sync_net"])}
+    for net in FROZEN_NETS:  # saved beside the model, relative to it
+        if config.get("latent", {}).get(net):
+            config["latent"] = {**config["latent"], net: str(directory / config["latent"][net])}
     cfg = from_dict(RewardModelConfig, config)
     model = RewardModel(cfg, name=meta.get("name", "tandem-reward"))
     state = load_file(str(directory / WEIGHTS_FILE))

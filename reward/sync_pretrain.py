@@ -19,7 +19,6 @@ metrics, the footage it saw); a reward model points at it with ``model.latent.sy
 
 from __future__ import annotations
 
-import json
 import logging
 import time
 from dataclasses import dataclass, field
@@ -28,13 +27,14 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from model.config import from_dict, to_dict
+from model.config import to_dict
 from reward.backbones.sync_net import LatentSyncNet, SyncNetConfig, offset_loss
+from reward.frozen_nets import load_net, save_net
 from training.encoders import EncoderConfig
 from training.trainer import warmup_cosine
 
 log = logging.getLogger(__name__)
-META_FILE, WEIGHTS_FILE = "sync_net.json", "sync_net.safetensors"
+NAME = "sync_net"  # sync_net.json + sync_net.safetensors (reward.frozen_nets)
 
 
 @dataclass
@@ -167,8 +167,6 @@ def offset_errors(net: LatentSyncNet, video, audio, offsets, fps: float) -> torc
 
 def pretrain_sync(cfg: SyncPretrainConfig, footage, out: str | Path) -> dict:
     """Pretrain the sync net on ``footage`` and save it to ``out``; returns its metrics."""
-    from safetensors.torch import save_file
-
     from training.clip_encoder import ClipEncoder
 
     if cfg.net.max_offset_s <= cfg.max_offset_s:
@@ -206,33 +204,12 @@ def pretrain_sync(cfg: SyncPretrainConfig, footage, out: str | Path) -> dict:
             err = offset_errors(net, video[idx], audio[idx], offsets[idx], cfg.fps)
             metrics[f"{name}/median_error_ms"] = 1000 * float(err.median())
             metrics[f"{name}/within_40ms"] = float((err <= 0.04).float().mean())
-    out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
-    save_file({k: v.detach().contiguous() for k, v in net.state_dict().items()}, str(out / WEIGHTS_FILE))
-    (out / META_FILE).write_text(json.dumps({"net": to_dict(cfg.net), "pretrain": to_dict(cfg), "fps": cfg.fps,
-                                             "metrics": metrics}, indent=1, default=str))
+    save_net(net, out, NAME, pretrain=to_dict(cfg), fps=cfg.fps, metrics=metrics)
     log.info("sync net saved to %s: %s", out, metrics)
     return metrics
 
 
 def load_sync_net(path: str | Path) -> LatentSyncNet:
     """A pretrained sync net (a directory ``pretrain_sync`` wrote), frozen, in eval mode."""
-    from safetensors.torch import load_file
-
-    path = Path(path)
-    if not (path / META_FILE).is_file():
-        raise FileNotFoundError(f"{path} is not a pretrained sync net (no {META_FILE}); make one with "
-                                "`tandem reward sync-pretrain --footage IN_SYNC_MP4S --out DIR`")
-    net = LatentSyncNet(from_dict(SyncNetConfig, json.loads((path / META_FILE).read_text())["net"]))
-    net.load_state_dict(load_file(str(path / WEIGHTS_FILE)))
-    return net.eval().requires_grad_(False)
-
-
-def copy_sync_net(path: str | Path, model_dir: Path) -> str:
-    """Copy a sync net into a saved reward model's directory; its path relative to it."""
-    import shutil
-
-    target = Path(model_dir) / "sync_net"
-    if Path(path).resolve() != target.resolve():
-        shutil.copytree(path, target, dirs_exist_ok=True)
-    return target.name
+    return load_net(path, NAME, LatentSyncNet, SyncNetConfig,
+                    "tandem reward sync-pretrain --footage IN_SYNC_MP4S --out DIR")

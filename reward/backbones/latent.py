@@ -55,6 +55,11 @@ class LatentBackboneConfig:
     # transformer, which on them learns scene-specific guesses that cost held-out accuracy.
     sync_net: str = ""
     sync_heads: tuple = ("av_sync",)
+    # A pretrained text-match net (``tandem reward text-pretrain``'s output directory), frozen:
+    # every head also reads how much of the clip shows its prompt, and ``text_heads`` read only
+    # that. Which prompt looks like what is more than a few hundred judgements teach.
+    text_net: str = ""
+    text_heads: tuple = ("prompt_alignment",)
 
     def __post_init__(self):
         if self.dim % self.heads or (self.dim // self.heads) % 2:
@@ -84,15 +89,28 @@ class LatentBackbone(nn.Module):
     def __init__(self, cfg: LatentBackboneConfig, heads: tuple[str, ...]):
         super().__init__()
         n_heads = len(heads)
-        self.cfg, self.n_heads, self.feature_dim = cfg, n_heads, 2 * cfg.dim
-        self.sync, self.sync_features = None, 0
+        self.cfg, self.n_heads = cfg, n_heads
+        self.sync = self.text_match = None
+        owned = []  # per frozen net: the heads that read only it
         if cfg.sync_net:
             from reward.sync_pretrain import load_sync_net
 
-            self.sync, self.sync_features = load_sync_net(cfg.sync_net), 1
-            self.feature_dim += self.sync_features
-            self.register_buffer("reads_transformer", torch.tensor([h not in cfg.sync_heads for h in heads]),
-                                 persistent=False)
+            self.sync = load_sync_net(cfg.sync_net)
+            owned.append(cfg.sync_heads)
+        if cfg.text_net:
+            from reward.text_pretrain import load_text_net
+
+            self.text_match = load_text_net(cfg.text_net)
+            owned.append(cfg.text_heads)
+        self.frozen_features = len(owned)  # one feature each, after the transformer's
+        self.feature_dim = 2 * cfg.dim + self.frozen_features
+        reads = torch.ones(n_heads, self.feature_dim, dtype=torch.bool)
+        for i, own in enumerate(owned):
+            for h, head in enumerate(heads):
+                if head in own:
+                    reads[h] = False
+                    reads[h, 2 * cfg.dim + i] = True
+        self.register_buffer("reads", reads, persistent=False)
         d = cfg.dim
         patch = cfg.video_patch
         self.video_in = nn.Linear(cfg.video_channels * (1 + cfg.motion_features) * patch[0] * patch[1] * patch[2], d)
@@ -155,12 +173,15 @@ class LatentBackbone(nn.Module):
         # attention picks out events (a flash, a click), the mean keeps what is everywhere
         # (drift, a clipped tone), which softmax pooling would let the loudest tokens drown.
         pooled = x[:, n_front:].mean(1, keepdim=True).expand(-1, self.n_heads, -1)
-        features = torch.cat([x[:, : self.n_heads], pooled], -1)
-        if self.sync is None:
-            return features
-        sync = self.sync.features(clips.video_latents, clips.audio_latents, clips.fps or self.cfg.fps)
-        features = features * self.reads_transformer[:, None].to(features.dtype)
-        return torch.cat([features, sync.to(x.dtype)[:, None].expand(-1, self.n_heads, -1)], -1)
+        features = [x[:, : self.n_heads], pooled]
+        if self.sync is not None:
+            features.append(self.sync.features(clips.video_latents, clips.audio_latents, clips.fps or self.cfg.fps))
+        if self.text_match is not None:
+            if clips.text_emb is None:
+                raise ValueError("the text-match net scores a clip against its prompt: these clips carry no text_emb")
+            features.append(self.text_match.features(clips.video_latents, clips.text_emb, clips.text_mask))
+        features = [f.to(x.dtype)[:, None].expand(-1, self.n_heads, -1) if f.ndim == 2 else f for f in features]
+        return torch.cat(features, -1) * self.reads.to(x.dtype)
 
     def trainable_state(self) -> dict[str, torch.Tensor]:
         return self.state_dict()

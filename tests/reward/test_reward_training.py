@@ -3,7 +3,9 @@
 clips (of prompts it never saw) with >= 90 % accuracy without ties.
 
 The clips (``reward.simulate``) vary exposure, drift speed and how muffled their sound is, one
-per axis, plus overall (their mean); their latents are encoded with the debug VAEs, as
+per axis, plus overall (their mean), and nothing else (no A/V event, no prompt mixing: the heads
+on pretrained nets, av_sync and prompt_alignment, are tests/reward/test_pretrained_heads.py);
+their latents are encoded with the debug VAEs, as
 ``tandem generate`` stores them. Annotators rank each group of 8 samples of a prompt: a tie
 when two qualities differ by less than 0.1, otherwise the better clip, flipped with 15 %
 probability. Held-out accuracy is measured against what careful annotators agree on (the same
@@ -27,7 +29,7 @@ NOISE = 0.15
 @pytest.mark.slow
 @pytest.mark.timeout(900)
 def test_each_head_learns_what_simulated_annotators_prefer(tmp_path):
-    metas = make_rollouts(tmp_path / "rollouts", groups=50, per_group=8, seed=0, cfg=SimulationConfig(event=False))
+    metas = make_rollouts(tmp_path / "rollouts", groups=50, per_group=8, seed=0, cfg=SimulationConfig(event=False, prompt_mix=False))
     heldout = [m for m in metas if is_heldout_group(m["group_id"], 0.25)]
     noisy = simulate_rankings(metas, AXES, noise=NOISE, seed=1)
     consensus = simulate_rankings(heldout, AXES, noise=0.0, seed=2)
