@@ -1,26 +1,27 @@
 """A CLIPScore on latents: how much of a clip shows what its prompt says, read from its latents.
 
 CLIPScore (Hessel et al. 2021, "CLIPScore: a reference-free evaluation metric for image
-captioning", eq. 1) rates a caption by the cosine similarity of its CLIP embedding with the
-image's. A clip that follows its prompt only in part (one region drifts into something else)
-should score in between, so here the picture is embedded *per latent location* and the score is
-the mean over locations:
+captioning", eq. 1) rates a caption by the similarity of its CLIP embedding with the image's.
+A clip that follows its prompt only in part (something else mixed in, in places or at times)
+should score in between, so here every latent location at every latent time is matched with
+the prompt on its own, and the score is the share that match:
 
-    e_v(x)  = a temporal conv over the latents at location x, mean over time  (unit norm)
-    e_t     = an MLP of the prompt embedding's mean over its tokens          (unit norm)
-    s       = mean over x of <e_v(x), e_t>
+    e_v(x, t) = a temporal conv over the latents at location x, at time t    (unit norm)
+    e_p       = an MLP of the prompt embedding's mean over its tokens        (unit norm)
+    p(x, t)   = sigmoid(scale * <e_v(x, t), e_p> + bias)
+    s         = mean over x, t of p(x, t)
 
-Each location is followed through time because a drifting texture shows more of itself over
-a clip than in one latent (on the simulation, 0.86 of locations are told apart over time,
-0.66 from one latent).
+The temporal conv (9 latents wide by default) follows each location through time, as a
+drifting texture shows more of itself over a clip than in one latent.
 
 It learns from captioned clips (``reward.text_pretrain``: the curated latent shards, caption
-embeddings included) with CLIP's symmetric contrastive loss (Radford et al. 2021, "Learning
-transferable visual models from natural language supervision", fig. 3): in a batch, each clip
-should match its own caption better than the others, and each caption its own clip.
-Preference judgements alone do not teach this: on a few hundred clips the reward transformer
-stays at chance on prompt alignment. A reward model uses the net frozen
-(``LatentBackboneConfig.text_net``).
+embeddings included) with SigLIP's pairwise sigmoid loss (Zhai et al. 2023, "Sigmoid loss for
+language image pre-training", eq. 1), every location and time of a clip against every caption
+of the batch. A sigmoid per pair, unlike CLIP's softmax over the batch, makes p(x, t) an
+absolute "this shows the prompt" whatever else the batch holds, so their mean is a share.
+Captions that are the same text are matches, not negatives. Preference judgements alone do not teach
+which prompt looks like what: on a few hundred clips the reward transformer stays at chance
+on prompt alignment. A reward model uses the net frozen (``LatentBackboneConfig.text_net``).
 """
 
 from __future__ import annotations
@@ -59,7 +60,7 @@ class LatentTextNet(nn.Module):
         self.bias = nn.Parameter(torch.tensor(float(cfg.init_bias)))
 
     def embed_video(self, video: torch.Tensor) -> torch.Tensor:
-        """Latents (B, C, T, h, w) -> unit embeddings (B, h * w, D), one per location."""
+        """Latents (B, C, T, h, w) -> unit embeddings (B, h * w * T, D), one per location and time."""
         b, c, t, h, w = video.shape
         per_location = video.float().permute(0, 3, 4, 1, 2).reshape(b * h * w, c, t)
         e = self.video(per_location)  # (B*h*w, D, T)
@@ -74,11 +75,11 @@ class LatentTextNet(nn.Module):
         return F.normalize(self.text((text_emb * m).sum(1) / m.sum(1).clamp(min=1)), dim=-1)
 
     def location_logits(self, e_video: torch.Tensor, e_text: torch.Tensor) -> torch.Tensor:
-        """(B, N, D) x (B', D) -> (B, N, B') the log-odds that location n of clip b shows caption b'."""
+        """(B, N, D) x (B', D) -> (B, N, B') the log-odds that location/time n of clip b shows caption b'."""
         return self.scale * torch.einsum("bnd,cd->bnc", e_video, e_text) + self.bias
 
     def similarity(self, e_video: torch.Tensor, e_text: torch.Tensor) -> torch.Tensor:
-        """(B, N, D) x (B', D) -> (B, B') the share of each clip's locations that show each caption."""
+        """(B, N, D) x (B', D) -> (B, B') the share of each clip's locations/times that show each caption."""
         return self.location_logits(e_video, e_text).sigmoid().mean(1)
 
     def features(self, video: torch.Tensor, text_emb: torch.Tensor, text_mask: torch.Tensor | None) -> torch.Tensor:
