@@ -9,6 +9,7 @@ rankings only calibrate their estimates: the heads read nothing else (``sync_hea
 ``text_heads``), so a third of the recipe's steps is plenty."""
 
 import pytest
+import torch
 
 from pipelines.reward_cmd import load_reward_recipe
 from reward.pairs import is_heldout_group
@@ -30,12 +31,13 @@ HEADS = ("av_sync", "prompt_alignment")
 @pytest.mark.slow
 @pytest.mark.timeout(900)
 def test_heads_on_pretrained_nets_learn_what_simulated_annotators_prefer(tmp_path):
+    torch.set_num_threads(2)  # the VAEs encode thousands of clips here: both cores pay (~80 s less)
     sim = SimulationConfig()
     make_footage(tmp_path / "footage", 400, seed=10, cfg=sim)
     sync = pretrain_sync(SyncPretrainConfig(window_s=sim.duration_s, max_offset_s=sim.max_offset_s),
                          [tmp_path / "footage"], tmp_path / "sync")
     make_captioned_shards(tmp_path / "captioned", 400, seed=11, cfg=sim)
-    text = pretrain_text(TextPretrainConfig(), [tmp_path / "captioned"], tmp_path / "text")
+    text = pretrain_text(TextPretrainConfig(steps=1500), [tmp_path / "captioned"], tmp_path / "text")
     print("sync net:", sync, "\ntext net:", text)
 
     metas = make_rollouts(tmp_path / "rollouts", groups=50, per_group=8, seed=0, cfg=sim)

@@ -13,6 +13,7 @@ judges without the flips), and against the noisy judges themselves, whose own er
 
 import numpy as np
 import pytest
+import torch
 
 from pipelines.reward_cmd import load_reward_recipe
 from reward.clips import find_clips, score_clip_files
@@ -29,6 +30,7 @@ NOISE = 0.15
 @pytest.mark.slow
 @pytest.mark.timeout(900)
 def test_each_head_learns_what_simulated_annotators_prefer(tmp_path):
+    torch.set_num_threads(2)  # the VAEs encode 400 clips: both cores pay
     metas = make_rollouts(tmp_path / "rollouts", groups=50, per_group=8, seed=0, cfg=SimulationConfig(event=False, prompt_mix=False))
     heldout = [m for m in metas if is_heldout_group(m["group_id"], 0.25)]
     noisy = simulate_rankings(metas, AXES, noise=NOISE, seed=1)
