@@ -10,3 +10,19 @@ def one_torch_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(threads)
+
+
+@pytest.fixture
+def scores_after_reload(tmp_path):
+    """f(model, clips, original_net_dir): the model's scores after saving it, deleting the
+    frozen net it was built from, and loading it again (a registered model is self-contained)."""
+    import shutil
+
+    from reward.model import load_reward_model
+
+    def reload(model, clips, original_net_dir):
+        model.save(tmp_path / "saved_model")
+        shutil.rmtree(original_net_dir)
+        return load_reward_model(tmp_path / "saved_model").score(clips)
+
+    return reload

@@ -35,10 +35,8 @@ def test_windows_shift_the_sound_by_their_offset_and_never_pad(tmp_path):
     assert checked >= 8
 
 
-def test_a_reward_model_carries_its_sync_net_and_reloads_without_the_original(tmp_path):
-    import shutil
-
-    from reward.model import RewardModel, RewardModelConfig, load_reward_model
+def test_a_reward_model_carries_its_sync_net_and_reloads_without_the_original(tmp_path, scores_after_reload):
+    from reward.model import RewardModel, RewardModelConfig
     from reward.sources import Clips
 
     make_footage(tmp_path / "footage", 4, seed=1)
@@ -51,9 +49,7 @@ def test_a_reward_model_carries_its_sync_net_and_reloads_without_the_original(tm
     assert not any(p.requires_grad for p in model.backbone.sync.parameters())  # frozen
     clips = Clips(prompts=["", ""], video_latents=torch.randn(2, 8, 9, 4, 4), audio_latents=torch.randn(2, 8, 52), fps=16.0)
     before = model.score(clips)
-    model.save(tmp_path / "model")
-    shutil.rmtree(tmp_path / "sync")
-    after = load_reward_model(tmp_path / "model").score(clips)
+    after = scores_after_reload(model, clips, tmp_path / "sync")
     assert all(torch.equal(before[h], after[h]) for h in cfg.heads)
 
 

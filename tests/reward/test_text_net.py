@@ -3,8 +3,6 @@ latents with the prompt, pretrained on captioned latent shards (``reward.text_pr
 frozen inside the latent reward backbone. That it lets the prompt_alignment head rank held-out
 clips as annotators do: tests/reward/test_pretrained_heads.py."""
 
-import shutil
-
 import torch
 
 from reward.backbones.text_net import LatentTextNet, TextNetConfig
@@ -30,8 +28,8 @@ def test_the_score_is_the_mean_of_independent_location_matches():
         assert torch.allclose(net.features(one, prompt[:1], None), 10 * logit.sigmoid().mean(), atol=1e-5)
 
 
-def test_a_reward_model_carries_its_text_net_and_its_heads_read_only_it(tmp_path):
-    from reward.model import RewardModel, RewardModelConfig, load_reward_model
+def test_a_reward_model_carries_its_text_net_and_its_heads_read_only_it(tmp_path, scores_after_reload):
+    from reward.model import RewardModel, RewardModelConfig
     from reward.sources import Clips
 
     make_captioned_shards(tmp_path / "captioned", 8, seed=1, per_shard=4)
@@ -49,9 +47,7 @@ def test_a_reward_model_carries_its_text_net_and_its_heads_read_only_it(tmp_path
     other_sound = model.score(Clips(**{**clips.__dict__, "audio_latents": torch.randn(2, 8, 52)}))
     assert torch.equal(before["prompt_alignment"], other_sound["prompt_alignment"])  # reads only the text net
     assert not torch.equal(before["overall"], other_sound["overall"])
-    model.save(tmp_path / "model")
-    shutil.rmtree(tmp_path / "text")
-    after = load_reward_model(tmp_path / "model").score(clips)
+    after = scores_after_reload(model, clips, tmp_path / "text")
     assert all(torch.equal(before[h], after[h]) for h in cfg.heads)
 
 
