@@ -83,8 +83,9 @@ def draw(waves: list, y: np.ndarray, x: np.ndarray) -> np.ndarray:
 def render(props: dict, cfg: SimulationConfig, rng: np.random.Generator, scene: int = 0,
            margin_s: float | None = None, word: int | None = None):
     """(video (3, T, H, W) in [-1, 1], audio (1, N) in [-1, 1]) of a clip with ``props``. The
-    ``scene`` (texture, drift direction, tone: what a prompt decides) is the same for every
-    sample of a group; ``rng`` draws what varies between samples (the event's onset, noise).
+    ``scene`` (drift direction, tone, and the texture when no ``word`` is given) and the
+    prompt's ``word`` (its texture, ``WORDS``) are the same for every sample of a group; ``rng``
+    draws what varies between samples (the event's onset, noise).
     The onset is at least ``margin_s`` (default: the largest offset + 0.2 s) from either end."""
     from model.sequence import SequenceConfig
 
@@ -209,12 +210,13 @@ def make_captioned_shards(directory, clips: int, seed: int = 0, cfg: SimulationC
     shards (``training.latent_shards``, encoded like the rollouts): the curated, captioned
     training clips ``reward.text_pretrain`` learns what a prompt looks like from."""
     from training.clip_encoder import ClipEncoder, EncoderConfig
+    from training.encoders import format_of
     from training.latent_shards import write_latent_shard
 
     cfg = cfg or SimulationConfig()
     rng, directory = np.random.default_rng(seed), Path(directory)
     encoder = ClipEncoder(EncoderConfig(), device="cpu")
-    fmt = encoder.latent_format(_Buckets(cfg.fps))
+    fmt = format_of(encoder.cfg, encoder.video_vae, encoder.audio_vae, encoder.text.dim, cfg.fps)
     paths = []
     for first in range(0, clips, per_shard):
         videos, audios, captions, words = [], [], [], []
@@ -232,11 +234,6 @@ def make_captioned_shards(directory, clips: int, seed: int = 0, cfg: SimulationC
                    for i in range(len(captions))]
         paths.append(write_latent_shard(directory / f"captioned-{seed}-{first // per_shard:04d}.tar", samples, fmt))
     return paths
-
-
-@dataclass
-class _Buckets:  # what ClipEncoder.latent_format reads of a BucketConfig
-    fps: float
 
 
 def simulate_rankings(metas: list[dict], axes=SIM_AXES, *, noise: float = 0.15, tie_margin: float = 0.1,

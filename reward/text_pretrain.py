@@ -3,15 +3,16 @@ prompt looks like, from captioned clips: the curated latent shards, which alread
 clip's latents and its caption's embedding from the encoders that made the rollouts.
 
     tandem reward text-pretrain --latents LATENT_SHARD_DIRS... --out runs/text_net \
-        [steps=1500 batch=32 lr=3e-3 net.dim=16 ...]
+        [steps=2500 batch=32 lr=3e-3 net.hidden=128 ...]
 
-A batch is clips of one latent shape (one bucket) and their captions; the loss is CLIP's
-contrastive one. Samples without a caption or that cannot be read are skipped and counted,
-never fatal; a shard that cannot be indexed counts all its samples as unreadable.
+A batch is clips of one latent shape (one bucket) and their captions; the loss is SigLIP's
+pairwise sigmoid one (``reward.backbones.text_net.contrastive_loss``), captions of the same
+text counting as matches. Samples without a caption or that cannot be read are skipped and
+counted, never fatal; a shard that cannot be indexed counts once, as ``unreadable_shard``.
 
 Held-out clips (``holdout_fraction``, by key) measure what it learned: how often a clip scores
 higher with its own caption than with another held-out clip's (``heldout/own_caption_wins``;
-0.5 is chance; captions that embed identically are not compared). ``out`` gets
+0.5 is chance; captions of the same text are not compared). ``out`` gets
 ``text_net.safetensors`` and ``text_net.json``; a reward model points at it with
 ``model.latent.text_net=OUT``.
 """
@@ -82,7 +83,9 @@ def read_captioned(directories, max_clips: int = 0) -> Captioned:
                 if text is None or text.ndim != 2 or len(text) == 0:
                     found.skipped["no_caption"] += 1
                     continue
-                found.keys.append(f"{shard.name}/{key}"), found.video.append(video.float()), found.text.append(text.float())
+                found.keys.append(f"{shard.name}/{key}")
+                found.video.append(video.float())
+                found.text.append(text.float())
     return found
 
 

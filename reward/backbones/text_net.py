@@ -74,9 +74,13 @@ class LatentTextNet(nn.Module):
         m = text_mask.to(text_emb)[..., None]
         return F.normalize(self.text((text_emb * m).sum(1) / m.sum(1).clamp(min=1)), dim=-1)
 
+    def match_logits(self, cosine: torch.Tensor) -> torch.Tensor:
+        """The log-odds that a location/time shows a caption, from their embeddings' cosine."""
+        return self.scale * cosine + self.bias
+
     def location_logits(self, e_video: torch.Tensor, e_text: torch.Tensor) -> torch.Tensor:
         """(B, N, D) x (B', D) -> (B, N, B') the log-odds that location/time n of clip b shows caption b'."""
-        return self.scale * torch.einsum("bnd,cd->bnc", e_video, e_text) + self.bias
+        return self.match_logits(torch.einsum("bnd,cd->bnc", e_video, e_text))
 
     def similarity(self, e_video: torch.Tensor, e_text: torch.Tensor) -> torch.Tensor:
         """(B, N, D) x (B', D) -> (B, B') the share of each clip's locations/times that show each caption."""
@@ -86,8 +90,8 @@ class LatentTextNet(nn.Module):
         """(B, 1) what a reward head reads: the share of each clip that shows its own prompt,
         times 10 (a head weight moves about lr per Adam step, ~0.1 in a run: it must span the range)."""
         e_video, e_text = self.embed_video(video), self.embed_text(text_emb, text_mask)
-        logits = self.scale * (e_video * e_text[:, None]).sum(-1) + self.bias
-        return 10 * logits.sigmoid().mean(1, keepdim=True)
+        own = self.match_logits(torch.einsum("bnd,bd->bn", e_video, e_text))  # each clip with its own prompt
+        return 10 * own.sigmoid().mean(1, keepdim=True)
 
 
 def contrastive_loss(net: LatentTextNet, video: torch.Tensor, text_emb: torch.Tensor,
