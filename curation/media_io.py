@@ -27,6 +27,7 @@ import soundfile as sf
 
 from curation.ffmpeg import binary, ffmpeg_failure, ffprobe
 from curation.readahead import read_ahead
+from curation.watchdog import beat
 
 
 def analysis_size(width: int, height: int, target_width: int) -> tuple[int, int]:
@@ -112,6 +113,7 @@ def _ffmpeg_frames(path, graph: str, pix_fmt: str, frame_bytes: int, copyts: boo
 
         def read() -> Iterator[bytes]:
             while len(buf := proc.stdout.read(frame_bytes)) == frame_bytes:
+                beat()  # a frame decoded is progress (curation.watchdog)
                 yield buf
 
         frames = read_ahead(read(), depth=8)

@@ -47,6 +47,7 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 from curation.readahead import read_ahead
+from curation.watchdog import PROGRESS
 
 Item = dict[str, Any]
 log = logging.getLogger(__name__)
@@ -147,14 +148,16 @@ def stream_one(stage: Stage, item: Item) -> Iterator[Item]:
     while True:
         started = time.perf_counter()
         try:
-            outputs = outputs or iter(stage.stream(item))
-            out = next(outputs)
+            with PROGRESS.inside(stage.name):
+                outputs = outputs or iter(stage.stream(item))
+                out = next(outputs)
         except StopIteration:
             break
         except Exception as exc:  # a bad sample must never crash the batch
             yield _error_reject(stage, item, exc, produced)
             return
         produced += 1
+        PROGRESS.beat()
         # The time spent making this output (for a fan-out stage: since the previous one).
         # Earlier stages' times ride on the first output only, so they are counted once.
         timing = out.get("_timing", {}) if produced == 1 else {
@@ -177,7 +180,9 @@ def run_batch(stage: Stage, items: list[Item]) -> list[Item]:
     outputs: dict[int, list[Item]] = {}
     if todo:
         try:
-            results = stage.process_batch(todo)
+            with PROGRESS.inside(stage.name):
+                results = stage.process_batch(todo)
+            PROGRESS.beat()
             outputs = {id(it): res or [reject(it, stage.name, "no_output", f"{stage.name} produced no items")]
                        for it, res in zip(todo, results, strict=True)}
         except Exception as exc:

@@ -281,6 +281,11 @@ def main(args) -> int:
         return 2
     except Exception as exc:  # a fault of the machine or the cluster that outlasted Ray's retries
         log.debug("run failed", exc_info=True)
+        from pipelines.worker_faults import SetupCrashed
+
+        if isinstance(exc, SetupCrashed):
+            print(f"tandem curate: the run stopped: {exc}", flush=True)
+            return 1
         print(f"tandem curate: the run stopped on a fault outside the input ({type(exc).__name__}: "
               f"{str(exc).strip()[-1500:]}). Finished units are kept: fix the cause and run the same "
               "command again to resume.", flush=True)

@@ -14,14 +14,17 @@ the stages from the run's config once and keeps a scratch folder on its local di
 Faults: a task that raises an infrastructure error (``OSError``, ``MemoryError``,
 ``InfrastructureError``) or whose worker dies is retried by Ray, up to
 ``max_worker_crashes + 1`` times, so a source that keeps killing its worker reaches the
-attempt that quarantines it (``pipelines/units.py``). The driver sees one small
-summary per finished unit: a log line when there is no terminal, Ray Data's progress
-bars when there is.
+attempt that quarantines it (``pipelines/units.py``). A unit that stalls ends its
+worker the same way. A worker that dies inside a stage's ``setup()`` is named, with its
+signal, by ``pipelines/worker_faults.py``. The driver sees one small summary per
+finished unit: a log line when there is no terminal, Ray Data's progress bars when there
+is; and a line for each stall as it happens.
 """
 
 from __future__ import annotations
 
 import atexit
+import contextlib
 import logging
 import os
 import pickle
@@ -36,6 +39,14 @@ from typing import Any
 from curation.stage import InfrastructureError
 from curation.storage import Store
 from pipelines.units import Segment, run_segment, segments
+from pipelines.worker_faults import (
+    SetupCrashed,
+    StallReporter,
+    clear,
+    dead_setups,
+    describe_setup_deaths,
+    setup_guard,
+)
 
 log = logging.getLogger(__name__)
 RETRIED = [OSError, MemoryError, InfrastructureError]
@@ -64,21 +75,40 @@ class Worker:
             cls._cache[key] = cls(cfg)
         return cls._cache[key]
 
-    def run(self, index: int, payload: dict, store: Store) -> dict:
-        segment = self.segments[index]
-        if index not in self._ready:
-            for stage in segment.stages:
+    def set_up(self, index: int, store: Store | None = None) -> None:
+        """The segment's stages' ``setup()``, once per process; on a Ray worker (``store``
+        given) under ``setup_guard``, so a death there is named."""
+        if index in self._ready:
+            return
+        for stage in self.segments[index].stages:
+            with setup_guard(store, stage.name) if store is not None else contextlib.nullcontext():
                 stage.setup()
-            self._ready.add(index)
+        self._ready.add(index)
+
+    def run(self, index: int, payload: dict, store: Store, on_ray: bool = False) -> dict:
+        self.set_up(index, store if on_ray else None)
         try:
-            return run_segment(segment, payload, store, self.scratch, self.cfg.units,
-                               finish={"shards": self.cfg.shards, "pipeline_info": pipeline_info(self.cfg)})
+            return run_segment(self.segments[index], payload, store, self.scratch, self.cfg.units,
+                               finish={"shards": self.cfg.shards, "pipeline_info": pipeline_info(self.cfg)},
+                               stop=_end_this_worker if on_ray else None)
         finally:
             for child in self.scratch.iterdir():  # nothing of a unit outlives its segment here
                 shutil.rmtree(child, ignore_errors=True) if child.is_dir() else child.unlink(missing_ok=True)
 
 
 SCRATCH_PREFIX = "tandem-curate-"
+
+
+def _end_this_worker() -> None:
+    """A stalled unit's way out: end the ffmpeg processes this worker started, then the
+    worker itself; Ray sees a dead worker and runs the unit again."""
+    with contextlib.suppress(Exception):
+        import psutil
+
+        for child in psutil.Process().children(recursive=True):
+            child.kill()
+    logging.shutdown()
+    os._exit(70)
 
 
 def _remove_orphaned_scratch() -> None:
@@ -98,7 +128,7 @@ def pipeline_info(cfg: Any) -> dict:
 
 
 def _task(row: dict, index: int, cfg: Any, store: Store) -> dict:
-    out = Worker.get(cfg).run(index, pickle.loads(row["payload"]), store)
+    out = Worker.get(cfg).run(index, pickle.loads(row["payload"]), store, on_ray=True)
     return {"payload": pickle.dumps(out)}
 
 
@@ -108,10 +138,7 @@ class _SegmentActor:
     def __init__(self):
         index, cfg, store = self.args
         self.index, self.cfg, self.store = index, cfg, store
-        worker = Worker.get(cfg)  # build the stages and load the model once, at actor start
-        for stage in worker.segments[index].stages:
-            stage.setup()
-        worker._ready.add(index)
+        Worker.get(cfg).set_up(index, store)  # build the stages and load the model once, at actor start
 
     def __call__(self, row: dict) -> dict:
         return _task(row, self.index, self.cfg, self.store)
@@ -151,8 +178,16 @@ def run_units(units: list[dict], cfg: Any, store: Store, on_done: Callable[[dict
                 warnings.simplefilter("ignore", DeprecationWarning)
                 ds = ds.map(_task, fn_args=(index, cfg, store), num_cpus=cpus, num_gpus=num_gpus,
                             max_retries=retries, retry_exceptions=RETRIED)
-    for row in ds.iter_rows():
-        on_done(pickle.loads(row["payload"]))
+    clear(store)
+    with StallReporter(store):
+        try:
+            for row in ds.iter_rows():
+                on_done(pickle.loads(row["payload"]))
+        except Exception as exc:
+            deaths = dead_setups(store)
+            if deaths:  # whatever Ray says, the cause was a stage that kills its workers as it loads
+                raise SetupCrashed(describe_setup_deaths(deaths)) from exc
+            raise
 
 
 def _stages_for_resources(cfg: Any):

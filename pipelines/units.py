@@ -19,12 +19,20 @@ Faults: each source is processed under an attempt marker in ``.work/attempts/<un
 an exception. A marker that stays behind means the worker died on that source. Once a
 source has ``UnitConfig.max_worker_crashes`` markers it is not tried again: it is
 recorded as ``worker_crashed`` and the rest of the unit goes on.
+
+Stalls: a unit that makes no progress (no frame decoded, no stage output) for
+``UnitConfig.stall_s`` seconds is a fault of the machine too (``curation/watchdog.py``).
+The watchdog writes the stage it stalled in into the source's attempt marker and a note
+under ``.work/stalls/`` (the driver prints it), then the executor's ``stop`` ends the
+worker, so the unit is retried like any crash; a source whose markers record a stall is
+quarantined as ``worker_stalled``, naming the stage.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import os
 import pickle
 import resource
@@ -32,6 +40,7 @@ import socket
 import time
 import uuid
 from collections import defaultdict
+from collections.abc import Callable
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -41,10 +50,13 @@ from curation.probe import content_id
 from curation.shards import reject_row, write_unit_shards
 from curation.stage import Item, Stage, is_rejected, pipeline, reject, run_batch
 from curation.storage import Store, is_uri
+from curation.watchdog import Stall, Watchdog
 from model.config import run_only
 
 UNITS = ".work/units"
 ATTEMPTS = ".work/attempts"
+STALLS = ".work/stalls"
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -59,6 +71,10 @@ class UnitConfig:
     # A source whose worker died this many times (killed, out of memory, a crashing
     # decoder) is recorded as worker_crashed instead of being tried again.
     max_worker_crashes: int = run_only(2)  # fault policy; output unchanged for healthy sources
+    # A unit with no frame decoded and no stage output for this long has stalled (a fault of
+    # the machine): its worker is stopped and the unit retried. Generous, so that a slow
+    # node's longest step (a model on a long clip, a busy disk) is never taken for a stall.
+    stall_s: float = run_only(900.0)
 
 
 def plan_units(files: list[dict], cfg: UnitConfig) -> list[dict]:
@@ -103,8 +119,14 @@ class AttemptLog:
     def __init__(self, store: Store, unit_id: str, limit: int):
         self.store, self.prefix, self.limit = store, f"{ATTEMPTS}/{unit_id}", limit
         self.crashes: dict[int, int] = defaultdict(int)
+        self.stalled_in: dict[int, list[str]] = defaultdict(list)  # the stages a source stalled in
+        self.current: tuple[int, str, dict] | None = None  # (source index, marker name, marker)
         for name in store.list(self.prefix):
-            self.crashes[int(name.split(".", 1)[0])] += 1
+            index = int(name.split(".", 1)[0])
+            self.crashes[index] += 1
+            stall = _read_marker(store, f"{self.prefix}/{name}").get("stalled")
+            if stall:
+                self.stalled_in[index].append(stall["stage"])
 
     def quarantined(self, index: int) -> bool:
         return self.crashes[index] >= self.limit
@@ -112,12 +134,23 @@ class AttemptLog:
     @contextmanager
     def attempt(self, index: int, segment: str):
         name = f"{self.prefix}/{index:05d}.{segment}.{uuid.uuid4().hex[:12]}.json"
-        self.store.write_text(name, json.dumps({"host": socket.gethostname(), "pid": os.getpid(),
-                                                "segment": segment, "started": time.time()}))
+        marker = {"host": socket.gethostname(), "pid": os.getpid(), "segment": segment, "started": time.time()}
+        self.store.write_text(name, json.dumps(marker))
+        self.current = (index, name, marker)
         try:
             yield
         finally:  # not reached when the worker dies: the marker stays and counts as a crash
+            self.current = None
             self.store.delete(name)
+
+    def record_stall(self, stall: Stall) -> int | None:
+        """Write ``stall`` into the running attempt's marker; the source's index, if any."""
+        if self.current is None:
+            return None
+        index, name, marker = self.current
+        marker["stalled"] = {"stage": stall.stage, "idle_s": round(stall.idle_s, 1)}
+        self.store.write_text(name, json.dumps(marker))
+        return index
 
     def clear(self) -> None:
         for name in self.store.list(self.prefix):
@@ -125,10 +158,48 @@ class AttemptLog:
         self.store.delete_folder(self.prefix)
 
 
-def crashed(item: Item, segment: str, crashes: int) -> Item:
+def _read_marker(store: Store, name: str) -> dict:
+    try:
+        return json.loads(store.read_text(name))
+    except (OSError, ValueError):  # a marker written as its worker died: a crash all the same
+        return {}
+
+
+def crashed(item: Item, segment: str, attempts: AttemptLog, index: int) -> Item:
+    crashes, stalls = attempts.crashes[index], attempts.stalled_in[index]
+    retry = "it is not tried again. Re-run after deleting its attempt markers to retry it."
+    if stalls:
+        return reject(item, stalls[-1], "worker_stalled",
+                      f"the unit made no progress in stage {stalls[-1]} on this source ({len(stalls)} of "
+                      f"{crashes} failed attempts stalled, each stopped after units.stall_s); {retry}")
     return reject(item, segment, "worker_crashed",
                   f"the worker died {crashes} times on this source (killed, out of memory or a crashing "
-                  "library); it is not tried again. Re-run after deleting its attempt markers to retry it.")
+                  f"library); {retry}")
+
+
+def stall_handler(store: Store, unit: dict, attempts: AttemptLog, stop: Callable[[], None] | None):
+    """What a stall does: note it (in the attempt marker, for the quarantine; under
+    ``STALLS``, for the driver), then ``stop`` the worker; without ``stop`` (in-process
+    runs) only say which unit and stage are stuck."""
+
+    def on_stall(stall: Stall) -> None:
+        index = attempts.record_stall(stall)
+        source = unit["sources"][index]["path"] if index is not None else None
+        note = {"unit": unit["id"], "source": source, "stage": stall.stage, "idle_s": round(stall.idle_s, 1),
+                "host": socket.gethostname(), "pid": os.getpid(), "time": time.time()}
+        store.write_text(f"{STALLS}/{unit['id']}.{uuid.uuid4().hex[:12]}.json", json.dumps(note))
+        log.error("%s", describe_stall(note, stopping=stop is not None))
+        if stop is not None:
+            stop()
+
+    return on_stall
+
+
+def describe_stall(note: dict, stopping: bool = True) -> str:
+    what = f"unit {note['unit']}" + (f" ({Path(note['source']).name})" if note.get("source") else "")
+    then = ("its worker was stopped and the unit goes back to Ray to be retried" if stopping
+            else "it cannot be stopped in this process")
+    return f"{what} made no progress for {note['idle_s']:.0f} s in stage {note['stage']}: {then}"
 
 
 @dataclass
@@ -156,12 +227,19 @@ def segments(stages: list[Stage]) -> list[Segment]:
 
 
 def run_segment(segment: Segment, payload: dict, store: Store, scratch: Path, units: UnitConfig,
-                finish: dict) -> dict:
+                finish: dict, stop: Callable[[], None] | None = None) -> dict:
     """Run one segment on one unit. ``payload``: the unit (first segment) or the previous
-    segment's output. Returns the next payload, or the unit's summary after the last."""
+    segment's output. Returns the next payload, or the unit's summary after the last.
+    ``stop``: how to end this worker when the unit stalls (see the module docstring)."""
+    attempts = AttemptLog(store, payload["unit"]["id"], units.max_worker_crashes)
+    with Watchdog(units.stall_s, stall_handler(store, payload["unit"], attempts, stop)):
+        return _run_segment(segment, payload, store, scratch, attempts, finish)
+
+
+def _run_segment(segment: Segment, payload: dict, store: Store, scratch: Path, attempts: AttemptLog,
+                 finish: dict) -> dict:
     unit = payload["unit"]
     started = payload.get("started", time.time())
-    attempts = AttemptLog(store, unit["id"], units.max_worker_crashes)
     if segment.first:
         items = _first_segment(segment, unit, attempts, scratch)
     else:
@@ -172,7 +250,7 @@ def run_segment(segment: Segment, payload: dict, store: Store, scratch: Path, un
         items = []
         for index, group in sorted(by_source.items()):
             if attempts.quarantined(index):
-                items += [it if is_rejected(it) else crashed(it, segment.name, attempts.crashes[index]) for it in group]
+                items += [it if is_rejected(it) else crashed(it, segment.name, attempts, index) for it in group]
                 continue
             with attempts.attempt(index, segment.name):
                 items += _apply(segment, group)
@@ -188,7 +266,7 @@ def _first_segment(segment: Segment, unit: dict, attempts: AttemptLog, scratch: 
     for index, source in enumerate(unit["sources"]):
         item = {"source": {"path": source["path"], "input": source["path"]}, "_source_index": index}
         if attempts.quarantined(index):
-            items.append(crashed(item, "probe", attempts.crashes[index]))
+            items.append(crashed(item, "probe", attempts, index))
             continue
         with attempts.attempt(index, segment.name):
             local, source_id, error = fetch(source["path"], scratch / "inputs")

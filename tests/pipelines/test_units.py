@@ -14,6 +14,7 @@ from curation.stage import Resources, Stage
 from curation.storage import Store
 from pipelines.units import (
     ATTEMPTS,
+    STALLS,
     UNITS,
     Segment,
     UnitConfig,
@@ -54,12 +55,12 @@ class Fails(Stage):
         raise self.exc
 
 
-def run(tmp_path, sources, stages, limit=2):
+def run(tmp_path, sources, stages, limit=2, stall_s=900.0):
     """Every unit of ``sources`` through ``stages`` as one segment; (store, records, summaries)."""
     store, records, summaries = Store(tmp_path / "out"), [], []
     for unit in plan_units(sources, UnitConfig(min_units=1)):
         summaries.append(run_segment(Segment(stages, False, True, True), {"unit": unit}, store, tmp_path / "scratch",
-                                     UnitConfig(max_worker_crashes=limit),
+                                     UnitConfig(max_worker_crashes=limit, stall_s=stall_s),
                                      finish={"shards": ShardConfig(), "pipeline_info": PIPELINE}))
         records.append(json.loads(store.read_text(f"{UNITS}/{unit['id']}.json")))
     return store, records, summaries
@@ -140,6 +141,40 @@ def test_a_source_that_killed_its_worker_twice_is_quarantined(tmp_path):
     [row] = record["rejects"]
     assert row["reason"] == "worker_crashed" and row["source_path"].endswith("b.mp4") and "2 times" in row["message"]
     assert not store.list(f"{ATTEMPTS}/{unit['id']}")
+
+
+def test_a_source_whose_attempts_stalled_is_quarantined_naming_the_stage(tmp_path):
+    sources = files(tmp_path, {"a.mp4": b"a", "b.mp4": b"bb"})
+    store = Store(tmp_path / "out")
+    [unit] = plan_units(sources, UnitConfig(min_units=1))
+    marker = {"host": "h", "pid": 1, "segment": "probe+clip", "stalled": {"stage": "sync", "idle_s": 900.0}}
+    store.write_text(f"{ATTEMPTS}/{unit['id']}/00000.probe+clip.dead0.json", json.dumps(marker))
+    store.write_text(f"{ATTEMPTS}/{unit['id']}/00000.probe+clip.dead1.json", "")  # died as it was written
+    _, [record], _ = run(tmp_path, sources, [OneClip(tmp_path / "scratch" / "clips")])
+    [row] = record["rejects"]
+    assert (row["reason"], row["stage"]) == ("worker_stalled", "sync") and row["source_path"].endswith("a.mp4")
+    assert "1 of 2 failed attempts stalled" in row["message"]
+
+
+class Slow(Stage):
+    name = "encode"
+
+    def process(self, item):
+        import time
+
+        time.sleep(1.0)
+        return [item]
+
+
+@pytest.mark.timeout(30)
+def test_a_stall_in_process_is_named_but_not_fatal(tmp_path, caplog):
+    sources = files(tmp_path, {"a.mp4": b"a"})
+    _, [record], _ = run(tmp_path, sources, [OneClip(tmp_path / "scratch" / "clips"), Slow()], stall_s=0.3)
+    assert len(record["manifest"]) == 1  # no executor to stop: the unit goes on and finishes
+    assert "made no progress" in caplog.text and "in stage encode" in caplog.text and "a.mp4" in caplog.text
+    store = Store(tmp_path / "out")
+    notes = [json.loads(store.read_text(f"{STALLS}/{name}")) for name in store.list(STALLS)]
+    assert notes and all(n["stage"] == "encode" and n["source"].endswith("a.mp4") for n in notes)
 
 
 def test_remote_inputs_are_fetched_and_hashed_on_the_worker(tmp_path):
