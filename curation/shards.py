@@ -6,9 +6,9 @@ One sample per kept clip, members per DESIGN.md: ``mp4`` (clip with audio), ``fl
 Each work unit (a source, or a batch of small sources) writes its own shards,
 ``clips-<unit id>-NNNN.tar``, bounded by count and size, from the worker that made its
 clips: built on the worker's local disk under a ``.partial`` name, then published whole to
-the output store (``curation.storage``, which writes under a temporary name and renames), so
-neither a reader nor a resumed run ever sees a half-written tar under a shard's name. Members get a fixed
-mtime and samples are written in key order, so the same clips always produce
+the output store (``curation.storage`` writes under a temporary name and renames), so
+neither a reader nor a resumed run ever sees half a tar under a shard's name. Members get a
+fixed mtime and samples are written in key order, so the same clips always produce
 byte-identical shards.
 
 Readers (the latent DAG, the training loader, for clip and latent shards alike) go through

@@ -196,8 +196,7 @@ def preflight(cfg: TrainConfig) -> DataIndex:
     fmt = _data_format(cfg)
     if fmt is not None:
         check_decoder(cfg, fmt)
-    data = check_data(cfg)
     model_cfg = model_config(cfg)
     check_preset_fits(cfg, model_cfg)
     check_storage(cfg, model_cfg)
-    return data
+    return check_data(cfg)  # last: it reads every shard's index and every sample's json

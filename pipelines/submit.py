@@ -48,12 +48,14 @@ def _reached(call, address: str | None):
 
     try:
         return call()
-    except (ConnectionError, requests.exceptions.ConnectionError) as exc:
+    except ConnectionError as exc:  # the client's connect check: it names the address it tried
+        why = str(exc).strip()
+    except requests.exceptions.ConnectionError:  # a later call: its message is urllib3's detail
         from pipelines.ray_local import cluster_address
 
-        where = cluster_address(address) or "the default address http://127.0.0.1:8265 (no --address, RAY_ADDRESS unset)"
-        raise ConfigError(f"the Ray dashboard at {where} does not answer ({type(exc).__name__}): check --address "
-                          "(http://HEAD:8265) and that the cluster is up (`ray status` on its head node)") from None
+        why = f"no answer from {cluster_address(address) or 'the default http://localhost:8265'}"
+    raise ConfigError(f"the Ray dashboard does not answer ({why}): check --address (http://HEAD:8265; "
+                      "RAY_ADDRESS, when set, takes its place) and that the cluster is up")
 
 
 def submit_job(address: str | None, what: str, args: list[str], env: dict[str, str] | None = None,
