@@ -5,14 +5,17 @@ One sample per kept clip, members per DESIGN.md: ``mp4`` (clip with audio), ``fl
 (its audio, lossless), ``json`` (every measurement) and ``txt`` (the training caption).
 Each work unit (a source, or a batch of small sources) writes its own shards,
 ``clips-<unit id>-NNNN.tar``, bounded by count and size, from the worker that made its
-clips: built on the worker's local disk, then published whole to the output store
-(``curation.storage``), so a reader never sees a half-written tar. Members get a fixed
-mtime and samples are written in key order, so the same clips always produce
+clips: built on the worker's local disk under a ``.partial`` name, then published whole to
+the output store (``curation.storage`` writes under a temporary name and renames), so
+neither a reader nor a resumed run ever sees half a tar under a shard's name. Members get a
+fixed mtime and samples are written in key order, so the same clips always produce
 byte-identical shards.
 
-Readers (the latent DAG, the training loader's clip source) go through ``index_clip_shard``:
-where each member's bytes lie, from the tar headers alone, so a reader can pick the ``json``
-of every clip without touching the media, then ``read_members`` what it needs.
+Readers (the latent DAG, the training loader, for clip and latent shards alike) go through
+``index_shard``: where each member's bytes lie, from the tar headers alone, so a reader can
+pick the ``json`` of every clip without touching the media, then ``read_members`` what it
+needs. The same index tells a damaged shard (cut short by an interrupted copy) from a whole
+one: ``damaged_shards`` is what commands check before Ray starts.
 """
 
 from __future__ import annotations
@@ -75,26 +78,32 @@ def write_unit_shards(items: list[Item], store: Store, unit_id: str, config: Sha
 
     def publish() -> None:
         tar.close()
-        store.upload(local, f"{SHARD_DIR}/{local.name}")
+        store.upload(local, f"{SHARD_DIR}/{pattern % number}")
 
-    for item in sorted(items, key=lambda it: it["key"]):
-        if tar is None:
-            local = Path(scratch) / (pattern % number)
-            tar, count, size = tarfile.open(local, "w", format=tarfile.PAX_FORMAT), 0, 0  # noqa: SIM115
-        members = {**media(item), "json": json.dumps(shard_json(item, pipeline), sort_keys=True).encode(),
-                   "txt": caption_text(item).encode()}
-        for ext in sorted(members):
-            info = tarfile.TarInfo(f"{item['key']}.{ext}")
-            info.size, info.mode, info.mtime, info.uname, info.gname = len(members[ext]), 0o444, 0, "bigdata", "bigdata"
-            tar.addfile(info, io.BytesIO(members[ext]))
-            size += len(members[ext])
-        count += 1
-        rows.append(manifest_row(item, pattern % number))
-        if count >= config.max_count or size >= config.max_size_mb * 1e6:
+    try:
+        for item in sorted(items, key=lambda it: it["key"]):
+            if tar is None:  # built as .partial: only a closed tar ever bears a shard's name
+                local = Path(scratch) / f"{pattern % number}.partial"
+                tar, count, size = tarfile.open(local, "w", format=tarfile.PAX_FORMAT), 0, 0  # noqa: SIM115
+            members = {**media(item), "json": json.dumps(shard_json(item, pipeline), sort_keys=True).encode(),
+                       "txt": caption_text(item).encode()}
+            for ext in sorted(members):
+                info = tarfile.TarInfo(f"{item['key']}.{ext}")
+                info.size, info.mode, info.mtime, info.uname, info.gname = len(members[ext]), 0o444, 0, "bigdata", "bigdata"
+                tar.addfile(info, io.BytesIO(members[ext]))
+                size += len(members[ext])
+            count += 1
+            rows.append(manifest_row(item, pattern % number))
+            if count >= config.max_count or size >= config.max_size_mb * 1e6:
+                publish()
+                tar, number = None, number + 1
+        if tar is not None:
             publish()
-            tar, number = None, number + 1
-    if tar is not None:
-        publish()
+    except BaseException:  # the unit fails and is retried whole: drop the half-built shard
+        if tar is not None:
+            tar.fileobj.close()  # not tar.close(): that would end the archive as if complete
+            local.unlink(missing_ok=True)
+        raise
     return rows
 
 
@@ -153,16 +162,49 @@ def write_table(rows: list[dict[str, Any]], path_stem: str | Path, store: Store 
     return written
 
 
-def index_clip_shard(path: str | Path) -> dict[str, Spans]:
-    """key -> member extension -> (data offset, size), for every sample of one clip shard,
-    complete or not (see ``missing_members``); member data is seeked over, never read."""
+class DamagedShard(tarfile.ReadError):
+    """A shard whose tar does not read to its end: cut short (an interrupted copy or write)
+    or not a tar at all. Its message names the shard and says what is wrong, in one line."""
+
+
+def index_shard(path: str | Path) -> dict[str, Spans]:
+    """key -> member extension -> (data offset, size), for every sample of one shard (clip or
+    latent shards: both are plain tars), complete or not (see ``missing_members``); member data
+    is seeked over, never read. Raises DamagedShard unless the tar is whole: every member's
+    data lies in the file and the end-of-archive block follows the last one, so a copy cut
+    anywhere, between two members included (which tarfile alone takes for the end), is caught.
+    An OSError (a disk or network fault, not damage) propagates as it is."""
     index: dict[str, Spans] = defaultdict(dict)
-    with tarfile.open(path) as tar:
-        for m in tar.getmembers():
-            if m.isfile():
-                key, _, ext = m.name.partition(".")
-                index[key][ext] = (m.offset_data, m.size)
+    try:
+        with tarfile.open(path, "r:") as tar:  # writers never compress shards
+            for m in tar.getmembers():
+                if m.isfile():
+                    key, _, ext = m.name.partition(".")
+                    index[key][ext] = (m.offset_data, m.size)
+            end = tar.offset  # where the end-of-archive block must be
+    except (tarfile.TarError, EOFError) as exc:
+        raise DamagedShard(f"{path}: damaged, cut short or not a tar ({exc})") from None
+    with open(path, "rb") as f:
+        f.seek(end)
+        if f.read(tarfile.BLOCKSIZE) != tarfile.NUL * tarfile.BLOCKSIZE:
+            raise DamagedShard(f"{path}: cut short after {end} bytes (no end-of-archive block): an interrupted "
+                               "copy or write")
     return dict(sorted(index.items()))
+
+
+index_clip_shard = index_shard  # the name the clip-shard readers know
+
+
+def damaged_shards(paths) -> dict[str, str]:
+    """Shard path -> why it is damaged (DamagedShard's one line), for those of ``paths`` whose
+    tar does not index: what every command that reads shards checks before Ray starts."""
+    damaged = {}
+    for path in paths:
+        try:
+            index_shard(path)
+        except DamagedShard as exc:
+            damaged[str(path)] = str(exc)
+    return damaged
 
 
 def read_members(path: str | Path, spans: Spans, exts=None) -> dict[str, bytes]:
@@ -179,7 +221,7 @@ def read_members(path: str | Path, spans: Spans, exts=None) -> dict[str, bytes]:
 def read_clip_shard(path: str | Path) -> list[dict]:
     """Every sample of one clip shard (member extension -> bytes, plus ``__key__``), in key
     order, complete or not: see ``missing_members``."""
-    return [dict(read_members(path, spans), __key__=key) for key, spans in index_clip_shard(path).items()]
+    return [dict(read_members(path, spans), __key__=key) for key, spans in index_shard(path).items()]
 
 
 def missing_members(members) -> list[str]:

@@ -9,12 +9,19 @@
     tandem annotate {tasks,serve,push,pull,import,leaderboard}   human rankings with Label Studio
     tandem reward train|score [...]            the reward model: train on rankings, score clips
     tandem align  --config RECIPE [...]        DanceGRPO alignment against reward sources
+
+Exit codes: 0 done; 1 the work failed (or left inputs for a re-run); 2 a setting, input or
+address to change: a one-line message says which (never a traceback), before any cluster
+work starts where it can be checked. A Ray address nothing answers on is such a setting (2).
 """
 
 from __future__ import annotations
 
 import argparse
 import sys
+
+from model.config import ConfigError
+from pipelines.ray_local import cluster_address
 
 TRAILING = ("inputs", "overrides", "args")  # a command's list of trailing positionals
 
@@ -82,6 +89,27 @@ def main(argv: list[str] | None = None) -> int:
     if extra:
         trailing += extra
     setup_logging(args.log_level)
+    try:
+        return _dispatch(parser, args)
+    except ConfigError as exc:  # a setting or input to change: its message says which
+        print(f"tandem {args.command}: {exc}", file=sys.stderr)
+        return 2
+    except ConnectionError as exc:  # an --address (or RAY_ADDRESS) nothing answers on
+        address = cluster_address(getattr(args, "address", None))
+        print(f"tandem {args.command}: {unreachable(address, exc)}", file=sys.stderr)
+        return 2 if address else 1
+
+
+def unreachable(address: str | None, exc: Exception) -> str:
+    """One line for a connection that failed: naming the Ray address when there is one."""
+    first = (str(exc).strip() or type(exc).__name__).splitlines()[0]
+    if not address:
+        return f"a connection failed ({first})"
+    why = first if address in first else f"{address}: {first}"
+    return f"cannot reach the Ray cluster, {why}: check the address and that the cluster is up (`ray status` on its head)"
+
+
+def _dispatch(parser: argparse.ArgumentParser, args) -> int:
     if args.command is None:
         parser.print_help()
         return 2

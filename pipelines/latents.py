@@ -15,7 +15,10 @@ becomes a reject row (key, shard, reason, message), never a crash.
 
 Resume: a shard's rejects are written next to it (``<name>.rejects.jsonl``), then the latent
 shard is written under a temp name and renamed, so a finished shard is exactly one whose
-``.tar`` exists; a re-run skips those. The driver then aggregates every shard into
+``.tar`` exists; a re-run skips those (a leftover ``NAME.tar.tmp`` of an interrupted write is
+not one). Before Ray starts, each pending clip shard's tar index is read: one cut short is
+named on a line, gets an ``unreadable_shard`` reject and is left for the next run (exit 1),
+the others are encoded. The driver then aggregates every shard into
 ``manifest.jsonl``, ``rejects.jsonl`` and ``stats.json`` and logs the run to MLflow.
 """
 
@@ -32,7 +35,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from curation.shards import missing_members, read_clip_shard
+from curation.shards import damaged_shards, missing_members, read_clip_shard
 from model.config import run_only
 from pipelines.config import ConfigError, output_hash, save_config, to_dict
 from training.buckets import BucketConfig
@@ -122,6 +125,21 @@ def _read_jsonl(path: Path) -> list[dict]:
     return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
 
 
+def _mark_unreadable(out_dir: Path, shard_name: str, message: str) -> None:
+    """An unreadable clip shard's one reject row; no latent shard, so the next run tries it again."""
+    _write_jsonl(rejects_path(out_dir, shard_name), [_reject(None, shard_name, "unreadable_shard", message)])
+
+
+def set_aside_damaged(todo: list[str], out_dir: Path) -> list[str]:
+    """``todo`` less the clip shards that are cut short, each named on a line before Ray
+    starts and recorded as an ``unreadable_shard`` reject (the run then exits 1)."""
+    damaged = damaged_shards(todo)
+    for shard, why in damaged.items():
+        log.warning("%s; not encoded (copy it again, or run `tandem curate` again), the others are", why)
+        _mark_unreadable(out_dir, Path(shard).name, why)
+    return [s for s in todo if s not in damaged]
+
+
 def encode_shard(encoder: ClipEncoder, buckets: BucketConfig, shard: str | Path, out_dir: Path) -> dict:
     """One clip shard -> ``out_dir/<same name>`` (+ its rejects and format); returns a
     progress row. Runs in a plain loop as well as in the Ray actor."""
@@ -132,8 +150,7 @@ def encode_shard(encoder: ClipEncoder, buckets: BucketConfig, shard: str | Path,
         samples = read_clip_shard(shard)
     except (OSError, EOFError, tarfile.TarError) as exc:
         # Not marked done: the next run retries it (a network filesystem may recover).
-        _write_jsonl(rejects_path(out_dir, shard.name),
-                     [_reject(None, shard.name, "unreadable_shard", f"{type(exc).__name__}: {exc}")])
+        _mark_unreadable(out_dir, shard.name, f"{type(exc).__name__}: {exc}")
         return {"shard": shard.name, "encoded": 0, "skipped": 1, "seconds": 0.0, "failed": True}
     complete = []
     for clip in samples:
@@ -238,8 +255,10 @@ def run_latents_job(clip_dir: str | Path, out_dir: str | Path, cfg: LatentsConfi
     manifest_sha = _sha256(source_manifest(clip_dir))
     _claim_output(out, cfg, manifest_sha)
     save_config(cfg, out / "config.yaml")
-    todo = pending_shards(clip_dir, out)
-    log.info("%d clip shards: %d to encode, %d already done", len(shards), len(todo), len(shards) - len(todo))
+    pending = pending_shards(clip_dir, out)
+    todo = set_aside_damaged(pending, out)  # before Ray starts: each damaged shard named on a line
+    log.info("%d clip shards: %d to encode, %d already done, %d damaged", len(shards), len(todo),
+             len(shards) - len(pending), len(pending) - len(todo))
     if todo:
         _encode_pending(todo, out, cfg, address)
 
@@ -262,7 +281,8 @@ def run_latents_job(clip_dir: str | Path, out_dir: str | Path, cfg: LatentsConfi
         "seconds": round(time.time() - started, 3),
     }
     (out / "stats.json").write_text(json.dumps(stats, indent=2))
-    result = LatentsResult(out, manifest, rejects, stats, len(todo) - len(failed), failed)
+    encoded_now = sum((out / Path(s).name).exists() for s in todo)
+    result = LatentsResult(out, manifest, rejects, stats, encoded_now, failed)
     if track:
         _track(result, cfg, clips_this_run=_clips_in(todo, manifest, rejects))
     return result

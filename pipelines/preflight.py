@@ -2,6 +2,11 @@
 with what to change, instead of booking a cluster and crashing on its first step or sample.
 
 - The data exists and is not empty (else: how to make latents).
+- No shard is damaged (cut short by an interrupted copy: each is named on a line), unless
+  ``data.skip_damaged=true``, which trains on the others.
+- The data gives every rank at least one full batch (samples per bucket, ``data.batch_size``,
+  ``workers.num_workers``, as training.loader plans them); else the numbers and the
+  settings that would fit.
 - The latents were made by the encoders the recipe's ``sample.decoder`` names (names and
   weight digests of the video VAE, audio VAE and vocoder), so samples decode with what made
   them; the fix quotes the encoder settings the latents' own config.yaml recorded.
@@ -13,6 +18,7 @@ with what to change, instead of booking a cluster and crashing on its first step
 from __future__ import annotations
 
 import json
+from collections import Counter
 from pathlib import Path
 
 import yaml
@@ -20,6 +26,7 @@ import yaml
 from model.config import ConfigError, to_dict
 from training.encoders import EncoderConfig, EncoderConfigError, describe, encoder_names
 from training.latent_shards import LatentFormat, read_latent_format
+from training.loader import DataIndex, deal_batches, index_data
 from training.resume import checkpoint_dir
 from training.trainer import TrainConfig, model_config
 
@@ -118,11 +125,78 @@ def check_storage(cfg: TrainConfig, model_cfg) -> None:
                           "use another storage, or train on latents made like the ones it was trained on")
 
 
-def preflight(cfg: TrainConfig) -> None:
-    """Raise ConfigError (the message says what to change) for a recipe that cannot run."""
+def check_damaged(cfg: TrainConfig, data: DataIndex) -> None:
+    """Damaged shards stop the run (naming each on a line) unless ``data.skip_damaged``."""
+    if not data.damaged or cfg.data.skip_damaged:
+        return
+    remake = ("copy them again, or run `tandem curate` again" if cfg.data.source == "clips" else
+              "copy them again, or delete them and run `tandem latents` again (it encodes only what is missing)")
+    raise ConfigError(f"data.shards={cfg.data.shards}: {len(data.damaged)} damaged shard(s):\n"
+                      + "".join(f"  {why}\n" for why in data.damaged.values())
+                      + f"set data.skip_damaged=true to train on the others (the run records which were left "
+                      f"out), or {remake}")
+
+
+def _fits(buckets: list, batch: int, ranks: int, drop_last: bool, seed: int) -> bool:
+    """Whether the loader's plan gives each of ``ranks`` at least one batch."""
+    return len(deal_batches(buckets, batch, ranks, seed=seed, epoch=0, drop_last=drop_last)) >= ranks
+
+
+def _settings_that_fit(cfg: TrainConfig, buckets: list) -> list[str]:
+    d, ranks = cfg.data, cfg.workers.num_workers
+    fits = []
+    batch = next((b for b in range(d.batch_size - 1, 0, -1) if _fits(buckets, b, ranks, d.drop_last, d.seed)), None)
+    if batch:
+        fits.append(f"data.batch_size={batch} engine.micro_batch_per_rank={batch}")
+    fewer = next((k for k in range(ranks - 1, 0, -1) if _fits(buckets, d.batch_size, k, d.drop_last, d.seed)), None)
+    if fewer:
+        fits.append(f"workers.num_workers={fewer}")
+    if d.drop_last and _fits(buckets, d.batch_size, ranks, False, d.seed):
+        fits.append("data.drop_last=false")
+    if not fits and buckets:
+        alone = next(b for b in range(d.batch_size, 0, -1) if _fits(buckets, b, 1, d.drop_last, d.seed))
+        fits.append(f"data.batch_size={alone} engine.micro_batch_per_rank={alone} workers.num_workers=1")
+    return fits
+
+
+def check_batches(cfg: TrainConfig, data: DataIndex) -> None:
+    """Every rank gets at least one full batch an epoch, as the loader plans them."""
+    d, ranks, buckets = cfg.data, cfg.workers.num_workers, data.buckets
+    if _fits(buckets, d.batch_size, ranks, d.drop_last, d.seed):
+        return
+    sizes = sorted(Counter(buckets).values(), reverse=True)
+    notes = [f"the largest holds {sizes[0] if sizes else 0}"]
+    if data.skipped:
+        notes.append(f"{sum(data.skipped.values())} clips skipped ({', '.join(f'{r}={n}' for r, n in data.skipped.items())})")
+    if data.damaged:
+        notes.append(f"{len(data.damaged)} damaged shard(s) left out")
+    fits = _settings_that_fit(cfg, buckets)
+    raise ConfigError(
+        f"data.shards={d.shards}: {len(buckets)} samples in {len(sizes)} buckets ({'; '.join(notes)}) give no full "
+        f"batch of data.batch_size={d.batch_size} to each of workers.num_workers={ranks} ranks "
+        f"(data.drop_last={str(d.drop_last).lower()}): each rank needs at least one batch (of one bucket) an epoch. "
+        f"Settings that fit: {' | '.join(fits) if fits else 'none'}; "
+        "or add data")
+
+
+def check_data(cfg: TrainConfig) -> DataIndex:
+    """Damaged shards, and enough samples for a step on every rank; what the loader will plan from."""
+    try:
+        data = index_data(cfg.data, skip_damaged=True)  # every damaged shard is named, not just the first
+    except FileNotFoundError as exc:
+        raise ConfigError(f"data.shards={cfg.data.shards}: {exc}; {how_to_make_latents(cfg)}") from None
+    check_damaged(cfg, data)
+    check_batches(cfg, data)
+    return data
+
+
+def preflight(cfg: TrainConfig) -> DataIndex:
+    """Raise ConfigError (the message says what to change) for a recipe that cannot run;
+    returns the data the loader will plan from (``damaged``: the shards it leaves out)."""
     fmt = _data_format(cfg)
     if fmt is not None:
         check_decoder(cfg, fmt)
     model_cfg = model_config(cfg)
     check_preset_fits(cfg, model_cfg)
     check_storage(cfg, model_cfg)
+    return check_data(cfg)  # last: it reads every shard's index and every sample's json

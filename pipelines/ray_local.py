@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
+import socket
 
 log = logging.getLogger(__name__)
 
@@ -12,6 +13,19 @@ def cluster_address(address: str | None = None) -> str | None:
     """The cluster to join: ``address``, else ``RAY_ADDRESS`` (set inside Ray Jobs); None
     means a local instance of this machine."""
     return address or os.environ.get("RAY_ADDRESS")
+
+
+def check_reachable(address: str, timeout_s: float = 10.0) -> None:
+    """Raise ConnectionError in seconds when nothing answers on a ``host:port`` (GCS) address:
+    ray.init would retry it for many minutes. ``ray://`` (Ray Client bounds its own wait)
+    and ``auto`` are left to Ray."""
+    host, _, port = address.rpartition(":")
+    if "://" in address or not host or not port.isdigit():
+        return
+    try:
+        socket.create_connection((host, int(port)), timeout=timeout_s).close()
+    except OSError as exc:
+        raise ConnectionError(f"nothing answers on {address} ({exc.strerror or exc})") from None
 
 
 def init_ray(address: str | None = None, *, num_cpus: int | None = None, quiet: bool = True):
@@ -28,6 +42,7 @@ def init_ray(address: str | None = None, *, num_cpus: int | None = None, quiet: 
     address = cluster_address(address)
     if address:
         log.info("joining Ray cluster at %s", address)
+        check_reachable(address)
         ray.init(address=address, log_to_driver=not quiet)
     else:
         log.info("starting a local Ray instance")

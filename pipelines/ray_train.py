@@ -55,7 +55,8 @@ def _train_loop(config: dict) -> None:
         resumed = trainer.resume()
         if rank == 0:
             if new_run:
-                tracker.set_tags({"data.shards": cfg.data.shards, "data.manifest": data_identity(cfg.data.shards)})
+                tracker.set_tags({"data.shards": cfg.data.shards, "data.manifest": data_identity(cfg.data.shards),
+                                  "data.damaged_shards": damaged_tag(trainer.loader.damaged)})
             tracker.set_tags({"resumed_from_step": str(trainer.step if resumed else 0)})
             log.info("rank 0: %s at step %d of %d", "resumed" if resumed else "starting", trainer.step, cfg.steps)
         start = time.perf_counter()
@@ -66,6 +67,12 @@ def _train_loop(config: dict) -> None:
     finally:
         if status != "RUNNING":
             tracker.close(status)
+
+
+def damaged_tag(damaged: dict[str, str]) -> str:
+    """The shards a ``data.skip_damaged`` run left out, by name, within MLflow's tag limit."""
+    names = ", ".join(sorted(Path(shard).name for shard in damaged))
+    return (names if len(names) <= 4000 else names[:4000] + f"... ({len(damaged)} shards)") or "none"
 
 
 def data_identity(shards: str) -> str:

@@ -107,6 +107,11 @@ def check_inputs(cfg, rankings: str, rollouts: list[str], heldout: str | None) -
                           f"{pairs.rows_in} (not used: {dict(pairs.dropped) or 'none'}); check that --rollouts "
                           f"holds the ranked samples, that model.heads ({', '.join(cfg.model.heads)}) name the "
                           "rankings' axes, and holdout_fraction / --heldout-rankings")
+    if cfg.clips_per_step < 2:  # every rank draws its step's clips from all judgements: 2 make one
+        raise ConfigError(f"clips_per_step={cfg.clips_per_step} gives each of workers.num_workers="
+                          f"{cfg.workers.num_workers} ranks no judgement a step (one compares 2 clips): set "
+                          f"clips_per_step to at least 2 (the {len(clips)} clips hold {len(pairs.train)} training "
+                          "judgements)")
     return {"clips": len(clips), "train": len(pairs.train), "heldout": len(pairs.heldout), **pairs.dropped}
 
 

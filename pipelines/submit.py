@@ -1,7 +1,8 @@
 """``tandem submit``: send train / curate / latents / align as Ray Jobs through the Jobs SDK.
 
 The job runs the same ``tandem`` command on the cluster; the runtime environment carries
-the working tree (minus runs and the venv) and any ``--env KEY=VALUE``.
+the working tree (minus runs and the venv) and any ``--env KEY=VALUE``. A dashboard address
+nothing answers on is one line naming it, exit 2 (fix the address or start the cluster).
 """
 
 from __future__ import annotations
@@ -10,6 +11,8 @@ import shlex
 import sys
 import time
 from pathlib import Path
+
+from model.config import ConfigError
 
 REPO = Path(__file__).resolve().parents[1]
 EXCLUDES = [".git", ".venv", "runs", "**/__pycache__", "*.tar", "*.mp4"]
@@ -38,6 +41,23 @@ def _client(address: str | None):
     return JobSubmissionClient(address)
 
 
+def _reached(call, address: str | None):
+    """``call()``; a dashboard that does not answer (at connect, or later: requests' own
+    ConnectionError) is a ConfigError naming the address: the CLI prints it, exit 2."""
+    import requests
+
+    try:
+        return call()
+    except ConnectionError as exc:  # the client's connect check: it names the address it tried
+        why = str(exc).strip()
+    except requests.exceptions.ConnectionError:  # a later call: its message is urllib3's detail
+        from pipelines.ray_local import cluster_address
+
+        why = f"no answer from {cluster_address(address) or 'the default http://localhost:8265'}"
+    raise ConfigError(f"the Ray dashboard does not answer ({why}): check --address (http://HEAD:8265; "
+                      "RAY_ADDRESS, when set, takes its place) and that the cluster is up")
+
+
 def submit_job(address: str | None, what: str, args: list[str], env: dict[str, str] | None = None,
                upload: bool = True) -> str:
     """Submit ``tandem WHAT ARGS`` and return the job id."""
@@ -59,7 +79,8 @@ def submit_job(address: str | None, what: str, args: list[str], env: dict[str, s
 
 def submit_handler(args) -> int:
     env = dict(item.split("=", 1) for item in args.env)
-    job_id = submit_job(args.address, args.what, args.args, env, upload=not args.no_working_dir)
+    job_id = _reached(lambda: submit_job(args.address, args.what, args.args, env, upload=not args.no_working_dir),
+                      args.address)
     where = f" --address {args.address}" if args.address else ""
     print(f"submitted {job_id}\nfollow: tandem submit{where} logs {job_id}   "
           f"(or: ray job logs -f {job_id}{where})")
@@ -67,11 +88,11 @@ def submit_handler(args) -> int:
 
 
 def job_handler(args) -> int:
-    client = _client(args.address)
+    client = _reached(lambda: _client(args.address), args.address)
     if args.what == "status":
-        print(client.get_job_status(args.job_id).value)
+        print(_reached(lambda: client.get_job_status(args.job_id), args.address).value)
     elif args.what == "logs":
-        print(client.get_job_logs(args.job_id), end="")
+        print(_reached(lambda: client.get_job_logs(args.job_id), args.address), end="")
     else:
-        print("stopped" if client.stop_job(args.job_id) else "already finished")
+        print("stopped" if _reached(lambda: client.stop_job(args.job_id), args.address) else "already finished")
     return 0

@@ -61,10 +61,13 @@ def train_handler(args) -> int:
 
     try:
         cfg = load_recipe(args.config, args.overrides)
-        preflight(cfg)  # data, latents vs decoder vs preset, resumed storage: before Ray starts
+        data = preflight(cfg)  # data, latents vs decoder vs preset, resumed storage: before Ray starts
     except (ConfigError, ValueError) as exc:
         print(f"tandem train: {exc}", file=sys.stderr)
         return 2
+    if data.damaged:  # data.skip_damaged=true; the run's MLflow tags name them too
+        print(f"tandem train: leaving out {len(data.damaged)} damaged shard(s) (data.skip_damaged=true):\n"
+              + "\n".join(f"  {why}" for why in data.damaged.values()), file=sys.stderr)
     try:
         result = run_training(cfg, address=args.address, run_name=args.run_name)
     except ValueError as exc:  # the local Ray instance cannot hold the recipe's workers

@@ -1,6 +1,7 @@
 """Latent shards, the contract between the latent DAG and training. This module owns the
-format: member list, writer, the byte-span index every reader goes through, and the
-metadata that says what made the latents.
+format: member list, writer, and the metadata that says what made the latents. Readers
+index a shard with ``index_latent_shard``, the one tar index of curation.shards (shared with
+clip shards), which also tells a damaged shard (cut short) from a whole one.
 
 One sample per clip: ``video.pth`` (C, T, H, W), ``audio.pth`` (C, T), ``text.pth`` (L, D)
 and ``json`` (the clip's metadata plus ``video_shape``/``audio_shape`` and its ``bucket``).
@@ -8,8 +9,8 @@ Beside each ``NAME.tar`` lies ``NAME.format.json``, a ``LatentFormat``: encoder 
 weight digests, latent channels and strides, latent rates and text width, i.e. what a
 model trained on these latents must expect and what must decode its samples.
 
-A shard is written under a temporary name and renamed, after its format file: a ``.tar``
-that exists is complete and described.
+A shard is written under a temporary name (``NAME.tar.tmp``, which no reader or resume
+globs) and renamed, after its format file: a ``.tar`` that exists is complete and described.
 """
 
 from __future__ import annotations
@@ -17,7 +18,6 @@ from __future__ import annotations
 import io
 import json
 import os
-import tarfile
 from collections import defaultdict
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,11 +25,13 @@ from typing import Any
 
 import torch
 
+# One tar index (and damage check) for clip and latent shards alike.
+from curation.shards import Spans
+from curation.shards import index_shard as index_latent_shard
 from model.config import from_dict, to_dict
 from model.presets import LatentGeometry
 
 LATENT_MEMBERS = ("video.pth", "audio.pth", "text.pth", "json")
-Spans = dict[str, tuple[int, int]]  # member extension -> (data offset, size) in the tar
 
 
 @dataclass
@@ -81,12 +83,16 @@ def write_latent_shard(path: str | Path, samples: list[dict], fmt: LatentFormat 
     path.parent.mkdir(parents=True, exist_ok=True)
     if fmt is not None:
         format_path(path).write_text(json.dumps(to_dict(fmt), indent=2))
-    tmp = path.with_name(path.name + ".tmp")
-    with wds.TarWriter(str(tmp)) as sink:
-        for s in samples:
-            meta = dict(s.get("meta", {}), video_shape=list(s["video"].shape), audio_shape=list(s["audio"].shape))
-            sink.write({"__key__": s["key"], "video.pth": s["video"], "audio.pth": s["audio"],
-                        "text.pth": s["text"], "json": meta})
+    tmp = path.with_name(path.name + ".tmp")  # not *.tar: readers and resume never see it
+    try:
+        with wds.TarWriter(str(tmp)) as sink:
+            for s in samples:
+                meta = dict(s.get("meta", {}), video_shape=list(s["video"].shape), audio_shape=list(s["audio"].shape))
+                sink.write({"__key__": s["key"], "video.pth": s["video"], "audio.pth": s["audio"],
+                            "text.pth": s["text"], "json": meta})
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
     os.replace(tmp, path)
     return path
 
@@ -96,17 +102,6 @@ def latent_shard_paths(directory: str | Path) -> list[Path]:
     if not shards:
         raise FileNotFoundError(f"no latent shards (*.tar) under {directory}")
     return shards
-
-
-def index_latent_shard(path: str | Path) -> dict[str, Spans]:
-    """key -> member -> (data offset, size), from the tar headers (member data is seeked over)."""
-    index: dict[str, Spans] = defaultdict(dict)
-    with tarfile.open(path) as tar:
-        for m in tar.getmembers():
-            if m.isfile():
-                key, _, ext = m.name.partition(".")
-                index[key][ext] = (m.offset_data, m.size)
-    return dict(sorted(index.items()))
 
 
 def _read(f, span: tuple[int, int]) -> bytes:

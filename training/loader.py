@@ -32,11 +32,10 @@ from pathlib import Path
 
 import torch
 
-from curation.shards import CLIP_MEMBERS, index_clip_shard, missing_members, read_members
+from curation.shards import CLIP_MEMBERS, DamagedShard, index_shard, missing_members, read_members
 from training.buckets import BucketConfig
 from training.clip_encoder import ClipEncoder, EncoderConfig, SkipClip, clip_bucket
 from training.latent_shards import (
-    index_latent_shard,
     latent_shard_paths,
     read_latent_format,
     read_latent_json,
@@ -61,6 +60,9 @@ class LoaderConfig:
     source: str = "latents"  # "latents" (latent DAG output) | "clips" (clip shards, encoded when read)
     buckets: BucketConfig = field(default_factory=BucketConfig)  # clips source: duration/aspect buckets
     encoder: EncoderConfig = field(default_factory=EncoderConfig)  # clips source: VAEs + text encoder
+    # A shard cut short (an interrupted copy) stops the run before Ray starts, naming it; true
+    # trains on the others instead, and the run records which were left out (log, MLflow tag).
+    skip_damaged: bool = False
 
     def __post_init__(self):
         if self.source not in SOURCES:
@@ -79,12 +81,38 @@ class _Entry:
         return f"{Path(self.shard).name}:{self.key}"
 
 
-def index_shards(directory: str | Path) -> list[_Entry]:
+@dataclass
+class DataIndex:
+    """What a loader plans from: the usable samples, and what was left out."""
+
+    entries: list[_Entry]
+    skipped: dict[str, int] = field(default_factory=dict)  # clips source: clips left out, by reason
+    damaged: dict[str, str] = field(default_factory=dict)  # shard -> why (left out with skip_damaged)
+
+    @property
+    def buckets(self) -> list[Hashable]:
+        return [e.bucket for e in self.entries]
+
+
+def _indexed(shards: list[Path], skip_damaged: bool, damaged: dict[str, str]):
+    """(shard, its index) for each of ``shards``. A damaged shard raises DamagedShard, or with
+    ``skip_damaged`` is left out and recorded in ``damaged``."""
+    for shard in shards:
+        try:
+            index = index_shard(shard)
+        except DamagedShard as exc:
+            if not skip_damaged:
+                raise
+            damaged[str(shard)] = str(exc)
+            continue
+        yield shard, index
+
+
+def index_shards(directory: str | Path, skip_damaged: bool = False) -> DataIndex:
     """Every latent sample's byte ranges and bucket, in shard/key order."""
     read_latent_format(directory)  # raises when shards of different encoders are mixed
-    entries, first_shape = [], {}
-    for shard in latent_shard_paths(directory):
-        index = index_latent_shard(shard)
+    found, first_shape = DataIndex([]), {}
+    for shard, index in _indexed(latent_shard_paths(directory), skip_damaged, found.damaged):
         for key, meta in read_latent_json(shard, index).items():
             if "video_shape" not in meta or "audio_shape" not in meta:
                 raise ValueError(f"{shard.name}:{key} is not a latent sample (no video_shape/audio_shape in "
@@ -97,20 +125,20 @@ def index_shards(directory: str | Path) -> list[_Entry]:
                 raise ValueError(f"latent bucket {bucket!r} holds shapes {seen[0]} ({seen[1]}) and {shape} "
                                  f"({shard.name}:{key}): shards encoded with different VAEs or bucket "
                                  f"settings are mixed under {directory}; encode them again with one config")
-            entries.append(_Entry(str(shard), key, tuple(sorted(index[key].items())), bucket))
-    return entries
+            found.entries.append(_Entry(str(shard), key, tuple(sorted(index[key].items())), bucket))
+    return found
 
 
-def index_clip_shards(directory: str | Path, buckets: BucketConfig,
-                      temporal_stride: int = 4) -> tuple[list[_Entry], dict[str, int]]:
+def index_clip_shards(directory: str | Path, buckets: BucketConfig, temporal_stride: int = 4,
+                      skip_damaged: bool = False) -> DataIndex:
     """Every usable clip's byte ranges and Bucket (for a video VAE of ``temporal_stride``), in
     shard/key order, from the ``json`` members only; and how many clips were left out, by reason."""
-    entries, skipped = [], Counter()
+    found, skipped = DataIndex([]), Counter()
     shards = sorted(Path(directory).glob("*.tar"))
     if not shards:
         raise FileNotFoundError(f"no clip shards (*.tar) under {directory}")
-    for shard in shards:
-        for key, spans in index_clip_shard(shard).items():
+    for shard, index in _indexed(shards, skip_damaged, found.damaged):
+        for key, spans in index.items():
             if missing_members(spans):
                 skipped["incomplete_sample"] += 1
                 continue
@@ -123,8 +151,43 @@ def index_clip_shards(directory: str | Path, buckets: BucketConfig,
             except (ValueError, KeyError, TypeError):  # unparsable json, or no start/end/size in it
                 skipped["bad_metadata"] += 1
                 continue
-            entries.append(_Entry(str(shard), key, tuple(sorted(spans.items())), bucket))
-    return entries, dict(sorted(skipped.items()))
+            found.entries.append(_Entry(str(shard), key, tuple(sorted(spans.items())), bucket))
+    found.skipped = dict(sorted(skipped.items()))
+    return found
+
+
+def index_data(cfg: LoaderConfig, skip_damaged: bool | None = None) -> DataIndex:
+    """The samples a loader of ``cfg`` plans from (read from the shards' indexes and ``json``
+    members, no media or tensor). ``skip_damaged`` None: as ``cfg.skip_damaged`` says."""
+    skip = cfg.skip_damaged if skip_damaged is None else skip_damaged
+    if cfg.source == "clips":
+        from training.encoders import load_video
+
+        stride = load_video(cfg.encoder, meta=True).temporal_stride  # config only, no weights
+        return index_clip_shards(cfg.shards, cfg.buckets, stride, skip)
+    return index_shards(cfg.shards, skip)
+
+
+def deal_batches(buckets: list[Hashable], batch_size: int, world_size: int, *, seed: int, epoch: int,
+                 drop_last: bool = True) -> list[list[int]]:
+    """One epoch's batches of sample indices in the order they are dealt, batch i to rank
+    i % world_size: a permutation seeded by (seed, epoch) of the samples (``buckets[i]`` is
+    sample i's), grouped by bucket and cut into batches of ``batch_size`` (with each bucket's
+    short remainder unless ``drop_last``); whole rounds only, so every rank takes as many
+    steps. Pure: the loader plans with it, and preflights count with it."""
+    order = list(range(len(buckets)))
+    random.Random(seed * 1_000_003 + epoch).shuffle(order)
+    open_batches: dict[Hashable, list[int]] = defaultdict(list)
+    batches = []
+    for i in order:
+        batch = open_batches[buckets[i]]
+        batch.append(i)
+        if len(batch) == batch_size:
+            batches.append(list(batch))
+            batch.clear()
+    if not drop_last:
+        batches += [b for b in open_batches.values() if b]
+    return batches[:len(batches) - len(batches) % world_size]
 
 
 def _fingerprint(entries: list[_Entry]) -> str:
@@ -159,21 +222,21 @@ class LatentLoader:
     ``unreadable``: the batch keeps its shape, the plan and hence resume stay exact, and
     every rank and every re-run makes the same substitution. A bucket with no decodable
     clip at all raises, since that is a broken encoder config or shard, not one bad clip.
+    ``damaged`` names the shards left out as cut short (``data.skip_damaged``; else they raise).
     """
 
     def __init__(self, cfg: LoaderConfig, rank: int = 0, world_size: int = 1):
         self.cfg, self.rank, self.world_size = cfg, rank, world_size
-        self.skipped: dict[str, int] = {}
         self.unreadable: dict[str, str] = {}  # "shard:key" -> why the clip could not be decoded
         self._encoder: ClipEncoder | None = None
+        data = index_data(cfg)
+        self.entries, self.skipped = data.entries, data.skipped
+        self.damaged = data.damaged  # shard -> why it was left out (data.skip_damaged)
+        for why in self.damaged.values():
+            log.warning("%s; left out (data.skip_damaged=true)", why)
         if cfg.source == "clips":
-            from training.encoders import load_video
-
-            stride = load_video(cfg.encoder, meta=True).temporal_stride  # config only, no weights
-            self.entries, self.skipped = index_clip_shards(cfg.shards, cfg.buckets, stride)
             self._report_clip_index()
-        else:
-            self.entries = index_shards(cfg.shards)
+        self._buckets = data.buckets
         self._fingerprint = _fingerprint(self.entries)
         self._bucket_members: dict[Hashable, list[int]] = defaultdict(list)
         for i, entry in enumerate(self.entries):
@@ -196,20 +259,9 @@ class LatentLoader:
                              "clips must last at least the shortest bucket")
 
     def _plan_epoch(self, epoch: int) -> list[list[int]]:
-        order = list(range(len(self.entries)))
-        random.Random(self.cfg.seed * 1_000_003 + epoch).shuffle(order)
-        buckets: dict[Hashable, list[int]] = defaultdict(list)
-        batches = []
-        for i in order:
-            bucket = buckets[self.entries[i].bucket]
-            bucket.append(i)
-            if len(bucket) == self.cfg.batch_size:
-                batches.append(list(bucket))
-                bucket.clear()
-        if not self.cfg.drop_last:
-            batches += [b for b in buckets.values() if b]
-        usable = len(batches) - len(batches) % self.world_size  # every rank takes as many steps
-        return batches[self.rank:usable:self.world_size]
+        batches = deal_batches(self._buckets, self.cfg.batch_size, self.world_size, seed=self.cfg.seed, epoch=epoch,
+                               drop_last=self.cfg.drop_last)
+        return batches[self.rank::self.world_size]
 
     @property
     def encoder(self) -> ClipEncoder:

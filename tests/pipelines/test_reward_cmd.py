@@ -93,6 +93,7 @@ def test_score_command_prints_per_head_scores_of_metric_heads(ranked_rollouts, c
     (["--rankings", "{rankings}", "--config", "latent_cpu", "loss.theta=1"], "theta must be > 1"),
     (["{rollouts}", "loss.ties=never", "--rankings", "{rankings}", "--config", "latent_cpu"], "ties must be"),
     (["--rankings", "{rankings}", "--config", "omni_7b"], "is not a local model directory"),
+    (["--rankings", "{rankings}", "--config", "latent_cpu", "clips_per_step=1"], "clips_per_step to at least 2"),
 ])
 def test_bad_inputs_exit_2_before_ray_starts(ranked_rollouts, tmp_path, capsys, argv, message):
     rollouts, rankings = ranked_rollouts
