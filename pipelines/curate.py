@@ -50,6 +50,7 @@ from pipelines.units import UNITS, UnitConfig, plan_units
 log = logging.getLogger(__name__)
 PIPELINE_VERSION = "0.1.0"
 CONTENT_IDS = ".work/content_ids.json"  # the inputs' content ids, by stat (pipelines/fingerprints.py)
+CONFIG_MARKER = ".work/config_hash"  # output_hash of the config the finished units were made under
 
 
 @dataclass
@@ -134,9 +135,6 @@ class CurationResult:
     report: str | None = None
     mlflow_run_id: str | None = None
     tracking_uri: str | None = None
-
-
-CONFIG_MARKER = ".work/config_hash"
 
 
 def _claim_output(store: Store, cfg: CurationConfig) -> None:

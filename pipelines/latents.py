@@ -17,8 +17,9 @@ Resume: a shard's rejects are written next to it (``<name>.rejects.jsonl``), the
 shard is written under a temp name and renamed, so a finished shard is exactly one whose
 ``.tar`` exists; a re-run skips those. ``.latents_claim.json`` names the content of the
 clip shard each latent shard was made from (``pipelines/fingerprints.py``): a clip shard
-that changed since, or is gone, has its latent shard removed, and encoded again. The driver then aggregates every shard into
-``manifest.jsonl``, ``rejects.jsonl`` and ``stats.json`` and logs the run to MLflow.
+that changed since, or is gone, has its latent shard removed (and encoded again). The
+driver then aggregates every shard into ``manifest.jsonl``, ``rejects.jsonl`` and
+``stats.json`` and logs the run to MLflow.
 """
 
 from __future__ import annotations

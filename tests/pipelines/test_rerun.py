@@ -64,7 +64,7 @@ def test_two_runs_into_fresh_folders_write_identical_tables_and_shards(raw, firs
     out, _ = first
     curate(raw, tmp_path / "out")
     assert digests(tmp_path / "out") == digests(out)
-    [headless] = [r for r in json.loads(json.dumps(_rejects(out))) if r["source_path"].endswith("headless.mp4")]
+    [headless] = [r for r in _rejects(out) if r["source_path"].endswith("headless.mp4")]
     assert "moov atom not found" in headless["message"] and "0x" not in headless["message"]
 
 
@@ -114,6 +114,20 @@ def test_one_changed_byte_redoes_its_unit_and_the_latents_of_its_clips(raw, tmp_
     assert (encoded / now["b.mp4"]).stat().st_mtime_ns == kept[now["b.mp4"]]  # b's latents were kept
     assert {r["shard"] for r in again.manifest} == set(now.values())
 
+    # The same clip shards into a fresh folder: the same latents (the debug encoders' fixed seed).
+    latents.run_latents_job(curated, tmp_path / "fresh", track=False)
+    assert (tmp_path / "fresh" / "manifest.jsonl").read_bytes() == (encoded / "manifest.jsonl").read_bytes()
+    for shard in encoded.glob("*.tar"):
+        assert _members(shard) == _members(tmp_path / "fresh" / shard.name)
+
+
+def _members(tar_path: Path) -> dict[str, str]:
+    """sha256 of each member's bytes (the tar headers' mtimes aside)."""
+    import tarfile
+
+    with tarfile.open(tar_path) as tar:
+        return {m.name: hashlib.sha256(tar.extractfile(m).read()).hexdigest() for m in tar.getmembers()}
+
 
 def test_the_demo_makes_its_footage_once_and_again_only_what_changed(tmp_path, monkeypatch):
     from pipelines import demo
@@ -141,6 +155,29 @@ def test_the_demo_makes_its_footage_once_and_again_only_what_changed(tmp_path, m
     (footage / "broken.mp4").unlink()
     demo.gather_footage(footage)
     assert made == ["three shots.mp4"] and (footage / "broken.mp4").read_text() == "not a video"
+
+
+def test_the_demo_makes_outputs_of_another_config_again_instead_of_refusing_them(tmp_path):
+    from pipelines.config import output_hash
+    from pipelines.demo import _start_over_where_config_changed
+    from pipelines.latents import CLAIM, LatentsConfig
+
+    cfg = load_config(CurationConfig, None, OVERRIDES)
+    for folder in ("curated/.work/units", "latents", "train"):
+        (tmp_path / folder).mkdir(parents=True)
+    (tmp_path / "curated/.work/units/u.json").write_text("{}")
+    (tmp_path / "curated/.work/config_hash").write_text(output_hash(cfg))
+    (tmp_path / "latents/clips-u-0000.tar").write_bytes(b"")
+    (tmp_path / "latents" / CLAIM).write_text(json.dumps({"config_hash": output_hash(LatentsConfig())}))
+    _start_over_where_config_changed(tmp_path, cfg)  # made under this config: kept
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["curated", "latents", "train"]
+
+    (tmp_path / "latents" / CLAIM).write_text(json.dumps({"config_hash": "an older tandem's"}))
+    _start_over_where_config_changed(tmp_path, cfg)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["curated"]  # latents and what was trained on them
+    (tmp_path / "curated/.work/config_hash").write_text("an older tandem's")
+    _start_over_where_config_changed(tmp_path, cfg)
+    assert list(tmp_path.iterdir()) == []
 
 
 @pytest.mark.slow  # the whole demo, twice: curation, latents and a few training steps on local Ray
