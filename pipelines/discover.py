@@ -2,9 +2,12 @@
 
 Inputs are files, directories (searched recursively for media extensions), globs, or
 fsspec URIs (``s3://bucket/raw/`` or ``s3://bucket/raw/*.mp4`` where the filesystem
-library is installed). Only names, sizes and versions (mtime or ETag) are listed here,
-on the driver: fetching and hashing the bytes happens on the workers
-(``pipelines/units.py``), where identical content is found and recorded as ``duplicate``.
+library is installed). Each file gets its path, size, version (mtime or ETag, for
+people) and its content id (``pipelines/fingerprints.py``): a work unit is named by the
+content of its sources, so a file that was only touched or copied again is still done,
+and one whose bytes changed is new. Content ids remembered by the last run spare most of
+the hashing; the workers hash what they fetch again (``pipelines/units.py``), where
+identical content is found and recorded as ``duplicate``.
 """
 
 from __future__ import annotations
@@ -13,6 +16,7 @@ import glob
 from pathlib import Path
 
 from curation.storage import is_uri
+from pipelines.fingerprints import content_ids
 
 MEDIA_EXTENSIONS = {".mp4", ".mov", ".mkv", ".webm", ".avi", ".m4v", ".mpg", ".mpeg", ".ts", ".flv",
                     ".wmv", ".3gp", ".m4a", ".wav", ".mp3", ".flac", ".ogg", ".aac"}
@@ -22,13 +26,23 @@ class InputError(ValueError):
     """An input argument that matches nothing: a misconfiguration, so it raises."""
 
 
-def discover(inputs: list[str]) -> list[dict]:
-    """Every input file once, sorted by path: ``{"path", "size", "version"}``."""
+def discover(inputs: list[str], remembered: dict[str, dict] | None = None) -> list[dict]:
+    """Every input file once, sorted by path: ``{"path", "size", "version", "content"}``.
+    ``remembered``: the content ids a previous run kept (``fingerprints.content_ids``);
+    updated in place to what this run keeps."""
     found: dict[str, dict] = {}
     for spec in inputs:
         for entry in (_remote(spec) if is_uri(spec) else _local(spec.removeprefix("file://"))):
             found.setdefault(entry["path"], entry)
-    return [found[p] for p in sorted(found)]
+    files = [found[p] for p in sorted(found)]
+    ids, keep = content_ids(files, remembered)
+    if remembered is not None:
+        remembered.clear()
+        remembered.update(keep)
+    for f in files:
+        f["content"] = ids[f["path"]]
+        f.pop("checksum", None)
+    return files
 
 
 def _local(spec: str) -> list[dict]:
@@ -67,5 +81,7 @@ def _remote(uri: str) -> list[dict]:
         raise InputError(f"input {uri!r} matches no object")
     return [{"path": f"{protocol}://{i['name'].lstrip('/')}" if protocol != "memory" else f"memory://{i['name']}",
              "size": int(i.get("size") or 0),
-             "version": str(i.get("ETag") or i.get("etag") or i.get("mtime") or i.get("LastModified") or "")}
+             "version": str(i.get("ETag") or i.get("etag") or i.get("mtime") or i.get("LastModified") or ""),
+             # A checksum the store keeps of the bytes (S3's ETag, GCS's md5Hash): a content id.
+             "checksum": i.get("ETag") or i.get("etag") or i.get("md5Hash") or i.get("crc32c")}
             for i in files]

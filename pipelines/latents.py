@@ -16,10 +16,12 @@ becomes a reject row (key, shard, reason, message), never a crash.
 Resume: a shard's rejects are written next to it (``<name>.rejects.jsonl``), then the latent
 shard is written under a temp name and renamed, so a finished shard is exactly one whose
 ``.tar`` exists; a re-run skips those (a leftover ``NAME.tar.tmp`` of an interrupted write is
-not one). Before Ray starts, each pending clip shard's tar index is read: one cut short is
-named on a line, gets an ``unreadable_shard`` reject and is left for the next run (exit 1),
-the others are encoded. The driver then aggregates every shard into
-``manifest.jsonl``, ``rejects.jsonl`` and ``stats.json`` and logs the run to MLflow.
+not one). ``.latents_claim.json`` names the content of the clip shard each latent shard was
+made from (``pipelines/fingerprints.py``): a clip shard that changed since, or is gone, has
+its latent shard removed (and encoded again). Before Ray starts, each pending clip shard's
+tar index is read: one cut short is named on a line, gets an ``unreadable_shard`` reject and
+is left for the next run (exit 1), the others are encoded. The driver then aggregates every
+shard into ``manifest.jsonl``, ``rejects.jsonl`` and ``stats.json`` and logs the run to MLflow.
 """
 
 from __future__ import annotations
@@ -38,10 +40,11 @@ from typing import Any
 from curation.shards import damaged_shards, missing_members, read_clip_shard
 from model.config import run_only
 from pipelines.config import ConfigError, output_hash, save_config, to_dict
+from pipelines.fingerprints import content_ids
 from training.buckets import BucketConfig
 from training.clip_encoder import ClipEncoder, EncoderConfig, SkipClip
 from training.encoders import EncoderConfigError, check, describe
-from training.latent_shards import manifest_rows, write_latent_shard
+from training.latent_shards import format_path, manifest_rows, write_latent_shard
 
 log = logging.getLogger(__name__)
 EXPERIMENT = "tandem-latents"  # MLflow experiment
@@ -188,19 +191,40 @@ class ClipShardEncoder:
         return {k: [r[k] for r in rows] for k in ("shard", "encoded", "skipped", "seconds", "failed")}
 
 
-def _claim_output(out_dir: Path, cfg: LatentsConfig, manifest_sha: str | None) -> None:
-    """Resume only onto latents made by the same encoders and buckets from the same clips."""
-    claim = {"config_hash": output_hash(cfg), "source_manifest_sha256": manifest_sha}
+def _claim_output(out_dir: Path, cfg: LatentsConfig, shards: list[Path], manifest_sha: str | None) -> None:
+    """Resume only onto latents made by the same encoders and buckets (else ConfigError).
+    A latent shard whose clip shard is gone, or holds other bytes than those it was made
+    from, is removed (one log line says so), and ``pending_shards`` encodes it again."""
     marker = out_dir / CLAIM
-    if any(out_dir.glob("*.tar")) and marker.exists():
-        held = json.loads(marker.read_text())
-        if held["config_hash"] != claim["config_hash"]:
-            raise ConfigError(f"{out_dir} holds latents made with a different encoder/bucket config "
-                              "(see its config.yaml): use another --out, or delete it to start over")
-        if held["source_manifest_sha256"] != manifest_sha:
-            raise ConfigError(f"{out_dir} holds latents of other clip shards (the source manifest "
-                              "changed since): use another --out, or delete it to start over")
-    marker.write_text(json.dumps(claim))
+    held = json.loads(marker.read_text()) if marker.exists() else {}
+    made = sorted(out_dir.glob("*.tar"))
+    if claimed_by_other_config(out_dir, cfg):
+        raise ConfigError(f"{out_dir} holds latents made with a different encoder/bucket config "
+                          "(see its config.yaml): use another --out, or delete it to start over")
+    ids, remembered = content_ids([{"path": str(p), "size": p.stat().st_size} for p in shards],
+                                  held.get("content_ids"), what="clip shards")
+    now = {p.name: ids[str(p)] for p in shards}
+    made_from = held.get("clip_shards")
+    if made_from is None and manifest_sha and held.get("source_manifest_sha256") == manifest_sha:
+        made_from = now  # a claim from before clip shards had content ids: the same manifest
+    stale = [p for p in made if (made_from or {}).get(p.name) is None or made_from[p.name] != now.get(p.name)]
+    if stale:
+        log.info("%s: %d latent shard(s) were made from clip shards that changed or are gone since: "
+                 "removed (those of changed clip shards are encoded again)", out_dir, len(stale))
+    for path in stale:
+        for old in (path, format_path(path), rejects_path(out_dir, path.name)):
+            old.unlink(missing_ok=True)
+    # Written before any encoding: every latent shard on disk was made from the clip shard
+    # content named here.
+    marker.write_text(json.dumps({"config_hash": output_hash(cfg), "source_manifest_sha256": manifest_sha,
+                                  "clip_shards": now, "content_ids": remembered}))
+
+
+def claimed_by_other_config(out_dir: Path, cfg: LatentsConfig) -> bool:
+    """Whether ``out_dir`` holds latent shards made with another encoder/bucket config."""
+    marker = out_dir / CLAIM
+    return marker.exists() and any(out_dir.glob("*.tar")) \
+        and json.loads(marker.read_text())["config_hash"] != output_hash(cfg)
 
 
 def _preflight(cfg: LatentsConfig) -> None:
@@ -253,7 +277,7 @@ def run_latents_job(clip_dir: str | Path, out_dir: str | Path, cfg: LatentsConfi
     out = Path(out_dir).absolute()
     out.mkdir(parents=True, exist_ok=True)
     manifest_sha = _sha256(source_manifest(clip_dir))
-    _claim_output(out, cfg, manifest_sha)
+    _claim_output(out, cfg, shards, manifest_sha)
     save_config(cfg, out / "config.yaml")
     pending = pending_shards(clip_dir, out)
     todo = set_aside_damaged(pending, out)  # before Ray starts: each damaged shard named on a line

@@ -1,9 +1,11 @@
 """Work units: how a curation run is cut up, processed on workers, and resumed.
 
 A unit is one source, or a batch of small sources (``UnitConfig``). The driver plans the
-units from file names and sizes alone (``plan_units``); everything that reads a source's
-bytes happens on a worker, in ``run_segment``: fetching it (an fsspec URI is copied to the
-worker's scratch disk, hashed on the way), hashing it, probing it, and the stages. Files
+units from file names, sizes and content ids (``plan_units``; ``pipelines/discover.py``):
+a unit's id names the content of its sources, so a re-run finds it done whatever the
+files' timestamps say. Everything else that reads a source's bytes happens on a worker,
+in ``run_segment``: fetching it (an fsspec URI is copied to the worker's scratch disk,
+hashed on the way), hashing it, probing it, and the stages. Files
 of equal size always share a unit, so identical content (which has equal size) meets in
 one worker, which keeps the first path and records the others as ``duplicate``.
 
@@ -78,8 +80,8 @@ class UnitConfig:
 
 
 def plan_units(files: list[dict], cfg: UnitConfig) -> list[dict]:
-    """Group ``files`` ({path, size, version}, sorted by path) into units. Deterministic:
-    the same listing always gives the same units and unit ids."""
+    """Group ``files`` ({path, size, content}, sorted by path) into units. Deterministic:
+    the same paths, sizes and contents always give the same units and unit ids."""
     by_size: dict[int, list[dict]] = defaultdict(list)
     for f in files:
         by_size[f["size"]].append(f)
@@ -109,7 +111,8 @@ def plan_units(files: list[dict], cfg: UnitConfig) -> list[dict]:
 
 
 def _unit(sources: list[dict]) -> dict:
-    identity = json.dumps([[s["path"], s["size"], s.get("version", "")] for s in sources])
+    # Content, not mtime: a file touched or copied again is still the same unit.
+    identity = json.dumps([[s["path"], s["size"], s["content"]] for s in sources])
     return {"id": hashlib.sha256(identity.encode()).hexdigest()[:16], "sources": sources}
 
 

@@ -1,4 +1,5 @@
-"""Input listing on the driver: names, sizes and versions only (no bytes are read)."""
+"""Input listing on the driver: names, sizes, versions and content ids (objects behind URIs
+are listed and hashed as they stream, never copied to the driver's disk)."""
 
 import fsspec
 import pytest
@@ -24,7 +25,9 @@ def test_directories_are_searched_for_media_with_sizes_and_versions(tree):
     files = discover([str(tree / "raw")])
     assert names(files) == ["a.mp4", "b.MOV", "copy of a.mp4"]
     assert [f["size"] for f in files] == [100, 70, 100]
-    assert all(f["version"] for f in files)  # mtime: a changed file is a new unit
+    assert all(f["version"] for f in files)  # mtime, for people
+    ids = [f["content"] for f in files]  # what names a work unit: the same bytes, the same id
+    assert ids[0] == ids[2] != ids[1]
 
 
 def test_globs_explicit_files_and_repeats(tree):

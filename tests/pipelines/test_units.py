@@ -9,6 +9,7 @@ from typing import ClassVar
 import pytest
 import webdataset as wds
 
+from curation.probe import content_id
 from curation.shards import ShardConfig
 from curation.stage import Resources, Stage
 from curation.storage import Store
@@ -72,20 +73,23 @@ def files(tmp_path, contents: dict[str, bytes]):
         path = tmp_path / "raw" / name
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_bytes(data)
-        out.append({"path": str(path), "size": len(data), "version": "1"})
+        out.append({"path": str(path), "size": len(data), "version": "1", "content": content_id(path)})
     return sorted(out, key=lambda f: f["path"])
 
 
 def test_equal_sizes_share_a_unit_big_files_go_alone_and_small_ones_batch():
-    listing = [{"path": f"/r/{n}", "size": s, "version": "v"} for n, s in
+    listing = [{"path": f"/r/{n}", "size": s, "version": "v", "content": f"id-{n}"} for n, s in
                [("a", 10), ("b", 20), ("c", 10), ("d", 5_000_000), ("e", 30), ("f", 40)]]
     units = plan_units(listing, UnitConfig(max_sources=2, max_mb=1.0, min_units=1))
     assert [[s["path"][3:] for s in u["sources"]] for u in units] == [["a", "c"], ["d"], ["b", "e"], ["f"]]
     assert plan_units(listing, UnitConfig(max_sources=2, max_mb=1.0, min_units=1)) == units  # same ids again
     spread = plan_units(listing, UnitConfig(max_sources=2, max_mb=1.0, min_units=64))
     assert [len(u["sources"]) for u in spread] == [2, 1, 1, 1, 1]  # few sources: one unit each
-    renamed = [{**f, "version": "w"} if f["path"] == "/r/f" else f for f in listing]
-    assert plan_units(renamed, UnitConfig(max_sources=2, max_mb=1.0, min_units=1))[-1]["id"] != units[-1]["id"]
+    touched = [{**f, "version": "w"} if f["path"] == "/r/f" else f for f in listing]
+    ids = [u["id"] for u in units]  # a new mtime, the same bytes: the same units
+    assert [u["id"] for u in plan_units(touched, UnitConfig(max_sources=2, max_mb=1.0, min_units=1))] == ids
+    changed = [{**f, "content": "id-new"} if f["path"] == "/r/f" else f for f in listing]
+    assert plan_units(changed, UnitConfig(max_sources=2, max_mb=1.0, min_units=1))[-1]["id"] != units[-1]["id"]
 
 
 def test_segments_fuse_cpu_stages_and_give_each_model_stage_its_actors():
