@@ -33,6 +33,7 @@ import pyarrow as pa
 import pyarrow.csv as pa_csv
 import pyarrow.parquet as pq
 
+from curation.ffmpeg import stable_message
 from curation.stage import Item
 from curation.storage import Store
 
@@ -143,7 +144,7 @@ def reject_row(item: Item) -> dict[str, Any]:
         "source_path": source.get("path"),
         "stage": rej["stage"],
         "reason": rej["reason"],
-        "message": (rej.get("message") or "")[:2000],
+        "message": stable_message(rej.get("message") or "")[:2000],  # no addresses, scratch paths, times
     }
 
 

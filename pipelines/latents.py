@@ -30,6 +30,7 @@ import hashlib
 import json
 import logging
 import os
+import shutil
 import tarfile
 import time
 from collections import Counter
@@ -37,10 +38,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from curation.ffmpeg import stable_message
 from curation.shards import damaged_shards, missing_members, read_clip_shard
+from curation.watchdog import beat
 from model.config import run_only
 from pipelines.config import ConfigError, output_hash, save_config, to_dict
 from pipelines.fingerprints import content_ids
+from pipelines.worker_faults import guard_shard
 from training.buckets import BucketConfig
 from training.clip_encoder import ClipEncoder, EncoderConfig, SkipClip
 from training.encoders import EncoderConfigError, check, describe
@@ -49,6 +53,7 @@ from training.latent_shards import format_path, manifest_rows, write_latent_shar
 log = logging.getLogger(__name__)
 EXPERIMENT = "tandem-latents"  # MLflow experiment
 CLAIM = ".latents_claim.json"  # what the finished shards in an output directory were made from
+STALL_MARKS = ".work/stalls"  # one file per stalled try of a shard (pipelines/worker_faults.py)
 # Curation writes <out>/shards/clips-*.tar and the manifest beside shards/ (parquet for tools).
 MANIFEST_NAMES = ("manifest.parquet", "manifest.csv", "manifest.jsonl")
 
@@ -62,6 +67,7 @@ class LatentsConfig:
     buckets: BucketConfig = field(default_factory=BucketConfig)
     actors: int = run_only(1)  # encoder actors (one GPU each where the cluster has GPUs); output unchanged
     cpus_per_actor: float = run_only(0.5)  # fractional: 2-CPU machines deadlock otherwise; output unchanged
+    stall_s: float = run_only(900.0)  # a shard with no clip taken up for this long stalled: its actor restarts
 
 
 @dataclass
@@ -115,7 +121,7 @@ def rejects_path(out_dir: Path, shard_name: str) -> Path:
 
 
 def _reject(key: str | None, shard: str, reason: str, message: str) -> dict[str, Any]:
-    return {"key": key, "shard": shard, "reason": reason, "message": message[:2000]}
+    return {"key": key, "shard": shard, "reason": reason, "message": stable_message(message)[:2000]}
 
 
 def _write_jsonl(path: Path, rows: list[dict]) -> None:
@@ -164,7 +170,8 @@ def encode_shard(encoder: ClipEncoder, buckets: BucketConfig, shard: str | Path,
             complete.append(clip)
     # A GPU too small for a bucket raises (misconfiguration); broken media or odd metadata
     # is that clip's problem, not the shard's.
-    latents, failures = encoder.encode_many(complete, buckets)
+    # The encoder taking up its next clip is progress, for the stall watchdog (guard_shard).
+    latents, failures = encoder.encode_many((beat() or clip for clip in complete), buckets)
     for key, exc in failures:
         reason = exc.reason if isinstance(exc, SkipClip) else "encode_failed"
         rejects.append(_reject(key, shard.name, reason, str(exc) if isinstance(exc, SkipClip)
@@ -187,8 +194,16 @@ class ClipShardEncoder:
         self.encoder = ClipEncoder(self.cfg.encoder)
 
     def __call__(self, batch: dict) -> dict:
-        rows = [encode_shard(self.encoder, self.cfg.buckets, s, self.out_dir) for s in batch["shard"]]
+        rows = [self.encode(Path(s)) for s in batch["shard"]]
         return {k: [r[k] for r in rows] for k in ("shard", "encoded", "skipped", "seconds", "failed")}
+
+    def encode(self, shard: Path) -> dict:
+        def stalled(why: str) -> dict:
+            _write_jsonl(rejects_path(self.out_dir, shard.name), [_reject(None, shard.name, "worker_stalled", why)])
+            return {"shard": shard.name, "encoded": 0, "skipped": 1, "seconds": 0.0, "failed": True}
+
+        return guard_shard(self.out_dir / STALL_MARKS, shard.name, self.cfg.stall_s, stalled=stalled,
+                           encode=lambda: encode_shard(self.encoder, self.cfg.buckets, shard, self.out_dir))
 
 
 def _claim_output(out_dir: Path, cfg: LatentsConfig, shards: list[Path], manifest_sha: str | None) -> None:
@@ -251,13 +266,14 @@ def _encode_pending(todo: list[str], out_dir: Path, cfg: LatentsConfig, address:
     import ray.data
 
     gpus = 1 if ray.cluster_resources().get("GPU", 0) else 0
+    shutil.rmtree(out_dir / STALL_MARKS, ignore_errors=True)  # each run gives a stalled shard its tries
     ds = ray.data.from_items([{"shard": s} for s in todo], override_num_blocks=len(todo))
     ds = ds.map_batches(ClipShardEncoder, fn_constructor_args=(to_dict(cfg), str(out_dir)), batch_size=1,
                         compute=ray.data.ActorPoolStrategy(size=min(cfg.actors, len(todo))), num_gpus=gpus,
                         num_cpus=cfg.cpus_per_actor)
     for done, row in enumerate(ds.iter_rows(), 1):
         if row["failed"]:
-            log.warning("shard %d/%d %s: unreadable, left for the next run (see its rejects)",
+            log.warning("shard %d/%d %s: not encoded, left for the next run (see its rejects)",
                         done, len(todo), row["shard"])
         else:
             log.info("shard %d/%d %s: %d encoded, %d skipped in %.1f s", done, len(todo), row["shard"],

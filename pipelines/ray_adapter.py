@@ -45,6 +45,7 @@ from pipelines.worker_faults import (
     clear,
     dead_setups,
     describe_setup_deaths,
+    end_this_worker,
     setup_guard,
 )
 
@@ -90,25 +91,13 @@ class Worker:
         try:
             return run_segment(self.segments[index], payload, store, self.scratch, self.cfg.units,
                                finish={"shards": self.cfg.shards, "pipeline_info": pipeline_info(self.cfg)},
-                               stop=_end_this_worker if on_ray else None)
+                               stop=end_this_worker if on_ray else None)
         finally:
             for child in self.scratch.iterdir():  # nothing of a unit outlives its segment here
                 shutil.rmtree(child, ignore_errors=True) if child.is_dir() else child.unlink(missing_ok=True)
 
 
 SCRATCH_PREFIX = "tandem-curate-"
-
-
-def _end_this_worker() -> None:
-    """A stalled unit's way out: end the ffmpeg processes this worker started, then the
-    worker itself; Ray sees a dead worker and runs the unit again."""
-    with contextlib.suppress(Exception):
-        import psutil
-
-        for child in psutil.Process().children(recursive=True):
-            child.kill()
-    logging.shutdown()
-    os._exit(70)
 
 
 def _remove_orphaned_scratch() -> None:

@@ -8,6 +8,10 @@
   driver says which stage, which signal and where, instead of a bare WorkerCrashedError.
 - **A stalled unit** (``pipelines/units.py``) leaves a note under ``.work/stalls/``; the
   driver's ``StallReporter`` prints each as it appears, while the rest of the run goes on.
+- **A stalled latents shard** (``pipelines/latents.py``): ``guard_shard`` runs its encode
+  under the same watchdog; a stall leaves a mark and ends the actor (Ray Data restarts it
+  and retries the shard); a shard with ``MAX_SHARD_STALLS`` marks is not tried again in
+  this run.
 """
 
 from __future__ import annotations
@@ -21,13 +25,18 @@ import socket
 import sys
 import tempfile
 import threading
+import time
+import uuid
+from collections.abc import Callable
 from pathlib import Path
 
 from curation.storage import Store
+from curation.watchdog import Stall, Watchdog
 from pipelines.units import STALLS, describe_stall
 
 SETUPS = ".work/setups"
 SETUP_DEATHS = 3  # deaths in one stage's setup() (on one host) that stop the run
+MAX_SHARD_STALLS = 2  # stalls of one latents shard after which a run leaves it for the next
 log = logging.getLogger(__name__)
 
 
@@ -149,3 +158,38 @@ class StallReporter:
                 self.seen.add(name)
                 with contextlib.suppress(OSError, ValueError):
                     log.warning("%s", describe_stall(json.loads(self.store.read_text(f"{STALLS}/{name}"))))
+
+
+def end_this_worker() -> None:
+    """A stalled worker's way out: end the processes it started (ffmpeg), then itself; Ray
+    sees a dead worker and runs its task again."""
+    with contextlib.suppress(Exception):
+        import psutil
+
+        for child in psutil.Process().children(recursive=True):
+            child.kill()
+    logging.shutdown()
+    os._exit(70)
+
+
+def guard_shard(marks: Path, shard: str, stall_s: float, encode: Callable[[], dict],
+                stalled: Callable[[str], dict], stop: Callable[[], None] = end_this_worker) -> dict:
+    """``encode()`` one shard under the stall watchdog. A stall writes a mark in ``marks``
+    and ``stop``s the worker; once the shard has ``MAX_SHARD_STALLS`` marks, ``stalled(why)``
+    answers for it instead of another try."""
+    marks.mkdir(parents=True, exist_ok=True)
+    earlier = [json.loads(p.read_text()) for p in marks.glob(f"{shard}.*.json")]
+    if len(earlier) >= MAX_SHARD_STALLS:
+        return stalled(f"no progress for {earlier[-1]['idle_s']:.0f} s in {len(earlier)} tries "
+                       f"(stalled in {earlier[-1]['stage']}); left for the next run")
+
+    def on_stall(stall: Stall) -> None:
+        note = {"shard": shard, "stage": stall.stage, "idle_s": round(stall.idle_s, 1), "pid": os.getpid(),
+                "time": time.time()}
+        (marks / f"{shard}.{uuid.uuid4().hex[:12]}.json").write_text(json.dumps(note))
+        log.error("latents shard %s made no progress for %.0f s: its actor is stopped and the shard retried",
+                  shard, stall.idle_s)
+        stop()
+
+    with Watchdog(stall_s, on_stall):
+        return encode()

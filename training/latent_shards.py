@@ -85,7 +85,7 @@ def write_latent_shard(path: str | Path, samples: list[dict], fmt: LatentFormat 
         format_path(path).write_text(json.dumps(to_dict(fmt), indent=2))
     tmp = path.with_name(path.name + ".tmp")  # not *.tar: readers and resume never see it
     try:
-        with wds.TarWriter(str(tmp)) as sink:
+        with wds.TarWriter(str(tmp), mtime=0) as sink:  # no clock in the bytes: same latents, same shard
             for s in samples:
                 meta = dict(s.get("meta", {}), video_shape=list(s["video"].shape), audio_shape=list(s["audio"].shape))
                 sink.write({"__key__": s["key"], "video.pth": s["video"], "audio.pth": s["audio"],

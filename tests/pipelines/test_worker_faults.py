@@ -11,7 +11,15 @@ import sys
 import pytest
 
 from curation.storage import Store
-from pipelines.worker_faults import SETUP_DEATHS, SETUPS, SetupCrashed, dead_setups, setup_guard
+from pipelines.worker_faults import (
+    MAX_SHARD_STALLS,
+    SETUP_DEATHS,
+    SETUPS,
+    SetupCrashed,
+    dead_setups,
+    guard_shard,
+    setup_guard,
+)
 
 DIE_IN_SETUP = """
 import os, signal, sys
@@ -48,3 +56,21 @@ def test_a_setup_that_finishes_or_raises_leaves_nothing_behind(tmp_path):
     with pytest.raises(ValueError), setup_guard(store, "sync"):
         raise ValueError("weights not found")  # an ordinary error: Ray's retry decides, no death
     assert dead_setups(store) == [] and store.list(SETUPS) == []
+
+
+@pytest.mark.timeout(30)
+def test_a_latents_shard_that_stalls_is_marked_then_left_for_the_next_run(tmp_path):
+    import time
+
+    stops, answers = [], []
+
+    def wedged():
+        time.sleep(0.6)
+        return {"shard": "a.tar", "failed": False}
+
+    for _ in range(MAX_SHARD_STALLS):  # each try: a mark, and the actor told to stop
+        guard_shard(tmp_path, "a.tar", 0.2, wedged, stalled=answers.append, stop=lambda: stops.append(1))
+    assert len(list(tmp_path.glob("a.tar.*.json"))) >= MAX_SHARD_STALLS and stops
+    row = guard_shard(tmp_path, "a.tar", 0.2, wedged, stalled=lambda why: {"failed": True, "why": why})
+    assert row["failed"] and "left for the next run" in row["why"]
+    assert guard_shard(tmp_path, "b.tar", 0.2, lambda: {"failed": False}, stalled=answers.append) == {"failed": False}
