@@ -6,10 +6,12 @@ function to call with the parsed args (returns an exit code).
 
 from __future__ import annotations
 
+import logging
 import sys
 from pathlib import Path
 
 RECIPES = Path(__file__).parent / "recipes"
+log = logging.getLogger(__name__)
 
 
 def resolve_recipe(name_or_path: str, kind: str = "train") -> Path:
@@ -82,6 +84,21 @@ def train_handler(args) -> int:
     return 0
 
 
+def _restart_on_new_data(latents: Path, storage: Path) -> None:
+    """The demo's checkpoints belong to the latents they were trained on: when those changed
+    (other footage), it trains afresh instead of resuming at its last step on stale data."""
+    import hashlib
+    import shutil
+
+    digest = hashlib.sha256((latents / "manifest.jsonl").read_bytes()).hexdigest()
+    marker = storage / "trained_on.sha256"
+    if marker.exists() and marker.read_text().strip() != digest:
+        log.info("the latents changed since %s was trained: training it again", storage)
+        shutil.rmtree(storage)
+    storage.mkdir(parents=True, exist_ok=True)
+    marker.write_text(digest)
+
+
 def run_training_demo(clip_shards_dir: str | Path, out_dir: str | Path) -> dict:
     """README main job, after curation: latents from the clip shards, then a few debug_cpu
     steps ending with one generated sample. Returns {"latents", "checkpoints", "checkpoint"
@@ -93,6 +110,7 @@ def run_training_demo(clip_shards_dir: str | Path, out_dir: str | Path) -> dict:
 
     out_dir = Path(out_dir)
     latents = run_latents(clip_shards_dir, out_dir / "latents")
+    _restart_on_new_data(latents, out_dir / "train")
     # Sample footage gives clips of many shapes (one per latent bucket): batches of one.
     cfg = load_recipe("debug_cpu", [f"data.shards={latents}", f"storage={out_dir / 'train'}", "steps=6",
                                     "sample.every=6",

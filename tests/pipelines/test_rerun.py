@@ -197,3 +197,18 @@ def test_the_demo_runs_twice_in_the_same_folder(tmp_path):
     units = line.split(" work units")[0].rsplit(" ", 1)[1]
     assert f"({units} already done)" in line  # curation: nothing to redo
     assert "0 to encode" in second  # latents: every shard already done
+
+
+def test_the_demo_trains_again_only_when_its_latents_changed(tmp_path):
+    from pipelines.train_cmd import _restart_on_new_data
+
+    latents, storage = tmp_path / "latents", tmp_path / "train"
+    latents.mkdir()
+    (latents / "manifest.jsonl").write_text('{"key": "a"}\n')
+    _restart_on_new_data(latents, storage)
+    (storage / "checkpoints").mkdir()
+    _restart_on_new_data(latents, storage)  # same latents: the run resumes
+    assert (storage / "checkpoints").exists()
+    (latents / "manifest.jsonl").write_text('{"key": "b"}\n')
+    _restart_on_new_data(latents, storage)  # other latents: no stale checkpoints to resume from
+    assert not (storage / "checkpoints").exists() and (storage / "trained_on.sha256").exists()
