@@ -128,6 +128,7 @@ def ensure_warm() -> Path:
 
 
 def _build(path: Path) -> None:
+    log.info("compiling librosa's numba kernels into %s (once per environment: up to a minute)", path)
     if _cache_files(path):
         failure = _check(path)
         if failure is None:
@@ -223,3 +224,11 @@ def _exclusive_lock(path: Path):
     with handle:
         fcntl.flock(handle, fcntl.LOCK_EX)  # released when the file closes, or the process dies
         yield
+
+
+if __name__ == "__main__":  # scripts/run.sh setup
+    try:
+        print(f"[tandem] numba JIT cache {ensure_warm()}")
+    except JitCacheError as exc:
+        print(f"[tandem] {exc}")
+        sys.exit(1)

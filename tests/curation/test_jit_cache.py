@@ -11,6 +11,7 @@ import os
 import subprocess
 import sys
 import textwrap
+import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -125,10 +126,16 @@ SETUP_AND_MEASURE = textwrap.dedent("""
 """)
 
 
-def audio_setup_in_processes(cache: Path, n: int) -> list[subprocess.CompletedProcess]:
+def audio_setup_in_processes(cache: Path, n: int, stagger_s: float = 2.0) -> list[subprocess.CompletedProcess]:
+    """``n`` processes set up the audio stage on ``cache``, started ``stagger_s`` apart as
+    Ray starts its workers (processes started at the same instant compile in lockstep,
+    and that hid the bug)."""
     env = {**os.environ, "NUMBA_CACHE_DIR": str(cache), "PYTHONPATH": str(ROOT)}
-    procs = [subprocess.Popen([sys.executable, "-c", SETUP_AND_MEASURE], env=env, text=True,
-                              stdout=subprocess.PIPE, stderr=subprocess.PIPE) for _ in range(n)]
+    procs = []
+    for i in range(n):
+        time.sleep(stagger_s if i else 0)
+        procs.append(subprocess.Popen([sys.executable, "-c", SETUP_AND_MEASURE], env=env, text=True,
+                                      stdout=subprocess.PIPE, stderr=subprocess.PIPE))
     outputs = [p.communicate(timeout=900) for p in procs]
     return [subprocess.CompletedProcess(p.args, p.returncode, *out) for p, out in zip(procs, outputs, strict=True)]
 
@@ -136,9 +143,9 @@ def audio_setup_in_processes(cache: Path, n: int) -> list[subprocess.CompletedPr
 @pytest.mark.slow
 @pytest.mark.timeout(1800)
 def test_audio_setup_in_concurrent_processes_from_a_cold_cache(tmp_path):
-    """Issue 28: before the fix, concurrent set-ups on a cold cache left mismatched
-    kernels, and they (and every later process) died with SIGSEGV. TANDEM_JIT_ROUNDS
-    repeats it (the issue's 5 rounds take minutes)."""
+    """Issue 28: before the fix, this left mismatched kernels in the cache, and all three
+    processes and the fresh one died with SIGSEGV (measured with the lock bypassed).
+    TANDEM_JIT_ROUNDS repeats it (the issue's 5 rounds take minutes)."""
     from curation.audio import jit_exercise
 
     single = jit_exercise()  # this process alone, on the project's own cache
