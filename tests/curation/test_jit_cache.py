@@ -20,6 +20,7 @@ import pytest
 from curation import jit_cache
 
 ROOT = Path(__file__).resolve().parents[2]
+ROUNDS = int(os.environ.get("TANDEM_JIT_ROUNDS", 1))  # of the slow test below
 
 # A stand-in for librosa's kernels: it "compiles" by writing a cache file, logs each
 # run, and crashes like a mismatched wrapper/kernel pair does when its file is corrupt.
@@ -141,7 +142,7 @@ def audio_setup_in_processes(cache: Path, n: int, stagger_s: float = 2.0) -> lis
 
 
 @pytest.mark.slow
-@pytest.mark.timeout(1800)
+@pytest.mark.timeout(600 + 600 * ROUNDS)
 def test_audio_setup_in_concurrent_processes_from_a_cold_cache(tmp_path):
     """Issue 28: before the fix, this left mismatched kernels in the cache, and all three
     processes and the fresh one died with SIGSEGV (measured with the lock bypassed).
@@ -149,7 +150,7 @@ def test_audio_setup_in_concurrent_processes_from_a_cold_cache(tmp_path):
     from curation.audio import jit_exercise
 
     single = jit_exercise()  # this process alone, on the project's own cache
-    for round_ in range(int(os.environ.get("TANDEM_JIT_ROUNDS", 1))):
+    for round_ in range(ROUNDS):
         cache = tmp_path / f"round{round_}"
         concurrent = audio_setup_in_processes(cache, 3)
         fresh = audio_setup_in_processes(cache, 1)
