@@ -59,7 +59,7 @@ BUILDING = "TANDEM_JIT_CACHE_BUILDING"  # set in the build's children: they must
 EXERCISE = "curation.audio:jit_exercise"  # module:function that compiles every kernel the stages use
 MANIFEST = "manifest.json"
 LOCK = ".lock"
-CHILD_TIMEOUT_S = 1800  # a cold compile takes 11 s on a quiet machine, 80 s on a busy 2-core one
+CHILD_TIMEOUT_S = 1800  # a cold compile: 11 s on a quiet machine, 55-80 s on a loaded 2-core one
 
 _ready: set[str] = set()  # cache dirs this process has seen checked
 
@@ -128,7 +128,8 @@ def ensure_warm() -> Path:
 
 
 def _build(path: Path) -> None:
-    log.info("compiling librosa's numba kernels into %s (once per environment: up to a minute)", path)
+    log.info("checking librosa's numba kernels in %s, compiling what is missing (once per environment: "
+             "up to a minute)", path)
     if _cache_files(path):
         failure = _check(path)
         if failure is None:
