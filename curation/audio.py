@@ -14,7 +14,9 @@ when there is no flac) once, then measures:
   decides whether there is a beat at all: below ``min_pulse_clarity``, or with fewer
   than ``min_beats`` beats, ``tempo_bpm`` is ``None`` and ``beats_s`` is empty.
   Measured: a click track 0.85, clicks in noise 0.6, speech 0.08-0.25, Big Buck
-  Bunny's orchestral opening 0.13, a steady tone 0.02.
+  Bunny's orchestral opening 0.13, a steady tone 0.02. librosa's numba kernels load
+  from a cache that one process compiles and checks before any worker reads it
+  (``curation/jit_cache.py``: parallel compiles into one cache crashed every later run).
 
 A clip without audio is rejected ``no_audio`` unless ``require_audio`` is false, in
 which case it passes with ``audio.has_audio = False`` and no measurements.
