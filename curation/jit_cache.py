@@ -13,11 +13,10 @@ one, ``B3v61`` in the other); each save replaces one file atomically, so the cac
 ends up with process A's kernel beside process B's wrapper. Every later process loads
 that pair, the wrapper's call resolves to no function, and the first call of the
 gufunc segfaults (numba issue 10128). Ray makes the interleaving likely: its workers
-start seconds apart, so the later ones find the earlier ones' first entries; two
-processes started at the same instant stay in lockstep, which is why plain pairs of
-processes rarely showed it. Measured here: 4 processes started 3 s apart on a cold
-cache, 3 died with SIGSEGV, 9 of 26 wrapper/kernel pairs were mismatched, and a fresh
-process then died too.
+start seconds apart, so the later ones find the earlier ones' first entries. Measured
+here on a cold cache (one try each): 4 processes started 3 s apart, 3 died with
+SIGSEGV, 9 of 26 wrapper/kernel pairs mismatched; 3 started 2 s apart, all 3 died, 8
+mismatched; 3 started at once, 1 died, 2 mismatched. A fresh process then died each time.
 
 The fix: the cache lives in a directory the project owns (``cache_dir``; numba's
 ``NUMBA_CACHE_DIR``), and it is filled by ONE child process under an exclusive file

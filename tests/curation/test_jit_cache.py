@@ -129,8 +129,8 @@ SETUP_AND_MEASURE = textwrap.dedent("""
 
 def audio_setup_in_processes(cache: Path, n: int, stagger_s: float = 2.0) -> list[subprocess.CompletedProcess]:
     """``n`` processes set up the audio stage on ``cache``, started ``stagger_s`` apart as
-    Ray starts its workers (processes started at the same instant compile in lockstep,
-    and that hid the bug)."""
+    Ray starts its workers (started at once, they compile more in lockstep: without the
+    fix that mismatched 2 kernels instead of 8)."""
     env = {**os.environ, "NUMBA_CACHE_DIR": str(cache), "PYTHONPATH": str(ROOT)}
     procs = []
     for i in range(n):
