@@ -14,7 +14,9 @@ when there is no flac) once, then measures:
   decides whether there is a beat at all: below ``min_pulse_clarity``, or with fewer
   than ``min_beats`` beats, ``tempo_bpm`` is ``None`` and ``beats_s`` is empty.
   Measured: a click track 0.85, clicks in noise 0.6, speech 0.08-0.25, Big Buck
-  Bunny's orchestral opening 0.13, a steady tone 0.02.
+  Bunny's orchestral opening 0.13, a steady tone 0.02. librosa's numba kernels load
+  from a cache that one process compiles and checks before any worker reads it
+  (``curation/jit_cache.py``: parallel compiles into one cache crashed every later run).
 
 A clip without audio is rejected ``no_audio`` unless ``require_audio`` is false, in
 which case it passes with ``audio.has_audio = False`` and no measurements.
@@ -31,6 +33,7 @@ import numpy as np
 from scipy.signal import lfilter, resample_poly
 
 from curation.ffmpeg import binary, ffprobe
+from curation.jit_cache import ensure_warm
 from curation.media_io import read_audio
 from curation.stage import Item, Resources, Stage, reject
 from curation.vad import speech_segments, to_mono_16k
@@ -55,9 +58,9 @@ class AudioStage(Stage):
         super().__init__(config or AudioConfig())
 
     def setup(self) -> None:
-        # librosa's numba kernels compile on first use (30-40 s after an install, then
-        # cached): pay it once per worker here rather than inside the first clip.
-        noise = np.random.default_rng(0).normal(0, 0.1, (self.config.analysis_rate, 1)).astype(np.float32)
+        # librosa's numba kernels: compiled once per environment (curation/jit_cache.py),
+        # loaded here once per worker rather than inside the first clip.
+        noise = _noise(self.config.analysis_rate)
         rhythm(noise, self.config.analysis_rate, self.config.analysis_rate)
         speech_segments(to_mono_16k(noise, self.config.analysis_rate))  # the VAD's onnx session loads once
 
@@ -181,6 +184,7 @@ def silence_ratio(samples: np.ndarray, rate: int, silence_dbfs: float, window_s:
 
 def rhythm(samples: np.ndarray, rate: int, analysis_rate: int) -> tuple[float, list[float], list[float], float]:
     """(tempo in BPM, beat times, onset times, pulse clarity) from librosa, on the mono mix."""
+    ensure_warm()  # before librosa's import: its kernels load from the project's checked cache
     import librosa
 
     mono = samples.mean(axis=1)
@@ -193,6 +197,18 @@ def rhythm(samples: np.ndarray, rate: int, analysis_rate: int) -> tuple[float, l
     onsets = librosa.onset.onset_detect(onset_envelope=envelope, sr=analysis_rate, units="time")
     return (float(np.atleast_1d(tempo)[0]), [float(t) for t in beats], [float(t) for t in onsets],
             pulse_clarity(envelope, analysis_rate / 512))
+
+
+def _noise(rate: int) -> np.ndarray:
+    return np.random.default_rng(0).normal(0, 0.1, (rate, 1)).astype(np.float32)
+
+
+def jit_exercise() -> list:
+    """What compiles the JIT cache (curation/jit_cache.py runs it in a child process):
+    the set-up's rhythm on one second of noise. It reaches every numba kernel librosa
+    compiles at import (beat, onset, util, core), the sync stage's ones included."""
+    rate = AudioConfig.analysis_rate
+    return list(rhythm(_noise(rate), rate, rate))
 
 
 def pulse_clarity(envelope: np.ndarray, frames_per_s: float) -> float:

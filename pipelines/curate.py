@@ -33,6 +33,7 @@ from curation.audio import AudioConfig, AudioStage
 from curation.caption import CaptionConfig, CaptionStage
 from curation.clip import ClipConfig, ClipStage
 from curation.filters import FilterConfig, FilterStage
+from curation.jit_cache import ensure_warm
 from curation.motion import MotionConfig, MotionStage
 from curation.probe import ProbeConfig, ProbeStage
 from curation.shards import ShardConfig
@@ -171,6 +172,7 @@ def run_curation(inputs: list[str], out_dir: str | Path, cfg: CurationConfig | N
     todo = [u for u in units if u["id"] not in done]
     log.info("%d input files in %d work units (%d already done)", len(files), len(units), len(units) - len(todo))
     if todo:
+        ensure_warm()  # librosa's numba kernels: compiled and checked here, once, before any worker loads them
         progress = _Progress(todo, len(files))
         if in_process:
             from pipelines.ray_adapter import run_units_here

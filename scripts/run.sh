@@ -40,6 +40,8 @@ setup() {
   # DeepSpeed's CPU comm op: built once here (about a minute the first time), not inside a run.
   "$VENV/bin/python" -c "from training.engine import prepare_cpu_ops; print('[tandem] DeepSpeed', prepare_cpu_ops())" \
     2>&1 | grep "^\[tandem\]" || true
+  # librosa's numba kernels: compiled and checked once here, not by parallel workers (curation/jit_cache.py).
+  "$VENV/bin/python" -m curation.jit_cache 2>&1 | grep "^\[tandem\]" || true
 }
 
 case "${1:-}" in
