@@ -100,6 +100,9 @@ def load_syncnet(path: str | Path, device: str = "cpu") -> SyncNet:
 def log_mel(mono: np.ndarray, rate: int) -> np.ndarray:
     """(T_mel, 80) log-mel frames at 80 per second, normalised to [-4, 4] as Wav2Lip's
     front end does (pre-emphasis 0.97, 50 ms windows, 55-7600 Hz, -100 dB floor, +20 dB ref)."""
+    from curation.jit_cache import ensure_warm
+
+    ensure_warm()  # before librosa's import: its kernels load from the project's checked cache
     import librosa
     from scipy.signal import lfilter, resample_poly
 

@@ -20,6 +20,7 @@ from __future__ import annotations
 import argparse
 import sys
 
+from curation.jit_cache import use_project_cache
 from model.config import ConfigError
 from pipelines.ray_local import cluster_address
 
@@ -89,6 +90,7 @@ def main(argv: list[str] | None = None) -> int:
     if extra:
         trailing += extra
     setup_logging(args.log_level)
+    use_project_cache()  # before anything imports librosa, here or in the processes this one starts
     try:
         return _dispatch(parser, args)
     except ConfigError as exc:  # a setting or input to change: its message says which

@@ -35,6 +35,12 @@ def init_ray(address: str | None = None, *, num_cpus: int | None = None, quiet: 
     """
     os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+    from curation.jit_cache import ensure_warm
+
+    # Workers of every command import librosa (the audio and sync stages, the mel front end
+    # of the audio VAE): they inherit a JIT cache that is compiled and checked, never one
+    # they would compile side by side (curation/jit_cache.py).
+    ensure_warm()
     import ray
 
     if ray.is_initialized():

@@ -13,7 +13,12 @@ from pathlib import Path
 import pytest
 
 from curation.ffmpeg import run_ffmpeg
+from curation.jit_cache import use_project_cache
 from curation.sample_media import make_clip, make_tone, packaged_file
+
+# librosa's numba kernels load from the project's checked cache in this process and every
+# process it starts (curation/jit_cache.py), never from one that tests compile side by side.
+use_project_cache()
 
 # The whole suite's wall-clock budget: a test that would start after it fails at once instead,
 # so a run that has gone wrong still ends with its summary inside CI's limit (90 min, install
