@@ -49,7 +49,9 @@ def stable_message(text: str) -> str:
     text = _TIMESTAMP.sub("<time>", text)
     roots = {tempfile.gettempdir(), os.environ.get("TANDEM_SCRATCH"), os.environ.get("TMPDIR")}
     for root in sorted(filter(None, roots), key=len, reverse=True):
-        text = re.sub(re.escape(root.rstrip("/")) + r"/[^/\s'\"]+", "<tmp>", text)
+        # Only folders mkdtemp named (tandem's scratch, Python's default): a user's own
+        # files under /tmp keep their names.
+        text = re.sub(re.escape(root.rstrip("/")) + r"/(?:tandem-[\w.-]*|tmp)[a-z0-9_]{8}(?=[/\s'\"]|$)", "<tmp>", text)
     return text
 
 

@@ -96,6 +96,8 @@ def test_stored_messages_hold_no_address_temporary_folder_or_time(tmp_path):
     assert stable_message(text) == ("ffprobe failed on <tmp>/inputs/5f0c.mp4: [mov,mp4,m4a,3gp,3g2,mj2] moov atom "
                                     "not found at <time> by <Decoder object>")
     os.rmdir(scratch)
+    mine = f"{tempfile.gettempdir()}/my-footage/clips-00000.tar: cut short"  # not a folder tandem made
+    assert stable_message(mine) == mine
 
 
 def test_ffprobe_messages_are_the_same_in_every_run(headless_mp4):
