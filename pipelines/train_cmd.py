@@ -58,7 +58,7 @@ def latest_checkpoint(storage: str | Path) -> str | None:
 def train_handler(args) -> int:
     from pipelines.config import ConfigError
     from pipelines.preflight import preflight
-    from pipelines.ray_train import run_training
+    from pipelines.ray_train import TRAINED_MODEL, register_trained, run_training
     from pipelines.tracking import default_tracking_uri
 
     try:
@@ -78,7 +78,9 @@ def train_handler(args) -> int:
     if result.error:
         print(f"training failed: {result.error}", file=sys.stderr)
         return 1
+    version = register_trained(cfg)
     print(f"trained to {latest_checkpoint(cfg.storage)}; checkpoints in {cfg.storage}/checkpoints\n"
+          f"registered {version.uri} (models:/{TRAINED_MODEL}@{cfg.register_alias}): {cfg.storage}/final\n"
           f"recipe: {cfg.storage}/recipe.yaml\n"
           f"MLflow: experiment {cfg.experiment!r} in {default_tracking_uri(cfg.tracking_dir)}")
     return 0
@@ -104,7 +106,7 @@ def run_training_demo(clip_shards_dir: str | Path, out_dir: str | Path) -> dict:
     steps ending with one generated sample. Returns {"latents", "checkpoints", "checkpoint"
     (latest tag), "samples" (mp4 paths), "error", "mlflow" (tracking URI), "experiment"}."""
     from pipelines.latents import run_latents
-    from pipelines.ray_train import run_training
+    from pipelines.ray_train import register_trained, run_training
     from pipelines.tracking import default_tracking_uri
     from training.resume import checkpoint_dir
 
@@ -117,6 +119,8 @@ def run_training_demo(clip_shards_dir: str | Path, out_dir: str | Path) -> dict:
                                     f"tracking_dir={out_dir}", "data.batch_size=1",
                                     "engine.micro_batch_per_rank=1"])
     result = run_training(cfg, run_name="demo")
+    if not result.error:
+        register_trained(cfg)  # models:/tandem-dit@candidate
     return {"latents": str(latents), "checkpoints": str(checkpoint_dir(cfg.storage)),
             "samples": sorted(str(p) for p in (Path(cfg.storage) / "samples").glob("*.mp4")),
             "checkpoint": latest_checkpoint(cfg.storage), "error": str(result.error) if result.error else None,

@@ -105,3 +105,36 @@ def test_submit_sends_align_with_its_arguments():
 
     args = build_parser().parse_args(["submit", "align", "--", "--config", "1b_8gpu", "steps=10"])
     assert (args.what, args.args) == ("align", ["--config", "1b_8gpu", "steps=10"])
+
+
+def test_a_checkpoint_trained_at_another_frame_rate_names_fps_and_the_override(store, capsys):
+    """The README's path: a debug checkpoint of 8 fps latents into the 25 fps debug recipe."""
+    from model.checkpoint import save
+    from model.dit import DualDiT
+    from pipelines.align import load_align_recipe, preflight
+    from reward.align import model_config
+
+    eight_fps = model_config(load_align_recipe("debug_cpu", ["sequence.fps=8"]))
+    path = save(DualDiT(eight_fps), store / "ema.safetensors")
+    assert_refused_before_ray(align(store, f"init={path}"), capsys, "fps: checkpoint 8.0 vs recipe 25.0",
+                              "set sequence.fps=8")
+    assert "preset" not in capsys.readouterr().err  # the size is the recipe's: the preset is not the problem
+    plan = preflight(load_align_recipe("debug_cpu", [f"init={path}", "sequence.fps=8", f"storage={store / 'a'}",
+                                                     f"tracking_dir={store}"]))
+    assert plan.init_path == str(path) and plan.lineage == {}  # a file of no known run
+
+
+def test_resuming_a_storage_under_another_config_is_refused_naming_the_keys(store, capsys):
+    from pipelines.align import load_align_recipe, preflight
+    from pipelines.config import save_config
+
+    storage = store / "align"
+    save_config(load_align_recipe("debug_cpu", [f"storage={storage}"]), storage / "recipe.yaml")
+    (storage / "checkpoints").mkdir()
+    (storage / "checkpoints" / "latest").write_text("step00000010")
+    assert_refused_before_ray(align(store, "steps=60", "engine.lr=0.001"), capsys,
+                              f"storage={storage} holds a run of another config",
+                              "engine.lr 0.01 -> 0.001", "steps 30 -> 60", "use another storage=")
+    # Where it runs and how it is recorded may change: those fields are run_only.
+    preflight(load_align_recipe("debug_cpu", [f"storage={storage}", "checkpoint_every=5", "register_alias=prod",
+                                              f"tracking_dir={store / 'elsewhere'}"]))
