@@ -138,3 +138,29 @@ def test_resuming_a_storage_under_another_config_is_refused_naming_the_keys(stor
     # Where it runs and how it is recorded may change: those fields are run_only.
     preflight(load_align_recipe("debug_cpu", [f"storage={storage}", "checkpoint_every=5", "register_alias=prod",
                                               f"tracking_dir={store / 'elsewhere'}"]))
+
+
+def test_the_readme_aligns_a_debug_training_run_at_the_frame_rate_it_was_trained_at():
+    """The README's `tandem align --config debug_cpu init=runs/train_debug_cpu/checkpoints ...`:
+    its overrides give the policy the model config `tandem train --config debug_cpu` makes on
+    `tandem latents --config debug` latents, and a storage of its own (the fresh example's run
+    would otherwise be resumed under another config: refused)."""
+    import shlex
+    from pathlib import Path
+
+    from model.presets import get_preset
+    from pipelines.align import load_align_recipe
+    from pipelines.config import load_config
+    from pipelines.latents import LatentsConfig
+    from pipelines.train_cmd import load_recipe, resolve_recipe
+    from reward.align import model_config
+    from training.encoders import describe
+
+    readme = (Path(__file__).parents[2] / "README.md").read_text()
+    [line] = [x for x in readme.splitlines() if "tandem align --config debug_cpu init=runs/train_debug_cpu" in x]
+    overrides = [a for a in shlex.split(line.split("#")[0])[4:] if not a.startswith("init=")]
+    cfg = load_align_recipe("debug_cpu", overrides)
+    latents = load_config(LatentsConfig, resolve_recipe("debug", kind="latents"))
+    trained = get_preset(load_recipe("debug_cpu").preset, describe(latents.encoder, latents.buckets.fps).geometry())
+    assert model_config(cfg) == trained
+    assert cfg.storage != load_align_recipe("debug_cpu").storage
