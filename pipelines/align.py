@@ -269,10 +269,10 @@ def register_aligned(cfg: AlignConfig):
     started = {k: v for k, v in mlflow.MlflowClient(uri).get_run(run_id).data.tags.items()
                if k.startswith("init")} if run_id else {}
     tags = {"preset": cfg.preset, "step": (checkpoint_dir(cfg.storage) / "latest").read_text().strip(), **started}
-    origin = started.get("init.model_version") or started.get("init.run_id") and f"run {started['init.run_id']}"
-    return register(weights.parent, ALIGNED_MODEL, alias=cfg.register_alias, run_id=run_id,
-                    tracking_uri=uri, tags=tags, once=True,
-                    description=f"DanceGRPO-aligned from {origin or started.get('init') or cfg.init or 'a fresh model'}")
+    run = f"run {started['init.run_id']}" if started.get("init.run_id") else ""
+    origin = started.get("init.model_version") or run or started.get("init") or cfg.init or "a fresh model"
+    return register(weights.parent, ALIGNED_MODEL, alias=cfg.register_alias, run_id=run_id, tracking_uri=uri,
+                    tags=tags, once=True, description=f"DanceGRPO-aligned from {origin}")
 
 
 def add_parsers(subparsers) -> None:
