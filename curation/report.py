@@ -1,13 +1,16 @@
 """The curation report: one HTML page with counts, hours, drops per reason and plots.
 
 ``write_report(out_dir, manifest, rejects, stats)`` writes ``out_dir/report.html`` and
-its PNG plots under ``out_dir/report/``. It reads only the manifest rows, the rejects
-rows and the run's stats, so it works on any finished output directory and on empty
-ones; a measurement that no clip has is simply not plotted.
+its PNG plots under ``out_dir/report/``. The page embeds each plot as a data URI, so it is
+whole on its own: in MLflow's artifact preview, mailed, or copied without its folder. It
+reads only the manifest rows, the rejects rows and the run's stats, so it works on any
+finished output directory and on empty ones; a measurement that no clip has is simply not
+plotted.
 """
 
 from __future__ import annotations
 
+import base64
 import html
 from collections import Counter
 from pathlib import Path
@@ -50,6 +53,12 @@ def _bar(counts: dict[str, int], path: Path) -> None:
     fig.tight_layout()
     fig.savefig(path)
     plt.close(fig)
+
+
+def _embedded(png: Path) -> str:
+    """An ``<img>`` carrying the PNG itself (a relative src shows broken in MLflow's preview)."""
+    data = base64.b64encode(png.read_bytes()).decode("ascii")
+    return f'<img src="data:image/png;base64,{data}" alt="{html.escape(png.name)}">'
 
 
 def _table(rows: list[tuple], header: tuple) -> str:
@@ -107,7 +116,7 @@ def write_report(out_dir: str | Path, manifest: list[dict[str, Any]], rejects: l
         "<h2>Per-stage throughput (per worker)</h2>",
         _table(per_stage, ("stage", "items", "busy s", "items/s", "footage s/s")) if per_stage else "<p>-</p>",
         "<h2>Distributions of kept clips</h2>",
-        "".join(f'<img src="report/{html.escape(name)}" alt="{html.escape(name)}">' for name in images),
+        "".join(_embedded(plots / name) for name in images),
         "<h2>Rejects</h2>",
         _table([(r["id"], r["stage"], r["reason"], r.get("message", "")[:300]) for r in rejects],
                ("id", "stage", "reason", "message")) if rejects else "<p>none</p>",

@@ -54,6 +54,29 @@ def _drop_run_only(cfg: Any, tree: dict[str, Any]) -> None:
             _drop_run_only(value, tree[f.name])
 
 
+def run_only_keys(cfg: Any, prefix: str = "") -> set[str]:
+    """The dotted names of ``cfg``'s ``run_only`` fields, nested ones included (``workers.max_failures``)."""
+    keys: set[str] = set()
+    for f in dataclasses.fields(cfg):
+        value = getattr(cfg, f.name)
+        if f.metadata.get(_RUN_ONLY):
+            keys.add(prefix + f.name)
+        elif dataclasses.is_dataclass(value):
+            keys |= run_only_keys(value, f"{prefix}{f.name}.")
+    return keys
+
+
+def flatten(tree: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    """A nested dict as ``{"a.b": value}`` (MLflow params, config diffs)."""
+    out: dict[str, Any] = {}
+    for key, value in tree.items():
+        if isinstance(value, dict):
+            out.update(flatten(value, f"{prefix}{key}."))
+        else:
+            out[prefix + key] = value
+    return out
+
+
 def output_hash(cfg: Any) -> str:
     """A short, stable digest of what the output depends on (changes iff such a value changes)."""
     blob = json.dumps(output_dict(cfg), sort_keys=True, default=str).encode()

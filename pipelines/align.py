@@ -19,23 +19,25 @@ from __future__ import annotations
 
 import json
 import logging
-import re
-import shutil
 import sys
 import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from model.config import flatten
 from pipelines.config import ConfigError, from_dict, load_config, to_dict
-from pipelines.ray_train import fit_on_ray, start_worker_run
-from pipelines.registry import RegistryError, is_model_uri, register, resolve
+from pipelines.ray_train import check_resume, fit_on_ray, run_id_of, start_worker_run
+from pipelines.registry import RegistryError, check_alias, is_model_uri, lineage, register, resolve
 from pipelines.tracking import default_tracking_uri
 from reward.align import AlignConfig, model_config
 from training.resume import checkpoint_dir
 
 log = logging.getLogger(__name__)
 ALIGNED_MODEL = "tandem-aligned"
+# DualDiTConfig fields the latents set (model.presets.fit_to_latents), not the preset's size
+GEOMETRY = ("fps", "text_dim", "video_temporal_stride", "audio_latent_rate", "audio_causal_stride",
+            "video.latent_channels", "video.patch", "audio.latent_channels", "audio.patch")
 
 
 class PreflightError(ValueError):
@@ -48,6 +50,7 @@ class Plan:
 
     init_path: str = ""
     reward_paths: dict[str, str] = field(default_factory=dict)
+    lineage: dict[str, str] = field(default_factory=dict)  # init.* tags: what the run starts from
 
 
 def load_align_recipe(name_or_path: str, overrides: list[str] = ()) -> AlignConfig:
@@ -108,9 +111,8 @@ def preflight(cfg: AlignConfig) -> Plan:
     except ValueError as exc:
         raise PreflightError(str(exc)) from exc
     _check_shapes(cfg)
-    if not re.fullmatch(r"[A-Za-z0-9_-]+", cfg.register_alias) or cfg.register_alias.lower() == "latest":
-        raise PreflightError(f"register_alias {cfg.register_alias!r}: use letters, digits, - and _ "
-                             "('latest' is reserved by MLflow), e.g. register_alias=candidate")
+    check_alias(cfg.register_alias, "register_alias")
+    check_resume(cfg)  # a storage holding a run of another config: the keys that differ
     if not cfg.rewards:
         raise PreflightError("the recipe has no rewards: add e.g. rewards.brightness.source=brightness")
     read_prompts(cfg.prompts_file, BUILTIN_PROMPTS)
@@ -140,11 +142,27 @@ def preflight(cfg: AlignConfig) -> Plan:
         except (ConfigError, ValueError) as exc:
             raise PreflightError(f"init {cfg.init}: {exc}") from exc
         if found != model_config(cfg):
-            raise PreflightError(f"init {cfg.init} was made with {describe_config(found)}, the recipe says "
-                                 f"preset={cfg.preset}: set preset to the checkpoint's, or start from a "
-                                 f"{cfg.preset} checkpoint")
+            raise PreflightError(_init_mismatch(cfg, found, describe_config(found)))
         plan.init_path = str(init.absolute())
+        plan.lineage = lineage(cfg.init, tracking_uri=default_tracking_uri(cfg.tracking_dir))
     return plan
+
+
+def _init_mismatch(cfg: AlignConfig, found, described: str) -> str:
+    """Why the ``init`` checkpoint's model config ``found`` is not the recipe's, and what to set."""
+    from model.presets import preset_name
+
+    if preset_name(found) != cfg.preset:  # another size
+        return (f"init {cfg.init} was made with {described}, the recipe says preset={cfg.preset}: set preset to "
+                f"the checkpoint's, or start from a {cfg.preset} checkpoint")
+    have, want = flatten(to_dict(found)), flatten(to_dict(model_config(cfg)))
+    diff = [k for k in GEOMETRY if have[k] != want[k]]
+    fixes = [f"sequence.fps={found.fps:g}"] if "fps" in diff else []
+    if set(diff) - {"fps"}:
+        fixes.append("encoder.* to the encoders that made its training latents (its run's recipe.yaml names them "
+                     "under sample.decoder)")
+    return (f"init {cfg.init} was trained on other latents than the recipe's rollouts ("
+            + ", ".join(f"{k}: checkpoint {have[k]} vs recipe {want[k]}" for k in diff) + f"): set {' and '.join(fixes)}")
 
 
 def _align_loop(config: dict) -> None:
@@ -163,6 +181,7 @@ def _align_loop(config: dict) -> None:
         if rank == 0:
             if new_run:
                 tracker.set_tags({"init": cfg.init or f"fresh {cfg.preset}", "init.resolved": config["init_path"],
+                                  **config["lineage"],
                                   "rewards.optimised": ",".join(h.id for h in aligner.heads if h.optimised),
                                   "rewards.held_out": ",".join(h.id for h in aligner.heads if not h.optimised)})
             tracker.set_tags({"resumed_from_step": str(aligner.step if resumed else 0)})
@@ -219,7 +238,7 @@ def run_alignment(cfg: AlignConfig, plan: Plan | None = None, *, address: str | 
     plan = plan or Plan()
     cfg.storage, cfg.tracking_dir = str(Path(cfg.storage).absolute()), str(Path(cfg.tracking_dir).absolute())
     loop_config = {"align": to_dict(cfg), "run_name": run_name, "until": until,
-                   "init_path": plan.init_path, "reward_paths": plan.reward_paths}
+                   "init_path": plan.init_path, "reward_paths": plan.reward_paths, "lineage": plan.lineage}
     stop = threading.Event()
     follower = threading.Thread(target=follow_progress, args=(Path(cfg.storage) / "progress.jsonl", stop), daemon=True)
     follower.start()
@@ -233,31 +252,27 @@ def run_alignment(cfg: AlignConfig, plan: Plan | None = None, *, address: str | 
 def aligned_weights(cfg: AlignConfig) -> Path:
     """``storage/aligned/model.safetensors``: the final checkpoint's EMA when the run kept one,
     else its consolidated weights (``model.checkpoint.load(DualDiT, DualDiTConfig, path)``)."""
-    from model.checkpoint import save_state
-    from training.export import consolidated_state_dict
+    from training.export import export_latest
 
-    checkpoints = checkpoint_dir(cfg.storage)
-    tag = (checkpoints / "latest").read_text().strip()
-    out = Path(cfg.storage) / "aligned" / "model.safetensors"
-    out.parent.mkdir(parents=True, exist_ok=True)
-    ema = checkpoints / tag / "ema.safetensors"
-    if ema.is_file():
-        shutil.copyfile(ema, out)
-    else:
-        state = {k: v for k, v in consolidated_state_dict(checkpoints, tag).items() if "rope" not in k}
-        save_state(state, model_config(cfg), out, "DualDiT")
-    shutil.copyfile(Path(cfg.storage) / "recipe.yaml", out.parent / "recipe.yaml")
-    (out.parent / "source.json").write_text(json.dumps({"checkpoint": str(checkpoints / tag), "step": tag}))
-    return out
+    return export_latest(cfg.storage, Path(cfg.storage) / "aligned", model_config(cfg))
 
 
 def register_aligned(cfg: AlignConfig):
-    """Register ``aligned_weights`` as a version of tandem-aligned in the run's MLflow store."""
-    run_id_file = Path(cfg.storage) / "mlflow_run_id"
-    run_id = run_id_file.read_text().strip() if run_id_file.exists() else None
+    """Register ``aligned_weights`` as a version of tandem-aligned in the run's MLflow store,
+    tagged with what the run started from (its ``init.*`` tags, ``pipelines.registry.lineage``);
+    a finished run run again points the alias at its version instead of adding one."""
+    import mlflow
+
+    run_id = run_id_of(cfg.storage)
+    uri = default_tracking_uri(cfg.tracking_dir)
     weights = aligned_weights(cfg)
-    return register(weights.parent, ALIGNED_MODEL, alias=cfg.register_alias, run_id=run_id or None,
-                    tracking_uri=default_tracking_uri(cfg.tracking_dir), tags={"preset": cfg.preset})
+    started = {k: v for k, v in mlflow.MlflowClient(uri).get_run(run_id).data.tags.items()
+               if k.startswith("init")} if run_id else {}
+    tags = {"preset": cfg.preset, "step": (checkpoint_dir(cfg.storage) / "latest").read_text().strip(), **started}
+    run = f"run {started['init.run_id']}" if started.get("init.run_id") else ""
+    origin = started.get("init.model_version") or run or started.get("init") or cfg.init or "a fresh model"
+    return register(weights.parent, ALIGNED_MODEL, alias=cfg.register_alias, run_id=run_id, tracking_uri=uri,
+                    tags=tags, once=True, description=f"DanceGRPO-aligned from {origin}")
 
 
 def add_parsers(subparsers) -> None:

@@ -96,7 +96,8 @@ def run_demo(out: str = "runs/demo", address: str | None = None, train: bool = T
             print(f"training failed: {trained['error']}", flush=True)
             return 1
         print(f"  latents:  {trained['latents']}", flush=True)
-        print(f"  trained:  checkpoint {trained['checkpoint']} in {trained['checkpoints']}", flush=True)
+        print(f"  trained:  checkpoint {trained['checkpoint']} in {trained['checkpoints']}, registered as "
+              f"{trained['registered']} (models:/tandem-dit@candidate)", flush=True)
         for sample in trained["samples"]:
             print(f"  sample:   {sample}", flush=True)
         print(f"  MLflow:   experiment {trained['experiment']!r} in {trained['mlflow']}", flush=True)

@@ -11,8 +11,12 @@ with what to change, instead of booking a cluster and crashing on its first step
   weight digests of the video VAE, audio VAE and vocoder), so samples decode with what made
   them; the fix quotes the encoder settings the latents' own config.yaml recorded.
 - The preset fits the latents: its patch divides every latent shape in the manifest.
+- A storage that already holds a run is resumed only under the config it was started with
+  (its ``recipe.yaml``; ``pipelines.ray_train.check_resume``): any other value of a field that
+  is not ``run_only`` (``steps`` and ``engine.lr`` included) exits 2 naming the keys.
 - A storage that already holds checkpoints holds them for the same model (geometry included),
   so a resume cannot crash on a shape mismatch.
+- ``register_alias`` is one MLflow accepts (the final checkpoint becomes models:/tandem-dit@ALIAS).
 """
 
 from __future__ import annotations
@@ -113,6 +117,9 @@ def check_preset_fits(cfg: TrainConfig, model_cfg) -> None:
 
 
 def check_storage(cfg: TrainConfig, model_cfg) -> None:
+    from pipelines.ray_train import check_resume
+
+    check_resume(cfg, {"data.shards": str(Path(cfg.data.shards).absolute())})  # the run records it absolute
     checkpoints = checkpoint_dir(cfg.storage)
     saved = checkpoints / "model.json"
     if not (checkpoints / "latest").exists() or not saved.is_file():
@@ -193,6 +200,9 @@ def check_data(cfg: TrainConfig) -> DataIndex:
 def preflight(cfg: TrainConfig) -> DataIndex:
     """Raise ConfigError (the message says what to change) for a recipe that cannot run;
     returns the data the loader will plan from (``damaged``: the shards it leaves out)."""
+    from pipelines.registry import check_alias
+
+    check_alias(cfg.register_alias, "register_alias")
     fmt = _data_format(cfg)
     if fmt is not None:
         check_decoder(cfg, fmt)

@@ -3,7 +3,9 @@
 Checkpoints go straight to ``storage`` (a shared filesystem or mount on a cluster); when
 a worker is lost, FailureConfig restarts every worker and the loop resumes from the
 latest checkpoint there, continuing the same MLflow run (its id is kept in storage).
-Only rank 0 talks to MLflow.
+Only rank 0 talks to MLflow. A storage that holds a run is continued only under the config
+it was started with (``check_resume``, before Ray starts), and a finished run's final weights
+are registered as a version of ``tandem-dit`` (``register_trained``).
 """
 
 from __future__ import annotations
@@ -16,12 +18,35 @@ import os
 import time
 from pathlib import Path
 
+import yaml
+
 from pipelines.config import from_dict, save_config, to_dict
 from pipelines.ray_local import cluster_address, init_ray
 from pipelines.tracking import default_tracking_uri, open_tracker
+from training.resume import checkpoint_dir, refuse_changed_config
 from training.trainer import TrainConfig, Trainer
 
 log = logging.getLogger(__name__)
+RUN_ID_FILE = "mlflow_run_id"  # in storage: the MLflow run a restarted or re-run job continues
+TRAINED_MODEL = "tandem-dit"
+
+
+def run_id_of(storage: str | Path) -> str | None:
+    """The MLflow run the job in ``storage`` logs to, if it has started one."""
+    path = Path(storage) / RUN_ID_FILE
+    return (path.read_text().strip() or None) if path.exists() else None
+
+
+def check_resume(cfg, now: dict | None = None) -> None:
+    """Before Ray starts: a storage that holds a run (checkpoints, or an MLflow run its workers
+    would continue) is continued only under the config its ``recipe.yaml`` records, else a
+    ConfigError names the keys that differ (``training.resume.refuse_changed_config``; train and
+    align alike). ``now``: values to compare instead of ``cfg``'s (paths the run makes absolute)."""
+    storage = Path(cfg.storage)
+    recipe = storage / "recipe.yaml"
+    if recipe.is_file() and ((checkpoint_dir(storage) / "latest").exists() or run_id_of(storage)):
+        refuse_changed_config(yaml.safe_load(recipe.read_text()) or {}, cfg, f"storage={cfg.storage}",
+                              "use another storage= to start a new run", now)
 
 
 def start_worker_run(cfg, config: dict, run_name: str | None):
@@ -31,8 +56,8 @@ def start_worker_run(cfg, config: dict, run_name: str | None):
     import ray.train
 
     rank = ray.train.get_context().get_world_rank()
-    run_id_file = Path(cfg.storage) / "mlflow_run_id"
-    run_id = run_id_file.read_text().strip() if run_id_file.exists() else None
+    run_id_file = Path(cfg.storage) / RUN_ID_FILE
+    run_id = run_id_of(cfg.storage)
     tracker = open_tracker(cfg.experiment, run_name, store_dir=cfg.tracking_dir, enabled=rank == 0, run_id=run_id)
     if rank == 0 and run_id is None:
         run_id_file.parent.mkdir(parents=True, exist_ok=True)
@@ -137,3 +162,21 @@ def run_training(cfg: TrainConfig, *, address: str | None = None, run_name: str 
     cfg.tracking_dir = str(Path(cfg.tracking_dir).absolute())
     return fit_on_ray(_train_loop, {"train": to_dict(cfg), "run_name": run_name, "until": until}, cfg,
                       address=address, name=run_name or "train")
+
+
+def register_trained(cfg: TrainConfig):
+    """Register the final weights of the run in ``cfg.storage`` (``training.export.export_latest``
+    into ``storage/final``, logged under ``model/`` of its MLflow run) as a version of tandem-dit
+    and point ``cfg.register_alias`` at it; a version of the same run and step is reused, not
+    registered twice. Returns the ``pipelines.registry.ModelVersion``."""
+    from model.dit import DualDiTConfig
+    from pipelines.registry import register
+    from training.export import export_latest
+
+    checkpoints = checkpoint_dir(cfg.storage)
+    model_cfg = from_dict(DualDiTConfig, json.loads((checkpoints / "model.json").read_text()))
+    weights = export_latest(cfg.storage, Path(cfg.storage) / "final", model_cfg)
+    tags = {"preset": cfg.preset, "step": (checkpoints / "latest").read_text().strip(),
+            "data.manifest": data_identity(cfg.data.shards)}
+    return register(weights.parent, TRAINED_MODEL, alias=cfg.register_alias, run_id=run_id_of(cfg.storage),
+                    tracking_uri=default_tracking_uri(cfg.tracking_dir), tags=tags, once=True)

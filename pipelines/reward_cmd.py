@@ -77,7 +77,7 @@ def add_parsers(subparsers) -> None:
 
 def check_inputs(cfg, rankings: str, rollouts: list[str], heldout: str | None) -> dict:
     """Everything that can be wrong before Ray starts; returns the data counts."""
-    from reward.checkpoint import CheckpointMismatch, check_resumable
+    from reward.checkpoint import check_resumable
     from reward.clips import find_clips
     from reward.pairs import prepare_pairs
     from reward.rankings import read_rankings
@@ -94,10 +94,7 @@ def check_inputs(cfg, rankings: str, rollouts: list[str], heldout: str | None) -
     if cfg.model.backbone == "omni" and not (Path(cfg.model.omni.model_path) / "config.json").is_file():
         raise ConfigError(f"model.omni.model_path={cfg.model.omni.model_path!r} is not a local model directory "
                           "(config.json, weights, tokenizer, preprocessor_config.json)")
-    try:
-        check_resumable(cfg, checkpoint_dir(cfg.storage))
-    except CheckpointMismatch as exc:
-        raise ConfigError(str(exc)) from None
+    check_resumable(cfg, checkpoint_dir(cfg.storage))  # another config's checkpoints: a ConfigError naming the keys
     clips = find_clips(rollouts)
     pairs = prepare_pairs(read_rankings(rankings), [c.id for c in clips], [str(c.meta.get("group_id", c.id)) for c in clips],
                           tuple(cfg.model.heads), heldout_rows=read_rankings(heldout) if heldout else None,

@@ -58,7 +58,7 @@ def latest_checkpoint(storage: str | Path) -> str | None:
 def train_handler(args) -> int:
     from pipelines.config import ConfigError
     from pipelines.preflight import preflight
-    from pipelines.ray_train import run_training
+    from pipelines.ray_train import TRAINED_MODEL, register_trained, run_training
     from pipelines.tracking import default_tracking_uri
 
     try:
@@ -78,23 +78,36 @@ def train_handler(args) -> int:
     if result.error:
         print(f"training failed: {result.error}", file=sys.stderr)
         return 1
+    version = register_trained(cfg)
     print(f"trained to {latest_checkpoint(cfg.storage)}; checkpoints in {cfg.storage}/checkpoints\n"
+          f"registered {version.uri} (models:/{TRAINED_MODEL}@{cfg.register_alias}): {cfg.storage}/final\n"
           f"recipe: {cfg.storage}/recipe.yaml\n"
           f"MLflow: experiment {cfg.experiment!r} in {default_tracking_uri(cfg.tracking_dir)}")
     return 0
 
 
-def _restart_on_new_data(latents: Path, storage: Path) -> None:
-    """The demo's checkpoints belong to the latents they were trained on: when those changed
-    (other footage), it trains afresh instead of resuming at its last step on stale data."""
+def _restart_on_new_data(latents: Path, storage: Path, cfg=None) -> None:
+    """The demo's checkpoints belong to the latents they were trained on and to its recipe
+    (``cfg``): when the latents changed (other footage) or the recipe did (tandem changed
+    since), it trains afresh instead of resuming on stale data or under a config its run does
+    not show (which ``tandem train`` refuses)."""
     import hashlib
     import shutil
+
+    from pipelines.config import ConfigError
+    from pipelines.ray_train import check_resume
 
     digest = hashlib.sha256((latents / "manifest.jsonl").read_bytes()).hexdigest()
     marker = storage / "trained_on.sha256"
     if marker.exists() and marker.read_text().strip() != digest:
         log.info("the latents changed since %s was trained: training it again", storage)
         shutil.rmtree(storage)
+    elif cfg is not None:
+        try:
+            check_resume(cfg, {"data.shards": str(Path(cfg.data.shards).absolute())})
+        except ConfigError as exc:
+            log.info("training it again: %s", exc)
+            shutil.rmtree(storage)
     storage.mkdir(parents=True, exist_ok=True)
     marker.write_text(digest)
 
@@ -102,22 +115,24 @@ def _restart_on_new_data(latents: Path, storage: Path) -> None:
 def run_training_demo(clip_shards_dir: str | Path, out_dir: str | Path) -> dict:
     """README main job, after curation: latents from the clip shards, then a few debug_cpu
     steps ending with one generated sample. Returns {"latents", "checkpoints", "checkpoint"
-    (latest tag), "samples" (mp4 paths), "error", "mlflow" (tracking URI), "experiment"}."""
+    (latest tag), "samples" (mp4 paths), "error", "mlflow" (tracking URI), "experiment",
+    "registered" (the tandem-dit version's URI)}."""
     from pipelines.latents import run_latents
-    from pipelines.ray_train import run_training
+    from pipelines.ray_train import register_trained, run_training
     from pipelines.tracking import default_tracking_uri
     from training.resume import checkpoint_dir
 
     out_dir = Path(out_dir)
     latents = run_latents(clip_shards_dir, out_dir / "latents")
-    _restart_on_new_data(latents, out_dir / "train")
     # Sample footage gives clips of many shapes (one per latent bucket): batches of one.
     cfg = load_recipe("debug_cpu", [f"data.shards={latents}", f"storage={out_dir / 'train'}", "steps=6",
                                     "sample.every=6",
                                     f"tracking_dir={out_dir}", "data.batch_size=1",
                                     "engine.micro_batch_per_rank=1"])
+    _restart_on_new_data(latents, out_dir / "train", cfg)
     result = run_training(cfg, run_name="demo")
+    registered = None if result.error else register_trained(cfg).uri  # and models:/tandem-dit@candidate
     return {"latents": str(latents), "checkpoints": str(checkpoint_dir(cfg.storage)),
             "samples": sorted(str(p) for p in (Path(cfg.storage) / "samples").glob("*.mp4")),
             "checkpoint": latest_checkpoint(cfg.storage), "error": str(result.error) if result.error else None,
-            "mlflow": default_tracking_uri(cfg.tracking_dir), "experiment": cfg.experiment}
+            "mlflow": default_tracking_uri(cfg.tracking_dir), "experiment": cfg.experiment, "registered": registered}

@@ -81,7 +81,7 @@ class AlignConfig:
     seed: int = 0
     warmup_steps: int = 0
     min_lr_ratio: float = 1.0  # 1 = constant after warmup
-    checkpoint_every: int = 10
+    checkpoint_every: int = run_only(10)  # a resume continues exactly from any checkpoint
     ema_decay: float = 0.0  # 0 disables
     storage: str = "runs/align"
     prompts_file: str = ""  # training prompts, one per line; "" = the built-in set

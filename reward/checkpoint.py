@@ -13,7 +13,8 @@ RNG state (for dropout), and a resumed run takes exactly the steps the uninterru
 
 Every rank writes ``rng_rankNNNNN.pt``. ``checkpoints/config.json`` is the training config the
 checkpoints belong to, without run-only fields and storage. Resuming under another config is
-an error, never a silent continuation of a different run.
+an error naming the keys that differ (``training.resume.refuse_changed_config``, the rule
+``tandem train`` and ``tandem align`` follow too), never a silent continuation of a different run.
 """
 
 from __future__ import annotations
@@ -25,10 +26,9 @@ from pathlib import Path
 import torch
 
 from model.config import output_dict
+from training.resume import ResumeMismatch, refuse_changed_config
 
-
-class CheckpointMismatch(ValueError):
-    """Checkpoints under storage that belong to another training config."""
+CheckpointMismatch = ResumeMismatch  # checkpoints under storage that belong to another training config
 
 
 def identity(cfg) -> dict:
@@ -74,11 +74,8 @@ def check_resumable(cfg, directory: Path) -> None:
     """Raise CheckpointMismatch when ``directory`` holds checkpoints of another config."""
     if not (directory / "latest").exists():
         return
-    saved, current = json.loads((directory / "config.json").read_text()), identity(cfg)
-    if saved != current:
-        changed = sorted(k for k in set(saved) | set(current) if saved.get(k) != current.get(k))
-        raise CheckpointMismatch(f"{directory} holds checkpoints of another reward training config (differs in: "
-                                 f"{', '.join(changed)}); use a new storage= or delete {directory} to start over")
+    refuse_changed_config(json.loads((directory / "config.json").read_text()), cfg, str(directory),
+                          f"use a new storage= or delete {directory} to start over")
 
 
 def resume(trainer, directory: Path) -> bool:

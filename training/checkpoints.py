@@ -8,7 +8,8 @@ Accepted sources (``load_checkpoint``):
 - ``ema.safetensors`` (the EMA weights a run writes beside each tag), or any consolidated
   safetensors written by ``model.checkpoint.save``/``save_state`` (the model config is in its
   metadata);
-- a folder holding exactly one such safetensors file (what ``models:/NAME@ALIAS`` resolves to).
+- a folder holding exactly one such safetensors file (what ``models:/NAME@ALIAS`` resolves to;
+  a registered run's ``recipe.yaml`` beside it counts as its run's).
 
 The model config (``checkpoint_config``) comes from the file's metadata or, for DeepSpeed
 checkpoints, from the ``ema.safetensors`` beside the tag or the run's ``recipe.yaml`` (its
@@ -66,7 +67,10 @@ def locate(source: str | Path) -> CheckpointRef:
         path = files[0]
     if path.suffix != ".safetensors":
         raise CheckpointError(f"{path}: expected a .safetensors file or a DeepSpeed checkpoint folder")
-    run_dir = path.parents[2] if path.parent.parent.name == "checkpoints" else None
+    if path.parent.parent.name == "checkpoints":  # <storage>/checkpoints/stepN/ema.safetensors
+        run_dir = path.parents[2]
+    else:  # a registered model's folder carries its run's recipe (training.export.export_latest)
+        run_dir = path.parent if (path.parent / "recipe.yaml").is_file() else None
     return CheckpointRef("safetensors", path, run_dir)
 
 
@@ -80,15 +84,21 @@ def identify(source: str | Path) -> CheckpointRef:
 
 
 def run_recipe(run_dir: Path | None):
-    """The ``TrainConfig`` a run saved as ``recipe.yaml``, or None."""
+    """The ``TrainConfig`` a training run saved as ``recipe.yaml``, or None (no recipe, or that of
+    another command, e.g. an alignment run's)."""
     if run_dir is None or not (run_dir / "recipe.yaml").is_file():
         return None
+    import dataclasses
+
     import yaml
 
     from model.config import from_dict
     from training.trainer import TrainConfig
 
-    return from_dict(TrainConfig, yaml.safe_load((run_dir / "recipe.yaml").read_text()))
+    recipe = yaml.safe_load((run_dir / "recipe.yaml").read_text()) or {}
+    if set(recipe) - {f.name for f in dataclasses.fields(TrainConfig)}:  # another command's (alignment's)
+        return None
+    return from_dict(TrainConfig, recipe)
 
 
 def _deepspeed_tag(path: Path) -> tuple[Path, str] | None:

@@ -8,12 +8,50 @@ its whole weights are exported as ``<tag>/ema.safetensors`` (loadable with
 ``model.checkpoint.load``) by rank 0 alone, one tensor at a time. ``<dir>/model.json`` is the
 model config the checkpoints hold (so a resume can be checked before it is tried), and
 ``<dir>/latest`` names the newest; DeepSpeed writes it last, so a checkpoint it names is whole.
+
+A run is continued only under the config it was started with (``refuse_changed_config``, for
+training, alignment and reward training alike): any field but ``storage`` and the ``run_only``
+ones (where it runs and how it is recorded) counts, ``steps`` too, since the LR schedule ends at
+``steps``. Otherwise a resumed run would go on under settings its params and recipe do not show.
 """
 
 from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
+
+from model.config import ConfigError, flatten, run_only_keys, to_dict
+
+_ABSENT = "(absent)"
+
+
+class ResumeMismatch(ConfigError):
+    """A storage that holds a run of another config; the message names the keys that differ."""
+
+
+def config_changes(recorded: dict[str, Any], cfg, now: dict[str, Any] | None = None) -> list[str]:
+    """``"key old -> new"`` for each field of ``cfg`` that differs from ``recorded`` (the run's
+    config as it saved it, nested), leaving out ``storage`` and the ``run_only`` fields. ``now``:
+    values to compare instead of ``cfg``'s (paths the run made absolute)."""
+    exempt = run_only_keys(cfg) | {"storage"}
+    was = flatten(json.loads(json.dumps(recorded, default=str)))
+    current = flatten(json.loads(json.dumps(to_dict(cfg), default=str))) | (now or {})
+    keys = [k for k in sorted(set(was) | set(current))
+            if not any(k == e or k.startswith(e + ".") for e in exempt)
+            and was.get(k, _ABSENT) != current.get(k, _ABSENT)]
+    return [f"{k} {was.get(k, _ABSENT)} -> {current.get(k, _ABSENT)}" for k in keys]
+
+
+def refuse_changed_config(recorded: dict[str, Any], cfg, where: str, fix: str,
+                          now: dict[str, Any] | None = None) -> None:
+    """Raise ResumeMismatch naming every key in which ``cfg`` differs from the ``recorded`` config
+    of the run held ``where``; ``fix`` says how to start a new run instead."""
+    changes = config_changes(recorded, cfg, now)
+    if changes:
+        raise ResumeMismatch(f"{where} holds a run of another config (differs in: {', '.join(changes)}): resuming "
+                             f"would continue it under settings its record does not show; set them back to resume "
+                             f"it, or {fix}")
 
 
 def checkpoint_dir(storage: str | Path) -> Path:

@@ -21,6 +21,7 @@ from pathlib import Path
 
 import torch
 
+from model.config import run_only
 from model.flow_matching import FlowMatchingConfig
 from training.engine import EngineConfig, build_engine, build_model
 from training.loader import LatentLoader, LoaderConfig
@@ -37,8 +38,8 @@ class WorkersConfig:
     """Ray Train scaling: the same recipe fields run 2 CPU workers or 64 GPUs."""
     num_workers: int = 2
     use_gpu: bool = False
-    cpus_per_worker: float = 1.0
-    max_failures: int = 2  # a lost worker restarts the run from its last checkpoint
+    cpus_per_worker: float = run_only(1.0)  # threads per worker; a run resumes with any
+    max_failures: int = run_only(2)  # a lost worker restarts the run from its last checkpoint
 
 
 @dataclass
@@ -48,18 +49,21 @@ class TrainConfig:
     warmup_steps: int = 2
     min_lr_ratio: float = 0.1
     seed: int = 0
-    checkpoint_every: int = 5
+    # run_only: fields a run may resume with changed (where it runs, how it is recorded); any
+    # other change on the same storage is refused (pipelines.ray_train.check_resume).
+    checkpoint_every: int = run_only(5)  # a resume continues exactly from any checkpoint
     storage: str = "runs/train"
     ema_decay: float = 0.0  # 0 disables
-    log_every: int = 1
-    peak_tflops: float = 0.0  # per-device peak for MFU; 0 = look the GPU up in PEAK_TFLOPS
+    log_every: int = run_only(1)
+    peak_tflops: float = run_only(0.0)  # per-device peak for MFU; 0 = look the GPU up in PEAK_TFLOPS
     flow: FlowMatchingConfig = field(default_factory=FlowMatchingConfig)  # the objective: timesteps, weights, dropout
     engine: EngineConfig = field(default_factory=EngineConfig)
     data: LoaderConfig = field(default_factory=LoaderConfig)
     workers: WorkersConfig = field(default_factory=WorkersConfig)
     sample: SampleConfig = field(default_factory=SampleConfig)
-    experiment: str = "tandem-train"
-    tracking_dir: str = "runs"  # MLflow store (unless MLFLOW_TRACKING_URI is set)
+    experiment: str = run_only("tandem-train")
+    tracking_dir: str = run_only("runs")  # MLflow store (unless MLFLOW_TRACKING_URI is set)
+    register_alias: str = run_only("candidate")  # the final checkpoint becomes models:/tandem-dit@ALIAS
 
     def __post_init__(self):
         if self.data.batch_size != self.engine.micro_batch_per_rank:

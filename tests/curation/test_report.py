@@ -1,3 +1,4 @@
+import base64
 import re
 
 from curation.report import write_report
@@ -17,13 +18,17 @@ STATS = {"inputs": 5, "clips_kept": 4, "hours_in": 0.01, "per_stage": {"shots": 
                                                                                  "footage_s": 14.0}}}
 
 
-def test_report_names_every_reason_and_links_existing_plots(tmp_path):
+def test_report_names_every_reason_and_embeds_its_plots(tmp_path):
     page = write_report(tmp_path, MANIFEST, REJECTS, STATS).read_text()
     assert re.search(r"<td>static</td><td>2</td>", page) and re.search(r"<td>not_media</td><td>1</td>", page)
-    images = re.findall(r'<img src="([^"]+)"', page)
-    assert "report/duration_s.png" in images and "report/reject_reasons.png" in images
-    assert "report/tempo_bpm.png" not in images  # no clip has a tempo
-    assert all((tmp_path / img).stat().st_size > 1000 for img in images)
+    images = dict((alt, src) for src, alt in re.findall(r'<img src="([^"]+)" alt="([^"]+)"', page))
+    assert "duration_s.png" in images and "reject_reasons.png" in images
+    assert "tempo_bpm.png" not in images  # no clip has a tempo
+    # Self-contained (MLflow's artifact preview, a mailed page): each plot is the PNG itself.
+    for name, src in images.items():
+        assert src.startswith("data:image/png;base64,"), src[:40]
+        assert base64.b64decode(src.split(",", 1)[1]) == (tmp_path / "report" / name).read_bytes()
+        assert len(src) > 1000
     assert "<script>x" not in page and "&lt;script&gt;" in page  # messages are escaped
     assert "<td>shots</td><td>4</td>" in page
 
@@ -38,4 +43,4 @@ def test_sync_offsets_of_measured_clips_only_and_the_rest_counted(tmp_path):
     assert "<td>kept</td><td>lip_envelope</td><td>4</td>" in page
     assert "<td>unmeasured</td><td>no_face</td><td>2</td>" in page
     assert "<td>unmeasured</td><td>ambiguous</td><td>1</td>" in page
-    assert "report/sync_offset_ms.png" in page  # plotted from the 4 measured offsets
+    assert 'alt="sync_offset_ms.png"' in page  # plotted from the 4 measured offsets

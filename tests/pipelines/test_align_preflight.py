@@ -105,3 +105,62 @@ def test_submit_sends_align_with_its_arguments():
 
     args = build_parser().parse_args(["submit", "align", "--", "--config", "1b_8gpu", "steps=10"])
     assert (args.what, args.args) == ("align", ["--config", "1b_8gpu", "steps=10"])
+
+
+def test_a_checkpoint_trained_at_another_frame_rate_names_fps_and_the_override(store, capsys):
+    """The README's path: a debug checkpoint of 8 fps latents into the 25 fps debug recipe."""
+    from model.checkpoint import save
+    from model.dit import DualDiT
+    from pipelines.align import load_align_recipe, preflight
+    from reward.align import model_config
+
+    eight_fps = model_config(load_align_recipe("debug_cpu", ["sequence.fps=8"]))
+    path = save(DualDiT(eight_fps), store / "ema.safetensors")
+    assert_refused_before_ray(align(store, f"init={path}"), capsys, "fps: checkpoint 8.0 vs recipe 25.0",
+                              "set sequence.fps=8")
+    assert "preset" not in capsys.readouterr().err  # the size is the recipe's: the preset is not the problem
+    plan = preflight(load_align_recipe("debug_cpu", [f"init={path}", "sequence.fps=8", f"storage={store / 'a'}",
+                                                     f"tracking_dir={store}"]))
+    assert plan.init_path == str(path) and plan.lineage == {}  # a file of no known run
+
+
+def test_resuming_a_storage_under_another_config_is_refused_naming_the_keys(store, capsys):
+    from pipelines.align import load_align_recipe, preflight
+    from pipelines.config import save_config
+
+    storage = store / "align"
+    save_config(load_align_recipe("debug_cpu", [f"storage={storage}"]), storage / "recipe.yaml")
+    (storage / "checkpoints").mkdir()
+    (storage / "checkpoints" / "latest").write_text("step00000010")
+    assert_refused_before_ray(align(store, "steps=60", "engine.lr=0.001"), capsys,
+                              f"storage={storage} holds a run of another config",
+                              "engine.lr 0.01 -> 0.001", "steps 30 -> 60", "use another storage=")
+    # Where it runs and how it is recorded may change: those fields are run_only.
+    preflight(load_align_recipe("debug_cpu", [f"storage={storage}", "checkpoint_every=5", "register_alias=prod",
+                                              f"tracking_dir={store / 'elsewhere'}"]))
+
+
+def test_the_readme_aligns_a_debug_training_run_at_the_frame_rate_it_was_trained_at():
+    """The README's `tandem align --config debug_cpu init=runs/train_debug_cpu/checkpoints ...`:
+    its overrides give the policy the model config `tandem train --config debug_cpu` makes on
+    `tandem latents --config debug` latents, and a storage of its own (the fresh example's run
+    would otherwise be resumed under another config: refused)."""
+    import shlex
+    from pathlib import Path
+
+    from model.presets import get_preset
+    from pipelines.align import load_align_recipe
+    from pipelines.config import load_config
+    from pipelines.latents import LatentsConfig
+    from pipelines.train_cmd import load_recipe, resolve_recipe
+    from reward.align import model_config
+    from training.encoders import describe
+
+    readme = (Path(__file__).parents[2] / "README.md").read_text()
+    [line] = [x for x in readme.splitlines() if "tandem align --config debug_cpu init=runs/train_debug_cpu" in x]
+    overrides = [a for a in shlex.split(line.split("#")[0])[4:] if not a.startswith("init=")]
+    cfg = load_align_recipe("debug_cpu", overrides)
+    latents = load_config(LatentsConfig, resolve_recipe("debug", kind="latents"))
+    trained = get_preset(load_recipe("debug_cpu").preset, describe(latents.encoder, latents.buckets.fps).geometry())
+    assert model_config(cfg) == trained
+    assert cfg.storage != load_align_recipe("debug_cpu").storage

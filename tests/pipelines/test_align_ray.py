@@ -83,6 +83,9 @@ def test_killed_worker_resumes_to_the_uninterrupted_metrics_and_the_result_is_re
     assert {a.path for a in client.list_artifacts(run.info.run_id, "eval/step00000003")} == {
         f"eval/step00000003/prompt000_sample{j}.{ext}" for j in (0, 1) for ext in ("mp4", "txt")}
 
+    version = client.get_model_version_by_alias("tandem-aligned", "candidate")
+    assert version.run_id == run.info.run_id and version.tags["init"] == "fresh debug"  # what it started from
+    assert version.tags["step"] == f"step{STEPS:08d}" and "fresh debug" in version.description
     registered = resolve("models:/tandem-aligned@candidate", tracking_uri=uri, dst=tmp_path / "download")
     model = load(DualDiT, DualDiTConfig, registered / "model.safetensors")
     final = consolidated_state_dict(storage / "checkpoints")

@@ -77,6 +77,7 @@ def test_skip_damaged_plans_over_the_other_shards_and_names_what_it_left_out(tmp
         LatentLoader(load_recipe("debug_cpu", [f"data.shards={shards}"]).data)
 
     monkeypatch.setattr(pipelines.ray_train, "run_training", lambda cfg, **kw: SimpleNamespace(error=None))
+    monkeypatch.setattr(pipelines.ray_train, "register_trained", lambda cfg: SimpleNamespace(uri="models:/tandem-dit/1"))
     assert train(tmp_path, shards, "data.skip_damaged=true") == 0
     err = capsys.readouterr().err
     assert "leaving out 1 damaged shard(s)" in err and str(damaged) in err

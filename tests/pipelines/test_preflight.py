@@ -127,3 +127,24 @@ def test_preset_patches_must_fit_and_storage_must_hold_the_same_model(stereo_lat
     assert main([*TRAIN, f"data.shards={odd}", "sample.decoder.audio_preset=debug_stereo",
                  f"storage={tmp_path / 'fresh'}"]) == 2
     assert "do not split into preset 'debug''s 1x2x2 patches" in capsys.readouterr().err
+
+
+def test_a_storage_holding_a_run_resumes_only_under_the_config_it_started_with(tmp_path, monkeypatch, capsys):
+    """Re-running `tandem train` on a storage continues its run (and MLflow run): with another
+    engine.lr or steps it would go on under settings its params and recipe.yaml do not show."""
+    from pipelines.preflight import preflight
+    from pipelines.train_cmd import load_recipe
+    from tests.training.conftest import make_latent_shards
+
+    monkeypatch.chdir(tmp_path)  # the recipe's relative data.shards and storage
+    shards = make_latent_shards(tmp_path / "runs" / "latents")
+    started = load_recipe("debug_cpu", [f"data.shards={shards.absolute()}"])  # recorded as run_training makes it
+    storage = tmp_path / "runs" / "train_debug_cpu"
+    save_config(started, storage / "recipe.yaml")
+    (storage / "mlflow_run_id").write_text("0123")  # started, killed before its first checkpoint
+    assert main([*TRAIN, "steps=6", "engine.lr=1e-3"]) == 2
+    err = capsys.readouterr().err
+    assert "storage=runs/train_debug_cpu holds a run of another config" in err
+    assert "engine.lr 0.003 -> 0.001" in err and "steps 20 -> 6" in err and "data.shards" not in err
+    # run_only fields (how often it logs and saves, where it is tracked) may change on resume
+    preflight(load_recipe("debug_cpu", ["log_every=5", "checkpoint_every=2", f"tracking_dir={tmp_path / 'other'}"]))

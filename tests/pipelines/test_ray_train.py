@@ -1,9 +1,12 @@
 """Ray Train with 2 CPU workers: ZeRO-2 logs one MLflow run from rank 0 (params, metrics,
-recipe, samples); under ZeRO-3 a worker killed mid-run is replaced and the run finishes
+recipe, samples), registers its final weights as tandem-dit@candidate, and refuses to resume
+under a changed config; under ZeRO-3 a worker killed mid-run is replaced and the run finishes
 from its last checkpoint, in the same MLflow run."""
 
 import pytest
+import torch
 
+from pipelines.tracking import default_tracking_uri
 from tests.pipelines.conftest import ray_train_worker_killed_at
 from tests.training.conftest import held_out_loss, make_latent_shards, trained_and_initial
 
@@ -12,8 +15,6 @@ pytestmark = pytest.mark.slow  # Ray Train + DeepSpeed
 
 def _runs(store):
     import mlflow
-
-    from pipelines.tracking import default_tracking_uri
 
     mlflow.set_tracking_uri(default_tracking_uri(store))
     return mlflow.search_runs(experiment_names=["tandem-train"], output_format="list"), mlflow.MlflowClient()
@@ -24,11 +25,12 @@ def test_tandem_train_two_workers_zero2_logs_to_mlflow(tmp_path, mlflow_env, cap
     from pipelines.cli import main
 
     shards = make_latent_shards(tmp_path / "latents", n=48)
-    code = main(["train", "--config", "debug_cpu", "--run-name", "ray-zero2", f"data.shards={shards}",
-                 f"storage={tmp_path / 'train'}", "steps=20", f"tracking_dir={tmp_path / 'runs'}",
-                 "checkpoint_every=10"])
-    assert code == 0, capsys.readouterr().err
-    assert "trained to step00000020" in capsys.readouterr().out
+    recipe = ["--config", "debug_cpu", f"data.shards={shards}", f"storage={tmp_path / 'train'}", "steps=20",
+              f"tracking_dir={tmp_path / 'runs'}", "checkpoint_every=10"]
+    code = main(["train", "--run-name", "ray-zero2", *recipe])
+    out = capsys.readouterr()
+    assert code == 0, out.err
+    assert "trained to step00000020" in out.out and "registered models:/tandem-dit/1" in out.out
     assert (tmp_path / "train" / "checkpoints" / "latest").read_text().strip() == "step00000020"
     assert (tmp_path / "train" / "checkpoints" / "step00000020" / "ema.safetensors").exists()
     initial, trained = trained_and_initial(tmp_path / "train" / "checkpoints")
@@ -46,6 +48,22 @@ def test_tandem_train_two_workers_zero2_logs_to_mlflow(tmp_path, mlflow_env, cap
     assert "recipe.yaml" in artifacts
     samples = [a.path for a in client.list_artifacts(run.info.run_id, "samples/step00000010")]
     assert any(p.endswith(".mp4") for p in samples) and any(p.endswith(".txt") for p in samples), samples
+
+    # The README's models:/tandem-dit@candidate: the run's final EMA weights, logged in this run.
+    from pipelines.registry import lookup, resolve
+    from training.checkpoints import load_checkpoint
+
+    uri = default_tracking_uri(tmp_path / "runs")
+    assert lookup("models:/tandem-dit@candidate", tracking_uri=uri).run_id == run.info.run_id
+    registered = resolve("models:/tandem-dit@candidate", tracking_uri=uri, dst=tmp_path / "download")
+    model, ref = load_checkpoint(registered)
+    assert ref.run_dir == registered  # its recipe came along: generate decodes with the run's decoders
+    ema = load_checkpoint(tmp_path / "train" / "checkpoints" / "step00000020" / "ema.safetensors")[0]
+    assert all(torch.equal(v, ema.state_dict()[k]) for k, v in model.state_dict().items())
+
+    # Resuming the finished run with another learning rate would log under its old params: refused.
+    assert main(["train", *recipe, "engine.lr=1e-3"]) == 2
+    assert "differs in: engine.lr 0.003 -> 0.001" in capsys.readouterr().err
 
 
 @pytest.mark.timeout(420)

@@ -1,6 +1,7 @@
 """The Model Registry round trip: a file registered with an alias comes back byte for byte;
 an alias that does not exist is a clear error."""
 
+import mlflow
 import pytest
 
 from pipelines.registry import RegistryError, is_model_uri, lookup, register, resolve
@@ -35,3 +36,52 @@ def test_unknown_alias_or_name_says_what_exists(tmp_path):
         lookup("models:/tandem-test@nope", tracking_uri=uri)
     with pytest.raises(RegistryError, match="no registered model 'other'"):
         lookup("models:/other@prod", tracking_uri=uri)
+
+
+def _training_run(storage, uri, step="step00000004"):
+    """A training run's storage (checkpoint ``step`` with its EMA, recipe, MLflow run id); the run id."""
+    from pipelines.tracking import MlflowTracker
+
+    (storage / "checkpoints" / step).mkdir(parents=True)
+    (storage / "checkpoints" / step / "ema.safetensors").write_bytes(b"ema weights")
+    (storage / "checkpoints" / "latest").write_text(step)
+    (storage / "recipe.yaml").write_text("preset: debug\n")
+    with MlflowTracker("tandem-train", tracking_uri=uri) as run:
+        (storage / "mlflow_run_id").write_text(run.run_id)
+    return run.run_id
+
+
+def test_a_run_registers_once_and_what_starts_from_it_links_back(tmp_path, monkeypatch):
+    """tandem-dit: a finished run re-run points its alias at the same version; a model started
+    from that run's checkpoint (or from the alias) names the version and the run (lineage),
+    and tandem-aligned carries those links."""
+    from pipelines.align import ALIGNED_MODEL, load_align_recipe, register_aligned
+    from pipelines.registry import lineage
+    from pipelines.tracking import MlflowTracker
+
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    uri = f"sqlite:///{tmp_path / 'mlruns.db'}"
+    train = tmp_path / "train"
+    run_id = _training_run(train, uri)
+    tags = {"step": "step00000004"}
+    first = register(train / "checkpoints" / "step00000004", "tandem-dit", alias="candidate", run_id=run_id,
+                     tracking_uri=uri, tags=tags, once=True)
+    again = register(train / "checkpoints" / "step00000004", "tandem-dit", alias="candidate", run_id=run_id,
+                     tracking_uri=uri, tags=tags, once=True)
+    assert first.version == again.version == "1"
+
+    linked = {"init.run_id": run_id, "init.model_version": "tandem-dit/1"}
+    assert lineage(str(train / "checkpoints"), tracking_uri=uri) == linked
+    assert lineage(str(train / "checkpoints" / "step00000004" / "ema.safetensors"), tracking_uri=uri) == linked
+    assert lineage("models:/tandem-dit@candidate", tracking_uri=uri) == linked
+    assert lineage("", tracking_uri=uri) == {}
+
+    aligned = tmp_path / "align"
+    _training_run(aligned, uri, "step00000002")  # an alignment run's storage looks the same
+    with MlflowTracker("tandem-align", tracking_uri=uri, run_id=(aligned / "mlflow_run_id").read_text()) as run:
+        run.set_tags({"init": "models:/tandem-dit@candidate", **linked})
+    version = register_aligned(load_align_recipe("debug_cpu", [f"storage={aligned}", f"tracking_dir={tmp_path}"]))
+    mv = mlflow.MlflowClient(uri).get_model_version(ALIGNED_MODEL, version.version)
+    assert {k: mv.tags[k] for k in linked} == linked and mv.tags["step"] == "step00000002"
+    assert "tandem-dit/1" in mv.description
+    assert (aligned / "aligned" / "model.safetensors").read_bytes() == b"ema weights"

@@ -199,8 +199,9 @@ def test_the_demo_runs_twice_in_the_same_folder(tmp_path):
     assert "0 to encode" in second  # latents: every shard already done
 
 
-def test_the_demo_trains_again_only_when_its_latents_changed(tmp_path):
-    from pipelines.train_cmd import _restart_on_new_data
+def test_the_demo_trains_again_only_when_its_latents_or_its_recipe_changed(tmp_path):
+    from pipelines.config import save_config
+    from pipelines.train_cmd import _restart_on_new_data, load_recipe
 
     latents, storage = tmp_path / "latents", tmp_path / "train"
     latents.mkdir()
@@ -212,3 +213,12 @@ def test_the_demo_trains_again_only_when_its_latents_changed(tmp_path):
     (latents / "manifest.jsonl").write_text('{"key": "b"}\n')
     _restart_on_new_data(latents, storage)  # other latents: no stale checkpoints to resume from
     assert not (storage / "checkpoints").exists() and (storage / "trained_on.sha256").exists()
+
+    recipe = load_recipe("debug_cpu", [f"data.shards={latents}", f"storage={storage}"])
+    save_config(recipe, storage / "recipe.yaml")
+    (storage / "mlflow_run_id").write_text("0123")
+    _restart_on_new_data(latents, storage, recipe)  # the recipe its run was started with: resumed
+    assert (storage / "mlflow_run_id").exists()
+    recipe.steps += 1  # a tandem whose demo recipe changed: `tandem train` would refuse; the demo starts over
+    _restart_on_new_data(latents, storage, recipe)
+    assert not (storage / "mlflow_run_id").exists() and (storage / "trained_on.sha256").exists()
