@@ -226,8 +226,11 @@ def _exclusive_lock(path: Path):
         yield
 
 
-if __name__ == "__main__":  # scripts/run.sh setup
+if __name__ == "__main__":  # scripts/run.sh setup; by hand: python -m curation.jit_cache [--rebuild]
     try:
+        if "--rebuild" in sys.argv:
+            with _exclusive_lock(use_project_cache()):
+                _wipe(cache_dir())
         print(f"[tandem] numba JIT cache {ensure_warm()}")
     except JitCacheError as exc:
         print(f"[tandem] {exc}")
