@@ -29,6 +29,8 @@ from pipelines.ray_local import cluster_address
 
 TRAILING = ("inputs", "overrides", "args")  # a command's list of trailing positionals
 RUN_NAME_HELP = "MLflow run name (default: the command, its recipe, inputs and overrides)"
+# Overrides that say where a run's outputs and records go, not what it is: left out of its name.
+WHERE_KEYS = ("storage", "tracking_dir")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -121,7 +123,7 @@ def default_run_name(args) -> str:
     for name in ("clip_dir", "checkpoint", "inputs", "overrides"):
         value = getattr(args, name, None)
         words += value if isinstance(value, list) else [value]
-    return describe_run(args.command, *words)
+    return describe_run(args.command, *(w for w in words if not (w and w.partition("=")[0] in WHERE_KEYS)))
 
 
 def unreachable(address: str | None, exc: Exception) -> str:

@@ -31,7 +31,8 @@ from training.tracker import NullTracker, Tracker
 
 log = logging.getLogger(__name__)
 DEFAULT_STORE = "runs"  # every command's MLflow store, relative to the working directory
-# MLflow 3 opens an experiment on its GenAI pages unless told it holds model training runs.
+# MLflow's record of what an experiment holds: model training runs, not GenAI traces. (The 3.17
+# UI picks its pages by its own GenAI / "Model training" switch instead: see pipelines/ui.py.)
 EXPERIMENT_KIND = ("mlflow.experimentKind", "custom_model_development")
 VERSIONS = {"tandem": "tandem-av", "torch": "torch", "ray": "ray", "deepspeed": "deepspeed", "mlflow": "mlflow"}
 NAME_LIMIT = 160  # characters of a run name (MLflow keeps 250; the UI's legends far fewer)
@@ -186,9 +187,14 @@ class MlflowTracker:
     def release(self) -> None:
         """This process is done logging (its system metrics flushed); the run stays open for
         the process that owns it to close."""
-        if self._monitor is not None:
-            self._monitor.finish()
-            self._monitor = None
+        monitor, self._monitor = self._monitor, None
+        if monitor is not None:
+            monitor.finish()
+            # MLflow drops the samples of the last, unfinished interval: publish them, so a run
+            # shorter than one interval still has its system metrics.
+            monitor.collect_metrics()
+            monitor.publish_metrics(monitor.aggregate_metrics())
+            monitor.mlflow_logger.flush()
 
     def close(self, status: str = "FINISHED") -> None:
         self.release()

@@ -2,22 +2,22 @@
 
     tandem ui [--port 5000] [--host 127.0.0.1]
 
-Serves ``runs/mlruns.db`` of the working directory (or ``MLFLOW_TRACKING_URI``'s database;
-a tracking server is already a UI: its address is printed) until Ctrl-C, and prints the
-address that opens on the "Model training" pages: MLflow 3 opens an experiment on its GenAI
-pages unless the address says ``workflowType=machine_learning`` (or the user once picked
-"Model training" in its sidebar, which the browser remembers).
+Serves ``runs/mlruns.db`` of the working directory (or ``MLFLOW_TRACKING_URI``'s database; a
+tracking server is already a UI) until Ctrl-C, and prints each experiment's address on its
+runs. MLflow 3.17 opens an experiment on its GenAI pages (an empty "Traces" overview) unless
+the address says ``workflowType=machine_learning`` or the user once picked "Model training"
+in its sidebar (the browser remembers that; the address alone it does not).
 """
 
 from __future__ import annotations
 
-import subprocess
+import os
 import sys
 from pathlib import Path
 
-from pipelines.tracking import default_tracking_uri
+from pipelines.tracking import DEFAULT_STORE, default_tracking_uri
 
-MODEL_TRAINING = "workflowType=machine_learning"  # the UI's query parameter for its "Model training" view
+MODEL_TRAINING = "workflowType=machine_learning"  # the UI's query parameter for its "Model training" pages
 
 
 def add_parsers(subparsers) -> None:
@@ -27,9 +27,15 @@ def add_parsers(subparsers) -> None:
     ui.set_defaults(handler=ui_handler)
 
 
-def ui_url(base: str) -> str:
-    """The experiments page of the UI at ``base``, on its "Model training" view."""
-    return f"{base.rstrip('/')}/#/experiments?{MODEL_TRAINING}"
+def experiment_urls(base: str, uri: str) -> list[str]:
+    """``name: address`` of each experiment with runs in ``uri``, on its runs ("Model training")."""
+    os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "1")
+    import mlflow
+
+    client = mlflow.MlflowClient(uri)
+    found = [e for e in client.search_experiments(order_by=["name ASC"])
+             if client.search_runs([e.experiment_id], max_results=1)]
+    return [f"{e.name}: {base}/#/experiments/{e.experiment_id}/runs?{MODEL_TRAINING}" for e in found]
 
 
 def ui_command(uri: str, host: str, port: int) -> list[str]:
@@ -42,12 +48,18 @@ def ui_command(uri: str, host: str, port: int) -> list[str]:
 
 
 def ui_handler(args) -> int:
+    if not os.environ.get("MLFLOW_TRACKING_URI") and not (Path(DEFAULT_STORE) / "mlruns.db").exists():
+        print(f"tandem ui: no runs here ({Path(DEFAULT_STORE, 'mlruns.db').absolute()} does not exist): run it "
+              "from the directory you ran the commands in, or set MLFLOW_TRACKING_URI", file=sys.stderr)
+        return 2
     uri = default_tracking_uri()
     if uri.startswith(("http://", "https://")):
-        print(f"MLFLOW_TRACKING_URI is a tracking server: open {ui_url(uri)}", flush=True)
+        print(f"MLFLOW_TRACKING_URI is a tracking server: open {uri.rstrip('/')}/#/experiments?{MODEL_TRAINING}")
         return 0
-    print(f"MLflow UI on {uri}: open {ui_url(f'http://{args.host}:{args.port}')} (Ctrl-C stops it)", flush=True)
-    try:
-        return subprocess.run(ui_command(uri, args.host, args.port)).returncode
-    except KeyboardInterrupt:
-        return 0
+    base = f"http://{args.host}:{args.port}"
+    print(f"MLflow UI on {uri} at {base} (Ctrl-C stops it). Each experiment's runs:\n  "
+          + "\n  ".join(experiment_urls(base, uri) or ["(none yet)"])
+          + '\nPick "Model training" in its sidebar once: MLflow opens experiments on its GenAI pages otherwise.',
+          flush=True)
+    cmd = ui_command(uri, args.host, args.port)
+    os.execv(cmd[0], cmd)  # this process becomes the server: a signal to it stops the server

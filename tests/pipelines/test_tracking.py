@@ -86,8 +86,16 @@ def test_system_metrics_are_sampled_while_the_run_lasts(tmp_path, monkeypatch):
     monkeypatch.setenv("MLFLOW_SYSTEM_METRICS_SAMPLING_INTERVAL", "0.2")
     with open_tracker("unit-system", store_dir=tmp_path, system_metrics=True) as tracker:
         time.sleep(1.5)
-    metrics = mlflow.MlflowClient(tracker.tracking_uri).get_run(tracker.run_id).data.metrics
+    client = mlflow.MlflowClient(tracker.tracking_uri)
+    metrics = client.get_run(tracker.run_id).data.metrics
     assert "system/cpu_utilization_percentage" in metrics and "system/system_memory_usage_megabytes" in metrics
+    assert len(client.get_metric_history(tracker.run_id, "system/cpu_utilization_percentage")) >= 3
+
+
+def test_a_run_shorter_than_one_sampling_interval_still_has_its_system_metrics(tmp_path):
+    with open_tracker("unit-system", store_dir=tmp_path, system_metrics=True) as tracker:  # 10 s interval
+        time.sleep(0.5)
+    assert "system/cpu_utilization_percentage" in mlflow.MlflowClient(tracker.tracking_uri).get_run(tracker.run_id).data.metrics
 
 
 @pytest.mark.parametrize("words, name", [
@@ -111,7 +119,8 @@ def test_the_cli_names_runs_from_the_command_recipe_inputs_and_overrides():
         return args.run_name or default_run_name(args)
 
     assert name("curate", "footage/", "--out", "shards/", "shots.max_clip_s=4") == "curate footage/ shots.max_clip_s=4"
-    assert name("train", "--config", "debug_cpu", "engine.lr=1e-3") == "train debug_cpu engine.lr=1e-3"
+    assert name("train", "--config", "debug_cpu", "storage=runs/a", "engine.lr=1e-3", "tracking_dir=x") \
+        == "train debug_cpu engine.lr=1e-3"  # where it writes is not what it is
     assert name("latents", "curated/", "--out", "lat/", "--config", "1b_ltx2") == "latents 1b_ltx2 curated/"
     assert name("reward", "train", "--rankings", "r", "--rollouts", "a", "--config", "latent_cpu", "steps=9") \
         == "reward train latent_cpu steps=9"
@@ -144,3 +153,20 @@ def test_null_tracker_accepts_everything():
     t.log_params({"a": 1})
     t.log_metrics({"b": 2.0}, step=3)
     t.close()
+
+
+def test_tandem_ui_serves_the_store_of_the_working_directory_and_lists_each_experiments_runs(
+        tmp_path, monkeypatch, capsys):
+    from pipelines.cli import main
+    from pipelines.ui import experiment_urls, ui_command
+
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    monkeypatch.chdir(tmp_path)
+    assert main(["ui"]) == 2 and "no runs here" in capsys.readouterr().err  # not where the commands ran
+    open_tracker("tandem-train", run_name="train debug_cpu").close()
+    uri = default_tracking_uri()
+    [line] = experiment_urls("http://127.0.0.1:5000", uri)  # "Default" has no runs: not listed
+    assert line.startswith("tandem-train: http://127.0.0.1:5000/#/experiments/")
+    assert line.endswith("/runs?workflowType=machine_learning")  # the "Model training" pages, not GenAI's
+    cmd = ui_command(uri, "127.0.0.1", 5000)
+    assert cmd[cmd.index("--backend-store-uri") + 1] == uri
