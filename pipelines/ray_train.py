@@ -134,14 +134,13 @@ def ray_for(cfg, address: str | None) -> None:
     check_resources(cfg, ray.cluster_resources(), local=cluster_address(address) is None)
 
 
-def fit_on_ray(loop, loop_config: dict, cfg, *, address: str | None, name: str):
-    """Run ``loop(loop_config)`` on ``cfg.workers`` Ray Train workers (local Ray by default),
-    restarting them from their checkpoints up to ``workers.max_failures`` times; returns Ray's
-    Result. Raises ValueError when a local Ray instance cannot ever hold the workers."""
+def fit_on_ray(loop, loop_config: dict, cfg, *, name: str):
+    """Run ``loop(loop_config)`` on ``cfg.workers`` Ray Train workers of the Ray ``ray_for``
+    joined, restarting them from their checkpoints up to ``workers.max_failures`` times;
+    returns Ray's Result."""
     from ray.train import FailureConfig, RunConfig, ScalingConfig
     from ray.train.torch import TorchTrainer
 
-    ray_for(cfg, address)
     w = cfg.workers
     mlflow_env = {k: v for k, v in os.environ.items() if k.startswith("MLFLOW_")}
     mlflow_env["MLFLOW_TRACKING_URI"] = default_tracking_uri(cfg.tracking_dir)
@@ -160,7 +159,7 @@ def fit_on_ray(loop, loop_config: dict, cfg, *, address: str | None, name: str):
 def fit_in_run(loop, loop_config: dict, cfg, *, address: str | None, run_name: str, started: float,
                until: int | None = None):
     """``fit_on_ray`` inside the command's MLflow run (``start_driver_run``), which ends
-    FINISHED when the workers are done, FAILED when they failed,
+    FINISHED when the workers are done, FAILED (with an ``error`` tag) when they failed,
     KILLED on Ctrl-C, and stays open when ``until`` stopped them before ``cfg.steps``. A Ray
     that cannot be reached or hold the workers is a setting to change: no run for it."""
     ray_for(cfg, address)
@@ -168,7 +167,7 @@ def fit_in_run(loop, loop_config: dict, cfg, *, address: str | None, run_name: s
     status = "FAILED"
     try:
         result = fit_on_ray(loop, {**loop_config, "run_id": tracker.run_id, "new_run": new_run, "until": until},
-                            cfg, address=address, name=run_name)
+                            cfg, name=run_name)
         if result.error is None:
             status = "RUNNING" if until is not None and until < cfg.steps else "FINISHED"
         else:

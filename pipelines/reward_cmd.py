@@ -153,8 +153,8 @@ def run_reward_training(cfg, rankings: str, rollouts: list[str], *, heldout: str
     cfg.storage, cfg.tracking_dir = str(storage), str(Path(cfg.tracking_dir).absolute())
     rollouts = [str(Path(r).absolute()) for r in rollouts]
     ray_for(cfg, address)  # a Ray to reach, or too small for the workers: a setting, no run for it
-    tracker = open_tracker(cfg.experiment, run_name or describe_run("reward train", cfg.model.backbone),
-                           store_dir=cfg.tracking_dir, start_time=started)
+    name = run_name or describe_run("reward train", cfg.model.backbone)
+    tracker = open_tracker(cfg.experiment, name, store_dir=cfg.tracking_dir, start_time=started)
     status = "FAILED"
     try:
         tracker.log_params(to_dict(cfg))
@@ -167,7 +167,7 @@ def run_reward_training(cfg, rankings: str, rollouts: list[str], *, heldout: str
                                           "tracking_uri": tracker.tracking_uri,
                                           "rankings": str(Path(rankings).absolute()), "rollouts": rollouts,
                                           "heldout": str(Path(heldout).absolute()) if heldout else None},
-                            cfg, address=address, name=run_name or "reward")
+                            cfg, name=name)
         if result.error:
             raise RuntimeError(f"reward training failed: {result.error}")
         model_dir = storage / "model"
