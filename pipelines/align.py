@@ -27,9 +27,9 @@ from pathlib import Path
 
 from model.config import flatten
 from pipelines.config import ConfigError, from_dict, load_config, to_dict
-from pipelines.ray_train import check_resume, fit_on_ray, run_id_of, start_worker_run
+from pipelines.ray_train import check_resume, fit_in_run, run_id_of, start_worker_run
 from pipelines.registry import RegistryError, check_alias, is_model_uri, lineage, register, resolve
-from pipelines.tracking import default_tracking_uri
+from pipelines.tracking import default_tracking_uri, describe_run
 from reward.align import AlignConfig, model_config
 from training.resume import checkpoint_dir
 
@@ -173,13 +173,12 @@ def _align_loop(config: dict) -> None:
 
     cfg = from_dict(AlignConfig, config["align"])
     torch.set_num_threads(max(1, int(cfg.workers.cpus_per_worker)))
-    tracker, rank, new_run = start_worker_run(cfg, config["align"], config.get("run_name"))
-    status = "FAILED"
+    tracker, rank = start_worker_run(cfg, config)
     try:
         aligner = Aligner(cfg, tracker, init_path=config["init_path"], reward_paths=config["reward_paths"])
         resumed = aligner.resume()
         if rank == 0:
-            if new_run:
+            if config["new_run"]:
                 tracker.set_tags({"init": cfg.init or f"fresh {cfg.preset}", "init.resolved": config["init_path"],
                                   **config["lineage"],
                                   "rewards.optimised": ",".join(h.id for h in aligner.heads if h.optimised),
@@ -191,10 +190,8 @@ def _align_loop(config: dict) -> None:
         last = history[-1] if history else {}
         ray.train.report({"step": aligner.step, "reward_mean": last.get("reward_mean", float("nan")),
                           "seconds": time.perf_counter() - start})
-        status = "FINISHED" if aligner.step >= cfg.steps else "RUNNING"  # stopped early by ``until``
     finally:
-        if status != "RUNNING":
-            tracker.close(status)
+        tracker.release()  # the driver ends the run
 
 
 def progress_line(m: dict) -> str:
@@ -235,15 +232,17 @@ def run_alignment(cfg: AlignConfig, plan: Plan | None = None, *, address: str | 
                   run_name: str | None = None, until: int | None = None):
     """Align ``cfg`` on the current Ray cluster (local by default), printing progress; returns
     Ray's Result. Raises ValueError when a local Ray instance cannot ever hold the workers."""
+    started = time.time()
     plan = plan or Plan()
     cfg.storage, cfg.tracking_dir = str(Path(cfg.storage).absolute()), str(Path(cfg.tracking_dir).absolute())
-    loop_config = {"align": to_dict(cfg), "run_name": run_name, "until": until,
-                   "init_path": plan.init_path, "reward_paths": plan.reward_paths, "lineage": plan.lineage}
+    loop_config = {"align": to_dict(cfg), "init_path": plan.init_path, "reward_paths": plan.reward_paths,
+                   "lineage": plan.lineage}
     stop = threading.Event()
     follower = threading.Thread(target=follow_progress, args=(Path(cfg.storage) / "progress.jsonl", stop), daemon=True)
     follower.start()
     try:
-        return fit_on_ray(_align_loop, loop_config, cfg, address=address, name=run_name or "align")
+        return fit_in_run(_align_loop, loop_config, cfg, address=address, started=started, until=until,
+                          run_name=run_name or describe_run("align", cfg.preset))
     finally:
         stop.set()
         follower.join()

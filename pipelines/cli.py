@@ -9,6 +9,10 @@
     tandem annotate {tasks,serve,push,pull,import,leaderboard}   human rankings with Label Studio
     tandem reward train|score [...]            the reward model: train on rankings, score clips
     tandem align  --config RECIPE [...]        DanceGRPO alignment against reward sources
+    tandem ui     [--port 5000]                the MLflow UI on the runs of every command
+
+Every command that makes an MLflow run logs it to one store, ``runs/mlruns.db`` of the
+working directory (or ``MLFLOW_TRACKING_URI``), named for what it is unless ``--run-name``.
 
 Exit codes: 0 done; 1 the work failed (or left inputs for a re-run); 2 a setting, input or
 address to change: a one-line message says which (never a traceback), before any cluster
@@ -25,6 +29,9 @@ from model.config import ConfigError
 from pipelines.ray_local import cluster_address
 
 TRAILING = ("inputs", "overrides", "args")  # a command's list of trailing positionals
+RUN_NAME_HELP = "MLflow run name (default: the command, its recipe, inputs and overrides)"
+# Overrides that say where a run's outputs and records go, not what it is: left out of its name.
+WHERE_KEYS = ("storage", "tracking_dir")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -46,6 +53,7 @@ def build_parser() -> argparse.ArgumentParser:
     curate.add_argument("--out", help="output directory for shards, manifest, rejects and report")
     curate.add_argument("--config", help="curation config YAML (see pipelines/curate.py CurationConfig)")
     curate.add_argument("--address", help="Ray cluster address (default: start local Ray)")
+    curate.add_argument("--run-name", help=RUN_NAME_HELP)
 
     latents = sub.add_parser("latents", help="encode clip shards into latent shards (VAEs + text encoder)")
     latents.add_argument("clip_dir", metavar="CLIP_SHARDS_DIR",
@@ -57,6 +65,7 @@ def build_parser() -> argparse.ArgumentParser:
     latents.add_argument("--config", help="latents recipe (debug, 1b_ltx2, ...: pipelines/recipes/latents_*.yaml) "
                                           "or YAML path (pipelines/latents.py LatentsConfig)")
     latents.add_argument("--address", help="Ray cluster address (default: start local Ray)")
+    latents.add_argument("--run-name", help=RUN_NAME_HELP)
 
     from pipelines.train_cmd import add_parsers as add_train_and_submit
 
@@ -74,6 +83,9 @@ def build_parser() -> argparse.ArgumentParser:
     from pipelines.reward_cmd import add_parsers as add_reward
 
     add_reward(sub)
+    from pipelines.ui import add_parsers as add_ui
+
+    add_ui(sub)
     return parser
 
 
@@ -89,6 +101,8 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(f"unrecognized arguments: {' '.join(extra)}")
     if extra:
         trailing += extra
+    if hasattr(args, "run_name") and not args.run_name:
+        args.run_name = default_run_name(args)
     setup_logging(args.log_level)
     use_project_cache()  # before anything imports librosa, here or in the processes this one starts
     try:
@@ -100,6 +114,18 @@ def main(argv: list[str] | None = None) -> int:
         address = cluster_address(getattr(args, "address", None))
         print(f"tandem {args.command}: {unreachable(address, exc)}", file=sys.stderr)
         return 2 if address else 1
+
+
+def default_run_name(args) -> str:
+    """What the run is, as typed: ``curate footage/ shots.max_clip_s=4``, ``train debug_cpu
+    engine.lr=1e-3``, ``latents 1b_ltx2 curated/shards actors=4`` (pipelines.tracking.describe_run)."""
+    from pipelines.tracking import describe_run
+
+    words = [getattr(args, "reward_command", None), getattr(args, "config", None)]
+    for name in ("clip_dir", "checkpoint", "inputs", "overrides"):
+        value = getattr(args, name, None)
+        words += value if isinstance(value, list) else [value]
+    return describe_run(args.command, *(w for w in words if not (w and w.partition("=")[0] in WHERE_KEYS)))
 
 
 def unreachable(address: str | None, exc: Exception) -> str:

@@ -33,7 +33,6 @@ from curation.audio import AudioConfig, AudioStage
 from curation.caption import CaptionConfig, CaptionStage
 from curation.clip import ClipConfig, ClipStage
 from curation.filters import FilterConfig, FilterStage
-from curation.jit_cache import ensure_warm
 from curation.motion import MotionConfig, MotionStage
 from curation.probe import ProbeConfig, ProbeStage
 from curation.shards import ShardConfig
@@ -154,9 +153,12 @@ def claimed_by_other_config(store: Store, cfg: CurationConfig) -> bool:
 
 
 def run_curation(inputs: list[str], out_dir: str | Path, cfg: CurationConfig | None = None,
-                 address: str | None = None, in_process: bool = False) -> CurationResult:
-    """Curate ``inputs`` into ``out_dir`` on Ray (``in_process``: in this process, no Ray)."""
+                 address: str | None = None, in_process: bool = False, run_name: str | None = None) -> CurationResult:
+    """Curate ``inputs`` into ``out_dir`` on Ray (``in_process``: in this process, no Ray),
+    in one MLflow run (``run_name``, by default ``curate INPUT...``) from start to end."""
     import yaml
+
+    from pipelines.tracking import describe_run, open_tracker
 
     cfg = cfg or CurationConfig()
     started = time.time()
@@ -171,27 +173,33 @@ def run_curation(inputs: list[str], out_dir: str | Path, cfg: CurationConfig | N
     done = {name.removesuffix(".json") for name in store.list(UNITS)}
     todo = [u for u in units if u["id"] not in done]
     log.info("%d input files in %d work units (%d already done)", len(files), len(units), len(units) - len(todo))
-    if todo:
-        ensure_warm()  # librosa's numba kernels: compiled and checked here, once, before any worker loads them
-        progress = _Progress(todo, len(files))
-        if in_process:
-            from pipelines.ray_adapter import run_units_here
+    if todo and not in_process:
+        from pipelines.ray_local import init_ray
 
-            run_units_here(todo, cfg, store, progress)
-        else:
-            from pipelines.ray_adapter import run_units
-            from pipelines.ray_local import init_ray
+        init_ray(address)  # an address nothing answers on is a setting to change: no run for it
+    # The run covers the whole command from its start; it ends FAILED if the work raises.
+    with open_tracker(cfg.experiment, run_name or describe_run("curate", *inputs), enabled=cfg.track,
+                      start_time=started, system_metrics=True) as tracker:
+        tracker.log_params(to_dict(cfg))
+        tracker.set_tags({"pipeline.version": PIPELINE_VERSION, "pipeline.config_hash": output_hash(cfg)})
+        if todo:
+            progress = _Progress(todo, len(files))
+            if in_process:
+                from pipelines.ray_adapter import run_units_here
 
-            init_ray(address)
-            run_units(todo, cfg, store, progress)
-    result = CurationResult(store.uri, *merge_units(store, units, len(files), time.time() - started))
-    result.stats["sources_processed"] = sum(len(u["sources"]) for u in todo)  # the rest were done earlier
-    store.write_text("stats.json", json.dumps(result.stats, indent=2))
-    from pipelines.curate_tables import report
+                run_units_here(todo, cfg, store, progress)
+            else:
+                from pipelines.ray_adapter import run_units
 
-    result.report = report(store, result.manifest, result.rejects, result.stats)
-    if cfg.track:
-        _track(result, cfg, store)
+                run_units(todo, cfg, store, progress)
+        result = CurationResult(store.uri, *merge_units(store, units, len(files), time.time() - started))
+        result.stats["sources_processed"] = sum(len(u["sources"]) for u in todo)  # the rest were done earlier
+        store.write_text("stats.json", json.dumps(result.stats, indent=2))
+        from pipelines.curate_tables import report
+
+        result.report = report(store, result.manifest, result.rejects, result.stats)
+        if cfg.track:
+            _track(tracker, result, cfg, store)
     return result
 
 
@@ -212,17 +220,12 @@ class _Progress:
                  f" ({reasons})" if reasons else "", summary.get("seconds", 0.0))
 
 
-def _track(result: CurationResult, cfg: CurationConfig, store: Store) -> None:
+def _track(tracker, result: CurationResult, cfg: CurationConfig, store: Store) -> None:
     import tempfile
-
-    from pipelines.tracking import open_tracker
 
     stats = result.stats
     local = store.local_dir()
-    store_dir = local.parent if local else Path("runs")  # MLflow's store stays on this machine
-    with open_tracker(cfg.experiment, run_name=Path(store.uri).name, store_dir=store_dir) as tracker, \
-            tempfile.TemporaryDirectory() as tmp:
-        tracker.log_params(to_dict(cfg))
+    with tempfile.TemporaryDirectory() as tmp:
         metrics = {k: float(v) for k, v in stats.items() if isinstance(v, int | float)}
         for stage, s in stats["per_stage"].items():
             if s["seconds"] > 0:
@@ -231,7 +234,6 @@ def _track(result: CurationResult, cfg: CurationConfig, store: Store) -> None:
         for reason, count in stats["reject_reasons"].items():
             metrics[f"rejected.{reason}"] = float(count)
         tracker.log_metrics(metrics)
-        tracker.set_tags({"pipeline.version": PIPELINE_VERSION, "pipeline.config_hash": output_hash(cfg)})
         for name in ("config.yaml", "stats.json", "manifest.parquet", "manifest.csv", "rejects.parquet",
                      "rejects.csv", "report.html"):
             if store.exists(name):
@@ -288,7 +290,7 @@ def main(args) -> int:
         return 2
     try:
         cfg = load_config(CurationConfig, args.config, overrides)
-        result = run_curation(inputs, args.out, cfg, address=args.address)
+        result = run_curation(inputs, args.out, cfg, address=args.address, run_name=args.run_name)
     except (ValueError, InputError) as exc:  # ConfigError and stage config checks
         print(f"tandem curate: {exc}", flush=True)
         return 2

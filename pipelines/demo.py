@@ -85,7 +85,7 @@ def run_demo(out: str = "runs/demo", address: str | None = None, train: bool = T
     cfg = load_config(CurationConfig, None, demo_overrides())
     _start_over_where_config_changed(out_dir, cfg)
     log.info("curating %s", footage)
-    result = run_curation([str(footage)], out_dir / "curated", cfg, address=address)
+    result = run_curation([str(footage)], out_dir / "curated", cfg, address=address, run_name="demo curate")
     print(summary(result), flush=True)
     if train and result.manifest:
         from pipelines.train_cmd import run_training_demo
@@ -101,7 +101,7 @@ def run_demo(out: str = "runs/demo", address: str | None = None, train: bool = T
         for sample in trained["samples"]:
             print(f"  sample:   {sample}", flush=True)
         print(f"  MLflow:   experiment {trained['experiment']!r} in {trained['mlflow']}", flush=True)
-    print(f"  browse:   .venv/bin/mlflow ui --backend-store-uri {result.tracking_uri}", flush=True)
+    print("  browse:   .venv/bin/tandem ui  (MLflow's UI on every run of this directory)", flush=True)
     return 0
 
 

@@ -170,8 +170,12 @@ def _pending(out: Path, prompts: list[Prompt], cfg: RolloutConfig, tag: str) -> 
 
 
 def run_generate(checkpoint: str, prompts_file: str | Path, out_dir: str | Path, cfg: GenerateConfig | None = None,
-                 address: str | None = None) -> dict:
-    """Generate every missing sample; returns the run's stats (also written as stats.json)."""
+                 address: str | None = None, run_name: str | None = None) -> dict:
+    """Generate every missing sample, in one MLflow run (``run_name``); returns the run's stats
+    (also written as stats.json)."""
+    from pipelines.ray_local import init_ray
+    from pipelines.tracking import describe_run, open_tracker
+
     cfg = cfg or GenerateConfig()
     if cfg.rollout.group_size < 1 or cfg.rollout.batch_size < 1 or cfg.rollout.steps < 1:
         raise ConfigError("rollout.group_size, rollout.batch_size and rollout.steps must be >= 1")
@@ -187,16 +191,18 @@ def run_generate(checkpoint: str, prompts_file: str | Path, out_dir: str | Path,
     todo = _pending(out, prompts, cfg.rollout, identity["tag"])
     log.info("%d prompts x %d samples from %s: %d prompts to generate", len(prompts), cfg.rollout.group_size,
              identity["path"], len(todo))
-    written = 0
     if todo:
-        written = _generate(local, identity, todo, out, cfg, address)
-    seconds = time.time() - started
-    stats = {"checkpoint": identity, "prompts": len(prompts), "group_size": cfg.rollout.group_size,
-             "samples": len(list((out / "samples").glob("*.json"))), "written": written,
-             "seconds": round(seconds, 3), "clips_per_s": round(written / seconds, 4) if written else 0.0}
-    (out / "stats.json").write_text(json.dumps(stats, indent=1))
-    if cfg.track:
-        _track(out, cfg, stats)
+        init_ray(address)  # an address nothing answers on is a setting to change: no run for it
+    with open_tracker(EXPERIMENT, run_name or describe_run("generate", checkpoint), enabled=cfg.track,
+                      start_time=started) as tracker:  # the whole command, from its start
+        tracker.log_params(to_dict(cfg))
+        written = _generate(local, identity, todo, out, cfg, address) if todo else 0
+        seconds = time.time() - started
+        stats = {"checkpoint": identity, "prompts": len(prompts), "group_size": cfg.rollout.group_size,
+                 "samples": len(list((out / "samples").glob("*.json"))), "written": written,
+                 "seconds": round(seconds, 3), "clips_per_s": round(written / seconds, 4) if written else 0.0}
+        (out / "stats.json").write_text(json.dumps(stats, indent=1))
+        _track(tracker, out, stats)
     return stats
 
 
@@ -223,16 +229,11 @@ def _generate(local: str, identity: dict, todo: list[Prompt], out: Path, cfg: Ge
     return written
 
 
-def _track(out: Path, cfg: GenerateConfig, stats: dict) -> None:
-    from pipelines.tracking import open_tracker
-
-    with open_tracker(EXPERIMENT, run_name=out.name, store_dir=out.parent) as tracker:
-        tracker.log_params(to_dict(cfg))
-        tracker.log_metrics({k: stats[k] for k in ("prompts", "samples", "written", "seconds", "clips_per_s")})
-        ckpt = stats["checkpoint"]
-        tracker.set_tags({f"checkpoint.{k}": v for k, v in ckpt.items()})
-        for name in ("generate.yaml", "stats.json"):
-            tracker.log_artifact(out / name)
+def _track(tracker, out: Path, stats: dict) -> None:
+    tracker.log_metrics({k: stats[k] for k in ("prompts", "samples", "written", "seconds", "clips_per_s")})
+    tracker.set_tags({f"checkpoint.{k}": v for k, v in stats["checkpoint"].items()})
+    for name in ("generate.yaml", "stats.json"):
+        tracker.log_artifact(out / name)
 
 
 def add_parsers(sub) -> None:
@@ -247,6 +248,7 @@ def add_parsers(sub) -> None:
     p.add_argument("--group-size", type=int, help="samples per prompt (rollout.group_size, default 4)")
     p.add_argument("--config", help="YAML config (see pipelines/generate.py GenerateConfig)")
     p.add_argument("--address", help="Ray cluster address (default: start local Ray)")
+    p.add_argument("--run-name", help="MLflow run name (default: the command, checkpoint and overrides)")
     p.set_defaults(handler=main)
 
 
@@ -257,7 +259,8 @@ def main(args) -> int:
     overrides = list(args.overrides) + ([f"rollout.group_size={args.group_size}"] if args.group_size else [])
     try:
         cfg = load_config(GenerateConfig, args.config, overrides)
-        stats = run_generate(args.checkpoint, args.prompts, args.out, cfg, address=args.address)
+        stats = run_generate(args.checkpoint, args.prompts, args.out, cfg, address=args.address,
+                             run_name=args.run_name)
     except (ConfigError, CheckpointError, RolloutsError, ValueError) as exc:
         print(f"tandem generate: {exc}", flush=True)
         return 2

@@ -78,6 +78,7 @@ class LatentsResult:
     stats: dict[str, Any]
     shards_encoded: int  # by this run; the others were finished earlier
     shards_failed: list[str]  # clip shards that could not be read (retried by the next run)
+    clips_this_run: int = 0  # clips in the shards this run encoded
     mlflow_run_id: str | None = None
     tracking_uri: str | None = None
 
@@ -103,11 +104,8 @@ def source_manifest(clip_dir: str | Path) -> Path | None:
 def _sha256(path: Path | None) -> str | None:
     if path is None:
         return None
-    digest = hashlib.sha256()
     with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
+        return hashlib.file_digest(f, "sha256").hexdigest()
 
 
 def pending_shards(clip_dir: str | Path, out_dir: str | Path) -> list[str]:
@@ -281,9 +279,12 @@ def _encode_pending(todo: list[str], out_dir: Path, cfg: LatentsConfig, address:
 
 
 def run_latents_job(clip_dir: str | Path, out_dir: str | Path, cfg: LatentsConfig | None = None,
-                    address: str | None = None, *, track: bool = True) -> LatentsResult:
+                    address: str | None = None, *, track: bool = True, run_name: str | None = None) -> LatentsResult:
     """Encode every pending clip shard of ``clip_dir`` into ``out_dir``, then write the
-    manifest, rejects and stats of all of them and (``track``) log an MLflow run."""
+    manifest, rejects and stats of all of them; ``track``: all in one MLflow run."""
+    from pipelines.ray_local import init_ray
+    from pipelines.tracking import describe_run, open_tracker
+
     cfg = cfg or LatentsConfig()
     started = time.time()
     shards = clip_shards(clip_dir)
@@ -300,8 +301,21 @@ def run_latents_job(clip_dir: str | Path, out_dir: str | Path, cfg: LatentsConfi
     log.info("%d clip shards: %d to encode, %d already done, %d damaged", len(shards), len(todo),
              len(shards) - len(pending), len(pending) - len(todo))
     if todo:
-        _encode_pending(todo, out, cfg, address)
+        init_ray(address)  # an address nothing answers on is a setting to change: no run for it
+    with open_tracker(EXPERIMENT, run_name or describe_run("latents", str(clip_dir)), enabled=track,
+                      start_time=started, system_metrics=True) as tracker:  # the command, start to end
+        tracker.log_params(to_dict(cfg))
+        if todo:
+            _encode_pending(todo, out, cfg, address)
+        result = _gather(shards, out, manifest_sha, started, [Path(s).name for s in todo])
+        if track:
+            _track(tracker, result, cfg)
+    return result
 
+
+def _gather(shards: list[Path], out: Path, manifest_sha: str | None, started: float, todo: list[str]) -> LatentsResult:
+    """Every clip shard's latents and rejects (``todo``: the shards this run encoded) into
+    ``manifest.jsonl``, ``rejects.jsonl`` and ``stats.json``."""
     manifest, rejects, failed = [], [], []
     for shard in shards:
         if (out / shard.name).exists():
@@ -321,42 +335,25 @@ def run_latents_job(clip_dir: str | Path, out_dir: str | Path, cfg: LatentsConfi
         "seconds": round(time.time() - started, 3),
     }
     (out / "stats.json").write_text(json.dumps(stats, indent=2))
-    encoded_now = sum((out / Path(s).name).exists() for s in todo)
-    result = LatentsResult(out, manifest, rejects, stats, encoded_now, failed)
-    if track:
-        _track(result, cfg, clips_this_run=_clips_in(todo, manifest, rejects))
+    result = LatentsResult(out, manifest, rejects, stats, sum((out / name).exists() for name in todo), failed)
+    result.clips_this_run = sum(1 for r in manifest + rejects if r["shard"] in set(todo))
     return result
 
 
-def _clips_in(shard_paths: list[str], manifest: list[dict], rejects: list[dict]) -> int:
-    names = {Path(s).name for s in shard_paths}
-    return sum(1 for r in manifest + rejects if r["shard"] in names)
-
-
-def run_latents(clip_dir: str | Path, out_dir: str | Path, cfg: LatentsConfig | None = None,
-                address: str | None = None) -> Path:
-    """Encode every pending clip shard under ``clip_dir`` into ``out_dir``; returns ``out_dir``."""
-    return run_latents_job(clip_dir, out_dir, cfg, address).out_dir
-
-
-def _track(result: LatentsResult, cfg: LatentsConfig, clips_this_run: int) -> None:
-    from pipelines.tracking import open_tracker
-
-    out, stats = result.out_dir, result.stats
-    with open_tracker(EXPERIMENT, run_name=out.name, store_dir=out.parent) as tracker:
-        tracker.log_params(to_dict(cfg))
-        metrics = {"clips_in": stats["clips_in"], "encoded": stats["encoded"], "seconds": stats["seconds"],
-                   "skipped": sum(stats["skipped"].values()), "shards_encoded": result.shards_encoded,
-                   "shards_failed": len(result.shards_failed), "clips_this_run": clips_this_run}
-        if clips_this_run and stats["seconds"] > 0:
-            metrics["clips_per_s"] = clips_this_run / stats["seconds"]
-        metrics |= {f"skipped.{k}": v for k, v in stats["skipped"].items()}
-        metrics |= {f"bucket.{k}": v for k, v in stats["buckets"].items()}
-        tracker.log_metrics(metrics)
-        tracker.set_tags({"source_manifest_sha256": stats["source_manifest_sha256"] or "none",
-                          "latents.config_hash": output_hash(cfg)})
-        for name in ("config.yaml", "stats.json", "rejects.jsonl", "manifest.jsonl"):
-            tracker.log_artifact(out / name)
+def _track(tracker, result: LatentsResult, cfg: LatentsConfig) -> None:
+    out, stats, clips_this_run = result.out_dir, result.stats, result.clips_this_run
+    metrics = {"clips_in": stats["clips_in"], "encoded": stats["encoded"], "seconds": stats["seconds"],
+               "skipped": sum(stats["skipped"].values()), "shards_encoded": result.shards_encoded,
+               "shards_failed": len(result.shards_failed), "clips_this_run": clips_this_run}
+    if clips_this_run and stats["seconds"] > 0:
+        metrics["clips_per_s"] = clips_this_run / stats["seconds"]
+    metrics |= {f"skipped.{k}": v for k, v in stats["skipped"].items()}
+    metrics |= {f"bucket.{k}": v for k, v in stats["buckets"].items()}
+    tracker.log_metrics(metrics)
+    tracker.set_tags({"source_manifest_sha256": stats["source_manifest_sha256"] or "none",
+                      "latents.config_hash": output_hash(cfg)})
+    for name in ("config.yaml", "stats.json", "rejects.jsonl", "manifest.jsonl"):
+        tracker.log_artifact(out / name)
     result.mlflow_run_id, result.tracking_uri = tracker.run_id, tracker.tracking_uri
 
 
@@ -388,7 +385,7 @@ def main(args) -> int:
     try:
         recipe = resolve_recipe(args.config, "latents") if args.config else None
         cfg = load_config(LatentsConfig, recipe, args.overrides)
-        result = run_latents_job(args.clip_dir, args.out, cfg, address=args.address)
+        result = run_latents_job(args.clip_dir, args.out, cfg, address=args.address, run_name=args.run_name)
     except ValueError as exc:  # ConfigError and the bucket config's own checks
         print(f"tandem latents: {exc}", flush=True)
         return 2

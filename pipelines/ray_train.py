@@ -3,9 +3,12 @@
 Checkpoints go straight to ``storage`` (a shared filesystem or mount on a cluster); when
 a worker is lost, FailureConfig restarts every worker and the loop resumes from the
 latest checkpoint there, continuing the same MLflow run (its id is kept in storage).
-Only rank 0 talks to MLflow. A storage that holds a run is continued only under the config
-it was started with (``check_resume``, before Ray starts), and a finished run's final weights
-are registered as a version of ``tandem-dit`` (``register_trained``).
+Only rank 0 talks to MLflow, into the run the driver owns: the driver opens it before Ray
+starts and closes it when the workers are done (FAILED when they failed), so the run's
+duration is the command's; rank 0 logs into it, with the system metrics of its node. A
+storage that holds a run is continued only under the config it was started with
+(``check_resume``, before Ray starts), and a finished run's final weights are registered as
+a version of ``tandem-dit`` (``register_trained``).
 """
 
 from __future__ import annotations
@@ -15,6 +18,7 @@ import hashlib
 import json
 import logging
 import os
+import re
 import time
 from pathlib import Path
 
@@ -22,8 +26,15 @@ import yaml
 
 from pipelines.config import from_dict, save_config, to_dict
 from pipelines.ray_local import cluster_address, init_ray
-from pipelines.tracking import default_tracking_uri, open_tracker
+from pipelines.tracking import (
+    MlflowTracker,
+    default_tracking_uri,
+    describe_run,
+    error_tag,
+    open_tracker,
+)
 from training.resume import checkpoint_dir, refuse_changed_config
+from training.tracker import NullTracker
 from training.trainer import TrainConfig, Trainer
 
 log = logging.getLogger(__name__)
@@ -49,22 +60,32 @@ def check_resume(cfg, now: dict | None = None) -> None:
                               "use another storage= to start a new run", now)
 
 
-def start_worker_run(cfg, config: dict, run_name: str | None):
-    """This worker's (tracker, rank, new_run). Rank 0 continues the MLflow run whose id
-    ``cfg.storage`` keeps (a restarted worker), or starts one, records its id and logs the
-    recipe (``config``) as params and ``recipe.yaml``; other ranks get a NullTracker."""
+def start_driver_run(cfg, run_name: str, started: float):
+    """The command's MLflow run, opened on the driver: the run whose id ``cfg.storage``
+    keeps (training resumed there), or a new one, started at ``started``, whose id it
+    records, with the recipe as params and ``recipe.yaml``. Returns (tracker, new_run)."""
+    run_id_file = Path(cfg.storage) / RUN_ID_FILE
+    run_id = run_id_of(cfg.storage)
+    tracker = open_tracker(cfg.experiment, run_name, store_dir=cfg.tracking_dir, run_id=run_id or None,
+                           start_time=started)
+    if not run_id:
+        run_id_file.parent.mkdir(parents=True, exist_ok=True)
+        run_id_file.write_text(str(tracker.run_id))
+        tracker.log_params(to_dict(cfg))
+        tracker.log_artifact(save_config(cfg, Path(cfg.storage) / "recipe.yaml"))
+    return tracker, not run_id
+
+
+def start_worker_run(cfg, config: dict):
+    """This worker's (tracker, rank): rank 0 logs into the driver's run (``config["run_id"]``)
+    and samples its node's system metrics; other ranks get a NullTracker."""
     import ray.train
 
     rank = ray.train.get_context().get_world_rank()
-    run_id_file = Path(cfg.storage) / RUN_ID_FILE
-    run_id = run_id_of(cfg.storage)
-    tracker = open_tracker(cfg.experiment, run_name, store_dir=cfg.tracking_dir, enabled=rank == 0, run_id=run_id)
-    if rank == 0 and run_id is None:
-        run_id_file.parent.mkdir(parents=True, exist_ok=True)
-        run_id_file.write_text(str(tracker.run_id or ""))
-        tracker.log_params(config)
-        tracker.log_artifact(save_config(cfg, Path(cfg.storage) / "recipe.yaml"))
-    return tracker, rank, run_id is None
+    if rank != 0:
+        return NullTracker(), rank
+    return MlflowTracker(cfg.experiment, tracking_uri=config["tracking_uri"], run_id=config["run_id"],
+                         system_metrics=True), rank
 
 
 def _train_loop(config: dict) -> None:
@@ -73,13 +94,12 @@ def _train_loop(config: dict) -> None:
 
     cfg = from_dict(TrainConfig, config["train"])
     torch.set_num_threads(max(1, int(cfg.workers.cpus_per_worker)))
-    tracker, rank, new_run = start_worker_run(cfg, config["train"], config.get("run_name"))
-    status = "FAILED"
+    tracker, rank = start_worker_run(cfg, config)
     try:
         trainer = Trainer(cfg, tracker=tracker)
         resumed = trainer.resume()
         if rank == 0:
-            if new_run:
+            if config["new_run"]:
                 tracker.set_tags({"data.shards": cfg.data.shards, "data.manifest": data_identity(cfg.data.shards),
                                   "data.damaged_shards": damaged_tag(trainer.loader.damaged)})
             tracker.set_tags({"resumed_from_step": str(trainer.step if resumed else 0)})
@@ -88,10 +108,8 @@ def _train_loop(config: dict) -> None:
         history = trainer.fit(until=config.get("until"))
         ray.train.report({"step": trainer.step, "loss": history[-1]["loss"] if history else float("nan"),
                           "seconds": time.perf_counter() - start})
-        status = "FINISHED" if trainer.step >= cfg.steps else "RUNNING"  # stopped early by ``until``
     finally:
-        if status != "RUNNING":
-            tracker.close(status)
+        tracker.release()  # the driver ends the run
 
 
 def damaged_tag(damaged: dict[str, str]) -> str:
@@ -126,42 +144,79 @@ def check_resources(cfg: TrainConfig, cluster: dict, local: bool) -> None:
 
 
 def _in_driver_store(loop, config: dict) -> None:
-    """Run ``loop`` with the driver's MLflow store: a worker's own environment (that of the
-    raylet which started it, perhaps long ago) must not decide where its run is logged."""
-    os.environ["MLFLOW_TRACKING_URI"] = config["tracking_uri"]
+    """Run ``loop`` with the driver's MLflow settings (store, system metrics interval): a
+    worker's own environment (that of the raylet which started it, perhaps long ago) must
+    not decide where or how its run is logged."""
+    os.environ.update(config["mlflow_env"])
     loop(config)
 
 
-def fit_on_ray(loop, loop_config: dict, cfg, *, address: str | None, name: str):
-    """Run ``loop(loop_config)`` on ``cfg.workers`` Ray Train workers (local Ray by default),
-    restarting them from their checkpoints up to ``workers.max_failures`` times; returns Ray's
-    Result. Raises ValueError when a local Ray instance cannot ever hold the workers."""
+def ray_for(cfg, address: str | None) -> None:
+    """Ray joined (``address``) or started, checked to hold ``cfg.workers``: ConnectionError
+    when nothing answers, ValueError when a local instance never could hold them."""
     import ray
-    from ray.train import FailureConfig, RunConfig, ScalingConfig
-    from ray.train.torch import TorchTrainer
 
     init_ray(address)
     check_resources(cfg, ray.cluster_resources(), local=cluster_address(address) is None)
+
+
+def fit_on_ray(loop, loop_config: dict, cfg, *, name: str):
+    """Run ``loop(loop_config)`` on ``cfg.workers`` Ray Train workers of the Ray ``ray_for``
+    joined, restarting them from their checkpoints up to ``workers.max_failures`` times;
+    returns Ray's Result."""
+    from ray.train import FailureConfig, RunConfig, ScalingConfig
+    from ray.train.torch import TorchTrainer
+
     w = cfg.workers
+    mlflow_env = {k: v for k, v in os.environ.items() if k.startswith("MLFLOW_")}
+    mlflow_env["MLFLOW_TRACKING_URI"] = default_tracking_uri(cfg.tracking_dir)
     trainer = TorchTrainer(
         functools.partial(_in_driver_store, loop),
-        train_loop_config={"tracking_uri": default_tracking_uri(cfg.tracking_dir), **loop_config},
+        train_loop_config={"tracking_uri": mlflow_env["MLFLOW_TRACKING_URI"], "mlflow_env": mlflow_env, **loop_config},
         scaling_config=ScalingConfig(num_workers=w.num_workers, use_gpu=w.use_gpu,
                                      resources_per_worker={"CPU": w.cpus_per_worker}),
-        run_config=RunConfig(name=name, storage_path=str(Path(cfg.storage) / "ray"),
+        # Ray names a folder after the run: the MLflow name, as a folder name.
+        run_config=RunConfig(name=re.sub(r"[^\w.=-]+", "_", name)[:100], storage_path=str(Path(cfg.storage) / "ray"),
                              failure_config=FailureConfig(max_failures=w.max_failures)),
     )
     return trainer.fit()
+
+
+def fit_in_run(loop, loop_config: dict, cfg, *, address: str | None, run_name: str, started: float,
+               until: int | None = None):
+    """``fit_on_ray`` inside the command's MLflow run (``start_driver_run``), which ends
+    FINISHED when the workers are done, FAILED (with an ``error`` tag) when they failed,
+    KILLED on Ctrl-C, and stays open when ``until`` stopped them before ``cfg.steps``. A Ray
+    that cannot be reached or hold the workers is a setting to change: no run for it."""
+    ray_for(cfg, address)
+    tracker, new_run = start_driver_run(cfg, run_name, started)
+    status = "FAILED"
+    try:
+        result = fit_on_ray(loop, {**loop_config, "run_id": tracker.run_id, "new_run": new_run, "until": until},
+                            cfg, name=run_name)
+        if result.error is None:
+            status = "RUNNING" if until is not None and until < cfg.steps else "FINISHED"
+        else:
+            tracker.set_tags(error_tag(result.error))
+        return result
+    except BaseException as exc:
+        tracker.set_tags(error_tag(exc))
+        status = "KILLED" if isinstance(exc, KeyboardInterrupt) else "FAILED"
+        raise
+    finally:
+        if status != "RUNNING":
+            tracker.close(status)
 
 
 def run_training(cfg: TrainConfig, *, address: str | None = None, run_name: str | None = None,
                  until: int | None = None):
     """Train ``cfg`` on the current Ray cluster (local by default); returns Ray's Result.
     Raises ValueError when a local Ray instance cannot ever hold the workers."""
+    started = time.time()
     cfg.storage, cfg.data.shards = str(Path(cfg.storage).absolute()), str(Path(cfg.data.shards).absolute())
     cfg.tracking_dir = str(Path(cfg.tracking_dir).absolute())
-    return fit_on_ray(_train_loop, {"train": to_dict(cfg), "run_name": run_name, "until": until}, cfg,
-                      address=address, name=run_name or "train")
+    return fit_in_run(_train_loop, {"train": to_dict(cfg)}, cfg, address=address, started=started, until=until,
+                      run_name=run_name or describe_run("train", cfg.preset))
 
 
 def register_trained(cfg: TrainConfig):

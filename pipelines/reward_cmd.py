@@ -21,6 +21,7 @@ from __future__ import annotations
 import json
 import logging
 import sys
+import time
 from pathlib import Path
 
 from pipelines.config import ConfigError, from_dict, save_config, to_dict
@@ -125,10 +126,13 @@ def _train_loop(config: dict) -> None:
     rank = ray.train.get_context().get_world_rank()
     # Continue the driver's run, in the driver's store (workers may not share its environment);
     # the driver closes the run after registering the model.
-    tracker = (MlflowTracker(cfg.experiment, tracking_uri=config["tracking_uri"], run_id=config["run_id"])
-               if rank == 0 else NullTracker())
-    result = train_reward(cfg, config["rankings"], config["rollouts"], heldout_rankings=config["heldout"],
-                          tracker=tracker)
+    tracker = (MlflowTracker(cfg.experiment, tracking_uri=config["tracking_uri"], run_id=config["run_id"],
+                             system_metrics=True) if rank == 0 else NullTracker())
+    try:
+        result = train_reward(cfg, config["rankings"], config["rollouts"], heldout_rankings=config["heldout"],
+                              tracker=tracker)
+    finally:
+        tracker.release()
     ray.train.report({k: v for k, v in result.metrics.items() if k.startswith("heldout/")})
 
 
@@ -136,15 +140,18 @@ def run_reward_training(cfg, rankings: str, rollouts: list[str], *, heldout: str
                         address: str | None = None, run_name: str | None = None, alias: str | None = None) -> dict:
     """Train on Ray Train, then register the model. Returns {"metrics", "model_dir", "model_uri",
     "version", "run_id", "tracking_uri"}; raises RuntimeError when training failed."""
-    from pipelines.ray_train import fit_on_ray
+    from pipelines.ray_train import fit_on_ray, ray_for
     from pipelines.registry import register
-    from pipelines.tracking import open_tracker
+    from pipelines.tracking import describe_run, open_tracker
     from reward.model import read_meta
 
+    started = time.time()
     storage = Path(cfg.storage).absolute()
     cfg.storage, cfg.tracking_dir = str(storage), str(Path(cfg.tracking_dir).absolute())
     rollouts = [str(Path(r).absolute()) for r in rollouts]
-    tracker = open_tracker(cfg.experiment, run_name, store_dir=cfg.tracking_dir)
+    ray_for(cfg, address)  # a Ray to reach, or too small for the workers: a setting, no run for it
+    name = run_name or describe_run("reward train", cfg.model.backbone)
+    tracker = open_tracker(cfg.experiment, name, store_dir=cfg.tracking_dir, start_time=started)
     status = "FAILED"
     try:
         tracker.log_params(to_dict(cfg))
@@ -157,7 +164,7 @@ def run_reward_training(cfg, rankings: str, rollouts: list[str], *, heldout: str
                                           "tracking_uri": tracker.tracking_uri,
                                           "rankings": str(Path(rankings).absolute()), "rollouts": rollouts,
                                           "heldout": str(Path(heldout).absolute()) if heldout else None},
-                            cfg, address=address, name=run_name or "reward")
+                            cfg, name=name)
         if result.error:
             raise RuntimeError(f"reward training failed: {result.error}")
         model_dir = storage / "model"

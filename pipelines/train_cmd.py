@@ -117,20 +117,18 @@ def run_training_demo(clip_shards_dir: str | Path, out_dir: str | Path) -> dict:
     steps ending with one generated sample. Returns {"latents", "checkpoints", "checkpoint"
     (latest tag), "samples" (mp4 paths), "error", "mlflow" (tracking URI), "experiment",
     "registered" (the tandem-dit version's URI)}."""
-    from pipelines.latents import run_latents
+    from pipelines.latents import run_latents_job
     from pipelines.ray_train import register_trained, run_training
     from pipelines.tracking import default_tracking_uri
     from training.resume import checkpoint_dir
 
     out_dir = Path(out_dir)
-    latents = run_latents(clip_shards_dir, out_dir / "latents")
+    latents = run_latents_job(clip_shards_dir, out_dir / "latents", run_name="demo latents").out_dir
     # Sample footage gives clips of many shapes (one per latent bucket): batches of one.
     cfg = load_recipe("debug_cpu", [f"data.shards={latents}", f"storage={out_dir / 'train'}", "steps=6",
-                                    "sample.every=6",
-                                    f"tracking_dir={out_dir}", "data.batch_size=1",
-                                    "engine.micro_batch_per_rank=1"])
+                                    "sample.every=6", "data.batch_size=1", "engine.micro_batch_per_rank=1"])
     _restart_on_new_data(latents, out_dir / "train", cfg)
-    result = run_training(cfg, run_name="demo")
+    result = run_training(cfg, run_name="demo train")
     registered = None if result.error else register_trained(cfg).uri  # and models:/tandem-dit@candidate
     return {"latents": str(latents), "checkpoints": str(checkpoint_dir(cfg.storage)),
             "samples": sorted(str(p) for p in (Path(cfg.storage) / "samples").glob("*.mp4")),

@@ -63,6 +63,18 @@ def _ray_stopped_after_each_module():
     _shutdown_ray()
 
 
+@pytest.fixture(autouse=True, scope="session")
+def _mlflow_store_of_the_suite(tmp_path_factory):
+    """Commands log to ``runs/mlruns.db`` of the working directory (or MLFLOW_TRACKING_URI):
+    the suite's runs, its subprocesses' and Ray workers' included, go to a store of its own,
+    never into the checkout or a tracking server of the environment. Tests of the default
+    store unset it (``mlflow_env``) and work in their own directory."""
+    with pytest.MonkeyPatch.context() as env:
+        env.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path_factory.mktemp('mlflow') / 'mlruns.db'}")
+        env.setenv("MLFLOW_DISABLE_TELEMETRY", "1")
+        yield
+
+
 @pytest.fixture(scope="session")
 def media_dir(tmp_path_factory) -> Path:
     return tmp_path_factory.mktemp("media")

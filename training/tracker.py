@@ -19,6 +19,7 @@ class Tracker(Protocol):
     def log_metrics(self, metrics: dict[str, float], step: int | None = None) -> None: ...
     def log_artifact(self, path: str | Path, artifact_path: str | None = None) -> None: ...
     def set_tags(self, tags: dict[str, str]) -> None: ...
+    def release(self) -> None: ...  # done logging; the run stays open for its owner to close
     def close(self, status: str = "FINISHED") -> None: ...
 
 
@@ -36,6 +37,9 @@ class NullTracker:
         pass
 
     def set_tags(self, tags):
+        pass
+
+    def release(self):
         pass
 
     def close(self, status="FINISHED"):

@@ -6,7 +6,7 @@ import pytest
 
 from pipelines.cli import main
 
-GROUPS = ["demo", "curate", "latents", "train", "submit", "generate", "annotate", "reward", "align"]
+GROUPS = ["demo", "curate", "latents", "train", "submit", "generate", "annotate", "reward", "align", "ui"]
 
 
 def test_console_script_help():

@@ -3,6 +3,7 @@ reason, and the shards read back with the stock webdataset reader and with Ray D
 
 import io
 import json
+import time
 from pathlib import Path
 
 import mlflow
@@ -40,7 +41,13 @@ def curated(tmp_path_factory, local_ray, three_shot_clip, video_without_audio, t
               *duplicate_pair, rotated_video, vfr_video, unicode_name, speech]
     out = tmp_path_factory.mktemp("curated") / "out"
     cfg = load_config(CurationConfig, None, OVERRIDES)
-    result = run_curation([str(p) for p in inputs] + [str(raw)], out, cfg)
+    with pytest.MonkeyPatch.context() as env:  # MLflow's default store, of another working directory
+        env.delenv("MLFLOW_TRACKING_URI")
+        env.setenv("MLFLOW_SYSTEM_METRICS_SAMPLING_INTERVAL", "1")
+        env.chdir(tmp_path_factory.mktemp("workdir"))
+        started = time.time()
+        result = run_curation([str(p) for p in inputs] + [str(raw)], out, cfg)
+        result.wall_s, result.workdir = time.time() - started, Path.cwd()
     result.inputs = [str(p) for p in inputs] + [str(raw)]
     return inputs, result
 
@@ -129,8 +136,13 @@ def test_speech_is_transcribed_and_captioned(curated):
 
 def test_run_is_tracked_in_mlflow(curated):
     _, result = curated
+    assert result.tracking_uri == f"sqlite:///{result.workdir / 'runs' / 'mlruns.db'}"  # not beside --out
     client = mlflow.MlflowClient(result.tracking_uri)
     run = client.get_run(result.mlflow_run_id)
+    assert run.info.status == "FINISHED" and run.info.run_name.startswith("curate ")
+    assert (run.info.end_time - run.info.start_time) / 1000 >= 0.8 * result.wall_s  # the whole command, Ray's start too
+    assert {"version.tandem", "version.torch", "version.ray", "version.mlflow"} <= set(run.data.tags)
+    assert "system/cpu_utilization_percentage" in run.data.metrics
     assert run.data.params["shards.max_count"] == "3"
     assert run.data.metrics["clips_kept"] == len(result.manifest)
     assert run.data.metrics["rejected.duplicate"] == 1

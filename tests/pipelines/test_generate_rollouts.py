@@ -190,6 +190,7 @@ def test_cli_generates_on_local_ray_resumes_and_refuses_another_checkpoint(tmp_p
     client = mlflow.MlflowClient(env["MLFLOW_TRACKING_URI"])
     [mlrun] = client.search_runs([client.get_experiment_by_name("tandem-generate").experiment_id])
     assert mlrun.data.metrics["written"] == 4 and mlrun.data.tags["checkpoint.digest"] == identify(ckpt).digest
+    assert mlrun.info.run_name == "generate models:/tandem-dit@candidate rollout.steps=2"
 
     again = tandem(ckpt, "--prompts", prompts, "--out", out, "--group-size", "2", "rollout.steps=2")
     assert again.returncode == 0 and "0 new samples" in again.stdout, again.stdout + again.stderr

@@ -4,6 +4,7 @@ become rejects with a reason; `tandem latents` records stats and an MLflow run a
 import hashlib
 import io
 import json
+import time
 
 import mlflow
 import numpy as np
@@ -114,8 +115,13 @@ def test_tandem_latents_encodes_records_and_resumes(tmp_path, clips, local_ray, 
     (curated / "manifest.parquet").write_bytes(b"stand-in for curation's manifest")
     out = tmp_path / "latents"
     cmd = ["latents", str(curated / "shards"), "--out", str(out), "actors=1"]  # trailing override
+    workdir = tmp_path / "workdir"  # MLflow's default store is that of the working directory, not --out's
+    workdir.mkdir()
+    monkeypatch.chdir(workdir)
 
+    started = time.time()
     assert main(cmd) == 0
+    wall_s = time.time() - started
     printed = capsys.readouterr().out
     assert "2 encoded" in printed and "too_short=1" in printed
 
@@ -146,7 +152,9 @@ def test_tandem_latents_encodes_records_and_resumes(tmp_path, clips, local_ray, 
     shapes = {tuple(next(loader)["video"].shape[2:]) for _ in range(len(loader))}
     assert shapes == {(3, 8, 14), (2, 14, 8)}  # both buckets, batched separately
 
-    client, [run] = _runs(tmp_path)
+    client, [run] = _runs(workdir / "runs")
+    assert run.info.run_name == "latents …/curated/shards actors=1" and run.info.status == "FINISHED"
+    assert (run.info.end_time - run.info.start_time) / 1000 >= 0.8 * wall_s
     assert run.data.params["buckets.fps"] == "8.0" and run.data.params["encoder.video"] == "tandem"
     assert run.data.metrics["encoded"] == 2 and run.data.metrics["skipped.too_short"] == 1
     assert run.data.metrics["clips_per_s"] > 0
@@ -161,7 +169,7 @@ def test_tandem_latents_encodes_records_and_resumes(tmp_path, clips, local_ray, 
     assert {p.name: p.stat().st_mtime_ns for p in out.glob("*.tar")} == written
     again = json.loads((out / "stats.json").read_text())
     assert {k: v for k, v in again.items() if k != "seconds"} == {k: v for k, v in stats.items() if k != "seconds"}
-    _, [_, rerun] = _runs(tmp_path)
+    _, [_, rerun] = _runs(workdir / "runs")
     assert rerun.data.metrics["shards_encoded"] == 0 and "clips_per_s" not in rerun.data.metrics
 
     # Other buckets would mix two kinds of latents in one directory: refused.

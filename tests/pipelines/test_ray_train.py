@@ -21,13 +21,18 @@ def _runs(store):
 
 
 @pytest.mark.timeout(300)
-def test_tandem_train_two_workers_zero2_logs_to_mlflow(tmp_path, mlflow_env, capsys):
+def test_tandem_train_two_workers_zero2_logs_to_mlflow(tmp_path, mlflow_env, capsys, monkeypatch):
+    import time
+
     from pipelines.cli import main
 
+    monkeypatch.setenv("MLFLOW_SYSTEM_METRICS_SAMPLING_INTERVAL", "1")  # the driver hands it to rank 0
     shards = make_latent_shards(tmp_path / "latents", n=48)
     recipe = ["--config", "debug_cpu", f"data.shards={shards}", f"storage={tmp_path / 'train'}", "steps=20",
               f"tracking_dir={tmp_path / 'runs'}", "checkpoint_every=10"]
+    started = time.time()
     code = main(["train", "--run-name", "ray-zero2", *recipe])
+    wall_s = time.time() - started
     out = capsys.readouterr()
     assert code == 0, out.err
     assert "trained to step00000020" in out.out and "registered models:/tandem-dit/1" in out.out
@@ -40,6 +45,9 @@ def test_tandem_train_two_workers_zero2_logs_to_mlflow(tmp_path, mlflow_env, cap
     assert len(runs) == 1  # rank 1 logged nothing
     run = runs[0]
     assert run.info.status == "FINISHED" and run.info.run_name == "ray-zero2"
+    assert (run.info.end_time - run.info.start_time) / 1000 >= 0.8 * wall_s  # Ray's start included
+    assert run.data.tags["version.deepspeed"] and run.data.tags["version.torch"]
+    assert "system/cpu_utilization_percentage" in run.data.metrics  # sampled by rank 0, a Ray worker
     assert run.data.params["engine.zero_stage"] == "2" and run.data.params["preset"] == "debug"
     assert run.data.tags["data.manifest"] and run.data.tags["data.shards"] == str(shards)
     for key in ("loss", "loss_video", "loss_audio", "grad_norm", "lr", "samples_per_s", "tokens_per_s"):

@@ -183,13 +183,24 @@ def test_the_demo_makes_outputs_of_another_config_again_instead_of_refusing_them
 @pytest.mark.slow  # the whole demo, twice: curation, latents and a few training steps on local Ray
 @pytest.mark.timeout(1800)
 def test_the_demo_runs_twice_in_the_same_folder(tmp_path):
+    import os
     import subprocess
     import sys
 
+    import mlflow
+
     cmd = [str(Path(sys.executable).parent / "tandem"), "demo", "--out", str(tmp_path / "demo")]
-    runs = [subprocess.run(cmd, capture_output=True, text=True, timeout=850) for _ in range(2)]
+    workdir = tmp_path / "workdir"  # MLflow's default store: runs/ of the working directory
+    workdir.mkdir()
+    env = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"}
+    runs = [subprocess.run(cmd, capture_output=True, text=True, timeout=850, cwd=workdir, env=env) for _ in range(2)]
     for run in runs:
         assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
+    client = mlflow.MlflowClient(f"sqlite:///{workdir / 'runs' / 'mlruns.db'}")
+    for experiment, name in [("tandem-curation", "demo curate"), ("tandem-latents", "demo latents"),
+                             ("tandem-train", "demo train")]:  # every stage's runs in one store
+        found = client.search_runs([client.get_experiment_by_name(experiment).experiment_id])
+        assert {(r.info.run_name, r.info.status) for r in found} == {(name, "FINISHED")}, experiment
     second = runs[1].stdout + runs[1].stderr
     assert "(0 already done)" in runs[0].stdout + runs[0].stderr
     assert "Traceback" not in second

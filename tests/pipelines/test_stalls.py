@@ -16,6 +16,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import mlflow
 import pytest
 
 from curation.audio import AudioStage
@@ -126,8 +127,12 @@ def test_workers_dying_in_setup_stop_the_run_with_the_stage_and_signal(sources, 
     from pipelines.cli import main
 
     ray_with_faults(monkeypatch, TANDEM_TEST_SETUP_CRASH="motion")
-    rc = main(["curate", str(sources), "--out", str(tmp_path / "out"), *FAST])
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlruns.db'}")
+    rc = main(["curate", str(sources), "--out", str(tmp_path / "out"), *FAST, "track=true"])
     said = capsys.readouterr().out
     assert rc == 1
+    client = mlflow.MlflowClient(os.environ["MLFLOW_TRACKING_URI"])
+    [run] = client.search_runs([client.get_experiment_by_name("tandem-curation").experiment_id])
+    assert run.info.status == "FAILED" and "SetupCrashed" in run.data.tags["error"]  # the run says it failed
     assert "stage motion was setting up" in said and "Segmentation fault" in said, said
     assert not list((tmp_path / "out").glob("rejects*")) or "motion" not in (tmp_path / "out" / "rejects.csv").read_text()
