@@ -108,7 +108,8 @@ def test_a_gpu_recipe_on_local_cpu_ray_fails_fast_with_what_to_change(tmp_path, 
     from pipelines.cli import main
 
     code = main(["train", "--config", "1b_8gpu", f"storage={tmp_path / 'train'}",
-                 f"data.shards={make_latent_shards(tmp_path / 'latents')}", f"tracking_dir={tmp_path}"])
+                 # 32 samples: a full batch of 4 for each of the recipe's 8 ranks, so the data passes preflight
+                 f"data.shards={make_latent_shards(tmp_path / 'latents', n=32)}", f"tracking_dir={tmp_path}"])
     assert code == 2
     err = capsys.readouterr().err
     assert "8 GPU (it has 0)" in err and "workers.use_gpu=false" in err

@@ -180,8 +180,8 @@ def test_the_demo_makes_outputs_of_another_config_again_instead_of_refusing_them
     assert list(tmp_path.iterdir()) == []
 
 
-@pytest.mark.slow  # the whole demo, twice: curation, latents and a few training steps on local Ray
-@pytest.mark.timeout(1800)
+@pytest.mark.slow  # the demo's curation on local Ray, twice (its latents and training: the tests above)
+@pytest.mark.timeout(900)
 def test_the_demo_runs_twice_in_the_same_folder(tmp_path):
     import os
     import subprocess
@@ -189,25 +189,22 @@ def test_the_demo_runs_twice_in_the_same_folder(tmp_path):
 
     import mlflow
 
-    cmd = [str(Path(sys.executable).parent / "tandem"), "demo", "--out", str(tmp_path / "demo")]
+    cmd = [str(Path(sys.executable).parent / "tandem"), "demo", "--no-train", "--out", str(tmp_path / "demo")]
     workdir = tmp_path / "workdir"  # MLflow's default store: runs/ of the working directory
     workdir.mkdir()
     env = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"}
-    runs = [subprocess.run(cmd, capture_output=True, text=True, timeout=850, cwd=workdir, env=env) for _ in range(2)]
+    runs = [subprocess.run(cmd, capture_output=True, text=True, timeout=400, cwd=workdir, env=env) for _ in range(2)]
     for run in runs:
         assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
     client = mlflow.MlflowClient(f"sqlite:///{workdir / 'runs' / 'mlruns.db'}")
-    for experiment, name in [("tandem-curation", "demo curate"), ("tandem-latents", "demo latents"),
-                             ("tandem-train", "demo train")]:  # every stage's runs in one store
-        found = client.search_runs([client.get_experiment_by_name(experiment).experiment_id])
-        assert {(r.info.run_name, r.info.status) for r in found} == {(name, "FINISHED")}, experiment
+    found = client.search_runs([client.get_experiment_by_name("tandem-curation").experiment_id])
+    assert {(r.info.run_name, r.info.status) for r in found} == {("demo curate", "FINISHED")}
     second = runs[1].stdout + runs[1].stderr
     assert "(0 already done)" in runs[0].stdout + runs[0].stderr
     assert "Traceback" not in second
     [line] = [ln for ln in second.splitlines() if "input files in" in ln and "work units" in ln]
     units = line.split(" work units")[0].rsplit(" ", 1)[1]
     assert f"({units} already done)" in line  # curation: nothing to redo
-    assert "0 to encode" in second  # latents: every shard already done
 
 
 def test_the_demo_trains_again_only_when_its_latents_or_its_recipe_changed(tmp_path):
