@@ -27,6 +27,7 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
+from model.config import flatten
 from training.tracker import NullTracker, Tracker
 
 log = logging.getLogger(__name__)
@@ -60,18 +61,6 @@ def experiment_id(client, name: str) -> str:
     uri = client.tracking_uri
     root = (Path(uri.removeprefix("sqlite:///")).parent / "mlartifacts").as_uri() if uri.startswith("sqlite:") else None
     return client.create_experiment(name, artifact_location=root, tags=dict([EXPERIMENT_KIND]))
-
-
-def flatten(params: dict[str, Any], prefix: str = "") -> dict[str, Any]:
-    """Nested config -> ``{"a.b": value}`` (MLflow params are flat)."""
-    out: dict[str, Any] = {}
-    for key, value in params.items():
-        name = f"{prefix}{key}"
-        if isinstance(value, dict):
-            out.update(flatten(value, name + "."))
-        else:
-            out[name] = value
-    return out
 
 
 def describe_run(command: str, *words: str | None) -> str:
