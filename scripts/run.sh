@@ -57,6 +57,7 @@ case "${1:-}" in
     # The annotation tests drive a real Label Studio, kept in its own venv (its pins differ).
     bash scripts/install_labelstudio.sh > /dev/null \
       || echo "[tandem] Label Studio did not install; the annotation server tests will say why" >&2
+    bash scripts/install_browser.sh
     export MLFLOW_DISABLE_TELEMETRY=1 RAY_USAGE_STATS_ENABLED=0 RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0
     set +e
     "$VENV/bin/python" -m pytest -q --timeout=600 --durations=15 "$@"

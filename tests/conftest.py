@@ -187,3 +187,15 @@ def long_video(tmp_path_factory):
                 "-t", "630", "-c:v", "libx264", "-preset", "ultrafast", "-g", "250",
                 "-c:a", "aac", "-b:a", "32k", str(path)], timeout=300)
     return path
+
+
+@pytest.fixture
+def chromium():
+    """Headless Debian chromium (tests/browser_kit.py); skips, naming the install, where absent."""
+    from tests.browser_kit import start_chromium
+
+    driver = start_chromium()
+    try:
+        yield driver
+    finally:
+        driver.quit()
