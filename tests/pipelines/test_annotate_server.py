@@ -1,17 +1,21 @@
 """The round trip through a real Label Studio on 127.0.0.1: generate -> tasks -> server (tandem
-annotate push, label-studio-sdk) -> annotations submitted through the HTTP API the way the
-labeling page submits them -> tandem annotate pull -> tandem annotate import gives back
-exactly the judgements submitted.
+annotate serve / push, label-studio-sdk) -> annotations, clicked in the real labeling page by
+headless chromium or posted the way the page posts them -> tandem annotate pull -> tandem
+annotate import gives back exactly the judgements made.
 
-The first run installs Label Studio into its own venv (scripts/install_labelstudio.sh, ~3 min
-once per machine); each run starts a server on a fresh data dir (~1-2 min of migrations).
+One server for the whole module: the one `tandem annotate serve` starts (the `server` fixture),
+stopped by Ctrl-C in the last test. The first run installs Label Studio into its own venv
+(scripts/install_labelstudio.sh, ~3 min once per machine); a server then starts in seconds from
+the migrated template database.
 """
 
 import json
 import os
+import signal
 import subprocess
 import sys
 import urllib.request
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -46,15 +50,47 @@ def rollouts(tmp_path_factory):
     return dirs
 
 
+@dataclass
+class Served:
+    """The Label Studio that `tandem annotate serve` runs, as the tests reach it."""
+    proc: subprocess.Popen
+    output: str  # what serve printed up to "Ctrl-C stops"
+    url: str  # the server's root
+    data_dir: Path
+    creds: object  # pipelines.labelstudio_server.Credentials
+
+    @property
+    def log_path(self) -> Path:
+        return self.data_dir / "server.log"
+
+
 @pytest.fixture(scope="module")
 def server(rollouts, tmp_path_factory):
-    from pipelines.labelstudio_server import LabelStudioServer
-    from reward.annotation import default_media_root
-    from reward.rollouts import read_rollouts
+    """`tandem annotate serve` on the rollouts (a project of 2 pairs), shared by every test here:
+    a Label Studio start is the expensive part."""
+    import time
+
+    from pipelines.labelstudio_server import credentials
 
     data = tmp_path_factory.mktemp("labelstudio")
-    with LabelStudioServer(data, default_media_root(read_rollouts(*rollouts))) as running:
-        yield running
+    proc = subprocess.Popen([sys.executable, "-m", "pipelines.cli", "annotate", "serve", *map(str, rollouts),
+                             "--data-dir", str(data), "--pairs", "2"], stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True)
+    lines = []
+    try:
+        deadline = time.monotonic() + 600  # installs Label Studio first where it is missing
+        while time.monotonic() < deadline and not any("Ctrl-C stops" in line for line in lines):
+            line = proc.stdout.readline()
+            if not line:
+                break
+            lines.append(line)
+        started = [line.split()[2] for line in lines if line.startswith("Label Studio:")]
+        assert started, "tandem annotate serve did not start:\n" + "".join(lines)[-3000:]
+        yield Served(proc, "".join(lines), started[0].split("/projects/")[0], data, credentials(data))
+    finally:
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGINT)
+            proc.wait(timeout=120)
 
 
 def tandem(server, *args):
@@ -152,21 +188,6 @@ def test_pairwise_round_trip_gives_back_exactly_the_submitted_judgements(server,
     assert lines[0] == "item,axis,score,ci_low,ci_high" and len(lines) == 1 + 3 * 2  # 3 axes x 2 checkpoints
 
 
-@pytest.mark.timeout(900)
-def test_rank_round_trip(server, rollouts, tmp_path):
-    project, [task] = push(server, rollouts, "--mode", "rank")
-    shown = task["data"]["tandem"]["items"]
-    best_first = [shown[2], shown[0], shown[3], shown[1]]
-    submit(server, project, task["id"], [{"id": "k1", "from_name": "overall", "to_name": "overall_clips",
-                                          "type": "ranker", "origin": "manual",
-                                          "value": {"ranker": {"overall_clips": best_first}}}])
-    rows, _ = pull_and_import(server, project, tmp_path, rollouts)
-    rank = {item: i for i, item in enumerate(best_first)}
-    assert len(rows) == 6
-    for r in rows:
-        assert r["outcome"] == ("a" if rank[r["item_a"]] < rank[r["item_b"]] else "b")
-
-
 def test_credentials_stay_private(server):
     path = server.data_dir / "credentials.json"
     assert path.stat().st_mode & 0o777 == 0o600
@@ -254,34 +275,18 @@ def test_an_annotator_clicks_the_real_pages_and_every_outcome_equals_the_click(s
     assert report["skipped"] == {"order_unchanged": 1}  # the untouched axis is no judgement
 
 
-@pytest.mark.timeout(600)
-def test_serve_prints_where_to_log_in_and_stops_on_ctrl_c(rollouts, tmp_path):
-    import signal
-    import time
+def test_serve_prints_where_to_log_in(server):
+    out = server.output
+    assert "(2 tasks, 4 clips)" in out and str(server.data_dir / "credentials.json") in out
+    assert server.creds.password not in out and server.creds.token not in out
+    project = int(out.split("/projects/")[1].split("/")[0])
+    assert len(api(server, "GET", f"/api/tasks?project={project}&page_size=100")["tasks"]) == 2
 
-    data = tmp_path / "ls"
-    proc = subprocess.Popen([sys.executable, "-m", "pipelines.cli", "annotate", "serve", *map(str, rollouts),
-                             "--data-dir", str(data), "--pairs", "2"], stdout=subprocess.PIPE,
-                            stderr=subprocess.STDOUT, text=True)
-    lines = []
-    try:
-        deadline = time.monotonic() + 400
-        while time.monotonic() < deadline and not any("Ctrl-C stops" in line for line in lines):
-            line = proc.stdout.readline()
-            if not line:
-                break
-            lines.append(line)
-        url = next(line.split()[2] for line in lines if line.startswith("Label Studio:"))
-        creds = json.loads((data / "credentials.json").read_text())
-        out = "".join(lines)
-        assert "(2 tasks, 4 clips)" in out and str(data / "credentials.json") in out
-        assert creds["password"] not in out and creds["token"] not in out
-        request = urllib.request.Request(url.split("/projects/")[0] + "/api/projects",
-                                         headers={"Authorization": f"Token {creds['token']}"})
-        with urllib.request.urlopen(request, timeout=60) as resp:
-            assert json.loads(resp.read())["count"] == 1
-    finally:
-        proc.send_signal(signal.SIGINT)
-        assert proc.wait(timeout=120) == 0
+
+@pytest.mark.timeout(300)
+def test_serve_stops_on_ctrl_c(server):
+    """Last in the module: it stops the shared server."""
+    server.proc.send_signal(signal.SIGINT)
+    assert server.proc.wait(timeout=120) == 0
     with pytest.raises(OSError):
-        urllib.request.urlopen(url, timeout=10)
+        urllib.request.urlopen(server.url, timeout=10)
