@@ -9,6 +9,8 @@ stopped by Ctrl-C in the last test. The first run installs Label Studio into its
 the migrated template database.
 """
 
+import contextlib
+import io
 import json
 import os
 import signal
@@ -17,6 +19,7 @@ import sys
 import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
+from unittest import mock
 
 import pytest
 import torch
@@ -94,9 +97,15 @@ def server(rollouts, tmp_path_factory):
 
 
 def tandem(server, *args):
-    env = dict(os.environ, LABEL_STUDIO_API_KEY=server.creds.token)
-    proc = subprocess.run([sys.executable, "-m", "pipelines.cli", "annotate", *map(str, args)],
-                          capture_output=True, text=True, env=env, timeout=600)
+    """``tandem annotate ARGS`` in this process (a second interpreter would import torch again,
+    seconds per call on a busy CI machine); push and pull still run the SDK in Label Studio's venv."""
+    from pipelines.cli import main
+
+    out, err = io.StringIO(), io.StringIO()
+    with mock.patch.dict(os.environ, LABEL_STUDIO_API_KEY=server.creds.token), \
+            contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        code = main(["annotate", *map(str, args)])
+    proc = subprocess.CompletedProcess(args, code, out.getvalue(), err.getvalue())
     assert server.creds.token not in proc.stdout + proc.stderr and server.creds.password not in proc.stdout + proc.stderr
     return proc
 
