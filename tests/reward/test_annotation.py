@@ -208,3 +208,27 @@ def test_import_command_writes_all_or_nothing(rollouts, tmp_path):
 
     assert len(read_rankings(out)) == 2 and json.loads((out / "import.json").read_text())["judgements"] == 2
     assert set(json.loads((out / "agreement.json").read_text())) == {"motion"}
+
+
+def test_pull_counts_tasks_and_annotations_apart_and_says_when_there_are_none():
+    from pathlib import Path
+
+    from pipelines.annotate import pull_summary
+
+    def answer(**counts):
+        return dict({"tasks": 0, "annotated": 0, "skipped_only": 0, "annotations": 0, "cancelled": 0, "total": 8},
+                    **counts)
+
+    out = Path("export.json")
+    assert pull_summary(answer(), 3, out).startswith("no annotations yet: 0 of 8 tasks annotated")
+    assert pull_summary(answer(tasks=1, skipped_only=1, cancelled=1), 3, out).startswith(
+        "no annotations yet: 0 of 8 tasks annotated (1 skipped)")
+    assert pull_summary(answer(tasks=3, annotated=2, skipped_only=1, annotations=4, cancelled=2), 3, out) == (
+        "exported 3 of 8 tasks of project 3 to export.json: 2 annotated (4 annotations, 2 skipped), 1 only skipped")
+
+
+def test_pairwise_tag_tasks_have_a_caption_to_click(rollouts):
+    [tagged] = make_tasks(rollouts, AnnotationConfig(axes=["overall"], pairwise_tag_axis="overall", pairs="2"))[:1]
+    assert "Choose A</div>" in tagged["data"]["video_a"] and "Choose B</div>" in tagged["data"]["video_b"]
+    [plain] = make_tasks(rollouts, AnnotationConfig(axes=["overall"], pairs="2"))[:1]
+    assert "Choose" not in plain["data"]["video_a"]  # Choices only: nothing to click on the clip
