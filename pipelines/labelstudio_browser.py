@@ -163,6 +163,8 @@ class Annotator:
         for position, item in enumerate(order):
             now = self._column_ids(ranker, 0)
             self._move(ranker, item, ["ARROW_UP"] * (now.index(item) - position))
+            wait_for(lambda i=item, p=position: self._column_ids(ranker, 0).index(i) == p, 10,
+                     f"{item} to drop at place {position + 1}")
         got = self._column_ids(ranker, 0)
         if got != list(order):
             raise AssertionError(f"the ranker shows {got} after the drags, not {list(order)}")
