@@ -144,8 +144,27 @@ def cmd_pull(args) -> int:
     out = Path(args.out).absolute()
     out.parent.mkdir(parents=True, exist_ok=True)
     answer = run_op(venv, args.url, token, {"op": "export", "project": args.project, "out": str(out)})
-    print(f"exported {answer['tasks']} annotated tasks of project {args.project} to {out}")
+    print(pull_summary(answer, args.project, out))
     return 0
+
+
+def pull_summary(answer: dict, project: int, out: Path) -> str:
+    """What ``pull`` exported, tasks and annotations counted apart; plain when nothing is annotated yet."""
+    n, total = answer["annotated"], answer["total"]
+    if not answer["tasks"]:
+        return f"no annotations yet: 0 of {total} tasks annotated in project {project} ({out} holds an empty export)"
+    skips = f", {answer['cancelled']} skipped" if answer["cancelled"] else ""
+    line = (f"exported {answer['tasks']} of {total} tasks of project {project} to {out}: {n} annotated "
+            f"({answer['annotations']} annotations{skips})")
+    if answer["skipped_only"]:
+        line += f", {answer['skipped_only']} only skipped"
+    if n == 0:
+        line = f"no annotations yet: 0 of {total} tasks annotated ({answer['cancelled']} skipped)\n  " + line
+    return line
+
+
+SKIPPED = {"cancelled": "skipped by the annotator", "empty": "submitted with no answer",
+           "unanswered_axis": "axes left unanswered", "order_unchanged": "rankings left in the order shown"}
 
 
 def cmd_import(args) -> int:
@@ -178,7 +197,8 @@ def cmd_import(args) -> int:
         "annotations": result.annotations, "judgements": len(result.rows), "skipped": dict(result.skipped),
         "rollouts": [str(Path(d).absolute()) for d in args.rollouts]}, indent=1))
     print(f"imported {len(result.rows)} judgements from {result.annotations} annotations of {result.tasks} tasks "
-          f"into {path}\n  skipped: " + (", ".join(f"{k}={v}" for k, v in sorted(result.skipped.items())) or "none"))
+          f"into {path}\n  skipped: " + (", ".join(f"{k}={v} ({SKIPPED.get(k, k)})" for k, v in
+                                                  sorted(result.skipped.items())) or "none"))
     print(f"  {'axis':<18} {'judgements':>10} {'pairs 2+':>8} {'agreement':>9} {'alpha':>6}")
     def num(x, width):
         return f"{'-':>{width}}" if x is None else f"{x:>{width}.3f}"

@@ -37,6 +37,10 @@ CHOICES = {"A better": "a", "B better": "b", "Tie": "tie"}  # Choice value -> ra
 PAIRWISE_SELECTED = {"left": "a", "right": "b"}  # Pairwise tag value -> outcome
 MODES = ("pairwise", "rank")
 LOCAL_FILES = "/data/local-files/?d="  # Label Studio's local-files route
+# The Pairwise tag selects by a click on the clip's panel; a click on the player itself also
+# plays or pauses it, so each panel has a caption to click, and the choice is shaded, not a hairline.
+PAIRWISE_TAG_INSTRUCTION = "click the better clip's caption (Choose A / Choose B); click it again to undo"
+PAIRWISE_SELECTION_STYLE = "background-color: #d6e4ff; outline: 4px solid #2f54eb; outline-offset: 2px"
 
 
 @dataclass
@@ -92,16 +96,23 @@ def label_config(cfg: AnnotationConfig) -> str:
                 '    <View><Header value="B" size="4"/><HyperText name="clip_b" value="$video_b" inline="true"/></View>',
                 "  </View>"]
         for axis in axes:
-            out.append(f'  <Header value="{html.escape(_title(axis))}" size="5"/>')
+            title = html.escape(_title(axis))
             if axis == cfg.pairwise_tag_axis:
-                out.append(f'  <Pairwise name="{axis}" toName="clip_a,clip_b"/>')
+                # the Pairwise tag cannot be required (Label Studio has no such option for it):
+                # an unanswered axis is counted by the import (reward/labelstudio.py)
+                out.append(f'  <Header value="{title}: {PAIRWISE_TAG_INSTRUCTION}" size="5"/>')
+                out.append(f'  <Pairwise name="{axis}" toName="clip_a,clip_b" selectionStyle="{PAIRWISE_SELECTION_STYLE}"/>')
                 continue
-            out.append(f'  <Choices name="{axis}" toName="clip_a" choice="single-radio" showInline="true">')
+            out.append(f'  <Header value="{title}" size="5"/>')
+            out.append(f'  <Choices name="{axis}" toName="clip_a" choice="single-radio" showInline="true" required="true" '
+                       f'requiredMessage="{title}: choose A better, B better or Tie before submitting">')
             out += [f'    <Choice value="{value}"/>' for value in CHOICES]
             out.append("  </Choices>")
     else:
         for axis in axes:
-            out.append(f'  <Header value="{html.escape(_title(axis))}: drag the clips into order, best first" size="5"/>')
+            how = ("drag each clip into a tier (the first is best; clips in one tier are tied)" if cfg.rank_tiers
+                   else "drag the clips into order, best first (an order left as shown counts as no answer)")
+            out.append(f'  <Header value="{html.escape(_title(axis))}: {how}" size="5"/>')
             out.append(f'  <List name="{axis}_clips" value="$items" title="Clips"/>')
             tiers = "".join(f'<Bucket name="{t}" title="{html.escape(t)}"/>' for t in cfg.rank_tiers)
             out.append(f'  <Ranker name="{axis}" toName="{axis}_clips">{tiers}</Ranker>' if tiers
@@ -142,9 +153,13 @@ def media_url(path: Path, cfg: AnnotationConfig, root: Path) -> str:
     return LOCAL_FILES + quote(relative)
 
 
-def video_html(url: str) -> str:
+def video_html(url: str, caption: str = "") -> str:
     # Native controls: play, seek and the volume/mute control (the audio track is the point).
-    return f'<video src="{html.escape(url)}" controls preload="metadata" style="width: 100%; max-height: 60vh"></video>'
+    player = f'<video src="{html.escape(url)}" controls preload="metadata" style="width: 100%; max-height: 60vh"></video>'
+    if not caption:
+        return player
+    return (player + '<div class="tandem-choose" style="padding: 0.6em; text-align: center; font-weight: bold; '
+            f'cursor: pointer; border: 1px dashed #8c8c8c">{html.escape(caption)}</div>')
 
 
 def prompt_key(meta: dict) -> str:
@@ -177,6 +192,7 @@ def make_tasks(rollouts, cfg: AnnotationConfig) -> list[dict]:
         by_prompt[prompt_key(r.meta)].append(r)
     rng = random.Random(cfg.seed)
     digest, tasks, lonely = cfg.digest(), [], []
+    caption_a, caption_b = ("Choose A", "Choose B") if cfg.pairwise_tag_axis else ("", "")
     for key in sorted(by_prompt):
         group = sorted(by_prompt[key], key=lambda r: r.sample_id)
         if len(group) < 2:
@@ -188,8 +204,8 @@ def make_tasks(rollouts, cfg: AnnotationConfig) -> list[dict]:
             for a, b in select_pairs(list(clips), cfg.pairs, rng):
                 tasks.append({"data": {
                     "prompt": group[0].prompt,
-                    "video_a": video_html(media_url(clips[a].mp4, cfg, root)),
-                    "video_b": video_html(media_url(clips[b].mp4, cfg, root)),
+                    "video_a": video_html(media_url(clips[a].mp4, cfg, root), caption_a),
+                    "video_b": video_html(media_url(clips[b].mp4, cfg, root), caption_b),
                     "tandem": dict(meta, task=f"{a}~{b}", items=[a, b])}})
         else:
             shuffled = group[:]

@@ -14,7 +14,9 @@ Refused, with the export file, task and annotation named: a task that is not a t
 (another project), tasks of another or of several annotation configs, item ids the rollouts do
 not have, malformed results, and duplicated annotations (the same annotation id twice, or one
 annotator annotating a task twice). Cancelled (skipped) and empty annotations, and axes an
-annotation left unanswered, are counted and skipped.
+annotation left unanswered, are counted and skipped. So is a total ranking still in the order the
+page showed: Label Studio saves that order for a ranker nobody touched, and the shown order is a
+random shuffle, so skipping it costs a deliberate judgement only 1 time in n! and biases nothing.
 """
 
 from __future__ import annotations
@@ -40,7 +42,7 @@ class ImportResult:
     rows: list[dict]
     tasks: int = 0
     annotations: int = 0  # imported (not cancelled, not empty)
-    skipped: Counter = field(default_factory=Counter)  # cancelled, empty, unanswered_axis
+    skipped: Counter = field(default_factory=Counter)  # cancelled, empty, unanswered_axis, order_unchanged
     config: str = ""  # the annotation config digest every task carries
     schema: dict = field(default_factory=dict)
 
@@ -168,11 +170,13 @@ def import_exports(exports: dict[str, list[dict]], *, known_items: set[str] | No
                                   f"({seen_work[meta['task'], annotator]})")
                     continue
                 seen_work[meta["task"], annotator] = here
-                rows, problems = _annotation_rows(ann, meta, schema, items, annotator, task)
+                rows, problems, unchanged = _annotation_rows(ann, meta, schema, items, annotator, task)
                 errors += [f"{here}: {p}" for p in problems]
                 if not problems:
                     answered = {r["axis"] for r in rows}
-                    if unanswered := sum(a not in answered for a in schema["axes"]):
+                    if unchanged:
+                        result.skipped["order_unchanged"] += len(unchanged)
+                    if unanswered := sum(a not in answered and a not in unchanged for a in schema["axes"]):
                         result.skipped["unanswered_axis"] += unanswered
                     result.rows += rows
                     result.annotations += 1
@@ -187,10 +191,11 @@ def import_exports(exports: dict[str, list[dict]], *, known_items: set[str] | No
 
 
 def _annotation_rows(ann: dict, meta: dict, schema: dict, items: list[str], annotator: str,
-                     task: dict) -> tuple[list[dict], list[str]]:
-    rows, problems, axes_done = [], [], set()
+                     task: dict) -> tuple[list[dict], list[str], set[str]]:
+    """(rows, problems, axes whose ranking is still the shown order)."""
+    rows, problems, axes_done, unchanged = [], [], set(), set()
     if not ann.get("created_at"):
-        return [], ["malformed annotation: no created_at"]
+        return [], ["malformed annotation: no created_at"], unchanged
     for res in ann["result"]:
         if not isinstance(res, dict) or "from_name" not in res:
             problems.append(f"malformed result {str(res)[:200]}")
@@ -203,6 +208,9 @@ def _annotation_rows(ann: dict, meta: dict, schema: dict, items: list[str], anno
             problems.append(f"malformed result: axis {axis} answered twice")
             continue
         axes_done.add(axis)
+        if _shown_order(res, items, schema):
+            unchanged.add(axis)
+            continue
         try:
             outcomes = _outcomes(res, items, schema)
         except KeyError as exc:
@@ -216,4 +224,12 @@ def _annotation_rows(ann: dict, meta: dict, schema: dict, items: list[str], anno
                          "annotator": annotator, "created_at": str(ann["created_at"]),
                          "annotation_id": str(ann.get("id")), "labelstudio_task": str(task.get("id")),
                          "project": str(ann.get("project", task.get("project", "")))})
-    return rows, problems
+    return rows, problems, unchanged
+
+
+def _shown_order(result: dict, items: list[str], schema: dict) -> bool:
+    """A total ranking equal to the order the task listed the clips in (an untouched ranker)."""
+    if schema["mode"] != "rank" or schema["rank_tiers"]:
+        return False
+    value = (result.get("value") or {}).get("ranker")
+    return isinstance(value, dict) and len(value) == 1 and list(value.values())[0] == items

@@ -1,18 +1,25 @@
 """The round trip through a real Label Studio on 127.0.0.1: generate -> tasks -> server (tandem
-annotate push, label-studio-sdk) -> annotations submitted through the HTTP API the way the
-labeling page submits them -> tandem annotate pull -> tandem annotate import gives back
-exactly the judgements submitted.
+annotate serve / push, label-studio-sdk) -> annotations, clicked in the real labeling page by
+headless chromium or posted the way the page posts them -> tandem annotate pull -> tandem
+annotate import gives back exactly the judgements made.
 
-The first run installs Label Studio into its own venv (scripts/install_labelstudio.sh, ~3 min
-once per machine); each run starts a server on a fresh data dir (~1-2 min of migrations).
+One server for the whole module: the one `tandem annotate serve` starts (the `server` fixture),
+stopped by Ctrl-C in the last test. The first run installs Label Studio into its own venv
+(scripts/install_labelstudio.sh, ~3 min once per machine); a server then starts in seconds from
+the migrated template database.
 """
 
+import contextlib
+import io
 import json
 import os
+import signal
 import subprocess
 import sys
 import urllib.request
+from dataclasses import dataclass
 from pathlib import Path
+from unittest import mock
 
 import pytest
 import torch
@@ -46,21 +53,59 @@ def rollouts(tmp_path_factory):
     return dirs
 
 
+@dataclass
+class Served:
+    """The Label Studio that `tandem annotate serve` runs, as the tests reach it."""
+    proc: subprocess.Popen
+    output: str  # what serve printed up to "Ctrl-C stops"
+    url: str  # the server's root
+    data_dir: Path
+    creds: object  # pipelines.labelstudio_server.Credentials
+
+    @property
+    def log_path(self) -> Path:
+        return self.data_dir / "server.log"
+
+
 @pytest.fixture(scope="module")
 def server(rollouts, tmp_path_factory):
-    from pipelines.labelstudio_server import LabelStudioServer
-    from reward.annotation import default_media_root
-    from reward.rollouts import read_rollouts
+    """`tandem annotate serve` on the rollouts (a project of 2 pairs), shared by every test here:
+    a Label Studio start is the expensive part."""
+    import time
+
+    from pipelines.labelstudio_server import credentials
 
     data = tmp_path_factory.mktemp("labelstudio")
-    with LabelStudioServer(data, default_media_root(read_rollouts(*rollouts))) as running:
-        yield running
+    proc = subprocess.Popen([sys.executable, "-m", "pipelines.cli", "annotate", "serve", *map(str, rollouts),
+                             "--data-dir", str(data), "--pairs", "2"], stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True)
+    lines = []
+    try:
+        deadline = time.monotonic() + 600  # installs Label Studio first where it is missing
+        while time.monotonic() < deadline and not any("Ctrl-C stops" in line for line in lines):
+            line = proc.stdout.readline()
+            if not line:
+                break
+            lines.append(line)
+        started = [line.split()[2] for line in lines if line.startswith("Label Studio:")]
+        assert started, "tandem annotate serve did not start:\n" + "".join(lines)[-3000:]
+        yield Served(proc, "".join(lines), started[0].split("/projects/")[0], data, credentials(data))
+    finally:
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGINT)
+            proc.wait(timeout=120)
 
 
 def tandem(server, *args):
-    env = dict(os.environ, LABEL_STUDIO_API_KEY=server.creds.token)
-    proc = subprocess.run([sys.executable, "-m", "pipelines.cli", "annotate", *map(str, args)],
-                          capture_output=True, text=True, env=env, timeout=600)
+    """``tandem annotate ARGS`` in this process (a second interpreter would import torch again,
+    seconds per call on a busy CI machine); push and pull still run the SDK in Label Studio's venv."""
+    from pipelines.cli import main
+
+    out, err = io.StringIO(), io.StringIO()
+    with mock.patch.dict(os.environ, LABEL_STUDIO_API_KEY=server.creds.token), \
+            contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        code = main(["annotate", *map(str, args)])
+    proc = subprocess.CompletedProcess(args, code, out.getvalue(), err.getvalue())
     assert server.creds.token not in proc.stdout + proc.stderr and server.creds.password not in proc.stdout + proc.stderr
     return proc
 
@@ -93,12 +138,18 @@ def pull_and_import(server, project, tmp_path, rollouts):
     export = tmp_path / f"export{project}.json"
     proc = tandem(server, "pull", "--url", server.url, "--project", project, "--out", export)
     assert proc.returncode == 0, proc.stdout + proc.stderr
-    rankings = tmp_path / f"rankings{project}"
+    return import_(server, export, tmp_path / f"rankings{project}", rollouts)
+
+
+def import_(server, export, rankings, rollouts):
     proc = tandem(server, "import", export, "--out", rankings, "--rollouts", *rollouts)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     from reward.rankings import read_rankings
 
-    return read_rankings(rankings), json.loads((rankings / "import.json").read_text())
+    report = json.loads((rankings / "import.json").read_text())
+    for reason, count in report["skipped"].items():  # the import says what it skipped, and why
+        assert f"{reason}={count} (" in proc.stdout
+    return read_rankings(rankings), report
 
 
 @pytest.mark.timeout(1500)
@@ -146,21 +197,6 @@ def test_pairwise_round_trip_gives_back_exactly_the_submitted_judgements(server,
     assert lines[0] == "item,axis,score,ci_low,ci_high" and len(lines) == 1 + 3 * 2  # 3 axes x 2 checkpoints
 
 
-@pytest.mark.timeout(900)
-def test_rank_round_trip(server, rollouts, tmp_path):
-    project, [task] = push(server, rollouts, "--mode", "rank")
-    shown = task["data"]["tandem"]["items"]
-    best_first = [shown[2], shown[0], shown[3], shown[1]]
-    submit(server, project, task["id"], [{"id": "k1", "from_name": "overall", "to_name": "overall_clips",
-                                          "type": "ranker", "origin": "manual",
-                                          "value": {"ranker": {"overall_clips": best_first}}}])
-    rows, _ = pull_and_import(server, project, tmp_path, rollouts)
-    rank = {item: i for i, item in enumerate(best_first)}
-    assert len(rows) == 6
-    for r in rows:
-        assert r["outcome"] == ("a" if rank[r["item_a"]] < rank[r["item_b"]] else "b")
-
-
 def test_credentials_stay_private(server):
     path = server.data_dir / "credentials.json"
     assert path.stat().st_mode & 0o777 == 0o600
@@ -168,56 +204,98 @@ def test_credentials_stay_private(server):
     assert server.creds.token not in log and server.creds.password not in log
 
 
-@pytest.mark.timeout(600)
-def test_a_browser_plays_both_clips_with_sound_and_a_click_reaches_the_export(server, rollouts, tmp_path):
-    """Headless Debian chromium on the labeling page (skipped where chromium is not installed:
-    `apt-get install chromium chromium-driver`)."""
-    if not (Path("/usr/bin/chromium").exists() and Path("/usr/bin/chromedriver").exists()):
-        pytest.skip("Debian's chromium and chromium-driver are not installed")
-    project, tasks = push(server, rollouts, "--axes", "visual_quality,motion")
-    a, b = tasks[0]["data"]["tandem"]["items"]
-    env = dict(os.environ, LABEL_STUDIO_URL=server.url, LABEL_STUDIO_USERNAME=server.creds.username,
-               LABEL_STUDIO_PASSWORD=server.creds.password)
-    script = Path(__file__).parents[2] / "pipelines" / "labelstudio_browser.py"
-    proc = subprocess.run([str(server.venv / "bin" / "python"), str(script), str(project), str(tasks[0]["id"])],
-                          env=env, capture_output=True, text=True, timeout=500)
-    assert proc.returncode == 0, proc.stdout + proc.stderr[-3000:]
-    seen = json.loads(proc.stdout.strip().splitlines()[-1])
-    assert len(seen["videos"]) == 2 and seen["submitted"]
-    for video in seen["videos"]:
+AXIS_OF_TITLE = {"Visual quality": "visual_quality", "Audio quality": "audio_quality", "Audio-video sync": "av_sync",
+                 "Prompt alignment": "prompt_alignment"}
+CLICKS = [  # per pairwise task in the annotator's stream: every Choices value, both Pairwise sides
+    {"Visual quality": "A better", "Audio quality": "Tie", "Audio-video sync": "B better", "Prompt alignment": "Tie",
+     "motion": "B"},
+    {"Visual quality": "Tie", "Audio quality": "B better", "Audio-video sync": "A better", "Prompt alignment": "A better",
+     "motion": "A"},
+]
+
+
+@pytest.mark.timeout(300)
+def test_an_annotator_clicks_the_real_pages_and_every_outcome_equals_the_click(server, rollouts, tmp_path, chromium):
+    """Headless Debian chromium (the `chromium` fixture) on the pairwise page, all five axes
+    (four Choices, one Pairwise tag), and on the rank page; Submit, Skip, pull, import."""
+    from pipelines.labelstudio_browser import Annotator, wait_for
+
+    project, tasks = push(server, rollouts, "pairwise_tag_axis=motion")
+    task_of = {tuple(t["data"]["tandem"]["items"]): t["id"] for t in tasks}
+    proc = tandem(server, "pull", "--url", server.url, "--project", project, "--out", tmp_path / "none.json")
+    assert proc.returncode == 0 and "no annotations yet: 0 of 6 tasks annotated" in proc.stdout, proc.stdout
+    assert json.loads((tmp_path / "none.json").read_text()) == []
+
+    page = Annotator(chromium, server.url)
+    page.login(server.creds.username, server.creds.password)
+    page.open(project)  # "Label All Tasks": the stream an annotator works through, with Skip
+    shown = page.shown_clips()
+    # both clips play with sound, from native controls
+    for video in page.play_all():
         assert video["controls"] and not video["muted"] and video["duration"] > 1 and video["audioBytes"] > 0
-    rows, _ = pull_and_import(server, project, tmp_path, rollouts)
-    assert [(r["item_a"], r["item_b"], r["axis"], r["outcome"]) for r in rows] == [(a, b, "visual_quality", "a")]
+    # Submit with nothing chosen is refused by the page, naming the axis, and saves nothing
+    page.submit()
+    assert "Visual quality: choose A better, B better or Tie" in page.warning()
+    assert page.saved(task_of[tuple(shown)]) == {"annotations": 0, "cancelled": 0}
+
+    expected = set()
+    outcome = {"A better": "a", "B better": "b", "Tie": "tie", "A": "a", "B": "b"}
+    for clicks in CLICKS:
+        a, b = shown
+        for title, value in clicks.items():
+            if title == "motion":
+                page.pick(value)
+                expected.add((a, b, "motion", outcome[value]))
+            else:
+                page.choose(title, value)
+                expected.add((a, b, AXIS_OF_TITLE[title], outcome[value]))
+        assert page.picked() == clicks["motion"]  # the chosen clip's panel is visibly marked
+        page.submit()
+        shown = wait_for(lambda before=shown: (lambda now: now if now != before else None)(page.shown_clips()),
+                         30, "the next task")
+    page.skip()  # the third task
+    skipped = task_of[tuple(shown)]
+    wait_for(lambda: page.saved(skipped) == {"annotations": 0, "cancelled": 1}, 30, "the skip to be saved")
+
+    proc = tandem(server, "pull", "--url", server.url, "--project", project, "--out", tmp_path / "pairwise.json")
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "exported 3 of 6 tasks" in proc.stdout and "2 annotated (2 annotations, 1 skipped), 1 only skipped" in proc.stdout
+    rows, report = import_(server, tmp_path / "pairwise.json", tmp_path / "pairwise", rollouts)
+    assert {(r["item_a"], r["item_b"], r["axis"], r["outcome"]) for r in rows} == expected
+    assert len(rows) == len(expected) == 10
+    assert report["skipped"] == {"cancelled": 1} and report["annotations"] == 2 and report["tasks"] == 3
+
+    # the rank page: two axes, the first dragged into order by keyboard, the second left as shown
+    rank_project, [rank_task] = push(server, rollouts, "--mode", "rank", "--axes", "overall,audio_quality")
+    page.open(rank_project)
+    shown = page.shown_clips(8)[:4]  # each axis lists the four clips
+    assert shown == rank_task["data"]["tandem"]["items"]
+    best_first = [shown[2], shown[0], shown[3], shown[1]]
+    page.rank(0, best_first)
+    page.submit()
+    wait_for(lambda: page.saved(rank_task["id"])["annotations"] == 1, 30, "the ranking to be saved")
+    proc = tandem(server, "pull", "--url", server.url, "--project", rank_project, "--out", tmp_path / "rank.json")
+    assert "exported 1 of 1 tasks" in proc.stdout and "1 annotated (1 annotations)" in proc.stdout, proc.stdout
+    rows, report = import_(server, tmp_path / "rank.json", tmp_path / "rank", rollouts)
+    rank = {item: i for i, item in enumerate(best_first)}
+    assert len(rows) == 6 and {r["axis"] for r in rows} == {"overall"}
+    for r in rows:
+        assert r["outcome"] == ("a" if rank[r["item_a"]] < rank[r["item_b"]] else "b")
+    assert report["skipped"] == {"order_unchanged": 1}  # the untouched axis is no judgement
 
 
-@pytest.mark.timeout(600)
-def test_serve_prints_where_to_log_in_and_stops_on_ctrl_c(rollouts, tmp_path):
-    import signal
-    import time
+def test_serve_prints_where_to_log_in(server):
+    out = server.output
+    assert "(2 tasks, 4 clips)" in out and str(server.data_dir / "credentials.json") in out
+    assert server.creds.password not in out and server.creds.token not in out
+    project = int(out.split("/projects/")[1].split("/")[0])
+    assert len(api(server, "GET", f"/api/tasks?project={project}&page_size=100")["tasks"]) == 2
 
-    data = tmp_path / "ls"
-    proc = subprocess.Popen([sys.executable, "-m", "pipelines.cli", "annotate", "serve", *map(str, rollouts),
-                             "--data-dir", str(data), "--pairs", "2"], stdout=subprocess.PIPE,
-                            stderr=subprocess.STDOUT, text=True)
-    lines = []
-    try:
-        deadline = time.monotonic() + 400
-        while time.monotonic() < deadline and not any("Ctrl-C stops" in line for line in lines):
-            line = proc.stdout.readline()
-            if not line:
-                break
-            lines.append(line)
-        url = next(line.split()[2] for line in lines if line.startswith("Label Studio:"))
-        creds = json.loads((data / "credentials.json").read_text())
-        out = "".join(lines)
-        assert "(2 tasks, 4 clips)" in out and str(data / "credentials.json") in out
-        assert creds["password"] not in out and creds["token"] not in out
-        request = urllib.request.Request(url.split("/projects/")[0] + "/api/projects",
-                                         headers={"Authorization": f"Token {creds['token']}"})
-        with urllib.request.urlopen(request, timeout=60) as resp:
-            assert json.loads(resp.read())["count"] == 1
-    finally:
-        proc.send_signal(signal.SIGINT)
-        assert proc.wait(timeout=120) == 0
+
+@pytest.mark.timeout(300)
+def test_serve_stops_on_ctrl_c(server):
+    """Last in the module: it stops the shared server."""
+    server.proc.send_signal(signal.SIGINT)
+    assert server.proc.wait(timeout=120) == 0
     with pytest.raises(OSError):
-        urllib.request.urlopen(url, timeout=10)
+        urllib.request.urlopen(server.url, timeout=10)

@@ -35,6 +35,13 @@ def test_label_configs_name_every_axis_once():
     assert names == ["visual_quality", "motion", "audio_quality", "av_sync", "prompt_alignment"]
     assert [e.get("toName") for e in pairwise.iter("Choices")] == ["clip_a"] * 4  # one toName (LS saves empty results otherwise)
     assert next(pairwise.iter("Pairwise")).get("toName") == "clip_a,clip_b"
+    # an empty submission is refused by the page: every Choices axis is required, saying what to choose
+    assert all(e.get("required") == "true" and "A better, B better or Tie" in e.get("requiredMessage")
+               for e in pairwise.iter("Choices"))
+    # the Pairwise tag (which cannot be required) says what to click and shows the choice as a shaded panel
+    headers = [e.get("value") for e in pairwise.iter("Header")]
+    assert any(h.startswith("Motion: click the better clip's caption (Choose A / Choose B)") for h in headers)
+    assert "outline" in next(pairwise.iter("Pairwise")).get("selectionStyle")
     rank = ET.fromstring(label_config(AnnotationConfig(mode="rank", rank_tiers=["good", "bad"])))
     assert [b.get("name") for b in rank.iter("Bucket")] == ["good", "bad"]
     assert next(rank.iter("Ranker")).get("toName") == "overall_clips"
@@ -114,6 +121,12 @@ def test_rankings_become_the_pairs_they_imply(rollouts):
         {"from_name": "overall", "to_name": "overall_clips", "type": "ranker", "value": {"ranker": {"overall_clips": order}}}]}]})}).rows
     assert len(rows) == 6 and all(r["outcome"] == "b" for r in rows)  # the list order reversed: later beats earlier
     assert {r["item_a"] for r in rows} | {r["item_b"] for r in rows} == set(items)
+
+    # Submit on an untouched ranker saves the order shown: no judgement, counted
+    shown_order = {"from_name": "overall", "to_name": "overall_clips", "type": "ranker",
+                   "value": {"ranker": {"overall": total[0]["data"]["tandem"]["items"]}}}
+    untouched = import_exports({"e": _export(total, {0: [{"result": [shown_order]}]})})
+    assert untouched.rows == [] and untouched.skipped == Counter(order_unchanged=1)
 
     tiers = make_tasks(rollouts, AnnotationConfig(mode="rank", rank_tiers=["good", "bad"]))
     shown = tiers[0]["data"]["tandem"]["items"]
@@ -195,3 +208,27 @@ def test_import_command_writes_all_or_nothing(rollouts, tmp_path):
 
     assert len(read_rankings(out)) == 2 and json.loads((out / "import.json").read_text())["judgements"] == 2
     assert set(json.loads((out / "agreement.json").read_text())) == {"motion"}
+
+
+def test_pull_counts_tasks_and_annotations_apart_and_says_when_there_are_none():
+    from pathlib import Path
+
+    from pipelines.annotate import pull_summary
+
+    def answer(**counts):
+        return dict({"tasks": 0, "annotated": 0, "skipped_only": 0, "annotations": 0, "cancelled": 0, "total": 8},
+                    **counts)
+
+    out = Path("export.json")
+    assert pull_summary(answer(), 3, out).startswith("no annotations yet: 0 of 8 tasks annotated")
+    assert pull_summary(answer(tasks=1, skipped_only=1, cancelled=1), 3, out).startswith(
+        "no annotations yet: 0 of 8 tasks annotated (1 skipped)")
+    assert pull_summary(answer(tasks=3, annotated=2, skipped_only=1, annotations=4, cancelled=2), 3, out) == (
+        "exported 3 of 8 tasks of project 3 to export.json: 2 annotated (4 annotations, 2 skipped), 1 only skipped")
+
+
+def test_pairwise_tag_tasks_have_a_caption_to_click(rollouts):
+    [tagged] = make_tasks(rollouts, AnnotationConfig(axes=["overall"], pairwise_tag_axis="overall", pairs="2"))[:1]
+    assert "Choose A</div>" in tagged["data"]["video_a"] and "Choose B</div>" in tagged["data"]["video_b"]
+    [plain] = make_tasks(rollouts, AnnotationConfig(axes=["overall"], pairs="2"))[:1]
+    assert "Choose" not in plain["data"]["video_a"]  # Choices only: nothing to click on the clip
