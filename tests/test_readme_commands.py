@@ -26,7 +26,7 @@ README = Path(__file__).parents[1] / "README.md"
 
 # README line (its start, as typed) -> why this test does not run it.
 SKIPPED = {
-    "bash scripts/run.sh demo": "the demo: tests/pipelines/test_rerun.py runs it",
+    "bash scripts/run.sh demo": "the demo: tests/pipelines/test_rerun.py runs `tandem demo --no-train`",
     "bash scripts/run.sh test": "the test suite itself (what CI runs)",
     "AWS_ENDPOINT_URL=": "an S3 endpoint: tests/pipelines/test_s3.py curates on moto's S3",
     "tandem ui": "a server until Ctrl-C: tests/pipelines/test_mlflow_ui.py",
@@ -35,12 +35,12 @@ SKIPPED = {
     "tandem annotate serve": "Label Studio, served until Ctrl-C (tests/pipelines/test_annotate_server.py)",
     "tandem annotate push": "a team's Label Studio server",
     "tandem annotate pull": "a team's Label Studio server",
-    "tandem annotate import": "annotators' Label Studio export (tests/reward)",
-    "tandem annotate leaderboard": "annotators' rankings (tests/reward)",
+    "tandem annotate import": "annotators' Label Studio export (tests/reward/test_annotation.py)",
+    "tandem annotate leaderboard": "annotators' rankings (tests/reward/test_leaderboard.py)",
     "tandem reward train": "annotators' rankings (tests/pipelines/test_reward_cmd.py)",
     "tandem reward score models:/tandem-reward": "a trained reward model (tests/pipelines/test_reward_cmd.py)",
     "tandem reward sync-pretrain": "minutes of pretraining (tests/reward/test_pretrained_heads.py)",
-    "tandem reward text-pretrain": "minutes of pretraining (tests/reward)",
+    "tandem reward text-pretrain": "minutes of pretraining (tests/reward/test_text_net.py)",
     "tandem align --config 1b_8gpu": "8 GPUs",
 }
 # README line (its start) -> the experiment its run goes to, in the order they run here.
@@ -60,7 +60,7 @@ EXTRA = {
     # Whisper large-v3 is not on this machine and nothing is downloaded (the README: point
     # transcribe.model at a local folder, or skip it, as its S3 example does).
     "tandem curate RAW...": ["skip=[transcribe]"],
-    # A CPU minute per align run, not five: its 30 steps are the same step 30 times.
+    # Two of its 30 steps (the same step 30 times) and an evaluation: the README's run, shorter.
     "tandem align --config debug_cpu": ["steps=2", "eval.every=2"],
 }
 PROMPTS = "a red ball bouncing on a wooden floor\nrain on a tin roof\n"
