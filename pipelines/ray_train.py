@@ -200,8 +200,10 @@ def fit_in_run(loop, loop_config: dict, cfg, *, address: str | None, run_name: s
             tracker.set_tags(error_tag(result.error))
         return result
     except BaseException as exc:
-        tracker.set_tags(error_tag(exc))
-        status = "KILLED" if isinstance(exc, KeyboardInterrupt) else "FAILED"
+        # Ray Train answers Ctrl-C itself: it aborts its controller and exits (SystemExit).
+        interrupted = isinstance(exc, (KeyboardInterrupt, SystemExit))
+        tracker.set_tags(error_tag("interrupted (Ctrl-C)" if interrupted else exc))
+        status = "KILLED" if interrupted else "FAILED"
         raise
     finally:
         if status != "RUNNING":

@@ -38,10 +38,13 @@ def experiment_urls(base: str, uri: str) -> list[str]:
     return [f"{e.name}: {base}/#/experiments/{e.experiment_id}/runs?{MODEL_TRAINING}" for e in found]
 
 
-def ui_command(uri: str, host: str, port: int) -> list[str]:
+def ui_command(uri: str, host: str, port: int, workers: int = 1) -> list[str]:
     """``mlflow ui`` on the SQL store ``uri``; experiments made from the UI keep their
-    artifacts beside the database, as tandem's do."""
-    cmd = [sys.executable, "-m", "mlflow", "ui", "--backend-store-uri", uri, "--host", host, "--port", str(port)]
+    artifacts beside the database, as tandem's do. One worker: the UI of one user starts in
+    seconds, where MLflow's default four take a minute on a busy 2-core machine, and are
+    killed and started again while they miss uvicorn's start-up deadline."""
+    cmd = [sys.executable, "-m", "mlflow", "ui", "--backend-store-uri", uri, "--host", host, "--port", str(port),
+           "--workers", str(workers)]
     if uri.startswith("sqlite:///"):
         cmd += ["--default-artifact-root", (Path(uri.removeprefix("sqlite:///")).parent / "mlartifacts").as_uri()]
     return cmd

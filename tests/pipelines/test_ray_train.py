@@ -1,10 +1,9 @@
-"""Ray Train with 2 CPU workers: ZeRO-2 logs one MLflow run from rank 0 (params, metrics,
-recipe, samples), registers its final weights as tandem-dit@candidate, and refuses to resume
-under a changed config; under ZeRO-3 a worker killed mid-run is replaced and the run finishes
-from its last checkpoint, in the same MLflow run."""
+"""Ray Train with 2 CPU workers: under ZeRO-3 a worker killed mid-run is replaced and the run
+finishes from its last checkpoint, in the same MLflow run; a GPU recipe on a CPU-only local
+Ray fails fast. (`tandem train --config debug_cpu`, ZeRO-2, as the README runs it: its MLflow
+run, registration and refused resume are checked by tests/test_readme_commands.py.)"""
 
 import pytest
-import torch
 
 from pipelines.tracking import default_tracking_uri
 from tests.pipelines.conftest import ray_train_worker_killed_at
@@ -18,60 +17,6 @@ def _runs(store):
 
     mlflow.set_tracking_uri(default_tracking_uri(store))
     return mlflow.search_runs(experiment_names=["tandem-train"], output_format="list"), mlflow.MlflowClient()
-
-
-@pytest.mark.timeout(300)
-def test_tandem_train_two_workers_zero2_logs_to_mlflow(tmp_path, mlflow_env, capsys, monkeypatch):
-    import time
-
-    from pipelines.cli import main
-
-    monkeypatch.setenv("MLFLOW_SYSTEM_METRICS_SAMPLING_INTERVAL", "1")  # the driver hands it to rank 0
-    shards = make_latent_shards(tmp_path / "latents", n=48)
-    recipe = ["--config", "debug_cpu", f"data.shards={shards}", f"storage={tmp_path / 'train'}", "steps=20",
-              f"tracking_dir={tmp_path / 'runs'}", "checkpoint_every=10"]
-    started = time.time()
-    code = main(["train", "--run-name", "ray-zero2", *recipe])
-    wall_s = time.time() - started
-    out = capsys.readouterr()
-    assert code == 0, out.err
-    assert "trained to step00000020" in out.out and "registered models:/tandem-dit/1" in out.out
-    assert (tmp_path / "train" / "checkpoints" / "latest").read_text().strip() == "step00000020"
-    assert (tmp_path / "train" / "checkpoints" / "step00000020" / "ema.safetensors").exists()
-    initial, trained = trained_and_initial(tmp_path / "train" / "checkpoints")
-    assert held_out_loss(trained) < 0.95 * held_out_loss(initial)  # it learned
-
-    runs, client = _runs(tmp_path / "runs")
-    assert len(runs) == 1  # rank 1 logged nothing
-    run = runs[0]
-    assert run.info.status == "FINISHED" and run.info.run_name == "ray-zero2"
-    assert (run.info.end_time - run.info.start_time) / 1000 >= 0.8 * wall_s  # Ray's start included
-    assert run.data.tags["version.deepspeed"] and run.data.tags["version.torch"]
-    assert "system/cpu_utilization_percentage" in run.data.metrics  # sampled by rank 0, a Ray worker
-    assert run.data.params["engine.zero_stage"] == "2" and run.data.params["preset"] == "debug"
-    assert run.data.tags["data.manifest"] and run.data.tags["data.shards"] == str(shards)
-    for key in ("loss", "loss_video", "loss_audio", "grad_norm", "lr", "samples_per_s", "tokens_per_s"):
-        assert len(client.get_metric_history(run.info.run_id, key)) == 20, key
-    artifacts = {a.path for a in client.list_artifacts(run.info.run_id)}
-    assert "recipe.yaml" in artifacts
-    samples = [a.path for a in client.list_artifacts(run.info.run_id, "samples/step00000010")]
-    assert any(p.endswith(".mp4") for p in samples) and any(p.endswith(".txt") for p in samples), samples
-
-    # The README's models:/tandem-dit@candidate: the run's final EMA weights, logged in this run.
-    from pipelines.registry import lookup, resolve
-    from training.checkpoints import load_checkpoint
-
-    uri = default_tracking_uri(tmp_path / "runs")
-    assert lookup("models:/tandem-dit@candidate", tracking_uri=uri).run_id == run.info.run_id
-    registered = resolve("models:/tandem-dit@candidate", tracking_uri=uri, dst=tmp_path / "download")
-    model, ref = load_checkpoint(registered)
-    assert ref.run_dir == registered  # its recipe came along: generate decodes with the run's decoders
-    ema = load_checkpoint(tmp_path / "train" / "checkpoints" / "step00000020" / "ema.safetensors")[0]
-    assert all(torch.equal(v, ema.state_dict()[k]) for k, v in model.state_dict().items())
-
-    # Resuming the finished run with another learning rate would log under its old params: refused.
-    assert main(["train", *recipe, "engine.lr=1e-3"]) == 2
-    assert "differs in: engine.lr 0.003 -> 0.001" in capsys.readouterr().err
 
 
 @pytest.mark.timeout(420)

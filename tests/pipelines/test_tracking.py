@@ -70,6 +70,26 @@ def test_failed_block_marks_run_failed(tmp_path, monkeypatch):
     assert run.info.status == "FAILED" and run.data.tags["error"] == "RuntimeError: boom"
 
 
+def test_ctrl_c_during_ray_train_leaves_the_run_killed_not_failed(tmp_path, monkeypatch):
+    """Ray Train answers Ctrl-C itself, aborting its run and exiting the driver (SystemExit):
+    the command's run says KILLED, as on any other command's Ctrl-C."""
+    from pipelines import ray_train
+    from pipelines.train_cmd import load_recipe
+
+    def ctrl_c(*args, **kwargs):
+        raise SystemExit(1)
+
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    monkeypatch.setattr(ray_train, "ray_for", lambda cfg, address: None)
+    monkeypatch.setattr(ray_train, "fit_on_ray", ctrl_c)
+    cfg = load_recipe("debug_cpu", [f"storage={tmp_path / 'train'}", f"tracking_dir={tmp_path / 'runs'}"])
+    with pytest.raises(SystemExit):
+        ray_train.fit_in_run(None, {}, cfg, address=None, run_name="train debug_cpu", started=time.time())
+    client = mlflow.MlflowClient(default_tracking_uri(tmp_path / "runs"))
+    [run] = client.search_runs([client.get_experiment_by_name("tandem-train").experiment_id])
+    assert run.info.status == "KILLED" and run.data.tags["error"] == "interrupted (Ctrl-C)"
+
+
 def test_every_command_logs_to_runs_of_the_working_directory_by_default(tmp_path, monkeypatch):
     from reward.align import AlignConfig
     from reward.train import RewardTrainConfig
@@ -96,6 +116,22 @@ def test_a_run_shorter_than_one_sampling_interval_still_has_its_system_metrics(t
     with open_tracker("unit-system", store_dir=tmp_path, system_metrics=True) as tracker:  # 10 s interval
         time.sleep(0.5)
     assert "system/cpu_utilization_percentage" in mlflow.MlflowClient(tracker.tracking_uri).get_run(tracker.run_id).data.metrics
+
+
+@pytest.mark.gpu
+def test_a_machine_with_nvidia_gpus_samples_them_too(tmp_path, monkeypatch):
+    """The ``gpu`` extra (nvidia-ml-py) on a machine with a GPU: its utilisation and memory join
+    the system metrics. (Without either, the runs above log the rest: nothing fails.)"""
+    import torch
+
+    if not torch.cuda.is_available():
+        pytest.skip("no CUDA GPU")
+    pytest.importorskip("pynvml", reason="nvidia-ml-py is not installed (pip install -e '.[gpu]')")
+    monkeypatch.setenv("MLFLOW_SYSTEM_METRICS_SAMPLING_INTERVAL", "0.2")
+    with open_tracker("unit-gpu", store_dir=tmp_path, system_metrics=True) as tracker:
+        time.sleep(1)
+    metrics = mlflow.MlflowClient(tracker.tracking_uri).get_run(tracker.run_id).data.metrics
+    assert {"system/gpu_0_utilization_percentage", "system/gpu_0_memory_usage_megabytes"} <= set(metrics)
 
 
 @pytest.mark.parametrize("words, name", [

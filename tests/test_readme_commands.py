@@ -1,0 +1,195 @@
+"""The README's commands run as written (issue 30, item 8).
+
+The command lines come from README.md's ``bash`` blocks, so a changed README changes what
+runs. Each is either run by ``test_the_readme_runs_from_footage_to_aligned_model`` or skipped
+here with the reason (a cluster, GPUs, model weights, a server, annotators). A new command in
+the README fails ``test_every_readme_command_is_run_or_skipped_with_a_reason`` until it is
+given one or the other.
+
+How a README line becomes the command that runs: its optional ``[...]`` parts are left out,
+its placeholders (``RAW...``, ``CLIP_SHARDS_DIR``, ...) are this test's files (``PLACEHOLDERS``),
+and ``EXTRA`` adds the few arguments a line needs here, each saying why. The commands run one
+after another in one fresh working directory with no ``MLFLOW_TRACKING_URI``, each through
+``pipelines.cli.main`` (what ``.venv/bin/tandem`` calls), sharing one local Ray instance.
+"""
+
+from __future__ import annotations
+
+import re
+import shlex
+import time
+from pathlib import Path
+
+import pytest
+
+README = Path(__file__).parents[1] / "README.md"
+
+# README line (its start, as typed) -> why this test does not run it.
+SKIPPED = {
+    "bash scripts/run.sh demo": "the demo: tests/pipelines/test_rerun.py runs `tandem demo --no-train`",
+    "bash scripts/run.sh test": "the test suite itself (what CI runs)",
+    "AWS_ENDPOINT_URL=": "an S3 endpoint: tests/pipelines/test_s3.py curates on moto's S3",
+    "tandem ui": "a server until Ctrl-C: tests/pipelines/test_mlflow_ui.py",
+    "tandem latents curated/ --out latents_1b_ltx2/": "LTX-2 and UMT5 weights under /models",
+    "tandem submit": "a Ray cluster's job server (tests/pipelines/test_submit.py)",
+    "tandem annotate serve": "Label Studio, served until Ctrl-C (tests/pipelines/test_annotate_server.py)",
+    "tandem annotate push": "a team's Label Studio server",
+    "tandem annotate pull": "a team's Label Studio server",
+    "tandem annotate import": "annotators' Label Studio export (tests/reward/test_annotation.py)",
+    "tandem annotate leaderboard": "annotators' rankings (tests/reward/test_leaderboard.py)",
+    "tandem reward train": "annotators' rankings (tests/pipelines/test_reward_cmd.py)",
+    "tandem reward score models:/tandem-reward": "a trained reward model (tests/pipelines/test_reward_cmd.py)",
+    "tandem reward sync-pretrain": "minutes of pretraining (tests/reward/test_pretrained_heads.py)",
+    "tandem reward text-pretrain": "minutes of pretraining (tests/reward/test_text_net.py)",
+    "tandem align --config 1b_8gpu": "8 GPUs",
+}
+# README line (its start) -> the experiment its run goes to, in the order they run here.
+RUN = {
+    "tandem curate RAW...": "tandem-curation",
+    "tandem latents CLIP_SHARDS_DIR": "tandem-latents",
+    "tandem train --config debug_cpu": "tandem-train",
+    "tandem generate CHECKPOINT": "tandem-generate",
+    "tandem annotate tasks": None,
+    "tandem reward score metric:": None,
+    "tandem align --config debug_cpu  ": "tandem-align",  # the one "as it is"
+    "tandem align --config debug_cpu init=": "tandem-align",
+}
+PLACEHOLDERS = {"RAW...": "footage/", "CLIP_SHARDS_DIR": "shards/", "CHECKPOINT": "models:/tandem-dit@candidate",
+                "ROLLOUTS...": "rollouts/", "CLIPS...": "rollouts/"}
+EXTRA = {
+    # Whisper large-v3 is not on this machine and nothing is downloaded (the README: point
+    # transcribe.model at a local folder, or skip it, as its S3 example does).
+    "tandem curate RAW...": ["skip=[transcribe]"],
+    # Two of its 30 steps (the same step 30 times) and an evaluation: the README's run, shorter.
+    "tandem align --config debug_cpu": ["steps=2", "eval.every=2"],
+}
+PROMPTS = "a red ball bouncing on a wooden floor\nrain on a tin roof\n"
+
+
+def readme_commands(text: str | None = None) -> list[str]:
+    """Every command line of the README's ``bash`` blocks: continuation lines joined, the
+    ``.venv/bin/`` prefix and ``# comments`` dropped."""
+    text = README.read_text() if text is None else text
+    lines = []
+    for block in re.findall(r"```bash\n(.*?)```", text, re.S):
+        for line in block.replace("\\\n", " ").splitlines():
+            line = re.sub(r"\s+#\s.*$", "", line).strip().replace(".venv/bin/tandem", "tandem")
+            if line:
+                lines.append(re.sub(r" {2,}", " ", line))
+    return lines
+
+
+def _key(line: str, table) -> str | None:
+    """The entry of ``table`` whose start ``line`` has (the longest; a trailing space: the whole line)."""
+    found = [k for k in table if (line == k.strip() if k.endswith(" ") else line.startswith(k))]
+    return max(found, key=len) if found else None
+
+
+def as_run(line: str, key: str) -> list[str]:
+    """``tandem curate RAW... --out shards/ [--config curate.yaml]`` -> the argv after ``tandem``."""
+    line = re.sub(r"(?<=\s)\[[^\]]*\]", "", line)  # optional parts (not skip=[...], a value)
+    words = [PLACEHOLDERS.get(w, w) for w in shlex.split(line)]
+    extra = next((v for k, v in EXTRA.items() if key.strip().startswith(k)), [])
+    return words[1:] + extra
+
+
+def test_every_readme_command_is_run_or_skipped_with_a_reason():
+    commands = readme_commands()
+    unknown = [c for c in commands if not (_key(c, RUN) or _key(c, SKIPPED))]
+    assert not unknown, f"README commands this test neither runs nor skips: {unknown}"
+    stale = [k for k in [*RUN, *SKIPPED] if not any(_key(c, {k: 0}) for c in commands)]
+    assert not stale, f"no README command starts so any more: {stale}"
+    assert [_key(c, RUN) for c in commands if _key(c, RUN)] == list(RUN)  # each once, in the README's order
+
+
+def test_a_readme_line_becomes_its_command():
+    text = "```bash\n.venv/bin/tandem curate RAW... --out shards/ [--config curate.yaml] \\\n    [key=value ...]  # x\n```\n"
+    [line] = readme_commands(text)
+    assert line == "tandem curate RAW... --out shards/ [--config curate.yaml] [key=value ...]"
+    assert as_run(line, "tandem curate RAW...") == ["curate", "footage/", "--out", "shards/", "skip=[transcribe]"]
+
+
+def _run_ids(client, experiment: str) -> set[str]:
+    """The ids of ``experiment``'s runs in ``client``'s store (none before the store exists)."""
+    if not Path(client.tracking_uri.removeprefix("sqlite:///")).exists():
+        return set()
+    found = client.get_experiment_by_name(experiment)
+    return {r.info.run_id for r in client.search_runs([found.experiment_id])} if found else set()
+
+
+def _footage(folder: Path) -> None:
+    """Two takes of three shots with tones, 320x240: clips of two latent buckets, two each."""
+    from curation.sample_media import make_clip
+
+    folder.mkdir()
+    make_clip(folder / "take1.mp4", [2.0, 2.0, 2.0])
+    make_clip(folder / "take2.mp4", [2.5, 1.5, 2.2])
+
+
+@pytest.mark.slow  # curate, latents, train, generate and two align runs on local Ray: ~3 min on 2 cores
+@pytest.mark.timeout(900)
+def test_the_readme_runs_from_footage_to_aligned_model(tmp_path, monkeypatch, capsys):
+    import mlflow
+    import torch
+
+    from pipelines.cli import main
+    from pipelines.registry import resolve
+    from training.checkpoints import load_checkpoint
+
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)  # the README's default store
+    monkeypatch.chdir(tmp_path)
+    _footage(tmp_path / "footage")
+    (tmp_path / "prompts.txt").write_text(PROMPTS)
+    client = mlflow.MlflowClient(f"sqlite:///{tmp_path / 'runs' / 'mlruns.db'}")
+    runs = []  # (README line, the MLflow run its command made, the command's wall time)
+    for line in readme_commands():
+        if not (key := _key(line, RUN)):
+            continue
+        argv, before = as_run(line, key), _run_ids(client, RUN[key])
+        started = time.time()
+        code = main(argv)
+        wall_s = time.time() - started
+        out = capsys.readouterr()
+        assert code == 0, f"`tandem {shlex.join(argv)}` (README: {line}) exited {code}:\n{out.err[-3000:]}"
+        if RUN[key]:
+            [made] = _run_ids(client, RUN[key]) - before
+            runs.append((line, client.get_run(made), wall_s))
+
+    # One store, runs/mlruns.db of the working directory, whatever --out said.
+    assert [p.relative_to(tmp_path) for p in tmp_path.rglob("mlruns.db")] == [Path("runs/mlruns.db")]
+    assert not list(tmp_path.rglob("mlruns"))
+    # Named for what they are (as typed; where a run writes is not part of it), as long as their
+    # commands, with the code they ran.
+    assert [run.info.run_name for _, run, _ in runs] == [
+        "curate footage/ skip=[transcribe]", "latents shards/", "train debug_cpu",
+        "generate models:/tandem-dit@candidate", "align debug_cpu steps=2 eval.every=2",
+        "align debug_cpu init=runs/train_debug_cpu/checkpoints sequence.fps=8 steps=2 eval.every=2"]
+    for line, run, wall_s in runs:
+        assert run.info.status == "FINISHED", line
+        assert (run.info.end_time - run.info.start_time) / 1000 >= 0.8 * wall_s, (line, wall_s)
+        assert run.data.tags["version.tandem"] and run.data.tags["version.mlflow"], line
+    by_name = {run.info.run_name.split()[0]: run for _, run, _ in runs}  # the last of each command
+    for command in ("curate", "train", "align"):  # sampled by the driver (curate) or Ray Train's rank 0
+        assert any(k.startswith("system/") for k in by_name[command].data.metrics), command
+
+    # Training: its recipe flattened, per-step metrics, samples, and the model the README aligns from.
+    train = by_name["train"]
+    assert train.data.params["engine.zero_stage"] == "2" and train.data.params["preset"] == "debug"
+    assert train.data.tags["data.shards"] == str(tmp_path / "runs" / "latents") and train.data.tags["data.manifest"]
+    for metric in ("loss", "loss_video", "loss_audio", "grad_norm", "lr", "samples_per_s", "tokens_per_s"):
+        assert len(client.get_metric_history(train.info.run_id, metric)) == 20, metric
+    assert "recipe.yaml" in {a.path for a in client.list_artifacts(train.info.run_id)}
+    samples = {a.path.rsplit(".", 1)[1] for a in client.list_artifacts(train.info.run_id, "samples/step00000010")}
+    assert {"mp4", "txt"} <= samples
+    assert client.get_model_version_by_alias("tandem-dit", "candidate").run_id == train.info.run_id
+    registered = resolve("models:/tandem-dit@candidate", tracking_uri=client.tracking_uri, dst=tmp_path / "download")
+    model, ref = load_checkpoint(registered)
+    assert ref.run_dir == registered  # its recipe came along: generate decodes with the run's decoders
+    ema = load_checkpoint(tmp_path / "runs/train_debug_cpu/checkpoints/step00000020/ema.safetensors")[0]
+    assert all(torch.equal(v, ema.state_dict()[k]) for k, v in model.state_dict().items())  # the final EMA
+    aligned = client.get_model_version_by_alias("tandem-aligned", "candidate")  # the last align: from training
+    assert aligned.tags["init.run_id"] == train.info.run_id
+
+    # Resuming the finished training with another learning rate would log under its old params: refused.
+    assert main(["train", "--config", "debug_cpu", "engine.lr=1e-3"]) == 2
+    assert "differs in: engine.lr 0.003 -> 0.001" in capsys.readouterr().err
