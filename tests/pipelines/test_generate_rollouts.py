@@ -2,8 +2,6 @@
 unique across checkpoints; the CLI on local Ray with an MLflow run."""
 
 import json
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -158,27 +156,28 @@ def test_prompt_files(tmp_path):
 
 @pytest.mark.slow
 @pytest.mark.timeout(600)
-def test_cli_generates_on_local_ray_resumes_and_refuses_another_checkpoint(tmp_path, monkeypatch):
+def test_cli_generates_on_local_ray_resumes_and_refuses_another_checkpoint(tmp_path, monkeypatch, capsys, local_ray):
+    """``tandem generate`` as the CLI runs it (``pipelines.cli.main``), in this process on one
+    local Ray: three commands without three torch imports and Ray start-ups."""
+    from pipelines.cli import main
     from pipelines.registry import register
 
-    monkeypatch.chdir(tmp_path)  # MLflow puts a new experiment's artifacts under ./mlruns
-
+    monkeypatch.chdir(tmp_path)
+    uri = f"sqlite:///{tmp_path / 'mlruns.db'}"
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
     ckpt = debug_checkpoint(tmp_path / "ckpt.safetensors", 0)
     prompts = tmp_path / "prompts.txt"
     prompts.write_text("a drummer plays a fill\nwaves on a beach\n")
     out = tmp_path / "rollouts"
-    env = {"MLFLOW_TRACKING_URI": f"sqlite:///{tmp_path / 'mlruns.db'}"}
-    register(ckpt, "tandem-dit", alias="candidate", tracking_uri=env["MLFLOW_TRACKING_URI"])
+    register(ckpt, "tandem-dit", alias="candidate", tracking_uri=uri)
 
     def tandem(*args):
-        import os
+        code = main(["generate", *map(str, args)])
+        return code, capsys.readouterr()
 
-        return subprocess.run([sys.executable, "-m", "pipelines.cli", "generate", *map(str, args)],
-                              capture_output=True, text=True, env=dict(os.environ, **env), timeout=500)
-
-    run = tandem("models:/tandem-dit@candidate", "--prompts", prompts, "--out", out, "--group-size", "2",
-                 "rollout.steps=2")
-    assert run.returncode == 0, run.stdout + run.stderr
+    code, said = tandem("models:/tandem-dit@candidate", "--prompts", prompts, "--out", out, "--group-size", "2",
+                        "rollout.steps=2")
+    assert code == 0, said.out + said.err
     stats = json.loads((out / "stats.json").read_text())
     assert stats["written"] == 4 and stats["clips_per_s"] > 0
     assert stats["checkpoint"]["model"] == "tandem-dit" and stats["checkpoint"]["version"] == "1"
@@ -187,16 +186,16 @@ def test_cli_generates_on_local_ray_resumes_and_refuses_another_checkpoint(tmp_p
 
     import mlflow
 
-    client = mlflow.MlflowClient(env["MLFLOW_TRACKING_URI"])
+    client = mlflow.MlflowClient(uri)
     [mlrun] = client.search_runs([client.get_experiment_by_name("tandem-generate").experiment_id])
     assert mlrun.data.metrics["written"] == 4 and mlrun.data.tags["checkpoint.digest"] == identify(ckpt).digest
     assert mlrun.info.run_name == "generate models:/tandem-dit@candidate rollout.steps=2"
 
-    again = tandem(ckpt, "--prompts", prompts, "--out", out, "--group-size", "2", "rollout.steps=2")
-    assert again.returncode == 0 and "0 new samples" in again.stdout, again.stdout + again.stderr
+    code, said = tandem(ckpt, "--prompts", prompts, "--out", out, "--group-size", "2", "rollout.steps=2")
+    assert code == 0 and "0 new samples" in said.out, said.out + said.err
     other = debug_checkpoint(tmp_path / "other.safetensors", 1)
-    refused = tandem(other, "--prompts", prompts, "--out", out, "rollout.steps=2")
-    assert refused.returncode == 2 and "another checkpoint" in refused.stdout
+    code, said = tandem(other, "--prompts", prompts, "--out", out, "rollout.steps=2")
+    assert code == 2 and "another checkpoint" in said.out, said.out + said.err
 
 
 def _train_two_steps(tmp):
