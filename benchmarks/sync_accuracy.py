@@ -240,6 +240,9 @@ def main() -> None:
             errors = [t.error for t in run_trials(talking, cache, config, kind) if t.error is not None]
             n = len(talking) * len(SHIFTS_MS)
             print(f"{kind:10} {sum(e <= 40 for e in errors) / n:9.0%} {sum(e <= 80 for e in errors) / n:9.0%}", file=out)
+        print("(opening: inner lips alone, signed; lips: inner/outer opening and width, dlib's 68 points; patch: "
+              "MTCNN-placed mouth appearance. Landmark models: mediapipe's face mesh could not be compared, as its "
+              "releases that ship weights need numpy < 2 and protobuf < 5 and later ones ship none.)", file=out)
     if args.fit:
         print("\ncalibration fitted on every speaker (curation.sync.CALIBRATION):", file=out)
         for family, method in METHOD.items():

@@ -53,15 +53,19 @@ def predictor_path(path: str | Path | None = None) -> Path:
 
 
 class LipReader:
-    """68 landmarks per frame along a face track (dlib's shape predictor, loaded once)."""
+    """68 landmarks per frame along a face track (dlib's shape predictor, loaded once, when
+    the first face needs it: clips without a face never pay for its 100 MB)."""
 
     def __init__(self, path: str | Path | None = None):
-        import dlib
-
-        self._dlib = dlib
-        self._predictor = dlib.shape_predictor(str(predictor_path(path)))
+        self.path = path
+        self._predictor = None
 
     def _shape(self, grey: np.ndarray, center: np.ndarray, size: float) -> np.ndarray:
+        if self._predictor is None:
+            found = predictor_path(self.path)  # a ValueError that says how to install it
+            import dlib
+
+            self._dlib, self._predictor = dlib, dlib.shape_predictor(str(found))
         half = size / 2
         box = self._dlib.rectangle(int(center[0] - half), int(center[1] - half),
                                    int(center[0] + half), int(center[1] + half))

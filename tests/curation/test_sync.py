@@ -182,3 +182,5 @@ def test_missing_face_weights_are_a_clear_error_before_any_work(tmp_path):
     with pytest.raises(ValueError, match="weights_dir"):
         SyncStage(SyncConfig(faces=FaceConfig(weights_dir=str(tmp_path)))).preflight()
     SyncStage(SyncConfig(scorer="events", faces=FaceConfig(weights_dir=str(tmp_path)))).preflight()
+    with pytest.raises(ValueError, match="landmarks_path"):
+        SyncStage(SyncConfig(landmarks_path=str(tmp_path / "missing.dat"))).preflight()
