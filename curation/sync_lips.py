@@ -1,15 +1,17 @@
-"""Lip sync of a speaking face: mouth appearance against the speech envelope.
+"""Lip sync of a speaking face: the lips' shape against the levels of the speech bands.
 
-The mouth is tracked (curation/faces.py) and cut from every frame as an upright grey
-patch at a fixed scale. Its changes over time, reduced to a few principal components,
-are the picture signal; the loudness of the speech band (log energy, 150-4000 Hz) is
-the audio signal. Over lags of +-max_lag the audio is compared with the best linear
-combination of the mouth components (canonical correlation, as in Slaney & Covell,
-"FaceSync: A linear operator for measuring synchronization of video facial images and
-audio tracks", NIPS 2000), and the best lag is the offset (curation/sync_lag.py).
-A mouth opens before and while a vowel sounds and closes in pauses, so the envelope
-follows the mouth closely; quasi-periodic syllables match at other lags too, which the
-lag search's chance level accounts for.
+The face is tracked (curation/faces.py) and dlib's 68 landmarks outline its lips in every
+frame (curation/lip_landmarks.py): inner-lip opening, outer-lip opening and mouth width,
+each over the nose's length. The audio is the level of three speech bands. Both are
+band-passed to the syllable rate (1-8 Hz); over lags of +-max_lag the first canonical
+correlation of the two (Slaney & Covell, "FaceSync: A linear operator for measuring
+synchronization of video facial images and audio tracks", NIPS 2000) is the score, and the
+best lag is the offset (curation/sync_lag.py).
+
+Measured on real talking heads (benchmarks/sync_accuracy.py): the best lag is within 40 ms
+of the truth for only about a quarter of clips, because quasi-periodic syllables match at
+other lags nearly as well on clips of a few seconds. The calibrated confidence therefore
+leaves real clips ``unmeasured`` rather than guessing (curation/sync.py).
 """
 
 from __future__ import annotations
