@@ -280,6 +280,7 @@ class MouthTrack:
     eye_distance: np.ndarray  # (T,) inter-ocular distance, pixels: the face's scale
     angle: np.ndarray  # (T,) roll of the eye line, radians
     found_ratio: float  # share of detection frames where the face was found
+    eye_center: np.ndarray | None = None  # (T, 2) midpoint of the eyes, pixels (where a dense landmark model starts)
 
 
 def track_mouth(frames: np.ndarray, fps: float, detector: FaceDetector) -> MouthTrack | None:
@@ -304,13 +305,13 @@ def track_mouth(frames: np.ndarray, fps: float, detector: FaceDetector) -> Mouth
     marks = np.stack([found[i].landmarks for i in at])  # (n, 5, 2)
     eyes = marks[:, 1] - marks[:, 0]
     params = np.column_stack([marks[:, 3:5].mean(1), np.hypot(eyes[:, 0], eyes[:, 1]),
-                              np.arctan2(eyes[:, 1], eyes[:, 0])])
+                              np.arctan2(eyes[:, 1], eyes[:, 0]), marks[:, 0:2].mean(1)])
     if len(params) >= 3:  # one bad detection must not jerk the crop: median of three
         padded = np.concatenate([params[:1], params, params[-1:]])
         params = np.median(np.stack([padded[:-2], padded[1:-1], padded[2:]]), 0)
     frame_index = np.arange(len(frames))
     track = np.column_stack([np.interp(frame_index, at, params[:, j]) for j in range(params.shape[1])])
-    return MouthTrack(track[:, :2], track[:, 2], track[:, 3], len(found) / len(probes))
+    return MouthTrack(track[:, :2], track[:, 2], track[:, 3], len(found) / len(probes), track[:, 4:6])
 
 
 def mouth_crops(frames: np.ndarray, track: MouthTrack, size: tuple[int, int] = (48, 32)) -> np.ndarray:

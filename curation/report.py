@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import matplotlib
+import numpy as np
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402  (the backend must be chosen first)
@@ -76,6 +77,32 @@ def sync_summary(manifest: list[dict[str, Any]]) -> list[tuple[str, str, int]]:
     return [(action, detail, n) for (action, detail), n in sorted(counts.items())]
 
 
+def sync_actions(manifest: list[dict[str, Any]], rejects: list[dict[str, Any]]) -> list[tuple]:
+    """(action, clips, median |offset| ms, largest |offset| ms): how many clips the sync
+    stage kept, corrected (audio shifted by the offset), rejected as out of sync, or could
+    not measure, and by how much it found them off."""
+    offsets: dict[str, list[float]] = {}
+    for r in manifest:
+        offsets.setdefault(r.get("sync_action") or "not run", []).append(r.get("sync_offset_ms"))
+    for r in rejects:
+        if r.get("stage") == "sync":
+            action = "rejected" if r["reason"] == "av_desync" else r["reason"]
+            offsets.setdefault(action, []).append(r.get("sync_offset_ms"))
+    rows = []
+    for action, values in sorted(offsets.items()):
+        measured = [abs(v) for v in values if v is not None]
+        rows.append((action, len(values), f"{np.median(measured):.0f}" if measured else "-",
+                     f"{max(measured):.0f}" if measured else "-"))
+    return rows
+
+
+def sync_reliability() -> list[tuple]:
+    """The sync calibration's reliability on held-out speakers (curation.sync.RELIABILITY)."""
+    from curation.sync import RELIABILITY
+
+    return [(method, band, n, within, wrong) for method, rows in RELIABILITY.items() for band, n, within, wrong in rows]
+
+
 def write_report(out_dir: str | Path, manifest: list[dict[str, Any]], rejects: list[dict[str, Any]],
                  stats: dict[str, Any]) -> Path:
     out_dir = Path(out_dir)
@@ -113,6 +140,11 @@ def write_report(out_dir: str | Path, manifest: list[dict[str, Any]], rejects: l
         "<h2>A/V sync of kept clips</h2>",
         _table(sync_summary(manifest), ("action", "method (measured) or reason (unmeasured)", "clips"))
         if manifest else "<p>-</p>",
+        "<h2>A/V sync actions, kept and rejected clips</h2>",
+        _table(sync_actions(manifest, rejects), ("action", "clips", "median |offset| ms", "largest |offset| ms")),
+        "<h3>Sync confidence against actual error (real footage, held-out speakers; "
+        "benchmarks/sync_accuracy.py)</h3>",
+        _table(sync_reliability(), ("method", "confidence", "estimates", "within 40 ms", "off by > 80 ms")),
         "<h2>Per-stage throughput (per worker)</h2>",
         _table(per_stage, ("stage", "items", "busy s", "items/s", "footage s/s")) if per_stage else "<p>-</p>",
         "<h2>Distributions of kept clips</h2>",

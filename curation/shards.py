@@ -145,6 +145,8 @@ def reject_row(item: Item) -> dict[str, Any]:
         "stage": rej["stage"],
         "reason": rej["reason"],
         "message": stable_message(rej.get("message") or "")[:2000],  # no addresses, scratch paths, times
+        # By how much the sync stage found the audio off, where it rejected for that (av_desync).
+        "sync_offset_ms": (item.get("sync") or {}).get("offset_ms") if rej["stage"] == "sync" else None,
     }
 
 

@@ -29,6 +29,7 @@ class LagSearch:
     peak: float  # score at the best lag
     z: float  # (peak - mean of chance peaks) / their spread
     distinct: float  # 1 - runner-up (>= distinct_s away) / peak, in 0..1
+    spread_s: float = 0.0  # how far the best lags of the clip's two halves lie from the whole's (the farther)
 
 
 def orthonormal_basis(features: np.ndarray, k: int) -> np.ndarray:
@@ -43,13 +44,25 @@ def orthonormal_basis(features: np.ndarray, k: int) -> np.ndarray:
 
 
 def _scores(basis: np.ndarray, audio_at: np.ndarray, signed: bool) -> np.ndarray:
-    """Correlation of each row of ``audio_at`` (..., T) with the span of ``basis`` (T, k)."""
+    """Correlation of each row of ``audio_at`` (..., T) with the span of ``basis`` (T, k); for
+    audio with several channels (..., T, c), the first canonical correlation of the two spans."""
+    if audio_at.ndim == basis.ndim + 1 and audio_at.shape[-2] == len(basis):
+        a = audio_at - audio_at.mean(-2, keepdims=True)
+        q, _ = np.linalg.qr(a)  # (..., T, c): an orthonormal basis of each lag's audio channels
+        return np.linalg.svd(np.swapaxes(q, -1, -2) @ basis, compute_uv=False)[..., 0]
     a = audio_at - audio_at.mean(-1, keepdims=True)
     norm = np.linalg.norm(a, axis=-1) + 1e-12
     projection = a @ basis  # (..., k)
     if signed:
         return projection[..., 0] / norm
     return np.linalg.norm(projection, axis=-1) / norm
+
+
+def _sample(signal: np.ndarray, times: np.ndarray, grid: np.ndarray, **interp) -> np.ndarray:
+    """``signal`` (N,) or (N, c) on ``grid`` at ``times`` (L, T): (L, T) or (L, T, c)."""
+    if signal.ndim == 1:
+        return np.interp(times, grid, signal, **interp)
+    return np.stack([np.interp(times, grid, signal[:, j], **interp) for j in range(signal.shape[1])], -1)
 
 
 def search_lags(basis: np.ndarray, audio: np.ndarray, hop_s: float, fps: float, *, max_lag_s: float,
@@ -66,12 +79,15 @@ def search_lags(basis: np.ndarray, audio: np.ndarray, hop_s: float, fps: float, 
 
     def at(signal: np.ndarray, shift: float, lag_values: np.ndarray) -> np.ndarray:
         times = (frame_times[None, :] + lag_values[:, None] + shift) % duration  # circular
-        return np.interp(times, grid, signal, period=duration)
+        return _sample(signal, times, grid, period=duration)
 
     # The real alignment is not circular: frames whose sound lies outside the clip get
     # the audio's mean (no evidence either way) instead of sound from the other end.
     times = frame_times[None, :] + lags[:, None]
-    curve = _scores(basis, np.interp(times, grid, audio, left=audio.mean(), right=audio.mean()), signed)
+    outside = (times < 0) | (times > grid[-1])
+    sampled = _sample(audio, np.clip(times, 0, grid[-1]), grid)
+    sampled[outside] = audio.mean(0)
+    curve = _scores(basis, sampled, signed)
     # A mild preference for small offsets breaks ties between equally good lags (periodic
     # content) in favour of the likelier one; it never outweighs a clearly better match.
     curve = curve * (1 - 0.05 * np.abs(lags) / max_lag_s)
@@ -80,6 +96,14 @@ def search_lags(basis: np.ndarray, audio: np.ndarray, hop_s: float, fps: float, 
     far = np.abs(lags - lags[best]) >= distinct_s
     runner_up = float(curve[far].max()) if far.any() else 0.0
     distinct = float(np.clip(1 - max(runner_up, 0.0) / peak, 0, 1)) if peak > 0 else 0.0
+    # Each half of the clip on its own: a true offset holds throughout, a chance match rarely.
+    spread, half = 0.0, len(basis) // 2
+    if half >= 8:
+        for part in (slice(0, half), slice(half, None)):
+            piece = basis[part] - basis[part].mean(0)
+            # Re-orthonormalised; one signed column keeps its sign (QR might flip it).
+            piece = piece / (np.linalg.norm(piece) + 1e-12) if signed else np.linalg.qr(piece)[0]
+            spread = max(spread, abs(float(lags[int(np.argmax(_scores(piece, sampled[:, part], signed)))] - lags[best])))
 
     # Chance peaks: the audio shifted circularly (lags that would bring it back within
     # the search range of the true alignment are left out), and reversed in time.
@@ -95,4 +119,4 @@ def search_lags(basis: np.ndarray, audio: np.ndarray, hop_s: float, fps: float, 
              for s in duration * np.arange(n_null - len(null)) / max(1, n_null - len(null))]
     null = np.asarray(null)
     z = float((peak - null.mean()) / max(float(null.std()), 0.02))
-    return LagSearch(float(lags[best]), peak, z, distinct)
+    return LagSearch(float(lags[best]), peak, z, distinct, spread)

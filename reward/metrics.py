@@ -85,15 +85,20 @@ def uint8_frames(video: torch.Tensor) -> np.ndarray:
 @dataclass
 class AVSync:
     unmeasured_ms: float = 500.0  # the score of a clip whose offset cannot be told: -unmeasured_ms
+    # None: the sync stage's calibrated default (curation.sync.SyncConfig), under which few
+    # real clips are measured today (benchmarks/results/sync_accuracy.txt); lower it to score
+    # uncertain estimates too.
+    min_confidence: float | None = None
     name: str = "av_sync"
     heads: tuple[str, ...] = ("av_sync",)
     uses: str = "media"
 
     def score(self, clips: Clips) -> dict[str, torch.Tensor]:
-        from curation.sync import estimate_sync
+        from curation.sync import SyncConfig, estimate_sync
 
+        config = SyncConfig() if self.min_confidence is None else SyncConfig(min_confidence=self.min_confidence)
         audio = clips.audio.float().cpu().numpy()
-        offsets = [estimate_sync(frames, clips.fps, track, clips.sample_rate).offset_ms
+        offsets = [estimate_sync(frames, clips.fps, track, clips.sample_rate, config).offset_ms
                    for frames, track in zip(uint8_frames(clips.video), audio, strict=True)]
         return {self.heads[0]: torch.tensor([-abs(o) if o is not None else -self.unmeasured_ms for o in offsets],
                                             dtype=torch.float32)}

@@ -26,6 +26,10 @@ from curation.sync import (
 )
 
 TOLERANCE_MS = 40
+# These clips are synthetic: they test the plumbing (lag search, policies, correction), not
+# accuracy. The shipped calibration, fitted on real footage, never trusts the event
+# estimator (tests/curation/test_sync_real.py), so the plumbing tests act on every estimate.
+ACT_ON_ALL = {"min_confidence": 0.0}
 
 
 def events_clip(path, offset_s, fps=25, duration_s=4.0):
@@ -47,20 +51,23 @@ def events_item(tmp_path, offset_s):
 
 @pytest.mark.parametrize("offset_s", [-0.4, -0.25, -0.12, 0.0, 0.1, 0.2, 0.33, 0.4])
 def test_offset_of_irregular_events(tmp_path, offset_s):
-    est = estimate_sync_file(events_clip(tmp_path / "events.mp4", offset_s))
+    path = events_clip(tmp_path / "events.mp4", offset_s)
+    est = estimate_sync_file(path, SyncConfig(**ACT_ON_ALL))
     assert est.method == "onset_xcorr" and est.reason is None
     assert abs(est.offset_ms - offset_s * 1000) <= TOLERANCE_MS
-    assert est.confidence > 0.6
+    # Under the default calibration the same search is reported as a candidate only.
+    default = estimate_sync_file(path)
+    assert default.offset_ms is None and default.reason == "ambiguous" and default.candidate_ms == est.offset_ms
 
 
 @pytest.mark.parametrize("offset_s", [-0.15, 0.12])
 def test_correction_realigns_audio_and_keeps_durations(tmp_path, offset_s):
     item = events_item(tmp_path, offset_s)
     samples_before = sf.info(item["files"]["flac"]).frames
-    [out] = run_stages([SyncStage(SyncConfig(policy="correct"))], [item])
+    [out] = run_stages([SyncStage(SyncConfig(policy="correct", **ACT_ON_ALL))], [item])
     assert out.get("reject") is None and out["sync"]["action"] == "corrected"
     assert abs(out["sync"]["residual_ms"]) <= TOLERANCE_MS
-    assert abs(estimate_sync_file(out["files"]["mp4"]).offset_ms) <= TOLERANCE_MS  # a fresh look at the new files
+    assert abs(estimate_sync_file(out["files"]["mp4"]).candidate_ms) <= TOLERANCE_MS  # a fresh look at the new files
     assert sf.info(out["files"]["flac"]).frames == samples_before
     streams = {s["codec_type"]: s for s in ffprobe(out["files"]["mp4"])["streams"]}
     assert int(streams["video"]["nb_frames"]) == item["end_frame"] - item["start_frame"]
@@ -82,8 +89,8 @@ def test_the_dag_reads_the_frames_the_clip_was_encoded_from(tmp_path, offset_s):
     decoded = read_video(item["files"]["mp4"], 320)[0]
     assert spooled.shape == decoded.shape == (100, 180, 320, 3)
     assert np.abs(spooled.astype(int) - decoded).mean() < 2.0
-    [out] = run_stages([SyncStage(SyncConfig(policy="keep"))], [item])
-    fresh = estimate_sync_file(out["files"]["mp4"])
+    [out] = run_stages([SyncStage(SyncConfig(policy="keep", **ACT_ON_ALL))], [item])
+    fresh = estimate_sync_file(out["files"]["mp4"], SyncConfig(**ACT_ON_ALL))
     assert out["sync"]["method"] == fresh.method == "onset_xcorr"
     assert abs(out["sync"]["offset_ms"] - fresh.offset_ms) <= 5  # one hop of the onset envelope
     assert abs(out["sync"]["offset_ms"] - offset_s * 1000) <= TOLERANCE_MS
@@ -92,12 +99,14 @@ def test_the_dag_reads_the_frames_the_clip_was_encoded_from(tmp_path, offset_s):
 
 def test_policies(tmp_path):
     small, large = events_item(tmp_path, 0.1), events_item(tmp_path, 0.33)
-    [kept] = run_stages([SyncStage(SyncConfig(policy="keep"))], [large])
+    [kept] = run_stages([SyncStage(SyncConfig(policy="keep", **ACT_ON_ALL))], [large])
     assert kept["sync"]["action"] == "kept" and kept["sync"]["offset_ms"] == pytest.approx(330, abs=TOLERANCE_MS)
-    [too_far] = run_stages([SyncStage(SyncConfig(policy="correct", max_correct_ms=200))], [large])
+    [too_far] = run_stages([SyncStage(SyncConfig(policy="correct", max_correct_ms=200, **ACT_ON_ALL))], [large])
     assert too_far["reject"]["reason"] == "av_desync" and too_far["sync"]["action"] == "rejected"
-    [strict] = run_stages([SyncStage(SyncConfig(policy="reject"))], [small])
+    [strict] = run_stages([SyncStage(SyncConfig(policy="reject", **ACT_ON_ALL))], [small])
     assert strict["reject"]["reason"] == "av_desync"
+    [default] = run_stages([SyncStage()], [small])  # not confident by the real calibration: left alone
+    assert default["sync"]["action"] == "unmeasured" and default.get("reject") is None
 
 
 def test_footage_without_events_is_unmeasured_not_guessed(tmp_path):
@@ -173,3 +182,5 @@ def test_missing_face_weights_are_a_clear_error_before_any_work(tmp_path):
     with pytest.raises(ValueError, match="weights_dir"):
         SyncStage(SyncConfig(faces=FaceConfig(weights_dir=str(tmp_path)))).preflight()
     SyncStage(SyncConfig(scorer="events", faces=FaceConfig(weights_dir=str(tmp_path)))).preflight()
+    with pytest.raises(ValueError, match="landmarks_path"):
+        SyncStage(SyncConfig(landmarks_path=str(tmp_path / "missing.dat"))).preflight()
