@@ -360,12 +360,12 @@ def _track(tracker, result: LatentsResult, cfg: LatentsConfig) -> None:
 
 def _record_lineage(tracker, clip_dir: str | Path, result: LatentsResult, cfg: LatentsConfig) -> None:
     """Clip shards in (the curation manifest's sha256), latent shards out (their manifest's)."""
-    from pipelines.lineage import Data, file_sha256, record
+    from pipelines.lineage import Data, latents_digest, record
 
     inputs = [Data("clip-shards", str(Path(clip_dir).absolute()), result.stats["source_manifest_sha256"])] \
         if result.stats["source_manifest_sha256"] else []
     record(tracker, "latents", output_hash(cfg), inputs,
-           [Data("latent-shards", str(result.out_dir), file_sha256(result.out_dir / "manifest.jsonl"))])
+           [Data("latent-shards", str(result.out_dir), latents_digest(result.out_dir))])
 
 
 def summary(result: LatentsResult) -> str:

@@ -36,6 +36,7 @@ PRODUCER = "tandem.producer_run"  # input tag: the run that wrote this input
 FROM = "lineage.from."  # run tag prefix: lineage.from.<input name> = producing run id
 STAGE, CONFIG = "lineage.stage", "lineage.config_digest"
 FOOTAGE_ARTIFACT = "lineage/footage.json"
+DIGEST_CHARS = 32  # MLflow keeps at most 36 characters of a dataset digest: a sha256's first 32 hex
 
 
 @dataclass
@@ -46,6 +47,14 @@ class Data:
     source: str  # where: a path, a URI, or models:/NAME/VERSION
     digest: str  # its content digest (see the module docstring for each kind)
     producer: str | None = None  # the run that made it, where the caller knows it
+
+    def __post_init__(self):
+        self.digest = short(self.digest)
+
+
+def short(digest: str) -> str:
+    """A digest as MLflow keeps it (``DIGEST_CHARS``)."""
+    return str(digest)[:DIGEST_CHARS]
 
 
 # ---------------------------------------------------------------------------------- digests
@@ -67,6 +76,15 @@ def weights_digest(path: str | Path) -> str:
         return identify(path).digest
     except CheckpointError:
         return files_digest(str(path))
+
+
+def latents_digest(latent_dir: str | Path) -> str:
+    """Latent shards: their ``manifest.jsonl`` (``tandem latents`` writes it), else their names."""
+    latent_dir = Path(latent_dir)
+    if (latent_dir / "manifest.jsonl").is_file():
+        return file_sha256(latent_dir / "manifest.jsonl")
+    names = "\n".join(sorted(p.name for p in latent_dir.glob("*.tar")))
+    return "shards:" + hashlib.sha256(names.encode()).hexdigest()[:16]
 
 
 def rollouts_digest(rollout_dir: str | Path) -> str:
@@ -111,9 +129,14 @@ def record_run(tracking_uri: str, run_id: str, stage: str, config_digest: str, i
     client = mlflow.MlflowClient(tracking_uri)
     logged = {(d.dataset.name, d.dataset.digest) for d in client.get_run(run_id).inputs.dataset_inputs}
     tags = {STAGE: stage, CONFIG: config_digest}
-    datasets = []
+    datasets, names = [], set()
     for context, items in (("input", inputs), ("output", outputs)):
         for item in items:
+            base, n = item.name, 1
+            while item.name in names:  # several of a kind (rollouts of two checkpoints): rollouts, rollouts.2
+                n += 1
+                item.name = f"{base}.{n}"
+            names.add(item.name)
             input_tags = [InputTag(CONTEXT, context)]
             if context == "input":
                 item.producer = item.producer or find_producer(client, item.digest, not_run=run_id)
@@ -152,6 +175,7 @@ def _dataset(item: Data):
 
 def find_producer(client, digest: str, not_run: str | None = None) -> str | None:
     """The latest finished-or-running run that logged ``digest`` as an output."""
+    digest = short(digest)
     experiments = [e.experiment_id for e in client.search_experiments()]
     if not experiments:
         return None
@@ -168,6 +192,12 @@ def find_producer(client, digest: str, not_run: str | None = None) -> str | None
 
 def _context(dataset_input) -> str | None:
     return next((t.value for t in dataset_input.tags if t.key == CONTEXT), None)
+
+
+def logged(client, run_id: str) -> dict[str, tuple[str, str, str | None]]:
+    """What run ``run_id`` logged: dataset name -> (context, digest, producing run or None)."""
+    return {d.dataset.name: (_context(d), d.dataset.digest, next((t.value for t in d.tags if t.key == PRODUCER), None))
+            for d in client.get_run(run_id).inputs.dataset_inputs}
 
 
 # ---------------------------------------------------------------------------------- chain

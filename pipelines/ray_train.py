@@ -242,9 +242,8 @@ def register_trained(cfg: TrainConfig):
 def _record_lineage(cfg: TrainConfig, version, weights: Path) -> None:
     """Latent shards in (their manifest's sha256), the registered checkpoint out."""
     from pipelines.config import output_hash
-    from pipelines.lineage import Data, file_sha256, record_run, weights_digest
+    from pipelines.lineage import Data, latents_digest, record_run, weights_digest
 
-    manifest = Path(cfg.data.shards) / "manifest.jsonl"
-    inputs = [Data("latent-shards", cfg.data.shards, file_sha256(manifest))] if manifest.is_file() else []
+    inputs = [Data("latent-shards", cfg.data.shards, latents_digest(cfg.data.shards))]
     record_run(default_tracking_uri(cfg.tracking_dir), version.run_id, "train", output_hash(cfg), inputs,
                [Data("checkpoint", version.uri, weights_digest(weights))])

@@ -68,6 +68,12 @@ def test_tandem_train_two_workers_zero2_logs_to_mlflow(tmp_path, mlflow_env, cap
     assert ref.run_dir == registered  # its recipe came along: generate decodes with the run's decoders
     ema = load_checkpoint(tmp_path / "train" / "checkpoints" / "step00000020" / "ema.safetensors")[0]
     assert all(torch.equal(v, ema.state_dict()[k]) for k, v in model.state_dict().items())
+    # Lineage (issue 25): the latents in, the registered weights out, by the digest generate records.
+    from pipelines.lineage import latents_digest, logged
+    from training.checkpoints import identify
+
+    assert logged(client, run.info.run_id) == {"latent-shards": ("input", latents_digest(shards)[:32], None),
+                                               "checkpoint": ("output", identify(registered).digest, None)}
 
     # Resuming the finished run with another learning rate would log under its old params: refused.
     assert main(["train", *recipe, "engine.lr=1e-3"]) == 2
