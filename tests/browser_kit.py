@@ -42,3 +42,27 @@ def wait_for_text(driver, text: str, timeout: float = 60) -> str:
             return body
         time.sleep(0.5)
     raise AssertionError(f"{text!r} never appeared on {driver.current_url}; the page said:\n{body[:2000]}")
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_for_port(port: int, timeout: float = 90, process=None) -> None:
+    """Until something accepts connections on 127.0.0.1:``port`` (a server starting up);
+    fails early when ``process`` (that server) exits."""
+    import socket
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if process is not None and process.poll() is not None:
+            raise AssertionError(f"the server exited ({process.returncode}) before listening on port {port}")
+        with socket.socket() as s:
+            if s.connect_ex(("127.0.0.1", port)) == 0:
+                return
+        time.sleep(0.5)
+    raise AssertionError(f"nothing listened on 127.0.0.1:{port} after {timeout:.0f} s")

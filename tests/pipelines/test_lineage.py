@@ -103,3 +103,28 @@ def test_an_unknown_run_or_model_exits_2_naming_it(store, capsys):
     assert "no run 0123456789abcdef" in capsys.readouterr().err
     assert main(["lineage", "models:/tandem-aligned/99"]) == 2
     assert "models:/tandem-aligned/99 does not resolve" in capsys.readouterr().err
+
+
+@pytest.mark.slow  # an MLflow server and a browser
+@pytest.mark.timeout(240)
+def test_the_mlflow_run_page_shows_what_the_run_read_and_wrote(store, chromium):
+    import subprocess
+
+    from pipelines.ui import ui_command
+    from tests.browser_kit import free_port, wait_for_port, wait_for_text
+
+    uri, runs, _ = store
+    run = mlflow.MlflowClient(uri).get_run(runs["align"])
+    port = free_port()
+    server = subprocess.Popen(ui_command(uri, "127.0.0.1", port), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        wait_for_port(port, process=server)
+        chromium.get(f"http://127.0.0.1:{port}/#/experiments/{run.info.experiment_id}/runs/{run.info.run_id}?workflowType=machine_learning")
+        body = wait_for_text(chromium, "Datasets")
+        assert "checkpoint (c1)" in body and "Input" in body  # the first dataset, its digest and context
+        chromium.find_element("xpath", "//*[normalize-space(text())='+2']").click()  # the other two
+        body = wait_for_text(chromium, "aligned-model (a1)")
+        assert "reward-model.q (w1)" in body and "Output" in body
+    finally:
+        server.terminate()
+        server.wait(30)
