@@ -30,7 +30,7 @@ setup() {
   want=$(cat pyproject.toml constraints/*.txt scripts/install_*.sh 2>/dev/null | sha256sum | cut -c1-16) || true
   if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
     echo "[tandem] installing tandem-av and its dependencies (constraints: $constraints; a few minutes the first time)"
-    "$VENV/bin/pip" install --quiet --disable-pip-version-check -c "$constraints" -e ".[dev,asr]" 2>&1 \
+    "$VENV/bin/pip" install --quiet --disable-pip-version-check -c "$constraints" -e ".[dev,asr,pipeline]" 2>&1 \
       | grep -v "is ignored: it is neither a file nor a directory" || true
     if [ -f scripts/install_asr.sh ]; then bash scripts/install_asr.sh "$VENV" "$constraints"; fi
     if [ -f scripts/install_faces.sh ]; then bash scripts/install_faces.sh "$VENV"; fi
