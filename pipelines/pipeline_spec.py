@@ -78,7 +78,10 @@ def stage_config(spec: StageSpec):
     if name in ("tasks", "rankings"):
         from reward.annotation import AnnotationConfig
 
-        return load_config(AnnotationConfig, spec.recipe, spec.overrides)
+        cfg = load_config(AnnotationConfig, spec.recipe, spec.overrides)
+        cfg.pairs = str(cfg.pairs)  # `pairs=4` parses as a number
+        cfg.check()
+        return cfg
     from pipelines.train_cmd import resolve_recipe
 
     try:

@@ -100,3 +100,31 @@ def test_materialise_skip_and_rerun_only_what_a_knob_changes(tmp_path, capsys, l
     finally:
         server.terminate()
         server.wait(30)
+
+
+def test_the_sensor_asks_for_a_run_when_a_footage_batch_appears_and_status_starts_missing(tmp_path, capsys):
+    dg = pytest.importorskip("dagster", reason="the pipeline extra is not installed (pip install -e '.[pipeline]')")
+    from pipelines.pipeline_assets import build_definitions
+    from pipelines.pipeline_spec import load_spec
+
+    (tmp_path / "footage" / "batch1").mkdir(parents=True)
+    (tmp_path / "prompts.txt").write_text("a drummer plays a fill\n")
+    stages = {**FIRST_HALF, "train": {"recipe": "debug_cpu"}, "generate": {"prompts": "prompts.txt"}, "tasks": {},
+              "rankings": {"exports": ["exports"]}}
+    path = write_pipeline(tmp_path, stages)
+    defs = build_definitions(load_spec(path))
+    assert {k.to_user_string() for k in defs.resolve_asset_graph().get_all_asset_keys()} == {
+        "clip_shards", "latent_shards", "checkpoint", "rollouts", "annotation_tasks", "rankings"}
+    sensor = defs.resolve_sensor_def("new_footage")
+    with dg.instance_for_test() as instance:
+        context = dg.build_sensor_context(instance=instance, definitions=defs)
+        [first] = list(sensor(context))
+        assert first.tags["tandem/new_batches"] == "batch1"
+        assert list(sensor(context)) == []  # nothing new
+        (tmp_path / "footage" / "batch2").mkdir()
+        [second] = list(sensor(context))
+        assert second.tags["tandem/new_batches"] == "batch2"
+
+    assert main(["pipeline", "status", str(path)]) == 0
+    assert states(capsys) == {"clip_shards": "missing", "latent_shards": "missing", "checkpoint": "missing",
+                              "rollouts": "missing", "annotation_tasks": "missing", "rankings": "waiting"}
