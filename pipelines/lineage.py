@@ -207,11 +207,14 @@ def chain(ref: str, *, tracking_uri: str | None = None) -> dict:
     """The run ``ref`` names (a run id, or ``models:/NAME/VERSION`` / ``@ALIAS``) and, under
     each of its inputs, the run that produced it, down to the raw footage. A run reached
     twice (two inputs of one run) is listed once, later references by id."""
+    import os
+
     import mlflow
 
     from pipelines.registry import is_model_uri, lookup
     from pipelines.tracking import default_tracking_uri
 
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")  # no bars in the printed chain
     tracking_uri = tracking_uri or default_tracking_uri()
     client = mlflow.MlflowClient(tracking_uri)
     model = None

@@ -21,13 +21,14 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import warnings
 from collections.abc import Callable
 from pathlib import Path
 
 import dagster as dg
 
 from pipelines.config import output_hash
-from pipelines.pipeline_spec import STAGES, PipelineSpec
+from pipelines.pipeline_spec import STAGES, THIS_REWARD_URI, PipelineSpec
 
 log = logging.getLogger(__name__)
 # stage -> (asset name, the assets it reads)
@@ -85,7 +86,9 @@ def _materialise(context, spec: PipelineSpec, stage: str, upstream: dict[str, di
         value = {**run(spec, cfg, upstream, out), "data_version": version}
     metadata = {"data_version": version, "skipped": skipped, "digest": value["digest"], "path": value["path"],
                 "mlflow_run_id": value.get("run_id") or "", "value": json.dumps(value)}
-    return dg.Output(value, data_version=dg.DataVersion(version), metadata=metadata)
+    with warnings.catch_warnings():  # Output's data_version is "beta" in Dagster 1.13: said once, here
+        warnings.simplefilter("ignore", dg.BetaWarning)
+        return dg.Output(value, data_version=dg.DataVersion(version), metadata=metadata)
 
 
 def _run_id_of(digest: str) -> str | None:
@@ -193,7 +196,7 @@ def run_align(spec, cfg, upstream, out):
 
     cfg.storage, cfg.init = str(out), upstream["checkpoint"]["model"]
     for source in cfg.rewards.values():
-        if source.source == "$reward":
+        if source.source == THIS_REWARD_URI:
             source.source = upstream["reward_model"]["model"]
     result = run_alignment(cfg, preflight(cfg), address=spec.address, run_name="pipeline align")
     if result.error:

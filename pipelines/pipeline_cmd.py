@@ -32,7 +32,7 @@ def open_instance(spec: PipelineSpec):
 
 def run_pipeline(spec: PipelineSpec) -> dict[str, str]:
     """Materialise every asset (unchanged ones are skipped); returns asset -> ran | skipped |
-    waiting | failed | not run (a failed upstream stops it)."""
+    waiting (for rankings, or below them) | failed | not run (a failed upstream stops it)."""
     import dagster as dg
 
     from pipelines.pipeline_assets import ASSETS, build_definitions
@@ -52,7 +52,7 @@ def run_pipeline(spec: PipelineSpec) -> dict[str, str]:
                 states[asset] = "skipped" if meta["skipped"].value else "ran"
             elif step is not None:
                 states[asset] = "failed"
-            elif stage == "rankings":
+            elif stage == "rankings" or any(states.get(r) == "waiting" for r in ASSETS[stage][1]):
                 states[asset] = "waiting"
             else:
                 states[asset] = "not run"

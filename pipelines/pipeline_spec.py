@@ -10,7 +10,7 @@
       tasks:    {overrides: [axes=[overall]]}
       rankings: {exports: [exports/]}       # annotators' Label Studio exports, imported when present
       reward:   {recipe: latent_cpu}
-      align:    {recipe: debug_cpu, overrides: [steps=2]}
+      align:    {recipe: debug_cpu, overrides: [steps=2, rewards.learned.source=$reward]}
 
 A stage left out is not part of the graph, nor anything below it. A stage, key or recipe
 tandem does not know is a ``ConfigError`` naming it (``tandem pipeline`` exits 2), and so is an
@@ -33,6 +33,10 @@ from model.config import ConfigError
 STAGES = ("curate", "latents", "train", "generate", "tasks", "rankings", "reward", "align")
 TOP_KEYS = {"footage", "out", "stages"}
 STAGE_KEYS = {"recipe", "overrides", "prompts", "exports"}
+# align: a reward source written ``$reward`` is the reward model this pipeline trains; until the
+# reward asset names its version, the config holds this stand-in (a models:/ URI, as checked).
+THIS_REWARD = "$reward"
+THIS_REWARD_URI = "models:/tandem-reward@this-pipeline"
 RECIPE_KIND = {"latents": "latents", "train": "train", "reward": "reward", "align": "align"}
 
 
@@ -104,7 +108,7 @@ def stage_config(spec: StageSpec):
         return load_config(RewardTrainConfig, recipe, spec.overrides)
     from reward.align import AlignConfig
 
-    return load_config(AlignConfig, recipe, spec.overrides)
+    return load_config(AlignConfig, recipe, [o.replace(f"={THIS_REWARD}", f"={THIS_REWARD_URI}") for o in spec.overrides])
 
 
 def load_spec(path: str | Path) -> PipelineSpec:
