@@ -51,7 +51,9 @@ def run_pipeline(spec: PipelineSpec) -> dict[str, str]:
                 meta = events[-1].materialization.metadata
                 states[asset] = "skipped" if meta["skipped"].value else "ran"
             elif step is not None:
-                states[asset] = "failed"
+                error = step.event_specific_data.error
+                why = ((error.cause or error).message.strip().splitlines() or ["?"])[-1] if error else "?"
+                states[asset] = f"failed: {why}"
             elif stage == "rankings" or any(states.get(r) == "waiting" for r in ASSETS[stage][1]):
                 states[asset] = "waiting"
             else:
@@ -125,9 +127,12 @@ def run_handler(args, spec: PipelineSpec) -> int:
     spec.address = args.address
     states = run_pipeline(spec)
     for asset, state in states.items():
-        print(f"  {asset:<18} {state}")
+        print(f"  {asset:<18} {state}")  # (a failed asset: its error's last line)
     print(f"Dagster store: {spec.store} (`tandem pipeline ui {args.file}`)")
-    return 1 if any(s in ("failed", "not run") for s in states.values()) else 0
+    failed = any(s.startswith("failed") or s == "not run" for s in states.values())
+    if failed:
+        print("a failed stage stopped what is below it; fix the cause and run again: what is done is skipped")
+    return 1 if failed else 0
 
 
 def status_handler(args, spec: PipelineSpec) -> int:

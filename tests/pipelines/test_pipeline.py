@@ -128,3 +128,10 @@ def test_the_sensor_asks_for_a_run_when_a_footage_batch_appears_and_status_start
     assert main(["pipeline", "status", str(path)]) == 0
     assert states(capsys) == {"clip_shards": "missing", "latent_shards": "missing", "checkpoint": "missing",
                               "rollouts": "missing", "annotation_tasks": "missing", "rankings": "waiting"}
+
+
+def test_the_readme_pipeline_file_names_every_stage_and_checks():
+    from pipelines.pipeline_spec import STAGES, load_spec
+
+    spec = load_spec(Path(__file__).parents[2] / "pipeline.yaml")
+    assert list(spec.stages) == list(STAGES) and Path(spec.stages["generate"].prompts).is_file()
