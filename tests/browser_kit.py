@@ -66,3 +66,28 @@ def wait_for_port(port: int, timeout: float = 90, process=None) -> None:
                 return
         time.sleep(0.5)
     raise AssertionError(f"nothing listened on 127.0.0.1:{port} after {timeout:.0f} s")
+
+
+def start_server(cmd: list[str], **kwargs):
+    """A web server in a process group of its own, so ``stop_server`` ends its workers too."""
+    import subprocess
+
+    return subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True, **kwargs)
+
+
+def stop_server(server) -> None:
+    """SIGTERM to the server's group; SIGKILL when it outlasts 30 s (a loaded machine)."""
+    import os
+    import signal
+    import subprocess
+
+    for sig in (signal.SIGTERM, signal.SIGKILL):
+        try:
+            os.killpg(server.pid, sig)
+        except ProcessLookupError:
+            return
+        try:
+            server.wait(30)
+            return
+        except subprocess.TimeoutExpired:
+            continue

@@ -12,7 +12,7 @@ import pytest
 from pipelines.cli import main
 from pipelines.lineage import Data, chain, record_run
 from pipelines.registry import register
-from pipelines.tracking import open_tracker
+from pipelines.tracking import default_tracking_uri, open_tracker
 
 FOOTAGE = [{"path": "/raw/a.mp4", "content": "aaaa0000aaaa0000", "size": 10},
            {"path": "/raw/b.mp4", "content": "bbbb1111bbbb1111", "size": 20}]
@@ -37,7 +37,7 @@ def store(tmp_path_factory):
     """curate -> latents -> train -> generate -> annotate import -> reward train -> align, each
     input found by its digest among earlier outputs (the checkpoint by its version's run)."""
     tmp = tmp_path_factory.mktemp("lineage")
-    uri = mlflow.get_tracking_uri()
+    uri = default_tracking_uri()  # where open_tracker logs (another module may have set mlflow's own)
     runs = {}
     runs["curate"], _ = _run(uri, "curate", [Data("footage", "/raw", "f00")], [Data("clip-shards", "/c", "m1")],
                              footage=FOOTAGE)
@@ -106,19 +106,17 @@ def test_an_unknown_run_or_model_exits_2_naming_it(store, capsys):
 
 
 @pytest.mark.slow  # an MLflow server and a browser
-@pytest.mark.timeout(240)
+@pytest.mark.timeout(360)
 def test_the_mlflow_run_page_shows_what_the_run_read_and_wrote(store, chromium):
-    import subprocess
-
     from pipelines.ui import ui_command
-    from tests.browser_kit import free_port, wait_for_port, wait_for_text
+    from tests.browser_kit import free_port, start_server, stop_server, wait_for_port, wait_for_text
 
     uri, runs, _ = store
     run = mlflow.MlflowClient(uri).get_run(runs["align"])
     port = free_port()
-    server = subprocess.Popen(ui_command(uri, "127.0.0.1", port), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    server = start_server(ui_command(uri, "127.0.0.1", port))
     try:
-        wait_for_port(port, process=server)
+        wait_for_port(port, timeout=180, process=server)  # minutes on a loaded 2-core machine
         chromium.get(f"http://127.0.0.1:{port}/#/experiments/{run.info.experiment_id}/runs/{run.info.run_id}?workflowType=machine_learning")
         body = wait_for_text(chromium, "Datasets")
         assert "checkpoint (c1)" in body and "Input" in body  # the first dataset, its digest and context
@@ -126,5 +124,5 @@ def test_the_mlflow_run_page_shows_what_the_run_read_and_wrote(store, chromium):
         body = wait_for_text(chromium, "aligned-model (a1)")
         assert "reward-model.q (w1)" in body and "Output" in body
     finally:
-        server.terminate()
-        server.wait(30)
+        stop_server(server)
+

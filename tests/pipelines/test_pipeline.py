@@ -4,7 +4,6 @@ changed curation knob re-runs curation and what its new output changes; a latent
 re-runs only the latents. A bad ``pipeline.yaml`` exits 2 naming what is wrong."""
 
 import json
-import subprocess
 from pathlib import Path
 
 import pytest
@@ -46,7 +45,6 @@ def states(capsys) -> dict[str, str]:
 @pytest.mark.timeout(900)
 def test_materialise_skip_and_rerun_only_what_a_knob_changes(tmp_path, capsys, local_ray, chromium):
     pytest.importorskip("dagster", reason="the pipeline extra is not installed (pip install -e '.[pipeline]')")
-    import mlflow
 
     make_clip(tmp_path / "footage" / "batch1" / "a.mp4", [1.2, 1.4], size=(128, 96))
     make_clip(tmp_path / "footage" / "batch1" / "b.mp4", [1.6], size=(128, 96))
@@ -60,7 +58,7 @@ def test_materialise_skip_and_rerun_only_what_a_knob_changes(tmp_path, capsys, l
     # Lineage (part 1) through the pipeline: the latents' run reaches the footage's sha256.
     from pipelines.lineage import chain
 
-    tree = chain(status["latent_shards"]["mlflow_run_id"], tracking_uri=mlflow.get_tracking_uri())
+    tree = chain(status["latent_shards"]["mlflow_run_id"])  # the store every command logs to
     curate = tree["inputs"][0]["produced_by"]
     assert curate["stage"] == "curate" and sorted(Path(f["path"]).name for f in curate["footage"]) == ["a.mp4", "b.mp4"]
 
@@ -81,12 +79,11 @@ def test_materialise_skip_and_rerun_only_what_a_knob_changes(tmp_path, capsys, l
     # Dagster's UI on the pipeline's store: the asset graph and the materialisations.
     from pipelines.pipeline_cmd import ui_command
     from pipelines.pipeline_spec import load_spec
-    from tests.browser_kit import free_port, wait_for_port, wait_for_text
+    from tests.browser_kit import free_port, start_server, stop_server, wait_for_port, wait_for_text
 
     port = free_port()
     cmd, env = ui_command(load_spec(path), port)
-    server = subprocess.Popen(cmd, env=env, cwd=Path(__file__).parents[2], stdout=subprocess.DEVNULL,
-                              stderr=subprocess.DEVNULL)
+    server = start_server(cmd, env=env, cwd=Path(__file__).parents[2])
     try:
         wait_for_port(port, timeout=180, process=server)
         chromium.get(f"http://127.0.0.1:{port}/asset-groups")  # the graph of the tandem group
@@ -98,8 +95,7 @@ def test_materialise_skip_and_rerun_only_what_a_knob_changes(tmp_path, capsys, l
         chromium.get(f"http://127.0.0.1:{port}/assets/latent_shards?view=lineage")  # what it was made from
         wait_for_text(chromium, "clip_shards", timeout=120)
     finally:
-        server.terminate()
-        server.wait(30)
+        stop_server(server)
 
 
 def test_the_sensor_asks_for_a_run_when_a_footage_batch_appears_and_status_starts_missing(tmp_path, capsys):
