@@ -270,8 +270,31 @@ def register_aligned(cfg: AlignConfig):
     tags = {"preset": cfg.preset, "step": (checkpoint_dir(cfg.storage) / "latest").read_text().strip(), **started}
     run = f"run {started['init.run_id']}" if started.get("init.run_id") else ""
     origin = started.get("init.model_version") or run or started.get("init") or cfg.init or "a fresh model"
-    return register(weights.parent, ALIGNED_MODEL, alias=cfg.register_alias, run_id=run_id, tracking_uri=uri,
-                    tags=tags, once=True, description=f"DanceGRPO-aligned from {origin}")
+    version = register(weights.parent, ALIGNED_MODEL, alias=cfg.register_alias, run_id=run_id, tracking_uri=uri,
+                       tags=tags, once=True, description=f"DanceGRPO-aligned from {origin}")
+    _record_lineage(cfg, version, weights, started, uri)
+    return version
+
+
+def _record_lineage(cfg: AlignConfig, version, weights: Path, started: dict[str, str], uri: str) -> None:
+    """The init checkpoint (its run: the ``init.run_id`` the preflight found), every reward
+    model and the prompts in; the registered aligned model out."""
+    from pipelines.config import output_hash
+    from pipelines.lineage import Data, file_sha256, model_data, record_run, weights_digest
+
+    inputs = []
+    if cfg.init:
+        init = Data("checkpoint", cfg.init, weights_digest(started.get("init.resolved") or cfg.init),
+                    started.get("init.run_id") or None)
+        if is_model_uri(cfg.init) and started.get("init.model_version"):
+            init.source = f"models:/{started['init.model_version']}"
+        inputs.append(init)
+    inputs += [model_data(f"reward-model.{key}", r.source, Path(cfg.storage) / "rewards" / key, tracking_uri=uri)
+               for key, r in sorted(cfg.rewards.items()) if is_model_uri(r.source)]
+    inputs += [Data(f"prompts.{k}", str(Path(p).absolute()), file_sha256(p)[:16])
+               for k, p in (("train", cfg.prompts_file), ("eval", cfg.eval.prompts_file)) if p and Path(p).is_file()]
+    record_run(uri, version.run_id, "align", output_hash(cfg), inputs,
+               [Data("aligned-model", version.uri, weights_digest(weights))])
 
 
 def add_parsers(subparsers) -> None:

@@ -32,6 +32,8 @@ from reward.annotation import (
     write_tasks,
 )
 
+IMPORT_EXPERIMENT = "tandem-annotate"  # MLflow experiment of `annotate import` runs
+
 
 def _annotation_config(args) -> AnnotationConfig:
     overrides = list(args.overrides)
@@ -196,6 +198,7 @@ def cmd_import(args) -> int:
         "annotation_config": result.config, "schema": result.schema, "tasks": result.tasks,
         "annotations": result.annotations, "judgements": len(result.rows), "skipped": dict(result.skipped),
         "rollouts": [str(Path(d).absolute()) for d in args.rollouts]}, indent=1))
+    run_id = _track_import(args, out, path, result)
     print(f"imported {len(result.rows)} judgements from {result.annotations} annotations of {result.tasks} tasks "
           f"into {path}\n  skipped: " + (", ".join(f"{k}={v} ({SKIPPED.get(k, k)})" for k, v in
                                                   sorted(result.skipped.items())) or "none"))
@@ -206,7 +209,24 @@ def cmd_import(args) -> int:
     for axis, r in report.items():
         print(f"  {axis:<18} {r['judgements']:>10} {r['pairs_judged_twice_or_more']:>8} "
               f"{num(r['pairwise_agreement'], 9)} {num(r['krippendorff_alpha'], 6)}")
+    print(f"  MLflow: run {run_id} (experiment {IMPORT_EXPERIMENT!r})")
     return 0
+
+
+def _track_import(args, out: Path, rankings: Path, result) -> str:
+    """One MLflow run per import: the exports and rollouts in, the rankings out (lineage)."""
+    from pipelines.lineage import Data, file_sha256, record, rollouts_digest
+    from pipelines.tracking import describe_run, open_tracker
+
+    with open_tracker(IMPORT_EXPERIMENT, describe_run("annotate import", *args.exports)) as tracker:
+        tracker.log_metrics({"judgements": len(result.rows), "tasks": result.tasks, "annotations": result.annotations})
+        tracker.log_artifact(out / "import.json")
+        tracker.log_artifact(out / "agreement.json")
+        inputs = [Data("annotation-export", str(Path(p).absolute()), file_sha256(p)[:16]) for p in args.exports]
+        inputs += [Data("rollouts", str(Path(d).absolute()), rollouts_digest(d)) for d in args.rollouts]
+        record(tracker, "annotate import", str(result.config or "none"), inputs,
+               [Data("rankings", str(out.absolute()), file_sha256(rankings)[:16])])
+    return tracker.run_id
 
 
 def item_values(rollout_dirs: list[str], field: str) -> dict[str, str]:

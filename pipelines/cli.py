@@ -10,6 +10,8 @@
     tandem reward train|score [...]            the reward model: train on rankings, score clips
     tandem align  --config RECIPE [...]        DanceGRPO alignment against reward sources
     tandem ui     [--port 5000]                the MLflow UI on the runs of every command
+    tandem lineage RUN_ID|models:/NAME/VERSION [--json]   what a run or model was made from
+    tandem pipeline run|status|ui PIPELINE.yaml   the stages as a Dagster asset graph (unchanged: skipped)
 
 Every command that makes an MLflow run logs it to one store, ``runs/mlruns.db`` of the
 working directory (or ``MLFLOW_TRACKING_URI``), named for what it is unless ``--run-name``.
@@ -86,6 +88,12 @@ def build_parser() -> argparse.ArgumentParser:
     from pipelines.ui import add_parsers as add_ui
 
     add_ui(sub)
+    from pipelines.lineage import add_parsers as add_lineage
+
+    add_lineage(sub)
+    from pipelines.pipeline_cmd import add_parsers as add_pipeline
+
+    add_pipeline(sub)
     return parser
 
 

@@ -200,7 +200,22 @@ def run_curation(inputs: list[str], out_dir: str | Path, cfg: CurationConfig | N
         result.report = report(store, result.manifest, result.rejects, result.stats)
         if cfg.track:
             _track(tracker, result, cfg, store)
+            _record_lineage(tracker, files, store, cfg)
     return result
+
+
+def _record_lineage(tracker, files: list[dict], store: Store, cfg: CurationConfig) -> None:
+    """Footage in (each file's content id), clip shards out (the manifest's sha256, the
+    identity the latent DAG records as ``source_manifest_sha256``)."""
+    import hashlib
+
+    from pipelines.lineage import Data, footage_digest, record
+
+    manifest = next((n for n in ("manifest.parquet", "manifest.csv") if store.exists(n)), None)
+    outputs = [Data("clip-shards", store.path("shards"), hashlib.sha256(store.read_bytes(manifest)).hexdigest())] \
+        if manifest else []
+    footage = Data("footage", ", ".join(sorted({f["path"].rsplit("/", 1)[0] for f in files})), footage_digest(files))
+    record(tracker, "curate", output_hash(cfg), [footage], outputs, footage=files)
 
 
 class _Progress:

@@ -203,7 +203,24 @@ def run_generate(checkpoint: str, prompts_file: str | Path, out_dir: str | Path,
                  "seconds": round(seconds, 3), "clips_per_s": round(written / seconds, 4) if written else 0.0}
         (out / "stats.json").write_text(json.dumps(stats, indent=1))
         _track(tracker, out, stats)
+        _record_lineage(tracker, identity, prompts_file, out, cfg)
     return stats
+
+
+def _record_lineage(tracker, identity: dict, prompts_file: str | Path, out: Path, cfg: GenerateConfig) -> None:
+    """The checkpoint (its digest; the run that made it: its model version's, or that of the
+    storage it lies in) and the prompts in, the rollouts out."""
+    from pipelines.lineage import Data, file_sha256, record, rollouts_digest
+    from pipelines.registry import lineage
+
+    if not getattr(tracker, "run_id", None):  # untracked
+        return
+    producer = identity.get("run_id") or lineage(identity["path"], tracking_uri=tracker.tracking_uri).get("init.run_id")
+    where = f"models:/{identity['model']}/{identity['version']}" if identity.get("model") else identity["path"]
+    checkpoint = Data("checkpoint", where, identity["digest"], producer)
+    prompts = Data("prompts", str(Path(prompts_file).absolute()), file_sha256(prompts_file)[:16])
+    record(tracker, "generate", output_hash(cfg.rollout), [checkpoint, prompts],
+           [Data("rollouts", str(out), rollouts_digest(out))])
 
 
 def _generate(local: str, identity: dict, todo: list[Prompt], out: Path, cfg: GenerateConfig,

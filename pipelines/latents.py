@@ -310,6 +310,7 @@ def run_latents_job(clip_dir: str | Path, out_dir: str | Path, cfg: LatentsConfi
         result = _gather(shards, out, manifest_sha, started, [Path(s).name for s in todo])
         if track:
             _track(tracker, result, cfg)
+            _record_lineage(tracker, clip_dir, result, cfg)
     return result
 
 
@@ -355,6 +356,16 @@ def _track(tracker, result: LatentsResult, cfg: LatentsConfig) -> None:
     for name in ("config.yaml", "stats.json", "rejects.jsonl", "manifest.jsonl"):
         tracker.log_artifact(out / name)
     result.mlflow_run_id, result.tracking_uri = tracker.run_id, tracker.tracking_uri
+
+
+def _record_lineage(tracker, clip_dir: str | Path, result: LatentsResult, cfg: LatentsConfig) -> None:
+    """Clip shards in (the curation manifest's sha256), latent shards out (their manifest's)."""
+    from pipelines.lineage import Data, latents_digest, record
+
+    inputs = [Data("clip-shards", str(Path(clip_dir).absolute()), result.stats["source_manifest_sha256"])] \
+        if result.stats["source_manifest_sha256"] else []
+    record(tracker, "latents", output_hash(cfg), inputs,
+           [Data("latent-shards", str(result.out_dir), latents_digest(result.out_dir))])
 
 
 def summary(result: LatentsResult) -> str:

@@ -235,5 +235,17 @@ def register_trained(cfg: TrainConfig):
     weights = export_latest(cfg.storage, Path(cfg.storage) / "final", model_cfg)
     tags = {"preset": cfg.preset, "step": (checkpoints / "latest").read_text().strip(),
             "data.manifest": data_identity(cfg.data.shards)}
-    return register(weights.parent, TRAINED_MODEL, alias=cfg.register_alias, run_id=run_id_of(cfg.storage),
-                    tracking_uri=default_tracking_uri(cfg.tracking_dir), tags=tags, once=True)
+    version = register(weights.parent, TRAINED_MODEL, alias=cfg.register_alias, run_id=run_id_of(cfg.storage),
+                       tracking_uri=default_tracking_uri(cfg.tracking_dir), tags=tags, once=True)
+    _record_lineage(cfg, version, weights)
+    return version
+
+
+def _record_lineage(cfg: TrainConfig, version, weights: Path) -> None:
+    """Latent shards in (their manifest's sha256), the registered checkpoint out."""
+    from pipelines.config import output_hash
+    from pipelines.lineage import Data, latents_digest, record_run, weights_digest
+
+    inputs = [Data("latent-shards", cfg.data.shards, latents_digest(cfg.data.shards))]
+    record_run(default_tracking_uri(cfg.tracking_dir), version.run_id, "train", output_hash(cfg), inputs,
+               [Data("checkpoint", version.uri, weights_digest(weights))])

@@ -180,12 +180,30 @@ def run_reward_training(cfg, rankings: str, rollouts: list[str], *, heldout: str
         version = register(model_dir, REGISTRY_NAME, alias=alias, run_id=tracker.run_id,
                            tracking_uri=tracker.tracking_uri, tags=tags)
         tracker.set_tags({"registered": f"{REGISTRY_NAME}/{version.version}"})
+        _record_lineage(tracker, cfg, rankings, heldout, rollouts, version, model_dir)
         status = "FINISHED"
         uri = f"models:/{REGISTRY_NAME}@{alias}" if alias else version.uri
         return {"metrics": metrics, "model_dir": str(model_dir), "model_uri": uri, "version": version.version,
                 "run_id": tracker.run_id, "tracking_uri": tracker.tracking_uri}
     finally:
         tracker.close(status)
+
+
+def _record_lineage(tracker, cfg, rankings: str, heldout: str | None, rollouts: list[str], version,
+                    model_dir: Path) -> None:
+    """Rankings (and held-out rankings) and rollouts in, the registered reward model out."""
+    from pipelines.config import output_hash
+    from pipelines.lineage import Data, file_sha256, record, rollouts_digest, weights_digest
+    from reward.rankings import FILE
+
+    def ranked(name: str, where: str) -> Data:
+        path = Path(where).absolute()
+        return Data(name, str(path), file_sha256(path / FILE if path.is_dir() else path)[:16])
+
+    inputs = [ranked("rankings", rankings), *([ranked("heldout-rankings", heldout)] if heldout else [])]
+    inputs += [Data("rollouts", r, rollouts_digest(r)) for r in rollouts]
+    record(tracker, "reward train", output_hash(cfg), inputs,
+           [Data("reward-model", version.uri, weights_digest(model_dir))])
 
 
 def _split_overrides(paths: list[str], overrides: list[str]) -> tuple[list[str], list[str]]:

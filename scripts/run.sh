@@ -22,9 +22,9 @@ setup() {
     "$PY" -m venv "$VENV"
   fi
   if command -v nvidia-smi >/dev/null 2>&1 && nvidia-smi -L >/dev/null 2>&1; then
-    constraints=constraints/lock.txt extras=dev,asr,gpu  # gpu: NVML, for MLflow's GPU system metrics
+    constraints=constraints/lock.txt extras=dev,asr,pipeline,gpu  # gpu: NVML, for MLflow's GPU system metrics
   else
-    constraints=constraints/cpu.txt extras=dev,asr
+    constraints=constraints/cpu.txt extras=dev,asr,pipeline
   fi
   stamp="$VENV/.tandem-installed"
   want=$(cat pyproject.toml constraints/*.txt scripts/install_*.sh 2>/dev/null | sha256sum | cut -c1-16) || true

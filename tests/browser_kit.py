@@ -54,3 +54,52 @@ def wait_for_text(driver, text: str, timeout: float = 60) -> str:
             return body
         time.sleep(0.5)
     raise AssertionError(f"{text!r} never appeared on {driver.current_url}; the page said:\n{body[:2000]}")
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_for_port(port: int, timeout: float = 90, process=None) -> None:
+    """Until something accepts connections on 127.0.0.1:``port`` (a server starting up);
+    fails early when ``process`` (that server) exits."""
+    import socket
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if process is not None and process.poll() is not None:
+            raise AssertionError(f"the server exited ({process.returncode}) before listening on port {port}")
+        with socket.socket() as s:
+            if s.connect_ex(("127.0.0.1", port)) == 0:
+                return
+        time.sleep(0.5)
+    raise AssertionError(f"nothing listened on 127.0.0.1:{port} after {timeout:.0f} s")
+
+
+def start_server(cmd: list[str], **kwargs):
+    """A web server in a process group of its own, so ``stop_server`` ends its workers too."""
+    import subprocess
+
+    return subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True, **kwargs)
+
+
+def stop_server(server) -> None:
+    """SIGTERM to the server's group; SIGKILL when it outlasts 30 s (a loaded machine)."""
+    import os
+    import signal
+    import subprocess
+
+    for sig in (signal.SIGTERM, signal.SIGKILL):
+        try:
+            os.killpg(server.pid, sig)
+        except ProcessLookupError:
+            return
+        try:
+            server.wait(30)
+            return
+        except subprocess.TimeoutExpired:
+            continue

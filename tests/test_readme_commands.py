@@ -42,6 +42,10 @@ SKIPPED = {
     "tandem reward sync-pretrain": "minutes of pretraining (tests/reward/test_pretrained_heads.py)",
     "tandem reward text-pretrain": "minutes of pretraining (tests/reward/test_text_net.py)",
     "tandem align --config 1b_8gpu": "8 GPUs",
+    "tandem pipeline run": "the whole chain in Dagster, minutes: tests/pipelines/test_pipeline.py materialises, "
+                           "skips and re-runs its first stages",
+    "tandem lineage models:/tandem-aligned/1": "run below as `tandem lineage models:/tandem-aligned@candidate "
+                                               "--json`, once the align lines have registered it",
 }
 # README line (its start) -> the experiment its run goes to, in the order they run here.
 RUN = {
@@ -187,6 +191,17 @@ def test_the_readme_runs_from_footage_to_aligned_model(tmp_path, monkeypatch, ca
     assert ref.run_dir == registered  # its recipe came along: generate decodes with the run's decoders
     ema = load_checkpoint(tmp_path / "runs/train_debug_cpu/checkpoints/step00000020/ema.safetensors")[0]
     assert all(torch.equal(v, ema.state_dict()[k]) for k, v in model.state_dict().items())  # the final EMA
+    # Lineage (issue 25): the latents in, the registered weights out, by the digest generate records.
+    from pipelines.lineage import latents_digest, logged
+    from training.checkpoints import identify
+
+    assert logged(client, train.info.run_id) == {
+        "latent-shards": ("input", latents_digest(tmp_path / "runs" / "latents")[:32], by_name["latents"].info.run_id),
+        "checkpoint": ("output", identify(registered).digest, None)}
+    # ... and from the aligned model down to the footage files the README curated.
+    assert main(["lineage", "models:/tandem-aligned@candidate", "--json"]) == 0
+    chain = capsys.readouterr().out
+    assert all(f'"{clip.name}"' in chain for clip in (tmp_path / "footage").iterdir()), chain[-2000:]
     aligned = client.get_model_version_by_alias("tandem-aligned", "candidate")  # the last align: from training
     assert aligned.tags["init.run_id"] == train.info.run_id
 

@@ -91,3 +91,11 @@ def test_killed_worker_resumes_to_the_uninterrupted_metrics_and_the_result_is_re
     final = consolidated_state_dict(storage / "checkpoints")
     assert (storage / "checkpoints" / "latest").read_text().strip() == f"step{STEPS:08d}"
     assert all(torch.equal(v, final[k]) for k, v in model.state_dict().items() if k in final)
+    # issue 25: a fresh model: the prompts in, the weights out
+    from pipelines.lineage import file_sha256, weights_digest
+    from pipelines.lineage import logged as datasets
+
+    assert datasets(client, run.info.run_id) == {
+        "prompts.eval": ("input", file_sha256(tmp_path / "eval.txt")[:16], None),
+        "aligned-model": ("output", weights_digest(registered), None)}
+    assert run.data.tags["lineage.stage"] == "align"

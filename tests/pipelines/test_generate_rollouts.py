@@ -1,6 +1,7 @@
 """tandem generate: rollouts from any checkpoint source, reproducible from their json, resumable,
 unique across checkpoints; the CLI on local Ray with an MLflow run."""
 
+import hashlib
 import json
 from pathlib import Path
 
@@ -190,6 +191,14 @@ def test_cli_generates_on_local_ray_resumes_and_refuses_another_checkpoint(tmp_p
     [mlrun] = client.search_runs([client.get_experiment_by_name("tandem-generate").experiment_id])
     assert mlrun.data.metrics["written"] == 4 and mlrun.data.tags["checkpoint.digest"] == identify(ckpt).digest
     assert mlrun.info.run_name == "generate models:/tandem-dit@candidate rollout.steps=2"
+    # issue 25: read and written, with the producing run
+    from pipelines.lineage import logged, rollouts_digest
+
+    registered = client.get_model_version("tandem-dit", "1")
+    assert logged(client, mlrun.info.run_id) == {
+        "checkpoint": ("input", identify(ckpt).digest, registered.run_id),
+        "prompts": ("input", hashlib.sha256(prompts.read_bytes()).hexdigest()[:16], None),
+        "rollouts": ("output", rollouts_digest(out), None)}
 
     code, said = tandem(ckpt, "--prompts", prompts, "--out", out, "--group-size", "2", "rollout.steps=2")
     assert code == 0 and "0 new samples" in said.out, said.out + said.err

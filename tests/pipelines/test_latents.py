@@ -161,6 +161,13 @@ def test_tandem_latents_encodes_records_and_resumes(tmp_path, clips, local_ray, 
     assert run.data.tags["source_manifest_sha256"] == stats["source_manifest_sha256"]
     artifacts = {a.path for a in client.list_artifacts(run.info.run_id)}
     assert {"config.yaml", "stats.json", "rejects.jsonl", "manifest.jsonl"} <= artifacts
+    from pipelines.lineage import logged  # issue 25: what it read and wrote, as MLflow datasets
+
+    assert logged(client, run.info.run_id) == {
+        # sha256s to MLflow's 36 characters; a stand-in manifest: no curation run made it
+        "clip-shards": ("input", stats["source_manifest_sha256"][:32], None),
+        "latent-shards": ("output", hashlib.sha256((out / "manifest.jsonl").read_bytes()).hexdigest()[:32], None)}
+    assert run.data.tags["lineage.stage"] == "latents" and len(run.data.tags["lineage.config_digest"]) >= 8
 
     # The same command again: every shard is done, nothing is encoded, the outputs stay.
     written = {p.name: p.stat().st_mtime_ns for p in out.glob("*.tar")}

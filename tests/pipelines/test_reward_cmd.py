@@ -3,6 +3,7 @@ registry scores clips exactly as it did before it was saved (latent and omni bac
 ``tandem reward score`` prints per-head scores; bad inputs exit 2 before Ray starts; the CLI
 trains on Ray Train, logs held-out accuracy per head to MLflow and sets the alias."""
 
+import hashlib
 import json
 from pathlib import Path
 
@@ -128,6 +129,12 @@ def test_train_command_on_two_ray_workers_with_deepspeed_logs_heldout_accuracy_a
         for metric in ("accuracy_without_ties", "accuracy_with_ties", "tie_epsilon"):
             assert f"heldout/{head}/{metric}" in run.data.metrics
         assert len(client.get_metric_history(run.info.run_id, f"heldout/{head}/accuracy_with_ties")) == 2  # steps 3, 6
+    from pipelines.lineage import logged, rollouts_digest, weights_digest  # issue 25
+
+    assert logged(client, run.info.run_id) == {
+        "rankings": ("input", hashlib.sha256((rankings / "rankings.parquet").read_bytes()).hexdigest()[:16], None),
+        "rollouts": ("input", rollouts_digest(rollouts), None),
+        "reward-model": ("output", weights_digest(tmp_path / "run" / "model"), None)}
     assert main(["reward", "score", "models:/tandem-reward@candidate", str(rollouts)]) == 0
     table = capsys.readouterr().out.splitlines()
     assert table[0].split() == ["clip", *HEADS] and len(table) == 1 + 18

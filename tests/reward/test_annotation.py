@@ -209,6 +209,26 @@ def test_import_command_writes_all_or_nothing(rollouts, tmp_path):
     assert len(read_rankings(out)) == 2 and json.loads((out / "import.json").read_text())["judgements"] == 2
     assert set(json.loads((out / "agreement.json").read_text())) == {"motion"}
 
+    # The import is a run of its own: the export and the rollouts in, the rankings out (issue 25).
+    import hashlib
+
+    import mlflow
+
+    from pipelines.lineage import logged, rollouts_digest
+
+    client = mlflow.MlflowClient()
+    [run] = client.search_runs([client.get_experiment_by_name("tandem-annotate").experiment_id], max_results=1,
+                               order_by=["attributes.start_time DESC"])
+    sha = lambda p: hashlib.sha256(p.read_bytes()).hexdigest()[:16]  # noqa: E731
+    found = logged(client, run.info.run_id)
+    assert {k: v for k, v in found.items() if not k.startswith("rollouts")} == {
+        "annotation-export": ("input", sha(tmp_path / "good.json"), None),
+        "rankings": ("output", sha(out / "rankings.parquet"), None)}
+    # two rollouts folders (two checkpoints), simulated: no generate run made them
+    assert sorted(found) == ["annotation-export", "rankings", "rollouts", "rollouts.2"]
+    assert sorted(v for k, v in found.items() if k.startswith("rollouts")) == sorted(
+        ("input", rollouts_digest(d), None) for d in {r.mp4.parents[1] for r in rollouts})
+    assert run.data.tags["lineage.stage"] == "annotate import"
 
 def test_pull_counts_tasks_and_annotations_apart_and_says_when_there_are_none():
     from pathlib import Path

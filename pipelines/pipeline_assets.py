@@ -1,0 +1,246 @@
+"""The pipeline as a Dagster asset graph: clip shards -> latent shards -> checkpoint -> rollouts
+-> annotation tasks -> rankings -> reward model -> aligned model.
+
+Materialising an asset runs the stage's own code, the functions the CLI calls (``run_curation``,
+``run_latents_job``, ``run_training``, ...): the stages do not know about Dagster. Each asset's
+value is small: where its output lies, the output's content digest (the one ``pipelines.lineage``
+logs), the MLflow run that made it. Its **data version** is a digest of its stage, its config
+digest and its inputs' digests; an asset whose data version equals that of its last
+materialisation, with its output still there, is *skipped*: recorded again (metadata
+``skipped: true``) without running the stage. So a second ``tandem pipeline run`` does no work,
+and a changed curation knob re-runs curation, then whatever its new output changes below it.
+
+Rankings are external: the asset imports the annotators' exports that ``pipeline.yaml`` names
+once they exist, and until then materialises nothing, so reward and align wait for it. The
+sensor ``new_footage`` requests a run when a batch folder appears under the footage folder
+(curation is incremental: only the new batch's files are curated).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import warnings
+from collections.abc import Callable
+from pathlib import Path
+
+import dagster as dg
+
+from pipelines.config import output_hash
+from pipelines.pipeline_spec import STAGES, THIS_REWARD_URI, PipelineSpec
+
+log = logging.getLogger(__name__)
+# stage -> (asset name, the assets it reads)
+ASSETS = {"curate": ("clip_shards", []), "latents": ("latent_shards", ["clip_shards"]),
+          "train": ("checkpoint", ["latent_shards"]), "generate": ("rollouts", ["checkpoint"]),
+          "tasks": ("annotation_tasks", ["rollouts"]), "rankings": ("rankings", ["annotation_tasks", "rollouts"]),
+          "reward": ("reward_model", ["rankings", "rollouts"]), "align": ("aligned_model", ["checkpoint", "reward_model"])}
+
+
+def data_version(stage: str, config_digest: str, inputs: dict[str, str]) -> str:
+    key = json.dumps([stage, config_digest, sorted(inputs.items())])
+    return hashlib.sha256(key.encode()).hexdigest()[:16]
+
+
+def input_digests(spec: PipelineSpec, stage: str, upstream: dict[str, dict]) -> dict[str, str]:
+    """What a stage reads, by digest: its upstream assets', and for curation the footage's
+    (its files' content ids, remembered by stat under the store: ``pipelines/fingerprints.py``)."""
+    digests = {k: v["digest"] for k, v in upstream.items()}
+    if stage == "curate":
+        from pipelines.discover import discover
+        from pipelines.lineage import footage_digest
+
+        book = spec.store / "footage_ids.json"
+        remembered = json.loads(book.read_text()) if book.exists() else {}
+        digests["footage"] = footage_digest(discover([str(spec.footage)], remembered))
+        book.parent.mkdir(parents=True, exist_ok=True)
+        book.write_text(json.dumps(remembered))
+    if stage == "rankings":
+        from pipelines.lineage import file_sha256
+
+        digests["exports"] = hashlib.sha256("".join(file_sha256(e) for e in exports_of(spec)).encode()).hexdigest()
+    return digests
+
+
+def last_value(instance, asset: str) -> dict | None:
+    """The value an asset's last materialisation recorded (its ``value`` metadata)."""
+    event = instance.get_latest_materialization_event(dg.AssetKey(asset))
+    if event is None or event.asset_materialization is None:
+        return None
+    meta = event.asset_materialization.metadata
+    return json.loads(meta["value"].value) if "value" in meta else None
+
+
+def _materialise(context, spec: PipelineSpec, stage: str, upstream: dict[str, dict], run: Callable) -> dg.Output:
+    asset = ASSETS[stage][0]
+    cfg = spec.config(stage)
+    version = data_version(stage, output_hash(cfg), input_digests(spec, stage, upstream))
+    last = last_value(context.instance, asset)
+    skipped = bool(last and last.get("data_version") == version and Path(last["path"]).exists())
+    if skipped:
+        value = last
+        context.log.info(f"{asset}: data version {version} unchanged, skipped")
+    else:
+        out = spec.out / stage / version
+        value = {**run(spec, cfg, upstream, out), "data_version": version}
+    metadata = {"data_version": version, "skipped": skipped, "digest": value["digest"], "path": value["path"],
+                "mlflow_run_id": value.get("run_id") or "", "value": json.dumps(value)}
+    with warnings.catch_warnings():  # Output's data_version is "beta" in Dagster 1.13: said once, here
+        warnings.simplefilter("ignore", dg.BetaWarning)
+        return dg.Output(value, data_version=dg.DataVersion(version), metadata=metadata)
+
+
+def _run_id_of(digest: str) -> str | None:
+    import mlflow
+
+    from pipelines.lineage import find_producer
+    from pipelines.tracking import default_tracking_uri
+
+    return find_producer(mlflow.MlflowClient(default_tracking_uri()), digest)
+
+
+# ---------------------------------------------------------------------------------- stages
+# Each: (spec, resolved config, upstream values, output folder) -> {"path", "digest", "run_id", ...}
+
+
+def run_curate(spec, cfg, upstream, out):
+    from pipelines.curate import run_curation
+    from pipelines.lineage import file_sha256
+
+    out = spec.out / "curate" / output_hash(cfg)  # incremental: new footage adds units to the same output
+    result = run_curation([str(spec.footage)], out, cfg, address=spec.address, run_name="pipeline curate")
+    return {"path": str(out), "digest": file_sha256(out / "manifest.parquet"), "run_id": result.mlflow_run_id}
+
+
+def run_latents(spec, cfg, upstream, out):
+    from pipelines.latents import run_latents_job
+    from pipelines.lineage import latents_digest
+
+    result = run_latents_job(Path(upstream["clip_shards"]["path"]) / "shards", out, cfg, address=spec.address,
+                             run_name="pipeline latents")
+    if result.shards_failed:
+        raise RuntimeError(f"latents: {len(result.shards_failed)} clip shard(s) not encoded: {result.shards_failed}")
+    return {"path": str(out), "digest": latents_digest(out), "run_id": result.mlflow_run_id}
+
+
+def run_train(spec, cfg, upstream, out):
+    from pipelines.lineage import weights_digest
+    from pipelines.ray_train import register_trained, run_training
+
+    cfg.data.shards, cfg.storage = upstream["latent_shards"]["path"], str(out)
+    result = run_training(cfg, address=spec.address, run_name="pipeline train")
+    if result.error:
+        raise RuntimeError(f"training failed: {result.error}")
+    version = register_trained(cfg)
+    return {"path": str(out / "final"), "digest": weights_digest(out / "final"), "run_id": version.run_id,
+            "model": version.uri}
+
+
+def run_generate(spec, cfg, upstream, out):
+    from pipelines.generate import run_generate as generate
+    from pipelines.lineage import rollouts_digest
+
+    ckpt = upstream["checkpoint"]
+    generate(ckpt.get("model") or ckpt["path"], spec.stages["generate"].prompts, out, cfg, address=spec.address,
+             run_name="pipeline generate")
+    digest = rollouts_digest(out)
+    return {"path": str(out), "digest": digest, "run_id": _run_id_of(digest)}
+
+
+def run_tasks(spec, cfg, upstream, out):
+    from pipelines.lineage import file_sha256
+    from reward.annotation import make_tasks, write_tasks
+    from reward.rollouts import read_rollouts
+
+    paths = write_tasks(out, cfg, make_tasks(read_rollouts(upstream["rollouts"]["path"]), cfg))
+    return {"path": str(out), "digest": file_sha256(paths["tasks"])[:16], "run_id": None}
+
+
+def exports_of(spec: PipelineSpec) -> list[str]:
+    """The Label Studio exports ``stages.rankings.exports`` names that exist: files, or the
+    ``*.json`` of folders."""
+    found = []
+    for entry in map(Path, spec.stages["rankings"].exports):
+        found += sorted(map(str, entry.glob("*.json"))) if entry.is_dir() else [str(entry)] if entry.is_file() else []
+    return found
+
+
+def run_rankings(spec, cfg, upstream, out):
+    from pipelines.cli import main
+    from pipelines.lineage import file_sha256
+
+    code = main(["annotate", "import", *exports_of(spec), "--out", str(out), "--tasks",
+                 upstream["annotation_tasks"]["path"], "--rollouts", upstream["rollouts"]["path"]])
+    if code:
+        raise RuntimeError(f"annotate import exited {code} (its message is above)")
+    digest = file_sha256(out / "rankings.parquet")[:16]
+    return {"path": str(out), "digest": digest, "run_id": _run_id_of(digest)}
+
+
+def run_reward(spec, cfg, upstream, out):
+    from pipelines.lineage import weights_digest
+    from pipelines.reward_cmd import run_reward_training
+
+    cfg.storage = str(out)
+    done = run_reward_training(cfg, upstream["rankings"]["path"], [upstream["rollouts"]["path"]],
+                               address=spec.address, run_name="pipeline reward")
+    return {"path": done["model_dir"], "digest": weights_digest(done["model_dir"]), "run_id": done["run_id"],
+            "model": f"models:/tandem-reward/{done['version']}"}
+
+
+def run_align(spec, cfg, upstream, out):
+    """Aligns the trained checkpoint; a reward whose source is ``$reward`` is the reward model."""
+    from pipelines.align import preflight, register_aligned, run_alignment
+    from pipelines.lineage import weights_digest
+
+    cfg.storage, cfg.init = str(out), upstream["checkpoint"]["model"]
+    for source in cfg.rewards.values():
+        if source.source == THIS_REWARD_URI:
+            source.source = upstream["reward_model"]["model"]
+    result = run_alignment(cfg, preflight(cfg), address=spec.address, run_name="pipeline align")
+    if result.error:
+        raise RuntimeError(f"alignment failed: {result.error}")
+    version = register_aligned(cfg)
+    weights = out / "aligned"
+    return {"path": str(weights), "digest": weights_digest(weights), "run_id": version.run_id, "model": version.uri}
+
+
+RUNNERS = {"curate": run_curate, "latents": run_latents, "train": run_train, "generate": run_generate,
+           "tasks": run_tasks, "rankings": run_rankings, "reward": run_reward, "align": run_align}
+
+
+# ---------------------------------------------------------------------------------- graph
+
+
+def _asset(spec: PipelineSpec, stage: str) -> dg.AssetsDefinition:
+    name, reads = ASSETS[stage]
+    external = stage == "rankings"
+
+    @dg.asset(name=name, ins={r: dg.AssetIn(r) for r in reads}, output_required=not external, group_name="tandem",
+              description=(RUNNERS[stage].__doc__ or f"tandem {stage}").strip().splitlines()[0],
+              metadata={"stage": stage})
+    def materialise(context, **upstream):  # unannotated: Dagster rejects a postponed (string) annotation
+        if external and not exports_of(spec):
+            context.log.info("rankings: no annotators' export yet (stages.rankings.exports): waiting for them")
+            return
+        yield _materialise(context, spec, stage, upstream, RUNNERS[stage])
+
+    return materialise
+
+
+def build_definitions(spec: PipelineSpec) -> dg.Definitions:
+    assets = [_asset(spec, s) for s in STAGES if s in spec.stages]
+    everything = dg.define_asset_job("tandem_pipeline", selection=dg.AssetSelection.all())
+
+    @dg.sensor(job=everything, minimum_interval_seconds=30)
+    def new_footage(context):
+        """A run when a new batch folder (or file) appears under the footage folder."""
+        batches = sorted(p.name for p in spec.footage.iterdir()) if spec.footage.is_dir() else []
+        cursor = json.dumps(batches)
+        if cursor != context.cursor:
+            new = sorted(set(batches) - set(json.loads(context.cursor or "[]")))
+            context.update_cursor(cursor)
+            yield dg.RunRequest(run_key=cursor, tags={"tandem/new_batches": ",".join(new)[:200]})
+
+    return dg.Definitions(assets=assets, jobs=[everything], sensors=[new_footage])

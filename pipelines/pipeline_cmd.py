@@ -1,0 +1,162 @@
+"""``tandem pipeline run|status|ui PIPELINE.yaml``: the stages as one Dagster asset graph.
+
+    tandem pipeline run pipeline.yaml [--address ADDR]   materialise what is stale, in process
+    tandem pipeline status pipeline.yaml                 each asset: fresh, stale, missing, waiting
+    tandem pipeline ui pipeline.yaml [--port 3000]       Dagster's web UI on 127.0.0.1
+
+The Dagster store (runs, materialisations, data versions) lives under ``<out>/.dagster``, so the
+UI shows what ``run`` did. The graph and its skipping: ``pipelines/pipeline_assets.py``; the
+file: ``pipelines/pipeline_spec.py``. A bad file exits 2 naming what is wrong.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+from model.config import ConfigError
+from pipelines.pipeline_spec import STAGES, PipelineSpec, load_spec
+
+
+def open_instance(spec: PipelineSpec):
+    """The pipeline's own Dagster instance (SQLite under ``spec.store``), as the UI opens it."""
+    import dagster as dg
+
+    spec.store.mkdir(parents=True, exist_ok=True)
+    (spec.store / "dagster.yaml").touch()
+    return dg.DagsterInstance.from_config(str(spec.store))
+
+
+def run_pipeline(spec: PipelineSpec) -> dict[str, str]:
+    """Materialise every asset (unchanged ones are skipped); returns asset -> ran | skipped |
+    waiting (for rankings, or below them) | failed | not run (a failed upstream stops it)."""
+    import dagster as dg
+
+    from pipelines.pipeline_assets import ASSETS, build_definitions
+
+    defs = build_definitions(spec)
+    with open_instance(spec) as instance:
+        result = dg.materialize(list(defs.assets), instance=instance, raise_on_error=False,
+                                tags={"tandem/pipeline": str(spec.path)})
+        states = {}
+        for stage in (s for s in STAGES if s in spec.stages):
+            asset = ASSETS[stage][0]
+            events = [e for e in result.get_asset_materialization_events()
+                      if e.asset_key == dg.AssetKey(asset)]
+            step = next((e for e in result.all_node_events if e.step_key == asset and e.is_step_failure), None)
+            if events:
+                meta = events[-1].materialization.metadata
+                states[asset] = "skipped" if meta["skipped"].value else "ran"
+            elif step is not None:
+                error = step.event_specific_data.error
+                why = ((error.cause or error).message.strip().splitlines() or ["?"])[-1] if error else "?"
+                states[asset] = f"failed: {why}"
+            elif stage == "rankings" or any(states.get(r) == "waiting" for r in ASSETS[stage][1]):
+                states[asset] = "waiting"
+            else:
+                states[asset] = "not run"
+    return states
+
+
+def pipeline_status(spec: PipelineSpec) -> dict[str, dict]:
+    """Each asset's last materialisation, and whether the config or inputs changed since:
+    fresh, stale (and why), missing, or waiting (rankings without an export)."""
+    from pipelines.config import output_hash
+    from pipelines.pipeline_assets import (
+        ASSETS,
+        data_version,
+        exports_of,
+        input_digests,
+        last_value,
+    )
+
+    rows: dict[str, dict] = {}
+    with open_instance(spec) as instance:
+        values = {}
+        for stage in (s for s in STAGES if s in spec.stages):
+            asset, reads = ASSETS[stage]
+            last = values[asset] = last_value(instance, asset)
+            if any(values.get(r) is None for r in reads):
+                state = "waiting" if stage == "rankings" and not exports_of(spec) else "missing"
+                rows[asset] = {"state": state if last is None else "stale", "why": "upstream not materialised"}
+                continue
+            now = data_version(stage, output_hash(spec.config(stage)), input_digests(spec, stage, {r: values[r] for r in reads}))
+            if last is None:
+                state = "waiting" if stage == "rankings" and not exports_of(spec) else "missing"
+                rows[asset] = {"state": state}
+            elif last["data_version"] != now:
+                rows[asset] = {"state": "stale", "why": "its config or inputs changed", "data_version": last["data_version"]}
+            else:
+                rows[asset] = {"state": "fresh", "data_version": now, "path": last["path"],
+                               "mlflow_run_id": last.get("run_id")}
+    return rows
+
+
+def add_parsers(subparsers) -> None:
+    p = subparsers.add_parser("pipeline", help="every stage as one Dagster asset graph: run what is stale, status, UI")
+    sub = p.add_subparsers(dest="pipeline_command", metavar="SUBCOMMAND")
+    run = sub.add_parser("run", help="materialise the stale assets of PIPELINE.yaml (unchanged ones are skipped)")
+    run.add_argument("file", metavar="PIPELINE.yaml")
+    run.add_argument("--address", help="Ray cluster address for every stage (default: local Ray)")
+    run.set_defaults(handler=_guard(run_handler))
+    status = sub.add_parser("status", help="each asset's state: fresh, stale, missing, waiting")
+    status.add_argument("file", metavar="PIPELINE.yaml")
+    status.add_argument("--json", action="store_true")
+    status.set_defaults(handler=_guard(status_handler))
+    ui = sub.add_parser("ui", help="Dagster's web UI on 127.0.0.1, on the pipeline's store")
+    ui.add_argument("file", metavar="PIPELINE.yaml")
+    ui.add_argument("--port", type=int, default=3000)
+    ui.set_defaults(handler=_guard(ui_handler))
+    p.set_defaults(handler=lambda args: (p.print_help(), 2)[1])
+
+
+def _guard(fn):
+    def handler(args) -> int:
+        try:
+            return fn(args, load_spec(args.file))
+        except ConfigError as exc:
+            print(f"tandem pipeline {args.pipeline_command}: {exc}", file=sys.stderr)
+            return 2
+    return handler
+
+
+def run_handler(args, spec: PipelineSpec) -> int:
+    spec.address = args.address
+    states = run_pipeline(spec)
+    for asset, state in states.items():
+        print(f"  {asset:<18} {state}")  # (a failed asset: its error's last line)
+    print(f"Dagster store: {spec.store} (`tandem pipeline ui {args.file}`)")
+    failed = any(s.startswith("failed") or s == "not run" for s in states.values())
+    if failed:
+        print("a failed stage stopped what is below it; fix the cause and run again: what is done is skipped")
+    return 1 if failed else 0
+
+
+def status_handler(args, spec: PipelineSpec) -> int:
+    rows = pipeline_status(spec)
+    if args.json:
+        print(json.dumps(rows, indent=1))
+    else:
+        for asset, row in rows.items():
+            print(f"  {asset:<18} {row['state']:<8} {row.get('why', row.get('path', ''))}")
+    return 0
+
+
+def ui_command(spec: PipelineSpec, port: int) -> tuple[list[str], dict[str, str]]:
+    """The webserver's command line and environment: 127.0.0.1 only, the pipeline's store."""
+    exe = Path(sys.executable).parent / "dagster-webserver"
+    env = dict(os.environ, DAGSTER_HOME=str(spec.store), TANDEM_PIPELINE=str(spec.path.absolute()))
+    return [str(exe), "-h", "127.0.0.1", "-p", str(port), "-m", "pipelines.dagster_defs"], env
+
+
+def ui_handler(args, spec: PipelineSpec) -> int:
+    open_instance(spec).dispose()
+    cmd, env = ui_command(spec, args.port)
+    print(f"Dagster UI: http://127.0.0.1:{args.port} (store {spec.store}); Ctrl-C stops it", flush=True)
+    try:
+        return subprocess.run(cmd, env=env, cwd=Path(__file__).resolve().parents[1]).returncode
+    except KeyboardInterrupt:
+        return 0
