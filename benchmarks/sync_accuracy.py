@@ -15,7 +15,10 @@ calibration (P(within 40 ms) from the lag search: curation/sync_calibration.py) 
 on the other folds' speakers and applied to each fold's, so every figure below is on
 speakers the calibration never saw. ``--fit`` prints the coefficients fitted on every
 speaker (what ``curation.sync.CALIBRATION`` holds). ``--compare`` also reports the lip
-signals that were considered (inner opening alone, three lip measures, mouth appearance).
+signals that were considered (inner opening alone, three lip measures, mouth appearance,
+the opening a speech-to-mouth model predicts, fitted per fold) and, per clip, how far each
+signal's best lag sits from the truth across the shifts (a shift only translates a clip's
+lag curve, so a clip's shifts are one measurement, not eleven).
 
 Printed: per offset and per clip family, the share within +-40 ms, unmeasured, and wrong
 by more than 80 ms (of reported estimates), and the share whose best lag was within 40 ms
@@ -219,13 +222,17 @@ def print_consistency(by_kind: dict[str, list[Trial]], out) -> None:
     estimator is biased on it, or the clip is not in sync at the source (its 0 is not the truth)."""
     print("\nper clip, best lag - true shift: median over the shifts (ms) / shifts within 40 ms of it:", file=out)
     print(f"{'clip':40} " + " ".join(f"{kind:>12}" for kind in by_kind), file=out)
-    for clip in sorted({t.clip for t in next(iter(by_kind.values()))}):
+    clips, right = sorted({t.clip for t in next(iter(by_kind.values()))}), dict.fromkeys(by_kind, 0)
+    for clip in clips:
         cells = []
-        for rows in by_kind.values():
+        for kind, rows in by_kind.items():
             bias = [t.candidate_ms - t.shift_ms for t in rows if t.clip == clip and t.candidate_ms is not None]
             median = float(np.median(bias)) if bias else float("nan")
+            right[kind] += abs(median) <= 40
             cells.append(f"{median:+5.0f} {sum(abs(b - median) <= 40 for b in bias):2d}/{len(SHIFTS_MS)}")
         print(f"{Path(clip).stem:40} " + " ".join(f"{c:>12}" for c in cells), file=out)
+    print(f"{'clips with |median| <= 40 ms':40} " + " ".join(f"{f'{n}/{len(clips)}':>12}" for n in right.values()),
+          file=out)
 
 
 def costs(trials: list[Trial], clips, cache: Path, width: int) -> dict:
