@@ -15,7 +15,10 @@ calibration (P(within 40 ms) from the lag search: curation/sync_calibration.py) 
 on the other folds' speakers and applied to each fold's, so every figure below is on
 speakers the calibration never saw. ``--fit`` prints the coefficients fitted on every
 speaker (what ``curation.sync.CALIBRATION`` holds). ``--compare`` also reports the lip
-signals that were considered (inner opening alone, three lip measures, mouth appearance).
+signals that were considered (inner opening alone, three lip measures, mouth appearance,
+the opening a speech-to-mouth model predicts, fitted per fold) and, per clip, how far each
+signal's best lag sits from the truth across the shifts (a shift only translates a clip's
+lag curve, so a clip's shifts are one measurement, not eleven).
 
 Printed: per offset and per clip family, the share within +-40 ms, unmeasured, and wrong
 by more than 80 ms (of reported estimates), and the share whose best lag was within 40 ms
@@ -64,32 +67,54 @@ class Trial:
         return None if self.candidate_ms is None else abs(self.candidate_ms - self.shift_ms)
 
 
-def run_trials(clips, cache: Path, config: SyncConfig, kind: str) -> list[Trial]:
+def run_trials(clips, cache: Path, config: SyncConfig, kind: str, n_folds: int, seed: int) -> list[Trial]:
     """Every clip at every shift, searched as the stage does (cached per version of the
-    estimators' code and settings: refitting the calibration does not search again)."""
+    estimators' code and settings: refitting the calibration does not search again). The
+    ``predicted`` lip signal's speech-to-mouth model is fitted per fold, on the other
+    folds' speakers, so no clip is searched with a model that saw its speaker."""
     import hashlib
     import pickle
 
-    from curation import sync_events, sync_lag, sync_lips
+    from curation import sync_events, sync_lag, sync_lips, sync_speech_mouth
 
-    code = "".join(Path(m.__file__).read_text() for m in (sync_events, sync_lag, sync_lips))
-    key = hashlib.sha256(f"{code}{config.max_lag_s}{config.distinct_s}{kind}{[c.file for c in clips]}".encode())
+    code = "".join(Path(m.__file__).read_text() for m in (sync_events, sync_lag, sync_lips, sync_speech_mouth))
+    key = hashlib.sha256(f"{code}{config.max_lag_s}{config.distinct_s}{kind}{n_folds}{seed}"
+                         f"{[c.file for c in clips]}".encode())
     stored = cache / f"trials_{kind}_w{config.decode_width}_{key.hexdigest()[:12]}.pkl"
     if stored.is_file():
         return pickle.loads(stored.read_bytes())
-    trials = _search_all(clips, cache, config, kind)
+    trials = _search_all(clips, cache, config, kind, n_folds, seed)
     stored.write_bytes(pickle.dumps(trials))
     return trials
 
 
-def _search_all(clips, cache: Path, config: SyncConfig, kind: str) -> list[Trial]:
+def speech_mouth_models(clips, features: dict, n_folds: int, seed: int) -> dict:
+    """{speaker: the speech-to-mouth model fitted on the talking heads of the other folds}."""
+    from curation.sync_speech_mouth import fit_model
+
+    talking = [c for c in clips if c.family == "talking_head" and "landmarks" in features[c.file]]
+    fold_of = folds([c.group for c in talking], n_folds, seed)
+    models = {}
+    for k in range(n_folds):
+        model = fit_model([training_clip(features[c.file]) for c in talking if fold_of[c.group] != k])
+        models.update({group: model for group, fold in fold_of.items() if fold == k})
+    return models
+
+
+def training_clip(f: dict) -> tuple:
+    return f["mono"], int(f["rate"]), f["landmarks"], float(f["fps"])
+
+
+def _search_all(clips, cache: Path, config: SyncConfig, kind: str, n_folds: int, seed: int) -> list[Trial]:
     from curation.faces import FaceDetector
     from curation.lip_landmarks import LipReader
 
     detector, reader = FaceDetector(config.faces), LipReader(config.landmarks_path)
+    features = {c.file: clip_features(c, cache, config.decode_width, detector, reader) for c in clips}
+    models = speech_mouth_models(clips, features, n_folds, seed) if kind == "predicted" else {}
     trials = []
     for clip in clips:
-        f = clip_features(clip, cache, config.decode_width, detector, reader)
+        f = features[clip.file]
         fps, rate = float(f["fps"]), int(f["rate"])
         for shift in SHIFTS_MS:
             mono = shift_audio(f["mono"], rate, shift)
@@ -97,7 +122,7 @@ def _search_all(clips, cache: Path, config: SyncConfig, kind: str) -> list[Trial
             if clip.family == "talking_head":
                 search, reason = ((None, "no_face") if "lips" not in f else
                                   signals_lag(f, fps, mono, rate, max_lag_s=config.max_lag_s,
-                                              distinct_s=config.distinct_s, kind=kind))
+                                              distinct_s=config.distinct_s, kind=kind, model=models.get(clip.group)))
             else:
                 search, reason = event_lag(f["motion"], fps, mono, rate, max_lag_s=config.max_lag_s,
                                            distinct_s=config.distinct_s)
@@ -190,6 +215,26 @@ def report(trials: list[Trial], config: SyncConfig, cost: dict, out) -> dict[str
     return reliability
 
 
+def print_consistency(by_kind: dict[str, list[Trial]], out) -> None:
+    """Per clip and signal: the median of (best lag - true shift) over the shifts, and at how
+    many shifts the best lag lies within 40 ms of that median. A clip whose estimates follow
+    every shift but sit at the same distance from it is read consistently: either the
+    estimator is biased on it, or the clip is not in sync at the source (its 0 is not the truth)."""
+    print("\nper clip, best lag - true shift: median over the shifts (ms) / shifts within 40 ms of it:", file=out)
+    print(f"{'clip':40} " + " ".join(f"{kind:>12}" for kind in by_kind), file=out)
+    clips, right = sorted({t.clip for t in next(iter(by_kind.values()))}), dict.fromkeys(by_kind, 0)
+    for clip in clips:
+        cells = []
+        for kind, rows in by_kind.items():
+            bias = [t.candidate_ms - t.shift_ms for t in rows if t.clip == clip and t.candidate_ms is not None]
+            median = float(np.median(bias)) if bias else float("nan")
+            right[kind] += abs(median) <= 40
+            cells.append(f"{median:+5.0f} {sum(abs(b - median) <= 40 for b in bias):2d}/{len(SHIFTS_MS)}")
+        print(f"{Path(clip).stem:40} " + " ".join(f"{c:>12}" for c in cells), file=out)
+    print(f"{'clips with |median| <= 40 ms':40} " + " ".join(f"{f'{n}/{len(clips)}':>12}" for n in right.values()),
+          file=out)
+
+
 def costs(trials: list[Trial], clips, cache: Path, width: int) -> dict:
     out = {}
     for family in METHOD:
@@ -229,19 +274,23 @@ def main() -> None:
           f"{len({c.group for c in clips if c.family == 'talking_head'})} speakers; "
           f"{sum(c.family == 'event' for c in clips)} sound events); shifts {SHIFTS_MS} ms; "
           f"{args.folds} folds by speaker (events: by clip), seed {args.seed}; lip signal {LIP_SIGNAL!r}", file=out)
-    trials = run_trials(clips, cache, config, LIP_SIGNAL)
+    trials = run_trials(clips, cache, config, LIP_SIGNAL, args.folds, args.seed)
     cross_validate(trials, args.folds, args.seed)
     reliability = report(trials, config, costs(trials, clips, cache, config.decode_width), out)
     if args.compare:
         print("\n== lip signals considered (talking heads, best lag only, before calibration):", file=out)
         print(f"{'signal':10} {'within40':>9} {'within80':>9}", file=out)
         talking = [c for c in clips if c.family == "talking_head"]
-        for kind in ("opening", "lips", "patch"):
-            errors = [t.error for t in run_trials(talking, cache, config, kind) if t.error is not None]
+        by_kind = {kind: run_trials(talking, cache, config, kind, args.folds, args.seed)
+                   for kind in ("opening", "lips", "patch", "predicted")}
+        for kind, rows in by_kind.items():
+            errors = [t.error for t in rows if t.error is not None]
             n = len(talking) * len(SHIFTS_MS)
             print(f"{kind:10} {sum(e <= 40 for e in errors) / n:9.0%} {sum(e <= 80 for e in errors) / n:9.0%}", file=out)
+        print_consistency(by_kind, out)
         print("(opening: inner lips alone, signed; lips: inner/outer opening and width, dlib's 68 points; patch: "
-              "MTCNN-placed mouth appearance. Landmark models: mediapipe's face mesh could not be compared, as its "
+              "MTCNN-placed mouth appearance; predicted: the lips' opening against the opening a speech-to-mouth "
+              "model fitted on the other folds' speakers predicts from the log-mel spectrum. Landmark models: mediapipe's face mesh could not be compared, as its "
               "releases that ship weights need numpy < 2 and protobuf < 5 and later ones ship none.)", file=out)
     if args.fit:
         print("\ncalibration fitted on every speaker (curation.sync.CALIBRATION):", file=out)

@@ -22,6 +22,8 @@ from scipy.signal import butter, sosfiltfilt
 from curation.faces import FaceDetector, mouth_crops, track_mouth
 from curation.lip_landmarks import LipReader, lip_features
 from curation.sync_lag import LagSearch, orthonormal_basis, search_lags
+from curation.sync_speech_mouth import HOP_S as MODEL_HOP_S
+from curation.sync_speech_mouth import SpeechMouthModel, mouth_opening
 
 HOP_S = 0.005
 MOUTH_COMPONENTS = 5
@@ -120,10 +122,23 @@ def audio_signal(mono: np.ndarray, rate: int, hop_s: float = HOP_S) -> np.ndarra
 
 
 def signals_lag(signals: dict[str, np.ndarray], fps: float, mono: np.ndarray, rate: int, *, max_lag_s: float,
-                distinct_s: float, kind: str = LIP_SIGNAL) -> tuple[LagSearch | None, str | None]:
-    """(lag search, None) for the mouth ``signals`` against ``mono``, or (None, reason)."""
+                distinct_s: float, kind: str = LIP_SIGNAL, model: SpeechMouthModel | None = None
+                ) -> tuple[LagSearch | None, str | None]:
+    """(lag search, None) for the mouth ``signals`` against ``mono``, or (None, reason).
+    ``lips``, ``opening``, ``patch``: lip measures or appearance against the levels of three
+    speech bands; ``predicted``: the seen opening against the one ``model`` predicts from the
+    speech (curation/sync_speech_mouth.py: evaluated by the benchmark, not shipped)."""
     if not speech_present(speech_envelope(mono, rate)):
         return None, "no_speech"
+    if kind == "predicted":
+        if model is None:
+            raise ValueError("the predicted lip signal needs a speech-to-mouth model (fit_model)")
+        seen = mouth_opening(signals["landmarks"], fps)[:, None]
+        if not np.isfinite(seen).all() or seen.std() < 1e-6:
+            return None, "ambiguous"
+        predicted = model.predict(mono, rate)
+        return search_lags(seen / np.linalg.norm(seen), predicted, MODEL_HOP_S, fps,
+                           max_lag_s=max_lag_s, distinct_s=distinct_s, step_s=MODEL_HOP_S), None
     basis = mouth_signal(signals, fps, kind)
     if basis.shape[1] == 0:
         return None, "ambiguous"
