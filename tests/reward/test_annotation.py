@@ -2,6 +2,7 @@
 bad input is refused with the task named and nothing written, agreement is Krippendorff's."""
 
 import json
+import os
 import xml.etree.ElementTree as ET
 from collections import Counter
 
@@ -216,7 +217,7 @@ def test_import_command_writes_all_or_nothing(rollouts, tmp_path):
 
     from pipelines.lineage import logged, rollouts_digest
 
-    client = mlflow.MlflowClient()
+    client = mlflow.MlflowClient(os.environ["MLFLOW_TRACKING_URI"])  # the command's store, not an earlier test's global URI
     [run] = client.search_runs([client.get_experiment_by_name("tandem-annotate").experiment_id], max_results=1,
                                order_by=["attributes.start_time DESC"])
     sha = lambda p: hashlib.sha256(p.read_bytes()).hexdigest()[:16]  # noqa: E731
