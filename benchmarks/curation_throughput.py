@@ -110,27 +110,47 @@ def children_cpu() -> float:
     return ru.ru_utime + ru.ru_stime
 
 
-def reap_orphans(keep: list[psutil.Process], wait_s: float = 20.0) -> None:
+def unwaited(procs: list[psutil.Process]) -> list[psutil.Process]:
+    """Processes whose CPU time no parent collects: the raylet ignores SIGCHLD, so its
+    workers' times (and their ffmpeg children's) vanish when they exit; they are sampled."""
+    out = []
+    for p in procs:
+        with contextlib.suppress(psutil.Error):
+            parent = p.parent()
+            if parent is not None and parent.name() == "raylet":
+                out.append(p)
+    return out
+
+
+def reap_orphans(keep: list[psutil.Process], wait_s: float = 20.0) -> set[int]:
     """Wait for the processes a command left behind (Ray workers outlive its driver by a
-    moment); as subreaper this process inherits them, and their CPU time with them."""
-    keep_pids = {p.pid for p in tree(keep)}
+    moment); as subreaper this process inherits them, and their CPU time with them.
+    Returns the pids reaped."""
+    keep_pids, reaped = {p.pid for p in tree(keep)}, set()
     deadline = time.time() + wait_s
     while time.time() < deadline:
         try:
-            pid, _ = os.waitpid(-1, os.WNOHANG)
+            pid, _, _ = os.wait4(-1, os.WNOHANG)
         except ChildProcessError:
-            return
+            break
         if pid:
+            reaped.add(pid)
             continue
         if not [c for c in psutil.Process().children() if c.pid not in keep_pids]:
-            return
+            break
         time.sleep(0.2)
+    return reaped
 
 
 def measure(cmd: list[str], cwd: Path, env: dict, also: list[psutil.Process] = ()) -> Measured:
-    """Run ``cmd`` to its exit; ``also``: long-running processes (a cluster) its work runs on."""
+    """Run ``cmd`` to its exit; ``also``: long-running processes (a cluster) its work runs on.
+
+    CPU time: what this process collects from its children (it is their subreaper), plus,
+    sampled every 0.25 s, that of the processes nobody collects (``unwaited``) and, for a
+    cluster, the growth of its processes' times."""
     m = Measured()
     before, cpu0 = cpu_of(tree(list(also))), children_cpu()
+    sampled: dict[tuple, float] = {}
     started = time.perf_counter()
     log = cwd / f"log-{time.monotonic_ns()}.txt"
     with open(log, "w") as sink:
@@ -138,19 +158,21 @@ def measure(cmd: list[str], cwd: Path, env: dict, also: list[psutil.Process] = (
     root = psutil.Process(proc.pid)
     while proc.poll() is None:
         m.load.append(os.getloadavg()[0])
-        for p in tree([root, *also]):
+        procs = tree([root, *also])
+        for p in procs:
             try:
                 rss = p.memory_info().rss / 2**20
             except psutil.Error:
                 continue
             k = kind(p)
             m.peak_rss_mb[k] = max(m.peak_rss_mb.get(k, 0.0), rss)
+        sampled.update(cpu_of(unwaited(procs) + tree(list(also))))
         time.sleep(0.25)
     m.wall_s = time.perf_counter() - started
     m.log = log.read_text(errors="replace")
-    reap_orphans(list(also))
-    after = cpu_of(tree(list(also)))
-    m.cpu_s = children_cpu() - cpu0 + sum(v - before.get(k, 0.0) for k, v in after.items())
+    sampled.update(cpu_of(tree(list(also))))
+    reaped = reap_orphans(list(also))  # these come with children_cpu() now: not counted twice
+    m.cpu_s = children_cpu() - cpu0 + sum(v - before.get(k, 0.0) for k, v in sampled.items() if k[0] not in reaped)
     m.peak_rss_mb.pop("gone", None)
     if proc.returncode:
         raise SystemExit(f"{cmd[:4]}... failed ({proc.returncode}):\n{m.log[-3000:]}")
@@ -307,7 +329,8 @@ def main() -> None:
     parser.add_argument("--keep", action="store_true", help="keep the outputs")
     args = parser.parse_args()
     libc = ctypes.CDLL(None, use_errno=True)
-    libc.prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0)  # orphans of a command (Ray workers) come back here
+    if libc.prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0):  # orphans of a command (Ray workers) come back here
+        print("warning: not a child subreaper: the CPU time of orphaned processes is not counted")
     if args.source:
         source, origins = args.source, [{"start_s": 0.0, "seconds": 0.0, "origin": str(args.source)}]
     else:
