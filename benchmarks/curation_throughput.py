@@ -3,6 +3,7 @@
     .venv/bin/python benchmarks/curation_throughput.py              # ~4.6 min source (every real piece once)
     .venv/bin/python benchmarks/curation_throughput.py --minutes 10 # the issue's 10-minute length (pieces repeat)
     .venv/bin/python benchmarks/curation_throughput.py --source film.mp4   # your own footage
+    .venv/bin/python benchmarks/curation_throughput.py --baseline /tmp/old  # + an older checkout's curate
 
 The source (``benchmarks/real_long_source.py``) is real footage with its own sound, pieces
 of several real sources concatenated at 1280x720, 25 fps; the output lists where each
@@ -16,7 +17,9 @@ exit, imports, Ray start-up and MLflow close included):
   curate     ``tandem curate F --out D 'skip=[transcribe,caption]'`` starting its own local Ray;
   cluster    the same with ``--address`` on an already running local cluster (``ray start
              --head`` on 127.0.0.1 in a temp dir of its own, stopped after);
-  split      ``scenedetect -i F detect-adaptive split-video`` (detect, then ffmpeg per scene).
+  split      ``scenedetect -i F detect-adaptive split-video`` (detect, then ffmpeg per scene);
+  baseline   with ``--baseline DIR``: ``curate`` again, run from another checkout (``git archive
+             REV | tar -x -C DIR``), so a change is measured before/after in the same run.
 
 It prints the ratios against the floor and against split (issue 24's targets: curate
 <= 1.5x the floor, 1.2x the aim; <= 0.5x split), the busy seconds per stage (stats.json),
@@ -258,7 +261,7 @@ def unit_seconds(log: str) -> float | None:
     return sum(float(s) for s in found) if found else None
 
 
-def run(source: Path, origins: list[dict], tmp: Path) -> list[str]:
+def run(source: Path, origins: list[dict], tmp: Path, baseline: Path | None = None) -> list[str]:
     env = {**os.environ, "PYTHONPATH": str(ROOT), "RAY_USAGE_STATS_ENABLED": "0",
            "PATH": f"{Path(binary('ffmpeg')).parent}:{Path(sys.executable).parent}:{os.environ['PATH']}"}
     env.pop("RAY_ADDRESS", None)
@@ -272,6 +275,9 @@ def run(source: Path, origins: list[dict], tmp: Path) -> list[str]:
     results["detect"] = measure([scenedetect, "-i", str(source), "-o", str(tmp / "detect"),
                                  "detect-adaptive", "list-scenes"], tmp, env)
     results["curate"] = measure([*tandem, "--out", str(tmp / "curate"), SKIP], tmp, env)
+    if baseline:  # the same command from another checkout, right after: before/after in one run
+        results["baseline"] = measure([*tandem, "--out", str(tmp / "baseline"), SKIP], tmp,
+                                      {**env, "PYTHONPATH": str(baseline)})
     cluster = Cluster(env, tmp)
     try:
         cluster.wait_ready()
@@ -294,15 +300,20 @@ def report(source: Path, origins: list[dict], footage: float, load_start: tuple,
     names = {"floor": "ffmpeg: decode + one encode at the clip settings (floor)",
              "detect": "scenedetect detect-adaptive list-scenes",
              "curate": "tandem curate F --out D 'skip=[...]' (local Ray)",
+             "baseline": "the same from --baseline (local Ray)",
              "cluster": "tandem curate ... --address (running cluster)",
              "split": "scenedetect detect-adaptive split-video"}
     for key, label in names.items():
+        if key not in results:
+            continue
         m = results[key]
         load = sum(m.load) / len(m.load) if m.load else 0.0
         lines.append(f"{label:<62}{m.wall_s:8.1f}{m.wall_s / floor:8.2f}{m.wall_s / split:8.2f}"
                      f"{m.cpu_s:8.1f}{m.cpu_s / m.wall_s:7.2f}{load:7.1f}")
     lines.append("targets: curate <= 1.5x floor (aim 1.2x); curate <= 0.5x split")
-    for key in ("curate", "cluster"):
+    for key in ("curate", "baseline", "cluster"):
+        if key not in results:
+            continue
         m, stats = results[key], stage_busy(tmp / key)
         unit = unit_seconds(m.log)
         busy = {k: v["seconds"] for k, v in stats["per_stage"].items()}
@@ -327,6 +338,8 @@ def main() -> None:
     parser.add_argument("--source", type=Path, help="your own footage instead of the real pieces")
     parser.add_argument("--results", type=Path, default=RESULTS, help=f"where to write the table ({RESULTS})")
     parser.add_argument("--keep", action="store_true", help="keep the outputs")
+    parser.add_argument("--baseline", type=Path, help="another checkout of tandem: its `tandem curate` is timed "
+                                                      "right after this one's (before/after in one run)")
     args = parser.parse_args()
     libc = ctypes.CDLL(None, use_errno=True)
     if libc.prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0):  # orphans of a command (Ray workers) come back here
@@ -337,7 +350,7 @@ def main() -> None:
         source, origins = build(args.minutes)
     tmp = Path(tempfile.mkdtemp(prefix="tandem-bench-"))
     try:
-        lines = run(source, origins, tmp)
+        lines = run(source, origins, tmp, args.baseline)
     finally:
         if not args.keep:
             shutil.rmtree(tmp, ignore_errors=True)
