@@ -125,6 +125,17 @@ def unwaited(procs: list[psutil.Process]) -> list[psutil.Process]:
     return out
 
 
+def cluster_level(roots) -> list[psutil.Process]:
+    """A cluster's own processes (``ray start`` and what it started: GCS, raylet, agents),
+    whose times no one collects while they live. Not their children's children: the Ray
+    workers are ``unwaited``, and a worker's ffmpeg children are in the worker's own times."""
+    out = []
+    for root in roots:
+        with contextlib.suppress(psutil.Error):
+            out += [root, *root.children()]
+    return out
+
+
 def reap_orphans(keep: list[psutil.Process], wait_s: float = 20.0) -> set[int]:
     """Wait for the processes a command left behind (Ray workers outlive its driver by a
     moment); as subreaper this process inherits them, and their CPU time with them.
@@ -152,7 +163,7 @@ def measure(cmd: list[str], cwd: Path, env: dict, also: list[psutil.Process] = (
     sampled every 0.25 s, that of the processes nobody collects (``unwaited``) and, for a
     cluster, the growth of its processes' times."""
     m = Measured()
-    before, cpu0 = cpu_of(tree(list(also))), children_cpu()
+    before, cpu0 = cpu_of(cluster_level(also) + unwaited(tree(list(also)))), children_cpu()
     sampled: dict[tuple, float] = {}
     started = time.perf_counter()
     log = cwd / f"log-{time.monotonic_ns()}.txt"
@@ -169,11 +180,11 @@ def measure(cmd: list[str], cwd: Path, env: dict, also: list[psutil.Process] = (
                 continue
             k = kind(p)
             m.peak_rss_mb[k] = max(m.peak_rss_mb.get(k, 0.0), rss)
-        sampled.update(cpu_of(unwaited(procs) + tree(list(also))))
+        sampled.update(cpu_of(unwaited(procs) + cluster_level(also)))
         time.sleep(0.25)
     m.wall_s = time.perf_counter() - started
     m.log = log.read_text(errors="replace")
-    sampled.update(cpu_of(tree(list(also))))
+    sampled.update(cpu_of(cluster_level(also) + unwaited(tree(list(also)))))
     reaped = reap_orphans(list(also))  # these come with children_cpu() now: not counted twice
     m.cpu_s = children_cpu() - cpu0 + sum(v - before.get(k, 0.0) for k, v in sampled.items() if k[0] not in reaped)
     m.peak_rss_mb.pop("gone", None)
