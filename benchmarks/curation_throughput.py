@@ -1,172 +1,377 @@
-"""Curation throughput: the CPU DAG against the floors it is built on, on a short and a long source.
+"""Curation throughput, CLI against CLI, on a long real source: what a user runs, side by side.
 
-    .venv/bin/python benchmarks/curation_throughput.py                 # 30-s and 10-minute 720p sources
-    .venv/bin/python benchmarks/curation_throughput.py --seconds 30    # only the 30-s one
-    .venv/bin/python benchmarks/curation_throughput.py --source my.mp4 --no-ray
+    .venv/bin/python benchmarks/curation_throughput.py              # ~4.6 min source (every real piece once)
+    .venv/bin/python benchmarks/curation_throughput.py --minutes 10 # the issue's 10-minute length (pieces repeat)
+    .venv/bin/python benchmarks/curation_throughput.py --source film.mp4   # your own footage
+    .venv/bin/python benchmarks/curation_throughput.py --baseline /tmp/old  # + an older checkout's curate
 
-On each source, in one run, side by side, it times
-  (a) the whole CPU curation DAG without the ASR and caption models (probe, shots, clip,
-      audio, motion, sync, filter; one decode per source), two ways:
-      (a1) ``run_curation(..., in_process=True)`` in a fresh process: one worker's cost;
-      (a2) ``run_curation`` on local Ray, timed after Ray has started and a first run on
-           a 2-s clip has warmed its worker (cluster start-up and a worker's imports and
-           model warm-up are fixed costs, not throughput; (a1) likewise runs every
-           stage's setup() and imports what the warm driver holds (matplotlib for
-           the report, pandas for the tables) before its clock starts). The warm-up run's time is printed:
-           it is what a fresh worker costs once;
-  (b) PySceneDetect's own CLI detecting shots alone (``scenedetect -i F detect-adaptive``);
-  (c) one ``ffmpeg -i F -f null -`` decode pass,
-and prints footage-seconds per wall-second and the ratios against the targets:
-a1/b <= 1.0 (the DAG costs no more than detecting shots), a2/a1 <= 1.3 (Ray's overhead),
-and the peak memory of a worker (the one-process run, and the Ray worker that ran the
-unit, each with its ffmpeg children) <= 2 GB. The sources are 720p30 lavfi patterns with
-a hard cut every ~7 s and a stereo tone (one shot in three is a still picture). The
-machine is shared and noisy: compare ratios from the same run, not absolutes.
+The source (``benchmarks/real_long_source.py``) is real footage with its own sound, pieces
+of several real sources concatenated at 1280x720, 25 fps; the output lists where each
+piece came from. On it, in one run, each as a whole process (its wall clock from start to
+exit, imports, Ray start-up and MLflow close included):
+
+  floor      one ``ffmpeg`` pass: decode the source, encode it once at the clip stage's
+             settings (``ClipConfig``: longer side 512, x264 veryfast crf 20, AAC 192k,
+             and the flac copy of the audio);
+  detect     ``scenedetect -i F detect-adaptive list-scenes`` (PySceneDetect's CLI, shots only);
+  curate     ``tandem curate F --out D 'skip=[transcribe,caption]'`` starting its own local Ray;
+  cluster    the same with ``--address`` on an already running local cluster (``ray start
+             --head`` on 127.0.0.1 in a temp dir of its own, stopped after);
+  split      ``scenedetect -i F detect-adaptive split-video`` (detect, then ffmpeg per scene);
+  baseline   with ``--baseline DIR``: ``curate`` again, run from another checkout (``git archive
+             REV | tar -x -C DIR``), so a change is measured before/after in the same run.
+
+It prints the ratios against the floor and against split (issue 24's targets: curate
+<= 1.5x the floor, 1.2x the aim; <= 0.5x split), the busy seconds per stage (stats.json),
+the CPU seconds each command used and so the cores it kept busy (CPU-s / wall: every
+process of the command's tree, reaped by this script as a child subreaper; for the cluster
+run, the cluster's processes too), the peak RSS of each kind of process, and the
+machine's load average during each command. The machine is shared: compare the ratios of
+one run, not absolutes across runs. The results also go to
+benchmarks/results/curation_throughput.txt (``--results``).
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
+import ctypes
 import json
-import resource
+import os
+import re
 import shutil
+import signal
+import socket
 import subprocess
 import sys
 import tempfile
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from curation.ffmpeg import binary, run_ffmpeg  # noqa: E402
-from curation.sample_media import PATTERNS  # noqa: E402
+import psutil  # noqa: E402
 
-OVERRIDES = ["skip=[transcribe, caption]", "track=false"]
+from benchmarks.real_long_source import build  # noqa: E402
+from curation.clip import ClipConfig  # noqa: E402
+from curation.ffmpeg import binary, ffprobe  # noqa: E402
 
-
-def make_source(path: Path, seconds: int) -> Path:
-    """720p30 with a hard cut every ~7 s and a stereo tone track."""
-    shots = max(1, seconds // 7)
-    parts = []
-    for i in range(shots):
-        parts += ["-f", "lavfi", "-t", str(seconds / shots), "-i", f"{PATTERNS[i % 3]}=size=1280x720:rate=30"]
-    chain = "".join(f"[{i}:v]" for i in range(shots)) + f"concat=n={shots}:v=1:a=0,format=yuv420p[v]"
-    run_ffmpeg([*parts, "-f", "lavfi", "-i", f"aevalsrc=0.2*sin(2*PI*330*t)|0.2*sin(2*PI*495*t):s=48000:d={seconds}",
-                "-filter_complex", chain, "-map", "[v]", "-map", f"{shots}:a", "-c:v", "libx264", "-preset",
-                "veryfast", "-crf", "23", "-c:a", "aac", "-t", str(seconds), str(path)], timeout=3600)
-    return path
+SKIP = "skip=[transcribe,caption]"
+RESULTS = ROOT / "benchmarks" / "results" / "curation_throughput.txt"
+PR_SET_CHILD_SUBREAPER = 36
 
 
-def timed(cmd: list[str]) -> float:
+@dataclass
+class Measured:
+    wall_s: float = 0.0
+    cpu_s: float = 0.0
+    peak_rss_mb: dict = field(default_factory=dict)  # kind of process -> MB
+    load: list = field(default_factory=list)  # 1-min load averages sampled during the command
+    log: str = ""
+
+
+def kind(proc: psutil.Process) -> str:
+    try:
+        name, cmd = proc.name(), " ".join(proc.cmdline()[:3])
+    except psutil.Error:
+        return "gone"
+    if name.startswith("ray::") or "default_worker.py" in cmd:
+        return "Ray worker"
+    if "ffmpeg" in name:
+        return "ffmpeg"
+    if name in ("raylet", "gcs_server") or "ray/" in cmd or "dashboard" in cmd:
+        return "Ray system"
+    return "driver"
+
+
+def tree(roots: list[psutil.Process]) -> list[psutil.Process]:
+    procs = []
+    for root in roots:
+        with contextlib.suppress(psutil.Error):
+            procs += [root, *root.children(recursive=True)]
+    return procs
+
+
+def cpu_of(procs: list[psutil.Process]) -> dict[tuple, float]:
+    """Each live process's CPU seconds, its own and its reaped children's."""
+    out = {}
+    for p in procs:
+        try:
+            t = p.cpu_times()
+            out[(p.pid, p.create_time())] = t.user + t.system + t.children_user + t.children_system
+        except psutil.Error:
+            pass
+    return out
+
+
+def children_cpu() -> float:
+    import resource
+
+    ru = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return ru.ru_utime + ru.ru_stime
+
+
+def unwaited(procs: list[psutil.Process]) -> list[psutil.Process]:
+    """Processes whose CPU time no parent collects: the raylet ignores SIGCHLD, so its
+    workers' times (and their ffmpeg children's) vanish when they exit; they are sampled."""
+    out = []
+    for p in procs:
+        with contextlib.suppress(psutil.Error):
+            parent = p.parent()
+            if parent is not None and parent.name() == "raylet":
+                out.append(p)
+    return out
+
+
+def cluster_level(roots) -> list[psutil.Process]:
+    """A cluster's own processes (``ray start`` and what it started: GCS, raylet, agents),
+    whose times no one collects while they live. Not their children's children: the Ray
+    workers are ``unwaited``, and a worker's ffmpeg children are in the worker's own times."""
+    out = []
+    for root in roots:
+        with contextlib.suppress(psutil.Error):
+            out += [root, *root.children()]
+    return out
+
+
+def reap_orphans(keep: list[psutil.Process], wait_s: float = 20.0) -> set[int]:
+    """Wait for the processes a command left behind (Ray workers outlive its driver by a
+    moment); as subreaper this process inherits them, and their CPU time with them.
+    Returns the pids reaped."""
+    keep_pids, reaped = {p.pid for p in tree(keep)}, set()
+    deadline = time.time() + wait_s
+    while time.time() < deadline:
+        try:
+            pid, _, _ = os.wait4(-1, os.WNOHANG)
+        except ChildProcessError:
+            break
+        if pid:
+            reaped.add(pid)
+            continue
+        if not [c for c in psutil.Process().children() if c.pid not in keep_pids]:
+            break
+        time.sleep(0.2)
+    return reaped
+
+
+def measure(cmd: list[str], cwd: Path, env: dict, also: list[psutil.Process] = ()) -> Measured:
+    """Run ``cmd`` to its exit; ``also``: long-running processes (a cluster) its work runs on.
+
+    CPU time: what this process collects from its children (it is their subreaper), plus,
+    sampled every 0.25 s, that of the processes nobody collects (``unwaited``) and, for a
+    cluster, the growth of its processes' times."""
+    m = Measured()
+    before, cpu0 = cpu_of(cluster_level(also) + unwaited(tree(list(also)))), children_cpu()
+    sampled: dict[tuple, float] = {}
     started = time.perf_counter()
-    subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    return time.perf_counter() - started
+    log = cwd / f"log-{time.monotonic_ns()}.txt"
+    with open(log, "w") as sink:
+        proc = subprocess.Popen(cmd, cwd=cwd, env=env, stdout=sink, stderr=subprocess.STDOUT)
+    root = psutil.Process(proc.pid)
+    while proc.poll() is None:
+        m.load.append(os.getloadavg()[0])
+        procs = tree([root, *also])
+        for p in procs:
+            try:
+                rss = p.memory_info().rss / 2**20
+            except psutil.Error:
+                continue
+            k = kind(p)
+            m.peak_rss_mb[k] = max(m.peak_rss_mb.get(k, 0.0), rss)
+        sampled.update(cpu_of(unwaited(procs) + cluster_level(also)))
+        time.sleep(0.25)
+    m.wall_s = time.perf_counter() - started
+    m.log = log.read_text(errors="replace")
+    sampled.update(cpu_of(cluster_level(also) + unwaited(tree(list(also)))))
+    reaped = reap_orphans(list(also))  # these come with children_cpu() now: not counted twice
+    m.cpu_s = children_cpu() - cpu0 + sum(v - before.get(k, 0.0) for k, v in sampled.items() if k[0] not in reaped)
+    m.peak_rss_mb.pop("gone", None)
+    if proc.returncode:
+        raise SystemExit(f"{cmd[:4]}... failed ({proc.returncode}):\n{m.log[-3000:]}")
+    return m
 
 
-IN_ONE_PROCESS = """
-import json, resource, sys, time
-from pipelines.config import load_config
-from pipelines.curate import CurationConfig, build_stages, run_curation
-from pipelines.ray_adapter import Worker
-cfg = load_config(CurationConfig, None, json.loads(sys.argv[3]))
-worker = Worker.get(cfg)
-for segment in worker.segments:  # model/numba warm-up is a per-worker constant, not throughput
-    for stage in segment.stages:
-        stage.setup()
-import curation.report  # matplotlib, as the Ray driver has it from its warm-up run
-import pyarrow, pandas  # noqa: E401,F401  the tables' first write imports pandas (0.3 s): the driver has it too
-started = time.perf_counter()
-result = run_curation([sys.argv[1]], sys.argv[2], cfg, in_process=True)
-wall = time.perf_counter() - started
-peak = max(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss, resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss)
-print(json.dumps({"wall_s": wall, "peak_rss_mb": peak / 1024, "kept": len(result.manifest),
-                  "rejected": len(result.rejects),
-                  "stage_s": {k: v["seconds"] for k, v in result.stats["per_stage"].items()}}))
-"""
+def floor_cmd(source: Path, out: Path) -> list[str]:
+    """One decode and one encode at the clip stage's settings."""
+    c = ClipConfig(work_dir=str(out))
+    scale = f"min(1\\,{c.max_side}/max(iw\\,ih))"  # as ClipStage: the longer side to max_side, never up
+    graph = (f"[0:v]scale=w=trunc({scale}*iw/2)*2:h=trunc({scale}*ih/2)*2,format=yuv420p[v];"
+             f"[0:a]aresample={c.sample_rate},asplit=2[a1][a2]")
+    return [binary("ffmpeg"), "-nostdin", "-y", "-loglevel", "error", "-i", str(source), "-filter_complex", graph,
+            "-map", "[v]", "-c:v", c.video_codec, "-crf", str(c.crf), "-preset", c.preset,
+            "-map", "[a1]", "-c:a", c.audio_codec, "-b:a", c.audio_bitrate, "-movflags", "+faststart",
+            str(out / "floor.mp4"), "-map", "[a2]", "-c:a", "flac", str(out / "floor.flac")]
 
 
-def in_one_process(source: Path, out: Path) -> dict:
-    proc = subprocess.run([sys.executable, "-c", IN_ONE_PROCESS, str(source), str(out), json.dumps(OVERRIDES)],
-                          check=True, capture_output=True, text=True, cwd=ROOT)
-    return json.loads(proc.stdout.strip().splitlines()[-1])
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
 
 
-def on_local_ray(source: Path, out: Path) -> dict:
-    from pipelines.config import load_config
-    from pipelines.curate import CurationConfig, run_curation
-    from pipelines.ray_local import init_ray
+class Cluster:
+    """``ray start --head --block`` on 127.0.0.1, in a session and temp dir of its own, so
+    that nothing else on the machine joins it and stopping it ends only its processes."""
 
-    init_ray()
-    cfg = load_config(CurationConfig, None, OVERRIDES)
-    warm = out.with_name(out.name + "-warmup")
-    started = time.perf_counter()
-    run_curation([str(make_source(warm.with_suffix(".mp4"), 2))], warm, cfg)
-    warmup_s = time.perf_counter() - started
-    started = time.perf_counter()
-    result = run_curation([str(source)], out, cfg)
-    return {"wall_s": time.perf_counter() - started, "peak_rss_mb": result.stats.get("worker_peak_rss_mb", 0.0),
-            "kept": len(result.manifest), "warmup_s": warmup_s}
+    def __init__(self, env: dict, tmp: Path):
+        self.port, self.temp = free_port(), Path(tempfile.mkdtemp(prefix="tb-ray-", dir="/tmp"))  # short socket paths
+        # Token auth is the head's default; the client must say so too (as tests/pipelines/test_submit.py).
+        self.env = {**env, "RAY_AUTH_MODE": "token"}
+        ray = str(Path(sys.executable).parent / "ray")
+        # Fixed default ports clash with other Ray instances on a shared machine.
+        ports = [f"--{name}={free_port()}" for name in ("dashboard-agent-listen-port", "dashboard-agent-grpc-port",
+                                                        "metrics-export-port", "runtime-env-agent-port",
+                                                        "ray-client-server-port")]
+        self.proc = subprocess.Popen(
+            [ray, "start", "--head", "--block", "--node-ip-address=127.0.0.1", f"--port={self.port}",
+             f"--num-cpus={os.cpu_count()}", "--include-dashboard=false", "--disable-usage-stats",
+             f"--temp-dir={self.temp}", *ports], env=self.env, cwd=tmp, start_new_session=True,
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        self.address = f"127.0.0.1:{self.port}"
+
+    def wait_ready(self, timeout_s: float = 300) -> None:
+        check = "import ray, sys; ray.init(address=sys.argv[1], log_to_driver=False); ray.shutdown()"
+        deadline = time.time() + timeout_s
+        while subprocess.run([sys.executable, "-c", check, self.address], env=self.env, timeout=timeout_s,
+                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL).returncode:
+            if time.time() > deadline or self.proc.poll() is not None:
+                raise SystemExit(f"the Ray head on {self.address} did not come up")
+            time.sleep(2)
+
+    def stop(self) -> None:
+        for sig, grace in ((signal.SIGTERM, 20), (signal.SIGKILL, 5)):
+            try:
+                os.killpg(self.proc.pid, sig)
+            except ProcessLookupError:
+                break
+            deadline = time.time() + grace
+            while time.time() < deadline and any(p.status() != psutil.STATUS_ZOMBIE for p in self.members()):
+                time.sleep(0.5)
+        reap_orphans([])
+        shutil.rmtree(self.temp, ignore_errors=True)
+
+    def members(self) -> list[psutil.Process]:
+        out = []
+        for p in psutil.process_iter():
+            try:
+                if os.getsid(p.pid) == self.proc.pid:
+                    out.append(p)
+            except (OSError, psutil.Error):
+                pass
+        return out
 
 
-def footage_seconds(source: Path) -> float:
-    from curation.probe import ProbeStage
-
-    return ProbeStage().process({"source": {"path": str(source)}})[0]["probe"]["duration_s"]
+def stage_busy(out: Path) -> dict:
+    return json.loads((out / "stats.json").read_text())
 
 
-def measure(source: Path, tmp: Path, ray: bool) -> dict:
+def unit_seconds(log: str) -> float | None:
+    found = re.findall(r"units, \d+/\d+ sources\].*\((\d+\.\d) s\)", log)
+    return sum(float(s) for s in found) if found else None
+
+
+def run(source: Path, origins: list[dict], tmp: Path, baseline: Path | None = None) -> list[str]:
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "RAY_USAGE_STATS_ENABLED": "0",
+           "PATH": f"{Path(binary('ffmpeg')).parent}:{Path(sys.executable).parent}:{os.environ['PATH']}"}
+    env.pop("RAY_ADDRESS", None)
     scenedetect = str(Path(sys.executable).parent / "scenedetect")
-    row = {"source": source, "footage_s": footage_seconds(source),
-           "decode_s": timed([binary("ffmpeg"), "-nostdin", "-i", str(source), "-f", "null", "-"]),
-           "scenedetect_s": timed([scenedetect, "-q", "-i", str(source), "detect-adaptive"]),
-           "one_process": in_one_process(source, tmp / f"{source.stem}-one")}
-    row["ray"] = on_local_ray(source, tmp / f"{source.stem}-ray") if ray else None
-    return row
+    tandem = [sys.executable, "-m", "pipelines.cli", "curate", str(source)]
+    footage = float(ffprobe(source)["format"]["duration"])
+    load_start = os.getloadavg()
+    results: dict[str, Measured] = {}
+    (tmp / "floor").mkdir()
+    results["floor"] = measure(floor_cmd(source, tmp / "floor"), tmp, env)
+    results["detect"] = measure([scenedetect, "-i", str(source), "-o", str(tmp / "detect"),
+                                 "detect-adaptive", "list-scenes"], tmp, env)
+    results["curate"] = measure([*tandem, "--out", str(tmp / "curate"), SKIP], tmp, env)
+    if baseline:  # the same command from another checkout, right after: before/after in one run
+        results["baseline"] = measure([*tandem, "--out", str(tmp / "baseline"), SKIP], tmp,
+                                      {**env, "PYTHONPATH": str(baseline)})
+    cluster = Cluster(env, tmp)
+    try:
+        cluster.wait_ready()
+        results["cluster"] = measure([*tandem, "--out", str(tmp / "cluster"), SKIP, "--address", cluster.address],
+                                     tmp, cluster.env, also=[psutil.Process(cluster.proc.pid)])
+    finally:
+        cluster.stop()
+    results["split"] = measure([scenedetect, "-i", str(source), "-o", str(tmp / "split"),
+                                "detect-adaptive", "split-video"], tmp, env)
+    return report(source, origins, footage, load_start, results, tmp)
 
 
-def report(row: dict) -> None:
-    footage = row["footage_s"]
-
-    def rate(seconds: float) -> str:
-        return f"{footage / seconds:7.1f} footage-s/s ({seconds:7.1f} s)"
-
-    one, ray = row["one_process"], row["ray"]
-    print(f"\nsource: {row['source'].name} ({footage:.0f} s of 720p30)")
-    print(f"  (c)  ffmpeg decode pass          {rate(row['decode_s'])}")
-    print(f"  (b)  PySceneDetect CLI, adaptive {rate(row['scenedetect_s'])}")
-    print(f"  (a1) CPU DAG, one process        {rate(one['wall_s'])}  kept={one['kept']} rejected={one['rejected']}")
-    if ray:
-        print(f"  (a2) CPU DAG, local Ray          {rate(ray['wall_s'])}  kept={ray['kept']}  "
-              f"(a fresh worker's first run, on a 2-s clip: {ray['warmup_s']:.1f} s)")
-    busy = ", ".join(f"{k} {v:.1f}" for k, v in one["stage_s"].items() if v >= 0.05)
-    print(f"       busy seconds per stage in (a1) (the shot stage overlaps the rest): {busy}")
-    print(f"  a1/b  = {one['wall_s'] / row['scenedetect_s']:.2f}  (target <= 1.0)   "
-          f"a1/c = {one['wall_s'] / row['decode_s']:.2f}")
-    if ray:
-        print(f"  a2/a1 = {ray['wall_s'] / one['wall_s']:.2f}  (target <= 1.3)   "
-              f"a2/b = {ray['wall_s'] / row['scenedetect_s']:.2f}")
-    peaks = f"one process {one['peak_rss_mb']:.0f} MB" + (f", Ray worker {ray['peak_rss_mb']:.0f} MB" if ray else "")
-    print(f"  peak memory per worker: {peaks} (target <= 2048)")
+def report(source: Path, origins: list[dict], footage: float, load_start: tuple, results: dict, tmp: Path) -> list[str]:
+    floor, split = results["floor"].wall_s, results["split"].wall_s
+    lines = [f"source: {source} ({footage:.1f} s of real 1280x720 25 fps footage with sound, "
+             f"{len(origins)} pieces: list at the end)",
+             f"machine: {os.cpu_count()} cores; load average at start {load_start[0]:.1f} / {load_start[1]:.1f} / "
+             f"{load_start[2]:.1f} (1/5/15 min), shared with other work",
+             "", f"{'command':<62}{'wall s':>8}{'/floor':>8}{'/split':>8}{'CPU s':>8}{'cores':>7}{'load':>7}"]
+    names = {"floor": "ffmpeg: decode + one encode at the clip settings (floor)",
+             "detect": "scenedetect detect-adaptive list-scenes",
+             "curate": "tandem curate F --out D 'skip=[...]' (local Ray)",
+             "baseline": "the same from --baseline (local Ray)",
+             "cluster": "tandem curate ... --address (running cluster)",
+             "split": "scenedetect detect-adaptive split-video"}
+    for key, label in names.items():
+        if key not in results:
+            continue
+        m = results[key]
+        load = sum(m.load) / len(m.load) if m.load else 0.0
+        lines.append(f"{label:<62}{m.wall_s:8.1f}{m.wall_s / floor:8.2f}{m.wall_s / split:8.2f}"
+                     f"{m.cpu_s:8.1f}{m.cpu_s / m.wall_s:7.2f}{load:7.1f}")
+    lines.append("targets: curate <= 1.5x floor (aim 1.2x); curate <= 0.5x split")
+    for key in ("curate", "baseline", "cluster"):
+        if key not in results:
+            continue
+        m, stats = results[key], stage_busy(tmp / key)
+        unit = unit_seconds(m.log)
+        busy = {k: v["seconds"] for k, v in stats["per_stage"].items()}
+        lines += ["", f"{key}: {stats['clips_kept']} clips kept, {stats['clips_rejected']} rejected "
+                      f"({', '.join(f'{r}={n}' for r, n in stats['reject_reasons'].items()) or 'none'}); "
+                      f"process wall {m.wall_s:.1f} s, of which the unit {unit or 0:.1f} s "
+                      f"and run_curation {stats['wall_s']:.1f} s",
+                  "  busy seconds per stage: " + ", ".join(f"{k} {v:.1f}" for k, v in busy.items() if v >= 0.05)
+                  + f" (sum {sum(busy.values()):.1f} = {sum(busy.values()) / unit if unit else 0:.2f} "
+                    "cores over the unit)",
+                  "  peak RSS per process, MB: " + ", ".join(f"{k} {v:.0f}" for k, v in sorted(m.peak_rss_mb.items()))
+                  + f"; the unit's worker (stats.json, with its ffmpeg children) {stats['worker_peak_rss_mb']:.0f}"
+                    " (target <= 2048)"]
+    lines += ["", "pieces of the source (start s, seconds, origin):"]
+    lines += [f"  {r['start_s']:8.2f} {r['seconds']:6.2f}  {r['origin']}" for r in origins]
+    return lines
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--source", type=Path, action="append", help="footage to use (repeatable)")
-    parser.add_argument("--seconds", type=int, action="append", help="generated source lengths (default 30 and 600)")
-    parser.add_argument("--no-ray", action="store_true", help="skip the local Ray runs")
-    parser.add_argument("--keep", action="store_true", help="keep the generated sources and outputs")
+    parser.add_argument("--minutes", type=float, help="source length (default: every real piece once, ~4.6 min)")
+    parser.add_argument("--source", type=Path, help="your own footage instead of the real pieces")
+    parser.add_argument("--results", type=Path, default=RESULTS, help=f"where to write the table ({RESULTS})")
+    parser.add_argument("--keep", action="store_true", help="keep the outputs")
+    parser.add_argument("--baseline", type=Path, help="another checkout of tandem: its `tandem curate` is timed "
+                                                      "right after this one's (before/after in one run)")
     args = parser.parse_args()
-    tmp = Path(tempfile.mkdtemp(prefix="tandem-bench-"))
-    sources = args.source or [make_source(tmp / f"source-{s}s.mp4", s) for s in (args.seconds or [30, 600])]
-    rows = [measure(source, tmp, not args.no_ray) for source in sources]
-    for row in rows:
-        report(row)
-    print(f"\npeak memory of this driver: {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:.0f} MB")
-    if args.keep:
-        print(f"sources and outputs kept in {tmp}")
+    libc = ctypes.CDLL(None, use_errno=True)
+    if libc.prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0):  # orphans of a command (Ray workers) come back here
+        print("warning: not a child subreaper: the CPU time of orphaned processes is not counted")
+    if args.source:
+        source, origins = args.source, [{"start_s": 0.0, "seconds": 0.0, "origin": str(args.source)}]
     else:
-        shutil.rmtree(tmp, ignore_errors=True)
+        source, origins = build(args.minutes)
+    tmp = Path(tempfile.mkdtemp(prefix="tandem-bench-"))
+    try:
+        lines = run(source, origins, tmp, args.baseline)
+    finally:
+        if not args.keep:
+            shutil.rmtree(tmp, ignore_errors=True)
+    text = "\n".join(lines) + "\n"
+    print(text, end="")
+    args.results.parent.mkdir(parents=True, exist_ok=True)
+    args.results.write_text(f"# {' '.join(['benchmarks/curation_throughput.py', *sys.argv[1:]])}, "
+                            f"{time.strftime('%Y-%m-%d %H:%M')}\n" + text)
+    if args.keep:
+        print(f"outputs kept in {tmp}")
 
 
 if __name__ == "__main__":

@@ -202,17 +202,37 @@ def run_stages(stages: list[Stage], items: list[Item], setup: bool = True) -> li
 
 
 def pipeline(stages: list[Stage], item: Item) -> Iterator[Item]:
-    """Stream one item through ``stages``. The stages after the first fan-out stage run in
-    a second thread, so a source's next clip is decoded while the current one is
-    encoded and measured (ffmpeg, numpy and the models release the GIL)."""
+    """Stream one item through ``stages``. Each stage after the first fan-out stage runs in
+    a thread of its own, a clip or two behind the one before: a source's next clips are
+    decoded and analysed, the current one encoded, and the one before it measured, all at
+    once (ffmpeg runs in its own process; numpy, OpenCV and the models release the GIL),
+    rather than encode and measurement taking turns. Items keep their order."""
     split = next((i + 1 for i, s in enumerate(stages) if s.fans_out), len(stages))
     head, tail = stages[:split], stages[split:]
     produced = _chain(head, item)
-    if not tail:
+    if tail:
+        produced = read_ahead(produced, _DEPTH)
+        for stage in tail:
+            produced = read_ahead(_each(stage, produced), _DEPTH)
+    try:
         for it in produced:
             yield from _finish([it])
-        return
-    yield from _overlapped(produced, lambda it: _finish(_chain(tail, it)))
+    finally:
+        produced.close()
+
+
+_DEPTH = 2  # items a thread may run ahead of the next stage's
+
+
+def _each(stage: Stage, items: Iterator[Item]) -> Iterator[Item]:
+    """``stage`` applied to each of ``items``, in order. Closing this closes ``items``
+    (a read-ahead thread's generator: its thread is released too)."""
+    try:
+        for it in items:
+            yield from stream_one(stage, it)
+    finally:
+        if hasattr(items, "close"):
+            items.close()
 
 
 def _finish(outputs: Iterable[Item]) -> list[Item]:
@@ -230,13 +250,3 @@ def _chain(stages: list[Stage], item: Item) -> Iterator[Item]:
         return
     for out in stream_one(stages[0], item):
         yield from _chain(stages[1:], out)
-
-
-def _overlapped(produced: Iterator[Item], finish, depth: int = 2) -> Iterator[Item]:
-    """``finish`` each item of ``produced`` in order, while a thread produces the next ones."""
-    ahead = read_ahead(produced, depth)
-    try:
-        for it in ahead:
-            yield from finish(it)
-    finally:
-        ahead.close()

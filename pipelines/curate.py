@@ -22,9 +22,13 @@ exactly the shards of an uninterrupted run.
 
 from __future__ import annotations
 
+import contextlib
+import functools
 import json
 import logging
 import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -173,13 +177,17 @@ def run_curation(inputs: list[str], out_dir: str | Path, cfg: CurationConfig | N
     done = {name.removesuffix(".json") for name in store.list(UNITS)}
     todo = [u for u in units if u["id"] not in done]
     log.info("%d input files in %d work units (%d already done)", len(files), len(units), len(units) - len(todo))
+    start_ray = None
     if todo and not in_process:
-        from pipelines.ray_local import init_ray
+        from pipelines.ray_local import check_reachable, cluster_address, init_ray
 
-        init_ray(address)  # an address nothing answers on is a setting to change: no run for it
+        if cluster_address(address):  # an address nothing answers on is a setting to change: no run for it
+            check_reachable(cluster_address(address))
+        start_ray = functools.partial(init_ray, address)
     # The run covers the whole command from its start; it ends FAILED if the work raises.
-    with open_tracker(cfg.experiment, run_name or describe_run("curate", *inputs), enabled=cfg.track,
-                      start_time=started, system_metrics=True) as tracker:
+    opened = _open_beside(functools.partial(open_tracker, cfg.experiment, run_name or describe_run("curate", *inputs),
+                                            enabled=cfg.track, start_time=started, system_metrics=True), start_ray)
+    with opened as tracker:
         tracker.log_params(to_dict(cfg))
         tracker.set_tags({"pipeline.version": PIPELINE_VERSION, "pipeline.config_hash": output_hash(cfg)})
         if todo:
@@ -216,6 +224,23 @@ def _record_lineage(tracker, files: list[dict], store: Store, cfg: CurationConfi
         if manifest else []
     footage = Data("footage", ", ".join(sorted({f["path"].rsplit("/", 1)[0] for f in files})), footage_digest(files))
     record(tracker, "curate", output_hash(cfg), [footage], outputs, footage=files)
+
+
+def _open_beside(open_run: Callable[[], Any], start_ray: Callable[[], Any] | None):
+    """``open_run()`` (the MLflow run: its import, store and first writes, seconds) in a
+    thread while ``start_ray()`` starts or joins Ray here (seconds too): neither waits for
+    the other. Should Ray fail, the run that was opened ends FAILED with the error."""
+    if start_ray is None:
+        return open_run()
+    with ThreadPoolExecutor(1, thread_name_prefix="open-mlflow-run") as pool:
+        opening = pool.submit(open_run)
+        try:
+            start_ray()
+        except BaseException as exc:
+            with contextlib.suppress(Exception):
+                opening.result().__exit__(type(exc), exc, exc.__traceback__)
+            raise
+        return opening.result()
 
 
 class _Progress:
