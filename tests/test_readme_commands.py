@@ -15,6 +15,7 @@ after another in one fresh working directory with no ``MLFLOW_TRACKING_URI``, ea
 
 from __future__ import annotations
 
+import hashlib
 import re
 import shlex
 import time
@@ -201,7 +202,9 @@ def test_the_readme_runs_from_footage_to_aligned_model(tmp_path, monkeypatch, ca
     # ... and from the aligned model down to the footage files the README curated.
     assert main(["lineage", "models:/tandem-aligned@candidate", "--json"]) == 0
     chain = capsys.readouterr().out
-    assert all(f'"{clip.name}"' in chain for clip in (tmp_path / "footage").iterdir()), chain[-2000:]
+    for clip in (tmp_path / "footage").iterdir():  # each file, by path and the head of its sha256
+        sha = hashlib.sha256(clip.read_bytes()).hexdigest()[:16]
+        assert f'"{clip}"' in chain and f'"{sha}"' in chain, (clip, sha, chain[-2000:])
     aligned = client.get_model_version_by_alias("tandem-aligned", "candidate")  # the last align: from training
     assert aligned.tags["init.run_id"] == train.info.run_id
 
