@@ -139,7 +139,7 @@ def test_the_readme_runs_from_footage_to_aligned_model(tmp_path, monkeypatch, ca
 
     from pipelines.cli import main
     from pipelines.registry import resolve
-    from training.checkpoints import load_checkpoint
+    from training.checkpoints import identify, load_checkpoint
 
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)  # the README's default store
     monkeypatch.chdir(tmp_path)
@@ -192,9 +192,28 @@ def test_the_readme_runs_from_footage_to_aligned_model(tmp_path, monkeypatch, ca
     assert ref.run_dir == registered  # its recipe came along: generate decodes with the run's decoders
     ema = load_checkpoint(tmp_path / "runs/train_debug_cpu/checkpoints/step00000020/ema.safetensors")[0]
     assert all(torch.equal(v, ema.state_dict()[k]) for k, v in model.state_dict().items())  # the final EMA
+    # The run's DeepSpeed checkpoint (ZeRO-2, two ranks) consolidates to the same weights from the run,
+    # its checkpoints or its last step, which are not the EMA, and generates under the run's digest.
+    from reward.rollout_generator import Prompt, RolloutConfig, RolloutGenerator
+    from reward.rollouts import read_rollouts
+    from training.export import consolidated_state_dict
+
+    run_dir = tmp_path / "runs/train_debug_cpu"
+    last = run_dir / "checkpoints" / "step00000020"
+    expected = consolidated_state_dict(run_dir / "checkpoints")
+    for source in (run_dir, run_dir / "checkpoints", last):
+        weights, ref = load_checkpoint(source)  # the preset comes from the run's recipe.yaml
+        assert ref.kind == "deepspeed" and ref.run_dir == run_dir and ref.path == last, source
+        assert all(torch.equal(weights.state_dict()[k], v) for k, v in expected.items()), source
+    assert any(not torch.equal(ema.state_dict()[k], v) for k, v in expected.items())
+    ds = identify(run_dir)
+    assert ds.digest == identify(last).digest
+    generated = RolloutGenerator(str(run_dir), RolloutConfig(steps=2, group_size=2),
+                                 {"path": str(ds.path), "digest": ds.digest, "tag": ds.tag}, tmp_path / "from_run")
+    assert generated.write_group(Prompt("drums", "a drummer plays a fill"))["written"] == 2
+    assert read_rollouts(tmp_path / "from_run")[0].meta["checkpoint"]["digest"] == ds.digest
     # Lineage (issue 25): the latents in, the registered weights out, by the digest generate records.
     from pipelines.lineage import latents_digest, logged
-    from training.checkpoints import identify
 
     assert logged(client, train.info.run_id) == {
         "latent-shards": ("input", latents_digest(tmp_path / "runs" / "latents")[:32], by_name["latents"].info.run_id),
