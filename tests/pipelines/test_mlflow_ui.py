@@ -105,8 +105,9 @@ def test_two_train_runs_are_named_overlaid_and_differ_in_one_param(ui_of_two_tra
     chromium.set_window_size(1600, 1000)
 
     chromium.get(address)  # the experiment's address as `tandem ui` prints it
-    page = wait_for_text(chromium, "2 matching runs")
-    assert low in page and high in page, page[:2000]  # "train debug_cpu engine.lr=1e-3", not "likeable-boar-624"
+    wait_for_text(chromium, "2 matching runs")  # the count comes before the table's rows render
+    page = wait_for_text(chromium, low)
+    assert high in page, page[:2000]  # "train debug_cpu engine.lr=1e-3", not "likeable-boar-624"
     assert "Observability" not in page and "Traces" in page  # the "Model training" sidebar, on its runs
 
     chart_view = chromium.find_element("css selector", "input[value=CHART]")
