@@ -161,13 +161,60 @@ class Annotator:
         """Reorders the ``ranker``-th Ranker (0 = first axis) into ``order``, best first, with the
         keyboard (react-beautiful-dnd: Space lifts, arrows move, Space drops)."""
         for position, item in enumerate(order):
-            now = self._column_ids(ranker, 0)
-            self._move(ranker, item, ["ARROW_UP"] * (now.index(item) - position))
-            wait_for(lambda i=item, p=position: self._column_ids(ranker, 0).index(i) == p, 10,
-                     f"{item} to drop at place {position + 1}")
+            self._drag(ranker, item, lambda i=item, p=position: ["ARROW_UP"] * (self._column_ids(ranker, 0).index(i) - p),
+                       lambda i=item, p=position: self._column_ids(ranker, 0).index(i) == p,
+                       f"{item} to drop at place {position + 1}")
         got = self._column_ids(ranker, 0)
         if got != list(order):
             raise AssertionError(f"the ranker shows {got} after the drags, not {list(order)}")
+
+    def sort_into_tiers(self, ranker: int, tiers: list[list[str]]) -> None:
+        """Drags each clip from the ``ranker``-th Ranker's list into its tier's column
+        (``tiers[0]`` = the first ``Bucket``, the best), by keyboard: Space, right arrows, Space.
+
+        react-beautiful-dnd moves a keyboard drag across lists only into a list it sees whole,
+        so the window is first made tall enough for the board (four clips are ~2300 px)."""
+        self._fit_window_to(ranker)
+        for tier, items in enumerate(tiers, start=1):
+            for item in items:
+                self._drag(ranker, item, lambda i=item, t=tier: ["ARROW_RIGHT"] * (t - self._column_of(ranker, i)),
+                           lambda i=item, t=tier: self._column_of(ranker, i) == t, f"{item} to drop into tier {tier}")
+
+    def tier_ids(self, ranker: int) -> list[list[str]]:
+        """The clips in each column of the ``ranker``-th Ranker: the list first, then each tier."""
+        return [self._column_ids(ranker, c) for c in range(self._column_count(ranker))]
+
+    def _drag(self, ranker: int, item: str, keys, landed, what: str, attempts: int = 4) -> None:
+        """One keyboard drag of ``item`` with ``keys()`` until ``landed()``. On a busy machine the
+        page can miss a key (a lift still settling, a drop still animating): a drag that did not
+        land is cancelled with Escape and tried again from where the item is then, with longer
+        pauses, so the test checks the page rather than the machine's load."""
+        for attempt in range(attempts):
+            if landed():
+                return
+            self._move(ranker, item, keys(), pause=0.3 * (attempt + 1))
+            try:
+                wait_for(landed, 10, what)
+                return
+            except TimeoutError:
+                if attempt == attempts - 1:
+                    raise
+                self._cancel_drag()
+
+    def _fit_window_to(self, ranker: int) -> None:
+        height = self.driver.execute_script(
+            BOARDS + "return Math.max(...Array.from(boards[arguments[0]].children).map(c => c.scrollHeight));", ranker)
+        size = self.driver.get_window_size()
+        if height + 800 > size["height"]:
+            self.driver.set_window_size(size["width"], height + 800)
+            time.sleep(1.0)  # the page lays itself out again
+
+    def _column_of(self, ranker: int, item: str) -> int:
+        return next(c for c, ids in enumerate(self.tier_ids(ranker)) if item in ids)
+
+    def _column_count(self, ranker: int) -> int:
+        return self.driver.execute_script(
+            BOARDS + "return boards[arguments[0]].querySelectorAll('.htx-ranker-column').length;", ranker)
 
     def _column_ids(self, ranker: int, column: int) -> list[str]:
         return self.driver.execute_script(BOARDS + """
@@ -179,7 +226,7 @@ class Annotator:
         return self.driver.execute_script(BOARDS + """
             return boards[arguments[0]].querySelector('[data-ranker-id="' + arguments[1] + '"]');""", ranker, item)
 
-    def _move(self, ranker: int, item: str, keys: list[str]) -> None:
+    def _move(self, ranker: int, item: str, keys: list[str], pause: float = 0.3) -> None:
         from selenium.webdriver.common.action_chains import ActionChains
         from selenium.webdriver.common.keys import Keys
 
@@ -187,10 +234,17 @@ class Annotator:
             return
         handle = self._handle(ranker, item)
         self.driver.execute_script("arguments[0].scrollIntoView({block: 'center'}); arguments[0].focus()", handle)
-        chain = ActionChains(self.driver).send_keys(Keys.SPACE).pause(0.3)
+        chain = ActionChains(self.driver).pause(pause).send_keys(Keys.SPACE).pause(pause)
         for key in keys:
-            chain = chain.send_keys(getattr(Keys, key)).pause(0.3)
-        chain.send_keys(Keys.SPACE).pause(0.5).perform()
+            chain = chain.send_keys(getattr(Keys, key)).pause(pause)
+        chain.send_keys(Keys.SPACE).pause(pause + 0.2).perform()
+
+    def _cancel_drag(self) -> None:
+        """Escape ends a keyboard drag that is still lifted (react-beautiful-dnd puts the item back)."""
+        from selenium.webdriver.common.action_chains import ActionChains
+        from selenium.webdriver.common.keys import Keys
+
+        ActionChains(self.driver).send_keys(Keys.ESCAPE).pause(1.0).perform()
 
     def submit(self) -> None:
         self.click(self.submit_button())

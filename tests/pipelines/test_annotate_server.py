@@ -284,6 +284,33 @@ def test_an_annotator_clicks_the_real_pages_and_every_outcome_equals_the_click(s
     assert report["skipped"] == {"order_unchanged": 1}  # the untouched axis is no judgement
 
 
+@pytest.mark.timeout(300)
+def test_rank_tiers_dragged_on_the_page_import_as_ties_within_a_tier(server, rollouts, tmp_path, chromium):
+    """The rank page with tiers (``Bucket``s): clips dragged into one tier are tied, tiers are
+    ordered best first, and a clip left in the list is no judgement."""
+    from pipelines.labelstudio_browser import Annotator, wait_for
+
+    config = tmp_path / "tiers.yaml"
+    config.write_text("mode: rank\naxes: [overall]\nrank_tiers: [great, poor]\n")
+    project, [task] = push(server, rollouts, "--config", config)
+    page = Annotator(chromium, server.url)
+    page.login(server.creds.username, server.creds.password)
+    page.open(project)
+    shown = page.shown_clips(4)[:4]
+    great, poor, unsorted = [shown[2], shown[0]], [shown[3]], shown[1]
+    page.sort_into_tiers(0, [great, poor])
+    assert [sorted(c) for c in page.tier_ids(0)] == [[unsorted], sorted(great), poor]
+    page.submit()
+    wait_for(lambda: page.saved(task["id"])["annotations"] == 1, 30, "the tiers to be saved")
+    rows, _ = pull_and_import(server, project, tmp_path, rollouts)
+    level = {**{i: 0 for i in great}, **{i: 1 for i in poor}}
+    judged = {frozenset((r["item_a"], r["item_b"])): r for r in rows}
+    assert set(judged) == {frozenset(p) for p in [(great[0], great[1]), (great[0], poor[0]), (great[1], poor[0])]}
+    for r in rows:
+        a, b = level[r["item_a"]], level[r["item_b"]]
+        assert r["outcome"] == ("tie" if a == b else "a" if a < b else "b"), r
+
+
 def test_serve_prints_where_to_log_in(server):
     out = server.output
     assert "(2 tasks, 4 clips)" in out and str(server.data_dir / "credentials.json") in out
