@@ -67,6 +67,9 @@ class GRPOConfig:
     branches: str = "both"  # both | video | audio: which branch's parameters train
 
     def __post_init__(self):
+        for knob in ("sampling_steps", "prompts_per_rank"):
+            if getattr(self, knob) < 1:
+                raise ValueError(f"grpo.{knob} must be >= 1 (got {getattr(self, knob)})")
         if self.group_size < 2:
             raise ValueError(f"grpo.group_size must be >= 2 (got {self.group_size}): advantages compare "
                              "the samples of a group, a group of one has nothing to compare")

@@ -131,7 +131,9 @@ def test_best_of_n_trains_only_the_best_and_worst_of_each_group():
 
 @pytest.mark.parametrize("bad, match", [({"group_size": 1}, "group_size must be >= 2"),
                                         ({"best_of_n": 3}, "best_of_n"), ({"branches": "text"}, "branches"),
-                                        ({"timestep_fraction": 0}, "timestep_fraction")])
+                                        ({"timestep_fraction": 0}, "timestep_fraction"),
+                                        ({"sampling_steps": 0}, "sampling_steps must be >= 1"),
+                                        ({"prompts_per_rank": 0}, "prompts_per_rank must be >= 1")])
 def test_config_refuses_what_cannot_train(bad, match):
     with pytest.raises(ValueError, match=match):
         GRPOConfig(**bad)
