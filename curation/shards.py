@@ -1,7 +1,7 @@
 """Clip shards, the contract between curation and training: WebDataset tars plus the
 manifest and the rejects table. This module owns the format: member list, writer, reader.
 
-One sample per kept clip, members per DESIGN.md: ``mp4`` (clip with audio), ``flac``
+One sample per kept clip, members per docs/design.md: ``mp4`` (clip with audio), ``flac``
 (its audio, lossless), ``json`` (every measurement) and ``txt`` (the training caption).
 Each work unit (a source, or a batch of small sources) writes its own shards,
 ``clips-<unit id>-NNNN.tar``, bounded by count and size, from the worker that made its

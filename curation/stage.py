@@ -6,7 +6,7 @@ Stages never import ray: ``pipelines/ray_adapter.py`` maps them onto Ray Data
 operators, and unit tests simply call them in a plain loop (``run_stages``).
 
 An *item* is a JSON-serialisable dict that grows into the clip's shard ``json``
-document (field names in ../shared/DESIGN.md), plus ``files`` (paths of media the
+document (field names in docs/design.md), plus ``files`` (paths of media the
 stage produced, e.g. ``{"mp4": ..., "flac": ...}``), ``reject``, and ``handoff``:
 temporary media one stage hands a later one (the shot stage's decoded frames and audio
 for the clip stage, which passes the frames on to the sync stage); whatever is left of

@@ -1,4 +1,4 @@
-"""The rankings table: the contract between annotation and the reward model (DESIGN.md).
+"""The rankings table: the contract between annotation and the reward model (docs/design.md).
 
 ``RANKINGS_DIR/rankings.parquet``, one row per judgement: ``task_id``, ``item_a``, ``item_b``,
 ``axis``, ``outcome`` (``a`` | ``b`` | ``tie``), ``annotator``, ``created_at`` (ISO 8601).

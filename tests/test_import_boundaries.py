@@ -1,4 +1,4 @@
-"""DESIGN.md's layers, checked by reading the source (not by importing it), function-level
+"""docs/design.md's layers, checked by reading the source (not by importing it), function-level
 imports included.
 
 - model/ imports no other tandem package; curation/ may import model/; training/ may import

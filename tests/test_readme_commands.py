@@ -1,12 +1,15 @@
-"""The README's commands run as written (issue 30, item 8).
+"""The manual's commands run as written (issue 30, item 8; the manual moved to docs/ in issue 26).
 
-The command lines come from README.md's ``bash`` blocks, so a changed README changes what
-runs. Each is either run by ``test_the_readme_runs_from_footage_to_aligned_model`` or skipped
-here with the reason (a cluster, GPUs, model weights, a server, annotators). A new command in
-the README fails ``test_every_readme_command_is_run_or_skipped_with_a_reason`` until it is
-given one or the other.
+The chain, one command per stage from footage to aligned model, is the ``bash`` block of
+docs/quickstart.md, so a changed page changes what runs: each line is either run by
+``test_the_quickstart_runs_from_footage_to_aligned_model`` or skipped here with the reason (a
+cluster, GPUs, model weights, a server, annotators). Every other command line in README.md and
+in the docs' pages is either one of the quickstart's lines, as typed (a stage's page shows its
+line of the chain), or skipped here with a reason. A new or changed command anywhere in the
+manual fails ``test_every_manual_command_is_run_or_skipped_with_a_reason`` until it is given
+one or the other.
 
-How a README line becomes the command that runs: its optional ``[...]`` parts are left out,
+How a quickstart line becomes the command that runs: its optional ``[...]`` parts are left out,
 its placeholders (``RAW...``, ``CLIP_SHARDS_DIR``, ...) are this test's files (``PLACEHOLDERS``),
 and ``EXTRA`` adds the few arguments a line needs here, each saying why. The commands run one
 after another in one fresh working directory with no ``MLFLOW_TRACKING_URI``, each through
@@ -23,9 +26,10 @@ from pathlib import Path
 
 import pytest
 
-README = Path(__file__).parents[1] / "README.md"
+ROOT = Path(__file__).parents[1]
+QUICKSTART = ROOT / "docs" / "quickstart.md"  # the chain, run in its order
 
-# README line (its start, as typed) -> why this test does not run it.
+# Command line (its start, as typed) -> why this test does not run it.
 SKIPPED = {
     "bash scripts/run.sh demo": "the demo: tests/pipelines/test_rerun.py runs `tandem demo --no-train`",
     "bash scripts/run.sh test": "the test suite itself (what CI runs)",
@@ -45,10 +49,8 @@ SKIPPED = {
     "tandem align --config 1b_8gpu": "8 GPUs",
     "tandem pipeline run": "the whole chain in Dagster, minutes: tests/pipelines/test_pipeline.py materialises, "
                            "skips and re-runs its first stages",
-    "tandem lineage models:/tandem-aligned/1": "run below as `tandem lineage models:/tandem-aligned@candidate "
-                                               "--json`, once the align lines have registered it",
 }
-# README line (its start) -> the experiment its run goes to, in the order they run here.
+# Quickstart line (its start) -> the experiment its run goes to (None: no run), in the order they run.
 RUN = {
     "tandem curate RAW...": "tandem-curation",
     "tandem latents CLIP_SHARDS_DIR": "tandem-latents",
@@ -58,23 +60,28 @@ RUN = {
     "tandem reward score metric:": None,
     "tandem align --config debug_cpu  ": "tandem-align",  # the one "as it is"
     "tandem align --config debug_cpu init=": "tandem-align",
+    "tandem lineage models:/tandem-aligned@candidate": None,  # the aligned model: the last align's
 }
 PLACEHOLDERS = {"RAW...": "footage/", "CLIP_SHARDS_DIR": "shards/", "CHECKPOINT": "models:/tandem-dit@candidate",
                 "ROLLOUTS...": "rollouts/", "CLIPS...": "rollouts/"}
 EXTRA = {
-    # Whisper large-v3 is not on this machine and nothing is downloaded (the README: point
+    # Whisper large-v3 is not on this machine and nothing is downloaded (the curate page: point
     # transcribe.model at a local folder, or skip it, as its S3 example does).
     "tandem curate RAW...": ["skip=[transcribe]"],
-    # Two of its 30 steps (the same step 30 times) and an evaluation: the README's run, shorter.
+    # Two of its 30 steps (the same step 30 times) and an evaluation: the quickstart's run, shorter.
     "tandem align --config debug_cpu": ["steps=2", "eval.every=2"],
 }
 PROMPTS = "a red ball bouncing on a wooden floor\nrain on a tin roof\n"
 
 
-def readme_commands(text: str | None = None) -> list[str]:
-    """Every command line of the README's ``bash`` blocks: continuation lines joined, the
+def manual_pages() -> list[Path]:
+    """README.md and every page of the docs site (tests/test_docs_site.py keeps them all in its nav)."""
+    return [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
+
+
+def bash_commands(text: str) -> list[str]:
+    """Every command line of ``text``'s ``bash`` blocks: continuation lines joined, the
     ``.venv/bin/`` prefix and ``# comments`` dropped."""
-    text = README.read_text() if text is None else text
     lines = []
     for block in re.findall(r"```bash\n(.*?)```", text, re.S):
         for line in block.replace("\\\n", " ").splitlines():
@@ -82,6 +89,10 @@ def readme_commands(text: str | None = None) -> list[str]:
             if line:
                 lines.append(re.sub(r" {2,}", " ", line))
     return lines
+
+
+def quickstart_commands() -> list[str]:
+    return bash_commands(QUICKSTART.read_text())
 
 
 def _key(line: str, table) -> str | None:
@@ -98,18 +109,23 @@ def as_run(line: str, key: str) -> list[str]:
     return words[1:] + extra
 
 
-def test_every_readme_command_is_run_or_skipped_with_a_reason():
-    commands = readme_commands()
-    unknown = [c for c in commands if not (_key(c, RUN) or _key(c, SKIPPED))]
-    assert not unknown, f"README commands this test neither runs nor skips: {unknown}"
-    stale = [k for k in [*RUN, *SKIPPED] if not any(_key(c, {k: 0}) for c in commands)]
-    assert not stale, f"no README command starts so any more: {stale}"
-    assert [_key(c, RUN) for c in commands if _key(c, RUN)] == list(RUN)  # each once, in the README's order
+def test_every_manual_command_is_run_or_skipped_with_a_reason():
+    chain = quickstart_commands()
+    unknown = [c for c in chain if not (_key(c, RUN) or _key(c, SKIPPED))]
+    assert not unknown, f"quickstart commands this test neither runs nor skips: {unknown}"
+    assert [_key(c, RUN) for c in chain if _key(c, RUN)] == list(RUN)  # each once, in the page's order
+    pages = {page.relative_to(ROOT): bash_commands(page.read_text()) for page in manual_pages()}
+    elsewhere = {str(page): off for page, lines in pages.items()
+                 if (off := [c for c in lines if c not in chain and not _key(c, SKIPPED)])}
+    assert not elsewhere, f"commands neither the quickstart's (as typed) nor skipped: {elsewhere}"
+    every = [c for lines in pages.values() for c in lines]
+    stale = [k for k in [*RUN, *SKIPPED] if not any(_key(c, {k: 0}) for c in every)]
+    assert not stale, f"no command in the manual starts so any more: {stale}"
 
 
-def test_a_readme_line_becomes_its_command():
+def test_a_manual_line_becomes_its_command():
     text = "```bash\n.venv/bin/tandem curate RAW... --out shards/ [--config curate.yaml] \\\n    [key=value ...]  # x\n```\n"
-    [line] = readme_commands(text)
+    [line] = bash_commands(text)
     assert line == "tandem curate RAW... --out shards/ [--config curate.yaml] [key=value ...]"
     assert as_run(line, "tandem curate RAW...") == ["curate", "footage/", "--out", "shards/", "skip=[transcribe]"]
 
@@ -133,7 +149,7 @@ def _footage(folder: Path) -> None:
 
 @pytest.mark.slow  # curate, latents, train, generate and two align runs on local Ray: ~3 min on 2 cores
 @pytest.mark.timeout(900)
-def test_the_readme_runs_from_footage_to_aligned_model(tmp_path, monkeypatch, capsys):
+def test_the_quickstart_runs_from_footage_to_aligned_model(tmp_path, monkeypatch, capsys):
     import mlflow
     import torch
 
@@ -141,13 +157,13 @@ def test_the_readme_runs_from_footage_to_aligned_model(tmp_path, monkeypatch, ca
     from pipelines.registry import resolve
     from training.checkpoints import identify, load_checkpoint
 
-    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)  # the README's default store
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)  # the manual's default store
     monkeypatch.chdir(tmp_path)
     _footage(tmp_path / "footage")
     (tmp_path / "prompts.txt").write_text(PROMPTS)
     client = mlflow.MlflowClient(f"sqlite:///{tmp_path / 'runs' / 'mlruns.db'}")
-    runs = []  # (README line, the MLflow run its command made, the command's wall time)
-    for line in readme_commands():
+    runs = []  # (quickstart line, the MLflow run its command made, the command's wall time)
+    for line in quickstart_commands():
         if not (key := _key(line, RUN)):
             continue
         argv, before = as_run(line, key), _run_ids(client, RUN[key])
@@ -155,7 +171,7 @@ def test_the_readme_runs_from_footage_to_aligned_model(tmp_path, monkeypatch, ca
         code = main(argv)
         wall_s = time.time() - started
         out = capsys.readouterr()
-        assert code == 0, f"`tandem {shlex.join(argv)}` (README: {line}) exited {code}:\n{out.err[-3000:]}"
+        assert code == 0, f"`tandem {shlex.join(argv)}` (quickstart: {line}) exited {code}:\n{out.err[-3000:]}"
         if RUN[key]:
             [made] = _run_ids(client, RUN[key]) - before
             runs.append((line, client.get_run(made), wall_s))
@@ -177,7 +193,7 @@ def test_the_readme_runs_from_footage_to_aligned_model(tmp_path, monkeypatch, ca
     for command in ("curate", "train", "align"):  # sampled by the driver (curate) or Ray Train's rank 0
         assert any(k.startswith("system/") for k in by_name[command].data.metrics), command
 
-    # Training: its recipe flattened, per-step metrics, samples, and the model the README aligns from.
+    # Training: its recipe flattened, per-step metrics, samples, and the model the quickstart aligns from.
     train = by_name["train"]
     assert train.data.params["engine.zero_stage"] == "2" and train.data.params["preset"] == "debug"
     assert train.data.tags["data.shards"] == str(tmp_path / "runs" / "latents") and train.data.tags["data.manifest"]
@@ -218,7 +234,7 @@ def test_the_readme_runs_from_footage_to_aligned_model(tmp_path, monkeypatch, ca
     assert logged(client, train.info.run_id) == {
         "latent-shards": ("input", latents_digest(tmp_path / "runs" / "latents")[:32], by_name["latents"].info.run_id),
         "checkpoint": ("output", identify(registered).digest, None)}
-    # ... and from the aligned model down to the footage files the README curated.
+    # ... and from the aligned model down to the footage files the quickstart curated.
     assert main(["lineage", "models:/tandem-aligned@candidate", "--json"]) == 0
     chain = capsys.readouterr().out
     for clip in (tmp_path / "footage").iterdir():  # each file, by path and the head of its sha256

@@ -108,7 +108,7 @@ def test_submit_sends_align_with_its_arguments():
 
 
 def test_a_checkpoint_trained_at_another_frame_rate_names_fps_and_the_override(store, capsys):
-    """The README's path: a debug checkpoint of 8 fps latents into the 25 fps debug recipe."""
+    """The quickstart's path: a debug checkpoint of 8 fps latents into the 25 fps debug recipe."""
     from model.checkpoint import save
     from model.dit import DualDiT
     from pipelines.align import load_align_recipe, preflight
@@ -140,8 +140,8 @@ def test_resuming_a_storage_under_another_config_is_refused_naming_the_keys(stor
                                               f"tracking_dir={store / 'elsewhere'}"]))
 
 
-def test_the_readme_aligns_a_debug_training_run_at_the_frame_rate_it_was_trained_at():
-    """The README's `tandem align --config debug_cpu init=runs/train_debug_cpu/checkpoints ...`:
+def test_the_quickstart_aligns_a_debug_training_run_at_the_frame_rate_it_was_trained_at():
+    """The quickstart's `tandem align --config debug_cpu init=runs/train_debug_cpu/checkpoints ...`:
     its overrides give the policy the model config `tandem train --config debug_cpu` makes on
     `tandem latents --config debug` latents, and a storage of its own (the fresh example's run
     would otherwise be resumed under another config: refused)."""
@@ -156,8 +156,8 @@ def test_the_readme_aligns_a_debug_training_run_at_the_frame_rate_it_was_trained
     from reward.align import model_config
     from training.encoders import describe
 
-    readme = (Path(__file__).parents[2] / "README.md").read_text()
-    [line] = [x for x in readme.splitlines() if "tandem align --config debug_cpu init=runs/train_debug_cpu" in x]
+    quickstart = (Path(__file__).parents[2] / "docs" / "quickstart.md").read_text()
+    [line] = [x for x in quickstart.splitlines() if "tandem align --config debug_cpu init=runs/train_debug_cpu" in x]
     overrides = [a for a in shlex.split(line.split("#")[0])[4:] if not a.startswith("init=")]
     cfg = load_align_recipe("debug_cpu", overrides)
     latents = load_config(LatentsConfig, resolve_recipe("debug", kind="latents"))
