@@ -104,7 +104,7 @@ def describe_setup_deaths(deaths: list[dict]) -> str:
     stages = sorted({d["stage"] for d in deaths})
     signal, frames = _read_fault_log(deaths)
     where = f" in {frames}" if frames else ""
-    cause = ("a corrupt numba JIT cache (README, 'JIT cache': rebuild it with `python -m curation.jit_cache --rebuild`)"
+    cause = ("a corrupt numba JIT cache (docs/install.md, 'JIT cache': rebuild it with `python -m curation.jit_cache --rebuild`)"
              if "numba" in frames or "librosa" in frames else
              "a library crashing as it loads (a corrupt cache, a build for another CPU, a broken model file)")
     return (f"{len(deaths)} workers died while stage {'/'.join(stages)} was setting up "

@@ -1,6 +1,6 @@
 """Simulated rollouts and annotators: clips whose quality on each axis is a known number, and
 judges who prefer it with label noise and ties. Used to build and test the reward stage
-before real rankings exist (tests, the README walk-through, the throughput benchmark).
+before real rankings exist (tests, the reward page's walk-through in docs/, the throughput benchmark).
 
 Each clip (a textured picture drifting at some speed, a sawtooth tone, and an event: a light
 turning on in one quarter of the picture with a buzz starting in the sound) varies five

@@ -1,6 +1,6 @@
 """Ray Train with 2 CPU workers: under ZeRO-3 a worker killed mid-run is replaced and the run
 finishes from its last checkpoint, in the same MLflow run; a GPU recipe on a CPU-only local
-Ray fails fast. (`tandem train --config debug_cpu`, ZeRO-2, as the README runs it: its MLflow
+Ray fails fast. (`tandem train --config debug_cpu`, ZeRO-2, as docs/quickstart.md runs it: its MLflow
 run, registration and refused resume are checked by tests/test_readme_commands.py.)"""
 
 import pytest
