@@ -4,9 +4,9 @@
 
 Import: a synthetic pairwise export (5 axes per annotation, 3 annotators per task, 5% cancelled)
 is written to disk, then timed side by side: ``json.load`` of the file alone (the floor any
-importer pays), ``reward.annotation.labelstudio_exports.import_exports`` (every check), ``write_rankings`` (the
-atomic parquet write) and the agreement report, and the whole ``tandem annotate import``
-command in-process. Ratios to the bare JSON parse are printed.
+importer pays), ``reward.annotation.labelstudio_exports.import_exports`` (every check),
+``write_rankings`` (the atomic parquet write) and the agreement report, and the whole
+``tandem annotate import`` command in-process. Ratios to the bare JSON parse are printed.
 
 ``--generate``: the debug preset on CPU, 2 prompts x 4 samples at the debug sequence (1 s,
 8 fps, 32x32, 30 steps): a plain loop over ``RolloutGenerator`` in this process vs the whole

@@ -7,12 +7,13 @@
     tandem annotate import EXPORT.json... --out RANKINGS_DIR [--rollouts DIR...] [--tasks DIR]
     tandem annotate leaderboard RANKINGS_DIR [--by checkpoint] [--out FILE.csv]
 
-``tasks`` writes the labeling config and the tasks (reward/annotation/labelstudio_tasks.py). ``serve`` starts a
-Label Studio on 127.0.0.1 (its own venv, installed on first use), creates the project with the
-media served from local files, prints the URL and where the login is kept, and runs until
-Ctrl-C. ``push``/``pull`` do the same against a team's server. ``import`` validates the exports
-(reward/annotation/labelstudio_exports.py) and writes ``rankings.parquet``, ``agreement.json`` and ``import.json``;
-``leaderboard`` fits Bradley-Terry-with-ties scores per axis with bootstrap intervals.
+``tasks`` writes the labeling config and the tasks (reward/annotation/labelstudio_tasks.py).
+``serve`` starts a Label Studio on 127.0.0.1 (its own venv, installed on first use), creates the
+project with the media served from local files, prints the URL and where the login is kept, and runs
+until Ctrl-C. ``push``/``pull`` do the same against a team's server. ``import`` validates the
+exports (reward/annotation/labelstudio_exports.py) and writes ``rankings.parquet``,
+``agreement.json`` and ``import.json``; ``leaderboard`` fits Bradley-Terry-with-ties scores per axis
+with bootstrap intervals.
 """
 
 from __future__ import annotations

@@ -11,10 +11,10 @@ JSONL with ``prompt``, an optional ``id`` and optional ``references`` (``{"image
 are kept in each json.
 
 Each actor (a GPU each where the cluster has them) loads the checkpoint, the text encoder and
-the decoders once (``reward.rollouts.rollout_generator``) and writes whole prompt groups: K samples per
-prompt, each ``samples/<id>.mp4`` with audio, ``.latents.safetensors`` and ``.json`` (written
-last). Re-running resumes: finished samples are skipped. Another checkpoint or other settings on
-the same ``--out`` are refused. One MLflow run per invocation (experiment ``tandem-generate``).
+the decoders once (``reward.rollouts.rollout_generator``) and writes whole prompt groups: K samples
+per prompt, each ``samples/<id>.mp4`` with audio, ``.latents.safetensors`` and ``.json`` (written
+last). Re-running resumes: finished samples are skipped. Another checkpoint or other settings on the
+same ``--out`` are refused. One MLflow run per invocation (experiment ``tandem-generate``).
 """
 
 from __future__ import annotations

@@ -11,9 +11,10 @@ accuracy (without ties, with ties, tie threshold) to the MLflow experiment ``tan
 and registers the saved model as a new version of ``tandem-reward`` with ``--alias``.
 
 ``score``: MODEL is ``models:/tandem-reward@ALIAS`` (or ``/VERSION``), a saved model directory,
-or ``metric:NAME[,NAME]`` (metric heads, ``reward.scoring.metric_heads``); CLIP is a rollouts directory, a
-sample json / mp4, or a folder of mp4s. The same in Python: ``score_clips(MODEL, [CLIP...])``;
-``open_reward_source(MODEL)`` gives the ``RewardSource`` alignment combines.
+or ``metric:NAME[,NAME]`` (metric heads, ``reward.scoring.metric_heads``); CLIP is a rollouts
+directory, a sample json / mp4, or a folder of mp4s. The same in Python:
+``score_clips(MODEL, [CLIP...])``; ``open_reward_source(MODEL)`` gives the ``RewardSource``
+alignment combines.
 """
 
 from __future__ import annotations

@@ -30,8 +30,9 @@ def test_no_two_modules_share_a_name():
 
 
 def test_check_sees_repeats_across_packages_and_plurals(tmp_path):
-    for f in ("model/config.py", "pipelines/config.py", "model/checkpoint.py", "training/checkpoints.py",
-              "reward/rollouts/rollout_dir.py", "model/__init__.py", "pipelines/__init__.py"):
+    for f in ("model/config.py", "pipelines/config.py", "model/checkpoint.py",
+              "training/checkpoints.py", "reward/rollouts/rollout_dir.py", "model/__init__.py",
+              "pipelines/__init__.py"):
         (tmp_path / f).parent.mkdir(parents=True, exist_ok=True)
         (tmp_path / f).write_text("")
     assert repeated_names(tmp_path, ("model", "training", "reward", "pipelines")) == {

@@ -19,12 +19,12 @@ prompt_alignment  ``aligned``: weight of the prompt's look    more (the rest: an
 overall           the mean of the first three qualities    higher
 ================  =====================================  ======================================
 
-``make_rollouts`` renders the clips, writes each as a rollout sample (``reward.rollouts.rollout_dir``:
-mp4, json with the true properties under ``simulated``, latents encoded with the debug VAEs
-and text encoder of ``training.clip_encoder``, so the latents carry what the pixels carry).
-``simulate_rankings`` compares samples of a group the way annotators rank a group: per axis,
-a tie when the qualities differ by less than ``tie_margin``, otherwise the better one, flipped
-with probability ``noise``.
+``make_rollouts`` renders the clips, writes each as a rollout sample
+(``reward.rollouts.rollout_dir``: mp4, json with the true properties under ``simulated``, latents
+encoded with the debug VAEs and text encoder of ``training.clip_encoder``, so the latents carry what
+the pixels carry). ``simulate_rankings`` compares samples of a group the way annotators rank a
+group: per axis, a tie when the qualities differ by less than ``tie_margin``, otherwise the better
+one, flipped with probability ``noise``.
 """
 
 from __future__ import annotations

@@ -1,5 +1,5 @@
-"""The alignment trainer: DanceGRPO steps (reward/grpo/grpo_step.py) on a DeepSpeed engine, with EMA,
-checkpoints, resume, periodic evaluation and a reward-hacking monitor.
+"""The alignment trainer: DanceGRPO steps (reward/grpo/grpo_step.py) on a DeepSpeed engine, with
+EMA, checkpoints, resume, periodic evaluation and a reward-hacking monitor.
 
 It is the Trainer's sibling and reuses its pieces: ``training.engine.build_engine`` (ZeRO-2/3,
 precision, clipping), ``training.ema.EMA``, the warmup schedule and per-(seed, step, rank)

@@ -1,8 +1,9 @@
 """Rollouts from a checkpoint: K joint audio-video samples per prompt, each reproducible alone.
 
 ``RolloutGenerator`` holds the DiT, the text encoder and the decoders and writes whole prompt
-groups into a rollouts directory (``reward.rollouts.rollout_dir``: mp4 with audio, latents, json last).
-``tandem generate`` (pipelines/generate_cmd.py) runs one per Ray actor; it also runs in a plain loop.
+groups into a rollouts directory (``reward.rollouts.rollout_dir``: mp4 with audio, latents, json
+last). ``tandem generate`` (pipelines/generate_cmd.py) runs one per Ray actor; it also runs in a
+plain loop.
 
 Seeds: sample k of prompt p starts from the noise of ``sample_seed(seed, p, k)``, drawn on its
 own generator (video noise, then audio noise), so a sample does not depend on what else was
@@ -67,7 +68,8 @@ class Prompt:
     prompt_id: str
     text: str
     extra: dict = field(default_factory=dict)  # the JSONL line's other fields, kept in the json
-    references: dict[str, str] = field(default_factory=dict)  # "image1" -> file (reward.rollouts.reference_media)
+    # "image1" -> file (reward.rollouts.reference_media)
+    references: dict[str, str] = field(default_factory=dict)
 
 
 def sample_seed(seed: int, prompt_id: str, k: int) -> int:

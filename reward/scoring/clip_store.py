@@ -1,10 +1,11 @@
-"""Clips on disk -> ``reward.scoring.sources.Clips`` batches, for training, scoring and metric heads.
+"""Clips on disk -> ``reward.scoring.sources.Clips`` batches: what training, scoring and metric
+heads read.
 
 A clip is a rollout sample (``samples/<id>.mp4`` + ``.json`` + ``.latents.safetensors``, see
-``reward.rollouts.rollout_dir``) or any mp4. ``find_clips`` accepts rollout directories, folders of mp4s,
-sample json / mp4 paths; ``ClipStore`` loads what a source ``uses`` (latents, or decoded media)
-once per clip and batches clips of equal shape (a batch is one tensor per modality; prompts of
-different lengths are padded with a mask).
+``reward.rollouts.rollout_dir``) or any mp4. ``find_clips`` accepts rollout directories, folders of
+mp4s, sample json / mp4 paths; ``ClipStore`` loads what a source ``uses`` (latents, or decoded
+media) once per clip and batches clips of equal shape (a batch is one tensor per modality; prompts
+of different lengths are padded with a mask).
 """
 
 from __future__ import annotations

@@ -6,13 +6,13 @@
     model.save("out/model", metrics=...)     # reward.json + reward.safetensors
     load_reward_model("out/model").score(clips)
 
-Heads are named after the rankings' axes (``reward.annotation.rankings.AXES``: visual_quality, motion,
-audio_quality, av_sync, prompt_alignment, overall); any subset, in any order. Each head is a
-linear read-out of the backbone's feature at that head's query / reward token, so heads share
-the backbone and differ only in what they attend to and weigh. Higher is better; scores are
-Bradley-Terry utilities (only differences between clips mean anything; the Rao-Kupper tie
-parameter ``log_theta`` saved with the model says how far apart two clips must be before
-annotators stop calling them a tie).
+Heads are named after the rankings' axes (``reward.annotation.rankings.AXES``: visual_quality,
+motion, audio_quality, av_sync, prompt_alignment, overall); any subset, in any order. Each head is a
+linear read-out of the backbone's feature at that head's query / reward token, so heads share the
+backbone and differ only in what they attend to and weigh. Higher is better; scores are
+Bradley-Terry utilities (only differences between clips mean anything; the Rao-Kupper tie parameter
+``log_theta`` saved with the model says how far apart two clips must be before annotators stop
+calling them a tie).
 
 A saved model is a directory, the files ``tandem reward train`` registers in MLflow:
 ``reward.json`` (format, config, heads, log theta, held-out metrics, what it was trained on)
@@ -87,7 +87,8 @@ class RewardModel(nn.Module):
 
     @torch.no_grad()
     def score(self, clips: Clips) -> dict[str, torch.Tensor]:
-        """head -> (B,) scores on the CPU, higher is better (``reward.scoring.sources.RewardSource``)."""
+        """head -> (B,) scores on the CPU, higher is better (a
+        ``reward.scoring.sources.RewardSource``)."""
         was_training = self.training
         self.eval()
         try:

@@ -1,5 +1,5 @@
-"""Teach a SyncNet on latents (``reward.scoring.backbones.sync_net``) what an A/V offset looks like, from
-footage that is in sync, by shifting its sound by known amounts (SyncNet's own recipe: Chung &
+"""Teach a SyncNet on latents (``reward.scoring.backbones.sync_net``) what an A/V offset looks like,
+from footage that is in sync, by shifting its sound by known amounts (SyncNet's own recipe: Chung &
 Zisserman 2016, sec. 3, false pairs from shifted audio; here the shift is the target).
 
     tandem reward sync-pretrain --footage CURATED_MP4S... --out runs/sync_net \

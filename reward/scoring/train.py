@@ -14,8 +14,8 @@ order, score each clip once, and use every judgement among them: the backbone's 
 clip, while a group of K samples ranked on several axes gives K(K-1)/2 pairs per axis, so a
 step learns from all of them at the price of K forwards. For each head, take the mean
 negative log-likelihood of that head's judgements under Rao-Kupper
-(``reward.annotation.preference`` Eq. 2; ``loss.ties=drop``: plain Bradley-Terry, Eq. 1, on the non-tied
-ones). The step's loss is the mean over the heads present, so a head with few labels is not
+(``reward.annotation.preference`` Eq. 2; ``loss.ties=drop``: plain Bradley-Terry, Eq. 1, on the
+non-tied ones). The step's loss is the mean over the heads present, so a head with few labels is not
 drowned out. log theta is a trained scalar (``loss.learn_theta``) or fixed at ``loss.theta``.
 
 Every ``eval_every`` steps and at the end, each head is scored on the held-out judgements:

@@ -2,11 +2,11 @@
 (the SyncNet, pretrained on in-sync footage with its sound shifted) and prompt_alignment (the
 text-match net, pretrained on captioned latent shards), each >= 90 % held-out without ties.
 
-The rollouts (``reward.annotation.simulate``) vary both properties at once: how far the buzz lags the
-light, and how much of the picture shows the prompt's look rather than another word's. The
-nets see other scenes than the rollouts (footage and captioned clips of their own), and the
-rankings only calibrate their estimates: the heads read nothing else (``sync_heads``,
-``text_heads``), so a third of the recipe's steps is plenty."""
+The rollouts (``reward.annotation.simulate``) vary both properties at once: how far the buzz lags
+the light, and how much of the picture shows the prompt's look rather than another word's. The nets
+see other scenes than the rollouts (footage and captioned clips of their own), and the rankings only
+calibrate their estimates: the heads read nothing else (``sync_heads``, ``text_heads``), so a third
+of the recipe's steps is plenty."""
 
 import pytest
 import torch

@@ -1,7 +1,7 @@
 """The training loss, checked against an independent computation: with one free score per item
 (no backbone), the trainer's Rao-Kupper loss converges to the leaderboard's maximum-likelihood
-fit (``reward.annotation.preference.fit_scores``, L-BFGS) on the same judgements; plain Bradley-Terry
-ignores ties; every ranking row is accounted for by the train / held-out split."""
+fit (``reward.annotation.preference.fit_scores``, L-BFGS) on the same judgements; plain
+Bradley-Terry ignores ties; every ranking row is accounted for by the train / held-out split."""
 
 import numpy as np
 import pytest

@@ -1,6 +1,7 @@
 """The latent SyncNet behind the av_sync head: pretrained on in-sync footage with its sound shifted
-by known amounts (``reward.scoring.sync_pretrain``), frozen inside the latent reward backbone. That it
-lets the av_sync head rank held-out clips as annotators do: tests/reward/test_pretrained_heads.py."""
+by known amounts (``reward.scoring.sync_pretrain``), frozen inside the latent reward backbone. That
+it lets the av_sync head rank held-out clips as annotators do:
+tests/reward/test_pretrained_heads.py."""
 
 import numpy as np
 import torch
