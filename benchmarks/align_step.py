@@ -3,7 +3,7 @@
     python benchmarks/align_step.py [--steps 5] [key=value ...]    # CPU, debug preset, one rank
     python benchmarks/align_step.py --cuda [--steps 5] [key=value ...]   # 1b preset, bf16, one GPU
 
-The alignment trainer (reward/align.py) on a one-rank DeepSpeed ZeRO-2 engine in this
+The alignment trainer (reward/grpo/align.py) on a one-rank DeepSpeed ZeRO-2 engine in this
 process, with the ``align_debug_cpu`` recipe (``key=value`` overrides it: ``grpo.group_size=8``,
 ``grpo.sampling_steps=16``...). After one warm-up step, each timed step is split into
 
@@ -50,8 +50,8 @@ def one_rank() -> None:
 
 def measure(overrides: list[str], steps: int):
     """(aligner, per-step metrics of the timed steps) after one warm-up step."""
-    from pipelines.align import load_align_recipe
-    from reward.align import Aligner
+    from pipelines.align_cmd import load_align_recipe
+    from reward.grpo.align import Aligner
 
     one_rank()
     with tempfile.TemporaryDirectory() as tmp:

@@ -4,9 +4,9 @@
 
 Import: a synthetic pairwise export (5 axes per annotation, 3 annotators per task, 5% cancelled)
 is written to disk, then timed side by side: ``json.load`` of the file alone (the floor any
-importer pays), ``reward.labelstudio.import_exports`` (every check), ``write_rankings`` (the
-atomic parquet write) and the agreement report, and the whole ``tandem annotate import``
-command in-process. Ratios to the bare JSON parse are printed.
+importer pays), ``reward.annotation.labelstudio_exports.import_exports`` (every check),
+``write_rankings`` (the atomic parquet write) and the agreement report, and the whole
+``tandem annotate import`` command in-process. Ratios to the bare JSON parse are printed.
 
 ``--generate``: the debug preset on CPU, 2 prompts x 4 samples at the debug sequence (1 s,
 8 fps, 32x32, 30 steps): a plain loop over ``RolloutGenerator`` in this process vs the whole
@@ -26,8 +26,8 @@ AXES = ["visual_quality", "motion", "audio_quality", "av_sync", "prompt_alignmen
 
 
 def synthetic_export(judgements: int, path: Path) -> int:
-    from reward.annotation import AnnotationConfig, make_tasks
-    from reward.rollouts import Rollout
+    from reward.annotation.labelstudio_tasks import AnnotationConfig, make_tasks
+    from reward.rollouts.rollout_dir import Rollout
 
     annotators, per_prompt = 3, 8
     tasks_needed = int(judgements / (len(AXES) * annotators) / 0.9) + 1  # room for cancelled ones
@@ -58,9 +58,9 @@ def synthetic_export(judgements: int, path: Path) -> int:
 
 
 def bench_import(judgements: int) -> None:
-    from reward.agreement import agreement_report
-    from reward.labelstudio import import_exports, load_export
-    from reward.rankings import write_rankings
+    from reward.annotation.agreement import agreement_report
+    from reward.annotation.labelstudio_exports import import_exports, load_export
+    from reward.annotation.rankings import write_rankings
 
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "export.json"
@@ -99,9 +99,9 @@ def bench_generate() -> None:
     from model.checkpoint import save
     from model.dit import DualDiT
     from model.presets import get_preset
-    from pipelines.generate import GenerateConfig, run_generate
-    from reward.rollout_generator import Prompt, RolloutConfig, RolloutGenerator
-    from training.checkpoints import identify
+    from pipelines.generate_cmd import GenerateConfig, run_generate
+    from reward.rollouts.rollout_generator import Prompt, RolloutConfig, RolloutGenerator
+    from training.checkpoint_loader import identify
 
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)

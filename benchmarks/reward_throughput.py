@@ -4,7 +4,7 @@ the same clips.
     python benchmarks/reward_throughput.py [--clips 32] [--batch 8] [--size 64] [--threads 2]
     python benchmarks/reward_throughput.py --cuda   # also the omni backbone at its real size on a GPU
 
-What it does: renders ``--clips`` simulated rollouts (``reward.simulate``: 2 s at 16 fps,
+What it does: renders ``--clips`` simulated rollouts (``reward.annotation.simulate``: 2 s at 16 fps,
 ``--size`` pixels square, mono 16 kHz; latents from the debug VAEs, as ``tandem generate``
 stores them), then times, after one warm-up batch, scoring them ``--batch`` at a time with
 
@@ -56,15 +56,15 @@ def chunks(store, n: int, batch: int):
 
 def latent_model(device: str):
     from pipelines.reward_cmd import load_reward_recipe
-    from reward.model import RewardModel
+    from reward.scoring.reward_model import RewardModel
 
     cfg = load_reward_recipe("latent_cpu").model
     return RewardModel(cfg).to(device).eval()
 
 
 def omni_model(size: str, device: str, directory: Path):
-    from reward.backbones.omni import OmniBackboneConfig, random_omni, save_random_omni
-    from reward.model import RewardModel, RewardModelConfig
+    from reward.scoring.backbones.omni import OmniBackboneConfig, random_omni, save_random_omni
+    from reward.scoring.reward_model import RewardModel, RewardModelConfig
 
     dtype = "bfloat16" if device == "cuda" else "float32"
     cfg = RewardModelConfig(backbone="omni", heads=HEADS,
@@ -72,7 +72,7 @@ def omni_model(size: str, device: str, directory: Path):
     if size == "tiny":  # through the real loading path, from a local directory
         cfg.omni.model_path = str(save_random_omni(directory / "omni-tiny"))
         return RewardModel(cfg).to(device).eval()
-    from reward.backbones.omni import OmniBackbone
+    from reward.scoring.backbones.omni import OmniBackbone
 
     with torch.device(device):
         thinker, tokenizer, features = random_omni(size, dtype=getattr(torch, dtype))
@@ -90,9 +90,9 @@ def main() -> None:
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
 
-    from reward.clips import ClipStore, find_clips
-    from reward.metrics import LoudnessClipping, Motion
-    from reward.simulate import SimulationConfig, make_rollouts
+    from reward.annotation.simulate import SimulationConfig, make_rollouts
+    from reward.scoring.clip_store import ClipStore, find_clips
+    from reward.scoring.metric_heads import LoudnessClipping, Motion
 
     results: list[tuple[str, str, float]] = []
     with tempfile.TemporaryDirectory() as tmp:
@@ -119,8 +119,8 @@ def main() -> None:
         if args.cuda:
             if not torch.cuda.is_available():
                 sys.exit("--cuda: no CUDA device")
-            from reward.model import clips_to
-            from reward.sources import Clips
+            from reward.scoring.reward_model import clips_to
+            from reward.scoring.sources import Clips
 
             model = latent_model("cuda")
             gpu_latents = [clips_to(c, torch.device("cuda")) for c in latent_batches]

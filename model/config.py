@@ -4,7 +4,7 @@ Every config is a (nested) dataclass beside the code that uses it. ``from_dict``
 from a nested dict and checks every key, because a typo that silently does nothing costs a
 cluster run; ``to_dict`` is the inverse. It lives at the bottom of the layers so that model
 checkpoints (which store their config), recipes and every command share it;
-``pipelines/config.py`` adds YAML files and ``key=value`` overrides on top.
+``pipelines/config_loader.py`` adds YAML files and ``key=value`` overrides on top.
 
 Resume identity: a field that does not change what a run writes (actor counts, tracking
 switches, experiment names) is declared with ``run_only(...)``. ``output_hash`` leaves those

@@ -7,12 +7,13 @@
     tandem annotate import EXPORT.json... --out RANKINGS_DIR [--rollouts DIR...] [--tasks DIR]
     tandem annotate leaderboard RANKINGS_DIR [--by checkpoint] [--out FILE.csv]
 
-``tasks`` writes the labeling config and the tasks (reward/annotation.py). ``serve`` starts a
-Label Studio on 127.0.0.1 (its own venv, installed on first use), creates the project with the
-media served from local files, prints the URL and where the login is kept, and runs until
-Ctrl-C. ``push``/``pull`` do the same against a team's server. ``import`` validates the exports
-(reward/labelstudio.py) and writes ``rankings.parquet``, ``agreement.json`` and ``import.json``;
-``leaderboard`` fits Bradley-Terry-with-ties scores per axis with bootstrap intervals.
+``tasks`` writes the labeling config and the tasks (reward/annotation/labelstudio_tasks.py).
+``serve`` starts a Label Studio on 127.0.0.1 (its own venv, installed on first use), creates the
+project with the media served from local files, prints the URL and where the login is kept, and runs
+until Ctrl-C. ``push``/``pull`` do the same against a team's server. ``import`` validates the
+exports (reward/annotation/labelstudio_exports.py) and writes ``rankings.parquet``,
+``agreement.json`` and ``import.json``; ``leaderboard`` fits Bradley-Terry-with-ties scores per axis
+with bootstrap intervals.
 """
 
 from __future__ import annotations
@@ -23,8 +24,8 @@ import os
 import sys
 from pathlib import Path
 
-from pipelines.config import ConfigError, load_config
-from reward.annotation import (
+from pipelines.config_loader import ConfigError, load_config
+from reward.annotation.labelstudio_tasks import (
     AnnotationConfig,
     default_media_root,
     label_config,
@@ -56,7 +57,7 @@ def _split(args) -> tuple[list[str], list[str]]:
 
 
 def _tasks_for(args, media_root: Path | None = None):
-    from reward.rollouts import read_rollouts
+    from reward.rollouts.rollout_dir import read_rollouts
 
     dirs, args.overrides = _split(args)
     if not dirs:
@@ -88,7 +89,7 @@ def cmd_serve(args) -> int:
     import time
 
     from pipelines.labelstudio_server import LabelStudioServer
-    from reward.rollouts import read_rollouts
+    from reward.rollouts.rollout_dir import read_rollouts
 
     dirs, _ = _split(args)
     root = default_media_root(read_rollouts(*dirs)) if dirs else None
@@ -96,7 +97,7 @@ def cmd_serve(args) -> int:
     data_dir = Path(args.data_dir)
     write_tasks(data_dir / "tasks", cfg, tasks)
     with LabelStudioServer(data_dir, root, port=args.port) as server:
-        from reward.annotation import common_root
+        from reward.annotation.labelstudio_tasks import common_root
 
         project = server.op(_project_request(cfg, tasks, args.title, common_root(rollouts)))["project"]
         print(f"Label Studio: {server.url}/projects/{project}/data  ({len(tasks)} tasks, {len(rollouts)} clips)\n"
@@ -131,7 +132,7 @@ def cmd_push(args) -> int:
     cfg, rollouts, tasks = _tasks_for(args)
     venv, token = _remote(args.url)
     local = not cfg.media_url  # media served by that server's local-files route, from below media_root
-    from reward.annotation import common_root
+    from reward.annotation.labelstudio_tasks import common_root
 
     answer = run_op(venv, args.url, token, _project_request(cfg, tasks, args.title,
                                                             common_root(rollouts) if local else None))
@@ -170,11 +171,11 @@ SKIPPED = {"cancelled": "skipped by the annotator", "empty": "submitted with no 
 
 
 def cmd_import(args) -> int:
-    from reward.agreement import agreement_report
-    from reward.annotation import read_tasks
-    from reward.labelstudio import import_exports, load_export
-    from reward.rankings import write_rankings
-    from reward.rollouts import read_rollouts
+    from reward.annotation.agreement import agreement_report
+    from reward.annotation.labelstudio_exports import import_exports, load_export
+    from reward.annotation.labelstudio_tasks import read_tasks
+    from reward.annotation.rankings import write_rankings
+    from reward.rollouts.rollout_dir import read_rollouts
 
     exports = {str(p): load_export(p) for p in args.exports}
     known = {r.sample_id for r in read_rollouts(*args.rollouts)} if args.rollouts else None
@@ -232,7 +233,7 @@ def _track_import(args, out: Path, rankings: Path, result) -> str:
 def item_values(rollout_dirs: list[str], field: str) -> dict[str, str]:
     """sample id -> the rollout json's ``field`` (dotted for nested fields; ``checkpoint`` is the
     checkpoint's registered name@version, else its path)."""
-    from reward.rollouts import read_rollouts
+    from reward.rollouts.rollout_dir import read_rollouts
 
     out = {}
     for r in read_rollouts(*rollout_dirs):
@@ -250,8 +251,8 @@ def item_values(rollout_dirs: list[str], field: str) -> dict[str, str]:
 
 
 def cmd_leaderboard(args) -> int:
-    from reward.leaderboard import format_table, leaderboard, write_csv
-    from reward.rankings import read_rankings
+    from reward.annotation.leaderboard import format_table, leaderboard, write_csv
+    from reward.annotation.rankings import read_rankings
 
     rows = read_rankings(args.rankings)
     by = None
@@ -281,7 +282,7 @@ def add_parsers(sub) -> None:
         q.add_argument("--pairs", help="pairwise: 'all' (default) or N pairs per prompt, every clip shown")
         q.add_argument("--axes", help="comma-separated axes (default: visual_quality,motion,audio_quality,"
                                       "av_sync,prompt_alignment; rank: overall)")
-        q.add_argument("--config", help="annotation config YAML (reward/annotation.py AnnotationConfig)")
+        q.add_argument("--config", help="annotation config YAML (reward/annotation/labelstudio_tasks.py AnnotationConfig)")
         q.set_defaults(overrides=[])
 
     help_dirs = "rollouts directories (tandem generate --out), then key=value overrides"
@@ -327,10 +328,10 @@ def _guard(fn):
     """Problems with the input exit 2 with the message, no traceback."""
     def run(args) -> int:
         from pipelines.labelstudio_server import LabelStudioError
-        from reward.labelstudio import ExportError
-        from reward.leaderboard import LeaderboardError
-        from reward.rankings import RankingsError
-        from reward.rollouts import RolloutsError
+        from reward.annotation.labelstudio_exports import ExportError
+        from reward.annotation.leaderboard import LeaderboardError
+        from reward.annotation.rankings import RankingsError
+        from reward.rollouts.rollout_dir import RolloutsError
 
         try:
             return fn(args)

@@ -65,20 +65,20 @@ def build_parser() -> argparse.ArgumentParser:
                               "encoder.video_path=/models/ltx2/vae actors=4)")
     latents.add_argument("--out", required=True, help="output directory for latent shards, manifest, stats")
     latents.add_argument("--config", help="latents recipe (debug, 1b_ltx2, ...: pipelines/recipes/latents_*.yaml) "
-                                          "or YAML path (pipelines/latents.py LatentsConfig)")
+                                          "or YAML path (pipelines/latents_cmd.py LatentsConfig)")
     latents.add_argument("--address", help="Ray cluster address (default: start local Ray)")
     latents.add_argument("--run-name", help=RUN_NAME_HELP)
 
     from pipelines.train_cmd import add_parsers as add_train_and_submit
 
     add_train_and_submit(sub)
-    from pipelines.generate import add_parsers as add_generate
+    from pipelines.generate_cmd import add_parsers as add_generate
 
     add_generate(sub)
     from pipelines.annotate import add_parsers as add_annotate
 
     add_annotate(sub)
-    from pipelines.align import add_parsers as add_align
+    from pipelines.align_cmd import add_parsers as add_align
 
     add_align(sub)
 
@@ -158,7 +158,7 @@ def _dispatch(parser: argparse.ArgumentParser, args) -> int:
 
         return curate_main(args)
     if args.command == "latents":
-        from pipelines.latents import main as latents_main
+        from pipelines.latents_cmd import main as latents_main
 
         return latents_main(args)
     if hasattr(args, "handler"):

@@ -46,7 +46,7 @@ from curation.storage import Store
 from curation.sync import SyncConfig, SyncStage
 from curation.transcribe import TranscribeConfig, TranscribeStage
 from model.config import run_only
-from pipelines.config import ConfigError, output_hash, to_dict
+from pipelines.config_loader import ConfigError, output_hash, to_dict
 from pipelines.curate_tables import merge_units
 from pipelines.discover import discover
 from pipelines.units import UNITS, UnitConfig, plan_units
@@ -321,7 +321,7 @@ def split_args(positionals: list[str]) -> tuple[list[str], list[str]]:
 
 def main(args) -> int:
     """``tandem curate`` (arguments parsed by pipelines/cli.py)."""
-    from pipelines.config import load_config
+    from pipelines.config_loader import load_config
     from pipelines.discover import InputError
 
     inputs, overrides = split_args(args.inputs)

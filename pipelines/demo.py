@@ -30,7 +30,7 @@ from curation.sample_media import (
     speech_sample,
     whisper_tiny_en,
 )
-from pipelines.config import load_config
+from pipelines.config_loader import load_config
 
 log = logging.getLogger(__name__)
 SAMPLES = ".samples.json"  # in the footage folder: each sample's recipe and content id
@@ -112,8 +112,8 @@ def _start_over_where_config_changed(out_dir: Path, cfg) -> None:
     latents redo what changed."""
     from curation.storage import Store
     from pipelines.curate import claimed_by_other_config as curated_otherwise
-    from pipelines.latents import LatentsConfig
-    from pipelines.latents import claimed_by_other_config as encoded_otherwise
+    from pipelines.latents_cmd import LatentsConfig
+    from pipelines.latents_cmd import claimed_by_other_config as encoded_otherwise
 
     if curated_otherwise(Store(out_dir / "curated"), cfg):
         stale = ["curated", "latents", "train"]

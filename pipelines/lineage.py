@@ -66,10 +66,11 @@ def file_sha256(path: str | Path) -> str:
 
 
 def weights_digest(path: str | Path) -> str:
-    """A checkpoint's digest as ``tandem generate`` records it (``training.checkpoints.identify``:
-    a run's latest DeepSpeed tag, or the one safetensors file of a folder), else the digest of
-    a model folder's files (a reward model); cached per process while the files are unchanged."""
-    from training.checkpoints import CheckpointError, identify
+    """A checkpoint's digest as ``tandem generate`` records it
+    (``training.checkpoint_loader.identify``: a run's latest DeepSpeed tag, or the one safetensors
+    file of a folder), else the digest of a model folder's files (a reward model); cached per
+    process while the files are unchanged."""
+    from training.checkpoint_loader import CheckpointError, identify
     from training.encoders import weights_digest as files_digest
 
     try:

@@ -27,7 +27,7 @@ from pathlib import Path
 
 import dagster as dg
 
-from pipelines.config import output_hash
+from pipelines.config_loader import output_hash
 from pipelines.pipeline_spec import STAGES, THIS_REWARD_URI, PipelineSpec
 
 log = logging.getLogger(__name__)
@@ -114,7 +114,7 @@ def run_curate(spec, cfg, upstream, out):
 
 
 def run_latents(spec, cfg, upstream, out):
-    from pipelines.latents import run_latents_job
+    from pipelines.latents_cmd import run_latents_job
     from pipelines.lineage import latents_digest
 
     result = run_latents_job(Path(upstream["clip_shards"]["path"]) / "shards", out, cfg, address=spec.address,
@@ -138,7 +138,7 @@ def run_train(spec, cfg, upstream, out):
 
 
 def run_generate(spec, cfg, upstream, out):
-    from pipelines.generate import run_generate as generate
+    from pipelines.generate_cmd import run_generate as generate
     from pipelines.lineage import rollouts_digest
 
     ckpt = upstream["checkpoint"]
@@ -150,8 +150,8 @@ def run_generate(spec, cfg, upstream, out):
 
 def run_tasks(spec, cfg, upstream, out):
     from pipelines.lineage import file_sha256
-    from reward.annotation import make_tasks, write_tasks
-    from reward.rollouts import read_rollouts
+    from reward.annotation.labelstudio_tasks import make_tasks, write_tasks
+    from reward.rollouts.rollout_dir import read_rollouts
 
     paths = write_tasks(out, cfg, make_tasks(read_rollouts(upstream["rollouts"]["path"]), cfg))
     return {"path": str(out), "digest": file_sha256(paths["tasks"])[:16], "run_id": None}
@@ -191,7 +191,7 @@ def run_reward(spec, cfg, upstream, out):
 
 def run_align(spec, cfg, upstream, out):
     """Aligns the trained checkpoint; a reward whose source is ``$reward`` is the reward model."""
-    from pipelines.align import preflight, register_aligned, run_alignment
+    from pipelines.align_cmd import preflight, register_aligned, run_alignment
     from pipelines.lineage import weights_digest
 
     cfg.storage, cfg.init = str(out), upstream["checkpoint"]["model"]

@@ -64,7 +64,7 @@ def run_pipeline(spec: PipelineSpec) -> dict[str, str]:
 def pipeline_status(spec: PipelineSpec) -> dict[str, dict]:
     """Each asset's last materialisation, and whether the config or inputs changed since:
     fresh, stale (and why), missing, or waiting (rankings without an export)."""
-    from pipelines.config import output_hash
+    from pipelines.config_loader import output_hash
     from pipelines.pipeline_assets import (
         ASSETS,
         data_version,

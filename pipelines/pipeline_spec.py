@@ -15,7 +15,7 @@
 A stage left out is not part of the graph, nor anything below it. A stage, key or recipe
 tandem does not know is a ``ConfigError`` naming it (``tandem pipeline`` exits 2), and so is an
 override the stage's config rejects: the whole file is checked before anything runs. Each
-stage's resolved config gives its config digest (``pipelines.config.output_hash``): the part
+stage's resolved config gives its config digest (``pipelines.config_loader.output_hash``): the part
 of its data version that is not its inputs.
 """
 
@@ -68,7 +68,7 @@ class PipelineSpec:
 
 
 def stage_config(spec: StageSpec):
-    from pipelines.config import load_config
+    from pipelines.config_loader import load_config
 
     name = spec.name
     if name == "curate":
@@ -76,11 +76,11 @@ def stage_config(spec: StageSpec):
 
         return load_config(CurationConfig, spec.recipe, spec.overrides)
     if name == "generate":
-        from pipelines.generate import GenerateConfig
+        from pipelines.generate_cmd import GenerateConfig
 
         return load_config(GenerateConfig, spec.recipe, spec.overrides)
     if name in ("tasks", "rankings"):
-        from reward.annotation import AnnotationConfig
+        from reward.annotation.labelstudio_tasks import AnnotationConfig
 
         cfg = load_config(AnnotationConfig, spec.recipe, spec.overrides)
         cfg.pairs = str(cfg.pairs)  # `pairs=4` parses as a number
@@ -93,7 +93,7 @@ def stage_config(spec: StageSpec):
     except SystemExit as exc:  # resolve_recipe's "unknown recipe ..."
         raise ConfigError(str(exc)) from None
     if name == "latents":
-        from pipelines.latents import LatentsConfig
+        from pipelines.latents_cmd import LatentsConfig
 
         return load_config(LatentsConfig, recipe, spec.overrides)
     if recipe is None:
@@ -103,10 +103,10 @@ def stage_config(spec: StageSpec):
 
         return load_config(TrainConfig, recipe, spec.overrides)
     if name == "reward":
-        from reward.train import RewardTrainConfig
+        from reward.scoring.train import RewardTrainConfig
 
         return load_config(RewardTrainConfig, recipe, spec.overrides)
-    from reward.align import AlignConfig
+    from reward.grpo.align import AlignConfig
 
     return load_config(AlignConfig, recipe, [o.replace(f"={THIS_REWARD}", f"={THIS_REWARD_URI}") for o in spec.overrides])
 

@@ -110,7 +110,7 @@ def _remove_orphaned_scratch() -> None:
 
 
 def pipeline_info(cfg: Any) -> dict:
-    from pipelines.config import output_hash
+    from pipelines.config_loader import output_hash
     from pipelines.curate import PIPELINE_VERSION
 
     return {"version": PIPELINE_VERSION, "config_hash": output_hash(cfg)}

@@ -24,7 +24,7 @@ from pathlib import Path
 
 import yaml
 
-from pipelines.config import from_dict, save_config, to_dict
+from pipelines.config_loader import from_dict, save_config, to_dict
 from pipelines.ray_local import cluster_address, init_ray
 from pipelines.tracking import (
     MlflowTracker,
@@ -243,7 +243,7 @@ def register_trained(cfg: TrainConfig):
 
 def _record_lineage(cfg: TrainConfig, version, weights: Path) -> None:
     """Latent shards in (their manifest's sha256), the registered checkpoint out."""
-    from pipelines.config import output_hash
+    from pipelines.config_loader import output_hash
     from pipelines.lineage import Data, latents_digest, record_run, weights_digest
 
     inputs = [Data("latent-shards", cfg.data.shards, latents_digest(cfg.data.shards))]

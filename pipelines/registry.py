@@ -141,7 +141,7 @@ def lineage(init: str, *, tracking_uri: str | None = None) -> dict[str, str]:
     checkpoint (a path inside its storage) that run's id and any version registered from it.
     Empty for a fresh model or a file of no known run."""
     from pipelines.ray_train import run_id_of
-    from training.checkpoints import CheckpointError, locate
+    from training.checkpoint_loader import CheckpointError, locate
 
     if not init:
         return {}

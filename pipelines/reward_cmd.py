@@ -5,15 +5,16 @@
     tandem reward score MODEL CLIP... [--json]
 
 ``train`` checks the recipe, rankings and rollouts (a problem exits 2 before Ray starts), runs
-``reward.train.train_reward`` on Ray Train workers (DeepSpeed inside them for
+``reward.scoring.train.train_reward`` on Ray Train workers (DeepSpeed inside them for
 ``engine=deepspeed``), logs the recipe, data counts, per-step losses and every head's held-out
 accuracy (without ties, with ties, tie threshold) to the MLflow experiment ``tandem-reward``,
 and registers the saved model as a new version of ``tandem-reward`` with ``--alias``.
 
 ``score``: MODEL is ``models:/tandem-reward@ALIAS`` (or ``/VERSION``), a saved model directory,
-or ``metric:NAME[,NAME]`` (metric heads, ``reward.metrics``); CLIP is a rollouts directory, a
-sample json / mp4, or a folder of mp4s. The same in Python: ``score_clips(MODEL, [CLIP...])``;
-``open_reward_source(MODEL)`` gives the ``RewardSource`` alignment combines.
+or ``metric:NAME[,NAME]`` (metric heads, ``reward.scoring.metric_heads``); CLIP is a rollouts
+directory, a sample json / mp4, or a folder of mp4s. The same in Python:
+``score_clips(MODEL, [CLIP...])``; ``open_reward_source(MODEL)`` gives the ``RewardSource``
+alignment combines.
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ import sys
 import time
 from pathlib import Path
 
-from pipelines.config import ConfigError, from_dict, save_config, to_dict
+from pipelines.config_loader import ConfigError, from_dict, save_config, to_dict
 from pipelines.train_cmd import resolve_recipe
 
 log = logging.getLogger(__name__)
@@ -33,8 +34,8 @@ METRIC_PREFIX = "metric:"
 
 
 def load_reward_recipe(name_or_path: str, overrides: list[str] = ()):
-    from pipelines.config import load_config
-    from reward.train import RewardTrainConfig
+    from pipelines.config_loader import load_config
+    from reward.scoring.train import RewardTrainConfig
 
     return load_config(RewardTrainConfig, resolve_recipe(name_or_path, kind="reward"), list(overrides))
 
@@ -62,13 +63,13 @@ def add_parsers(subparsers) -> None:
     sync = sub.add_parser("sync-pretrain", help="pretrain the latent SyncNet an av_sync head reads, on in-sync footage")
     sync.add_argument("--footage", required=True, nargs="+", help="in-sync mp4s with sound, or folders of them")
     sync.add_argument("--out", required=True, help="directory for sync_net.json + sync_net.safetensors")
-    sync.add_argument("overrides", nargs="*", help="key=value overrides of reward.sync_pretrain.SyncPretrainConfig")
+    sync.add_argument("overrides", nargs="*", help="key=value overrides of reward.scoring.sync_pretrain.SyncPretrainConfig")
     sync.set_defaults(handler=sync_pretrain_handler)
     text = sub.add_parser("text-pretrain", help="pretrain the text-match net a prompt_alignment head reads, on "
                                                "captioned latent shards")
     text.add_argument("--latents", required=True, nargs="+", help="latent shard directories (the curated, captioned clips)")
     text.add_argument("--out", required=True, help="directory for text_net.json + text_net.safetensors")
-    text.add_argument("overrides", nargs="*", help="key=value overrides of reward.text_pretrain.TextPretrainConfig")
+    text.add_argument("overrides", nargs="*", help="key=value overrides of reward.scoring.text_pretrain.TextPretrainConfig")
     text.set_defaults(handler=text_pretrain_handler)
     reward.set_defaults(handler=lambda args: (reward.print_help(), 2)[1])
 
@@ -78,15 +79,15 @@ def add_parsers(subparsers) -> None:
 
 def check_inputs(cfg, rankings: str, rollouts: list[str], heldout: str | None) -> dict:
     """Everything that can be wrong before Ray starts; returns the data counts."""
-    from reward.checkpoint import check_resumable
-    from reward.clips import find_clips
-    from reward.pairs import prepare_pairs
-    from reward.rankings import read_rankings
+    from reward.annotation.rankings import read_rankings
+    from reward.scoring.clip_store import find_clips
+    from reward.scoring.pairs import prepare_pairs
+    from reward.scoring.train_checkpoints import check_resumable
     from training.resume import checkpoint_dir
 
     if cfg.model.backbone == "latent":  # a missing net's error names the command that makes one
-        from reward.sync_pretrain import load_sync_net
-        from reward.text_pretrain import load_text_net
+        from reward.scoring.sync_pretrain import load_sync_net
+        from reward.scoring.text_pretrain import load_text_net
 
         if cfg.model.latent.sync_net:
             load_sync_net(cfg.model.latent.sync_net)
@@ -118,7 +119,7 @@ def _train_loop(config: dict) -> None:
     import torch
 
     from pipelines.tracking import MlflowTracker
-    from reward.train import RewardTrainConfig, train_reward
+    from reward.scoring.train import RewardTrainConfig, train_reward
     from training.tracker import NullTracker
 
     cfg = from_dict(RewardTrainConfig, config["train"])
@@ -143,7 +144,7 @@ def run_reward_training(cfg, rankings: str, rollouts: list[str], *, heldout: str
     from pipelines.ray_train import fit_on_ray, ray_for
     from pipelines.registry import register
     from pipelines.tracking import describe_run, open_tracker
-    from reward.model import read_meta
+    from reward.scoring.reward_model import read_meta
 
     started = time.time()
     storage = Path(cfg.storage).absolute()
@@ -159,7 +160,7 @@ def run_reward_training(cfg, rankings: str, rollouts: list[str], *, heldout: str
         tracker.set_tags({"rankings": str(Path(rankings).absolute()), "rollouts": ", ".join(rollouts),
                           "backbone": cfg.model.backbone, "heads": ",".join(cfg.model.heads)})
         # A worker that dies is restarted (up to workers.max_failures times) and every rank
-        # resumes from the run's last checkpoint under storage (reward.checkpoint).
+        # resumes from the run's last checkpoint under storage (reward.scoring.train_checkpoints).
         result = fit_on_ray(_train_loop, {"train": to_dict(cfg), "run_id": tracker.run_id,
                                           "tracking_uri": tracker.tracking_uri,
                                           "rankings": str(Path(rankings).absolute()), "rollouts": rollouts,
@@ -192,9 +193,9 @@ def run_reward_training(cfg, rankings: str, rollouts: list[str], *, heldout: str
 def _record_lineage(tracker, cfg, rankings: str, heldout: str | None, rollouts: list[str], version,
                     model_dir: Path) -> None:
     """Rankings (and held-out rankings) and rollouts in, the registered reward model out."""
-    from pipelines.config import output_hash
+    from pipelines.config_loader import output_hash
     from pipelines.lineage import Data, file_sha256, record, rollouts_digest, weights_digest
-    from reward.rankings import FILE
+    from reward.annotation.rankings import FILE
 
     def ranked(name: str, where: str) -> Data:
         path = Path(where).absolute()
@@ -214,9 +215,9 @@ def _split_overrides(paths: list[str], overrides: list[str]) -> tuple[list[str],
 
 
 def train_handler(args) -> int:
-    from reward.clips import ClipsError
-    from reward.rankings import RankingsError
-    from reward.rollouts import RolloutsError
+    from reward.annotation.rankings import RankingsError
+    from reward.rollouts.rollout_dir import RolloutsError
+    from reward.scoring.clip_store import ClipsError
 
     args.rollouts, args.overrides = _split_overrides(args.rollouts, args.overrides)
     try:
@@ -257,10 +258,10 @@ def _heldout_table(metrics: dict, heads) -> str:
 def open_reward_source(spec: str, *, tracking_uri: str | None = None, device: str = "cpu"):
     """The reward source(s) ``spec`` names: ``models:/NAME@ALIAS`` or ``models:/NAME/VERSION``
     (resolved through the registry), a saved model directory, or ``metric:NAME[,NAME]``.
-    Returns a list of ``reward.sources.RewardSource``."""
+    Returns a list of ``reward.scoring.sources.RewardSource``."""
     from pipelines.registry import is_model_uri, resolve
-    from reward.metrics import metric_source
-    from reward.model import load_reward_source
+    from reward.scoring.metric_heads import metric_source
+    from reward.scoring.reward_model import load_reward_source
 
     if spec.startswith(METRIC_PREFIX):
         return [metric_source(n.strip()) for n in spec[len(METRIC_PREFIX):].split(",") if n.strip()]
@@ -271,7 +272,7 @@ def open_reward_source(spec: str, *, tracking_uri: str | None = None, device: st
 def score_clips(model: str, clips: list[str], *, tracking_uri: str | None = None, batch_size: int = 16,
                 device: str = "cpu") -> list[dict]:
     """Per clip: {"clip": sample id, "path": ..., head: score, ...} for every head of ``model``."""
-    from reward.clips import find_clips, score_clip_files
+    from reward.scoring.clip_store import find_clips, score_clip_files
 
     files = find_clips(clips)
     rows = [{"clip": f.id, "path": str(f.mp4 or f.latents)} for f in files]
@@ -283,7 +284,7 @@ def score_clips(model: str, clips: list[str], *, tracking_uri: str | None = None
 
 def score_handler(args) -> int:
     from pipelines.registry import RegistryError
-    from reward.clips import ClipsError
+    from reward.scoring.clip_store import ClipsError
 
     try:
         rows = score_clips(args.model, args.clips, batch_size=args.batch_size)
@@ -306,20 +307,20 @@ def score_handler(args) -> int:
 
 
 def sync_pretrain_handler(args) -> int:
-    from reward.sync_pretrain import SyncPretrainConfig, pretrain_sync
+    from reward.scoring.sync_pretrain import SyncPretrainConfig, pretrain_sync
 
     return _pretrain("sync-pretrain", SyncPretrainConfig, pretrain_sync, args.footage, args, "sync_net")
 
 
 def text_pretrain_handler(args) -> int:
-    from reward.text_pretrain import TextPretrainConfig, pretrain_text
+    from reward.scoring.text_pretrain import TextPretrainConfig, pretrain_text
 
     return _pretrain("text-pretrain", TextPretrainConfig, pretrain_text, args.latents, args, "text_net")
 
 
 def _pretrain(command: str, config_class, pretrain, inputs: list[str], args, field_name: str) -> int:
     """Run a frozen net's pretraining: exit 2 with the reason on bad config or input."""
-    from pipelines.config import load_config
+    from pipelines.config_loader import load_config
 
     inputs, overrides = _split_overrides(inputs, args.overrides)
     try:

@@ -29,7 +29,7 @@ def resolve_recipe(name_or_path: str, kind: str = "train") -> Path:
 
 
 def load_recipe(name_or_path: str, overrides: list[str] = ()):
-    from pipelines.config import load_config
+    from pipelines.config_loader import load_config
     from training.trainer import TrainConfig
 
     return load_config(TrainConfig, resolve_recipe(name_or_path), list(overrides))
@@ -56,7 +56,7 @@ def latest_checkpoint(storage: str | Path) -> str | None:
 
 
 def train_handler(args) -> int:
-    from pipelines.config import ConfigError
+    from pipelines.config_loader import ConfigError
     from pipelines.preflight import preflight
     from pipelines.ray_train import TRAINED_MODEL, register_trained, run_training
     from pipelines.tracking import default_tracking_uri
@@ -94,7 +94,7 @@ def _restart_on_new_data(latents: Path, storage: Path, cfg=None) -> None:
     import hashlib
     import shutil
 
-    from pipelines.config import ConfigError
+    from pipelines.config_loader import ConfigError
     from pipelines.ray_train import check_resume
 
     digest = hashlib.sha256((latents / "manifest.jsonl").read_bytes()).hexdigest()
@@ -117,7 +117,7 @@ def run_training_demo(clip_shards_dir: str | Path, out_dir: str | Path) -> dict:
     steps ending with one generated sample. Returns {"latents", "checkpoints", "checkpoint"
     (latest tag), "samples" (mp4 paths), "error", "mlflow" (tracking URI), "experiment",
     "registered" (the tandem-dit version's URI)}."""
-    from pipelines.latents import run_latents_job
+    from pipelines.latents_cmd import run_latents_job
     from pipelines.ray_train import register_trained, run_training
     from pipelines.tracking import default_tracking_uri
     from training.resume import checkpoint_dir

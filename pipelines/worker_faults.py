@@ -8,7 +8,7 @@
   driver says which stage, which signal and where, instead of a bare WorkerCrashedError.
 - **A stalled unit** (``pipelines/units.py``) leaves a note under ``.work/stalls/``; the
   driver's ``StallReporter`` prints each as it appears, while the rest of the run goes on.
-- **A stalled latents shard** (``pipelines/latents.py``): ``guard_shard`` runs its encode
+- **A stalled latents shard** (``pipelines/latents_cmd.py``): ``guard_shard`` runs its encode
   under the same watchdog; a stall leaves a mark and ends the actor (Ray Data restarts it
   and retries the shard); a shard with ``MAX_SHARD_STALLS`` marks is not tried again in
   this run.

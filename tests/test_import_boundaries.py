@@ -4,6 +4,10 @@ imports included.
 - model/ imports no other tandem package; curation/ may import model/; training/ may import
   model/ and, of curation/, only the clip shard's reader (curation.shards); reward/ may
   import model/, training/ and curation/; pipelines/ may import anything.
+- reward/ is four rooms, each of which may import the rooms before it: rollouts (what a
+  checkpoint generated) <- annotation (judgements of rollouts, and simulated ones) <- scoring
+  (the reward model, trained on the rankings) <- grpo (alignment against reward sources).
+  Every reward module lives in a room.
 - ray and mlflow are imported only under pipelines/, so every other package runs under plain
   Python or torchrun; deepspeed only under training/ (and pipelines/, which drives it).
 """
@@ -23,6 +27,9 @@ MAY_IMPORT = {
     "reward": {"reward", "model", "training", "curation"},
     "pipelines": set(PACKAGES),
 }
+REWARD_ROOMS = ("reward.rollouts", "reward.annotation", "reward.scoring", "reward.grpo")
+for i, room in enumerate(REWARD_ROOMS):
+    MAY_IMPORT[room] = {*REWARD_ROOMS[: i + 1], *(MAY_IMPORT["reward"] - {"reward"})}
 ONLY_IN = {"ray": {"pipelines"}, "mlflow": {"pipelines"}, "deepspeed": {"training", "pipelines"}}
 
 
@@ -50,9 +57,11 @@ def allowed(module: str, rules: set[str]) -> bool:
 
 
 def violations(package: str) -> dict[str, list[str]]:
-    files = sorted((ROOT / package).rglob("*.py"))
-    assert files, f"{package}/ has no Python files"
-    rules, out = MAY_IMPORT[package], {}
+    """file -> the imports it may not make, of a package (``model``) or a room (``reward.grpo``)."""
+    folder = ROOT.joinpath(*package.split("."))
+    files = sorted(folder.rglob("*.py"))
+    assert files, f"{folder.relative_to(ROOT)}/ has no Python files"
+    rules, top, out = MAY_IMPORT[package], package.split(".")[0], {}
     for f in files:
         modules = imported_modules(f)
         # ``from curation import shards`` names curation and curation.shards: the bare parent
@@ -60,16 +69,23 @@ def violations(package: str) -> dict[str, list[str]]:
         bare_parents = {m for m in modules if any(n.startswith(m + ".") for n in modules)}
         bad = [m for m in sorted(modules)
                if (m.split(".")[0] in PACKAGES and not allowed(m, rules) and m not in bare_parents)
-               or (m.split(".")[0] in ONLY_IN and package not in ONLY_IN[m.split(".")[0]])]
+               or (m.split(".")[0] in ONLY_IN and top not in ONLY_IN[m.split(".")[0]])]
         if bad:
             out[str(f.relative_to(ROOT))] = bad
     return out
 
 
-@pytest.mark.parametrize("package", PACKAGES)
+@pytest.mark.parametrize("package", PACKAGES + REWARD_ROOMS)
 def test_package_respects_the_layers(package):
     bad = violations(package)
-    assert not bad, f"{package}/ may import only {sorted(MAY_IMPORT[package])} of tandem: {bad}"
+    assert not bad, f"{package} may import only {sorted(MAY_IMPORT[package])} of tandem: {bad}"
+
+
+def test_every_reward_module_lives_in_a_room():
+    rooms = [ROOT.joinpath(*room.split(".")) for room in REWARD_ROOMS]
+    homeless = [str(f.relative_to(ROOT)) for f in sorted((ROOT / "reward").rglob("*.py"))
+                if f != ROOT / "reward" / "__init__.py" and not any(r in f.parents for r in rooms)]
+    assert not homeless, f"reward/ modules outside its rooms {REWARD_ROOMS}: {homeless}"
 
 
 def test_checker_sees_function_level_and_from_imports(tmp_path):
@@ -78,5 +94,17 @@ def test_checker_sees_function_level_and_from_imports(tmp_path):
     try:
         assert {"ray.data", "deepspeed", "curation.clip"} <= imported_modules(src)
         assert violations("training") == {"training/_probe_for_test.py": ["curation.clip", "ray.data"]}
+    finally:
+        src.unlink()
+
+
+def test_checker_holds_each_reward_room_to_the_rooms_before_it():
+    src = ROOT / "reward" / "annotation" / "_probe_for_test.py"
+    src.write_text("from reward.rollouts.rollout_dir import read_rollouts\n"
+                   "def f():\n    from reward.scoring import sources\n    import reward.grpo.align\n")
+    try:
+        assert violations("reward.annotation") == {
+            "reward/annotation/_probe_for_test.py": ["reward.grpo.align", "reward.scoring.sources"],
+        }
     finally:
         src.unlink()

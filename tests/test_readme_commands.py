@@ -155,7 +155,7 @@ def test_the_quickstart_runs_from_footage_to_aligned_model(tmp_path, monkeypatch
 
     from pipelines.cli import main
     from pipelines.registry import resolve
-    from training.checkpoints import identify, load_checkpoint
+    from training.checkpoint_loader import identify, load_checkpoint
 
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)  # the manual's default store
     monkeypatch.chdir(tmp_path)
@@ -210,8 +210,8 @@ def test_the_quickstart_runs_from_footage_to_aligned_model(tmp_path, monkeypatch
     assert all(torch.equal(v, ema.state_dict()[k]) for k, v in model.state_dict().items())  # the final EMA
     # The run's DeepSpeed checkpoint (ZeRO-2, two ranks) consolidates to the same weights from the run,
     # its checkpoints or its last step, which are not the EMA, and generates under the run's digest.
-    from reward.rollout_generator import Prompt, RolloutConfig, RolloutGenerator
-    from reward.rollouts import read_rollouts
+    from reward.rollouts.rollout_dir import read_rollouts
+    from reward.rollouts.rollout_generator import Prompt, RolloutConfig, RolloutGenerator
     from training.export import consolidated_state_dict
 
     run_dir = tmp_path / "runs/train_debug_cpu"

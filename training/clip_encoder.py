@@ -1,6 +1,6 @@
 """Clip -> latents: decode clip shard samples at their bucket's shape and encode them in batches.
 
-Shared by the latent DAG (pipelines/latents.py, offline, actor pool) and the loader's
+Shared by the latent DAG (pipelines/latents_cmd.py, offline, actor pool) and the loader's
 clip-shard source (training/loader.py, on the fly for small experiments), so both produce
 the same latent sample: ``video`` (C, T, H, W), ``audio`` (C, T), ``text`` (L, D), ``meta``.
 The encoders come from the registry in training/encoders.py (``EncoderConfig``).

@@ -92,7 +92,7 @@ def test_latents_the_encoders_do_not_make_or_a_reserved_alias_are_refused(store,
 
 
 def test_both_recipes_load():
-    from pipelines.align import load_align_recipe
+    from pipelines.align_cmd import load_align_recipe
 
     assert load_align_recipe("debug_cpu").init == ""
     big = load_align_recipe("1b_8gpu")
@@ -111,8 +111,8 @@ def test_a_checkpoint_trained_at_another_frame_rate_names_fps_and_the_override(s
     """The quickstart's path: a debug checkpoint of 8 fps latents into the 25 fps debug recipe."""
     from model.checkpoint import save
     from model.dit import DualDiT
-    from pipelines.align import load_align_recipe, preflight
-    from reward.align import model_config
+    from pipelines.align_cmd import load_align_recipe, preflight
+    from reward.grpo.align import model_config
 
     eight_fps = model_config(load_align_recipe("debug_cpu", ["sequence.fps=8"]))
     path = save(DualDiT(eight_fps), store / "ema.safetensors")
@@ -125,8 +125,8 @@ def test_a_checkpoint_trained_at_another_frame_rate_names_fps_and_the_override(s
 
 
 def test_resuming_a_storage_under_another_config_is_refused_naming_the_keys(store, capsys):
-    from pipelines.align import load_align_recipe, preflight
-    from pipelines.config import save_config
+    from pipelines.align_cmd import load_align_recipe, preflight
+    from pipelines.config_loader import save_config
 
     storage = store / "align"
     save_config(load_align_recipe("debug_cpu", [f"storage={storage}"]), storage / "recipe.yaml")
@@ -149,11 +149,11 @@ def test_the_quickstart_aligns_a_debug_training_run_at_the_frame_rate_it_was_tra
     from pathlib import Path
 
     from model.presets import get_preset
-    from pipelines.align import load_align_recipe
-    from pipelines.config import load_config
-    from pipelines.latents import LatentsConfig
+    from pipelines.align_cmd import load_align_recipe
+    from pipelines.config_loader import load_config
+    from pipelines.latents_cmd import LatentsConfig
     from pipelines.train_cmd import load_recipe, resolve_recipe
-    from reward.align import model_config
+    from reward.grpo.align import model_config
     from training.encoders import describe
 
     quickstart = (Path(__file__).parents[2] / "docs" / "quickstart.md").read_text()

@@ -29,8 +29,8 @@ TIMINGS = {"rollout_s", "reward_s", "update_s", "eval_s"}
 
 
 def align_uninterrupted(overrides: list[str]) -> dict[int, dict]:
-    from pipelines.align import load_align_recipe
-    from reward.align import Aligner
+    from pipelines.align_cmd import load_align_recipe
+    from reward.grpo.align import Aligner
 
     torch.set_num_threads(1)
     recorder = Recorder()

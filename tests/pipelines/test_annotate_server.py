@@ -33,8 +33,8 @@ def rollouts(tmp_path_factory):
     from model.checkpoint import save
     from model.dit import DualDiT
     from model.presets import get_preset
-    from reward.rollout_generator import Prompt, RolloutConfig, RolloutGenerator
-    from training.checkpoints import identify
+    from reward.rollouts.rollout_generator import Prompt, RolloutConfig, RolloutGenerator
+    from training.checkpoint_loader import identify
 
     root = tmp_path_factory.mktemp("annotate") / "rollouts"
     threads = torch.get_num_threads()
@@ -144,7 +144,7 @@ def pull_and_import(server, project, tmp_path, rollouts):
 def import_(server, export, rankings, rollouts):
     proc = tandem(server, "import", export, "--out", rankings, "--rollouts", *rollouts)
     assert proc.returncode == 0, proc.stdout + proc.stderr
-    from reward.rankings import read_rankings
+    from reward.annotation.rankings import read_rankings
 
     report = json.loads((rankings / "import.json").read_text())
     for reason, count in report["skipped"].items():  # the import says what it skipped, and why

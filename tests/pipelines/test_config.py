@@ -3,7 +3,7 @@ from dataclasses import dataclass, field
 import pytest
 
 from model.config import output_dict, run_only
-from pipelines.config import ConfigError, load_config, output_hash, save_config
+from pipelines.config_loader import ConfigError, load_config, output_hash, save_config
 
 
 @dataclass
@@ -58,7 +58,7 @@ def test_output_hash_ignores_run_only_fields():
 
 def test_curation_and_latents_resume_identity_leaves_out_actors_and_tracking():
     from pipelines.curate import CurationConfig
-    from pipelines.latents import LatentsConfig
+    from pipelines.latents_cmd import LatentsConfig
 
     base = load_config(CurationConfig)
     scaled = load_config(CurationConfig, None, ["ray.actor_pool_size=8", "track=false", "experiment=other"])

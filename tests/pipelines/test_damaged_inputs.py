@@ -21,14 +21,14 @@ pytestmark = pytest.mark.timeout(60)
 @pytest.fixture(autouse=True)
 def no_ray_may_start(monkeypatch):
     """Every case here is decided before Ray: starting it fails the test."""
-    import pipelines.latents
+    import pipelines.latents_cmd
     import pipelines.ray_train
 
     def refuse(*args, **kwargs):
         raise AssertionError("Ray was started although the inputs cannot be used")
 
     monkeypatch.setattr(pipelines.ray_train, "init_ray", refuse)
-    monkeypatch.setattr(pipelines.latents, "_encode_pending", refuse)
+    monkeypatch.setattr(pipelines.latents_cmd, "_encode_pending", refuse)
 
 
 def cut_short(path, fraction=2 / 3):
@@ -120,13 +120,13 @@ def test_too_few_samples_for_a_batch_per_rank_exit_2_with_numbers_and_settings_t
 
 
 def test_a_config_error_anywhere_is_one_line_exit_2(monkeypatch, capsys):
-    import pipelines.latents
+    import pipelines.latents_cmd
     from model.config import ConfigError
 
     def claim(args):
         raise ConfigError("runs/x/latents holds latents of other clip shards: use another --out")
 
-    monkeypatch.setattr(pipelines.latents, "main", claim)
+    monkeypatch.setattr(pipelines.latents_cmd, "main", claim)
     assert main(["latents", "clips", "--out", "runs/x/latents"]) == 2
     err = capsys.readouterr().err
     assert err == "tandem latents: runs/x/latents holds latents of other clip shards: use another --out\n"
@@ -141,7 +141,7 @@ def test_an_unreachable_submit_address_is_one_line_naming_it(capsys, action):
 
 
 def test_latents_names_a_damaged_clip_shard_before_ray_and_leaves_it_for_the_next_run(tmp_path, capsys):
-    from pipelines.latents import run_latents_job, summary
+    from pipelines.latents_cmd import run_latents_job, summary
 
     clips = tmp_path / "clips"
     sample = {"json": {"start_s": 0.0, "end_s": 2.0}, "mp4": os.urandom(20000), "flac": os.urandom(20000)}
@@ -155,7 +155,7 @@ def test_latents_names_a_damaged_clip_shard_before_ray_and_leaves_it_for_the_nex
 def test_interrupted_writers_leave_no_shard_under_its_name_and_resume_ignores_their_leftovers(tmp_path):
     import torch
 
-    from pipelines.latents import pending_shards
+    from pipelines.latents_cmd import pending_shards
     from training.latent_shards import write_latent_shard
     from training.loader import LatentLoader, LoaderConfig
 

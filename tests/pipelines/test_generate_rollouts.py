@@ -11,9 +11,9 @@ import torch
 from model.checkpoint import save, save_state
 from model.dit import DualDiT
 from model.presets import get_preset
-from reward.rollout_generator import Prompt, RolloutConfig, RolloutGenerator, sample_seed
-from reward.rollouts import read_rollouts
-from training.checkpoints import CheckpointError, identify, load_checkpoint
+from reward.rollouts.rollout_dir import read_rollouts
+from reward.rollouts.rollout_generator import Prompt, RolloutConfig, RolloutGenerator, sample_seed
+from training.checkpoint_loader import CheckpointError, identify, load_checkpoint
 
 FAST = RolloutConfig(group_size=2, steps=2)
 
@@ -86,7 +86,7 @@ def test_reference_clips_condition_samples_and_reproduce(tmp_path):
     from PIL import Image
 
     from curation.sample_media import make_clip
-    from pipelines.generate import read_prompts
+    from pipelines.generate_cmd import read_prompts
 
     Image.fromarray((np.random.default_rng(0).random((24, 40, 3)) * 255).astype("uint8")).save(tmp_path / "dog.png")
     sf.write(tmp_path / "bark.wav", np.sin(np.arange(8000) / 5.0).astype("float32") * 0.3, 16000)
@@ -138,8 +138,8 @@ def test_checkpoint_sources_and_their_errors(tmp_path):
 
 
 def test_prompt_files(tmp_path):
-    from pipelines.config import ConfigError
-    from pipelines.generate import read_prompts
+    from pipelines.config_loader import ConfigError
+    from pipelines.generate_cmd import read_prompts
 
     plain = tmp_path / "p.txt"
     plain.write_text("# demo prompts\na drum\n\n[0-1s] rain [1-2s] thunder\n")

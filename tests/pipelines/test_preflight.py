@@ -9,8 +9,8 @@ import time
 import pytest
 
 from pipelines.cli import main
-from pipelines.config import save_config
-from pipelines.latents import LatentsConfig, encode_shard
+from pipelines.config_loader import save_config
+from pipelines.latents_cmd import LatentsConfig, encode_shard
 from training.buckets import BucketConfig
 from training.clip_encoder import ClipEncoder, EncoderConfig
 from training.latent_shards import manifest_rows

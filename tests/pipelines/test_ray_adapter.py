@@ -14,7 +14,7 @@ import pytest
 import webdataset as wds
 
 from curation.sample_media import make_clip
-from pipelines.config import load_config
+from pipelines.config_loader import load_config
 from pipelines.curate import CurationConfig, run_curation
 from pipelines.discover import discover
 from pipelines.units import ATTEMPTS, plan_units

@@ -55,7 +55,7 @@ def test_a_run_registers_once_and_what_starts_from_it_links_back(tmp_path, monke
     """tandem-dit: a finished run re-run points its alias at the same version; a model started
     from that run's checkpoint (or from the alias) names the version and the run (lineage),
     and tandem-aligned carries those links."""
-    from pipelines.align import ALIGNED_MODEL, load_align_recipe, register_aligned
+    from pipelines.align_cmd import ALIGNED_MODEL, load_align_recipe, register_aligned
     from pipelines.registry import lineage
     from pipelines.tracking import MlflowTracker
 

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from curation.sample_media import make_clip
-from pipelines.config import load_config
+from pipelines.config_loader import load_config
 from pipelines.curate import CurationConfig, run_curation
 
 # The cheapest real DAG: no Whisper, no MLflow; the sources are a few seconds long.
@@ -75,8 +75,8 @@ def _rejects(out: Path) -> list[dict]:
 
 
 def _encode_in_process(todo, out_dir, cfg, address):
-    """pipelines.latents' Ray step, in this process (one actor's work, shard by shard)."""
-    from pipelines.latents import encode_shard
+    """The Ray step of pipelines.latents_cmd, in this process (one actor's work, shard by shard)."""
+    from pipelines.latents_cmd import encode_shard
     from training.clip_encoder import ClipEncoder
 
     encoder = ClipEncoder(cfg.encoder)
@@ -86,14 +86,14 @@ def _encode_in_process(todo, out_dir, cfg, address):
 
 @pytest.mark.timeout(300)
 def test_one_changed_byte_redoes_its_unit_and_the_latents_of_its_clips(raw, tmp_path, monkeypatch, caplog):
-    from pipelines import latents
+    from pipelines import latents_cmd
 
-    monkeypatch.setattr(latents, "_encode_pending", _encode_in_process)
+    monkeypatch.setattr(latents_cmd, "_encode_pending", _encode_in_process)
     mine = tmp_path / "raw"
     shutil.copytree(raw, mine)
     curated, encoded = tmp_path / "curated", tmp_path / "latents"
     first = curate(mine, curated)
-    latents.run_latents_job(curated, encoded, track=False)
+    latents_cmd.run_latents_job(curated, encoded, track=False)
     shards_of = {Path(r["source_path"]).name: r["shard"] for r in first.manifest}
     kept = {p.name: p.stat().st_mtime_ns for p in encoded.glob("*.tar")}
     assert set(kept) == set(shards_of.values()) and shards_of["a.mp4"] != shards_of["b.mp4"]
@@ -106,8 +106,8 @@ def test_one_changed_byte_redoes_its_unit_and_the_latents_of_its_clips(raw, tmp_
     assert now["b.mp4"] == shards_of["b.mp4"] and now["a.mp4"] != shards_of["a.mp4"]
     assert sorted(p.name for p in (curated / "shards").iterdir()) == sorted(set(now.values()))
 
-    with caplog.at_level("INFO", logger="pipelines.latents"):
-        again = latents.run_latents_job(curated, encoded, track=False)
+    with caplog.at_level("INFO", logger="pipelines.latents_cmd"):
+        again = latents_cmd.run_latents_job(curated, encoded, track=False)
     assert "1 latent shard(s) were made from clip shards that changed or are gone" in caplog.text
     assert again.shards_encoded == 1 and not again.shards_failed
     assert sorted(p.name for p in encoded.glob("*.tar")) == sorted(set(now.values()))
@@ -115,7 +115,7 @@ def test_one_changed_byte_redoes_its_unit_and_the_latents_of_its_clips(raw, tmp_
     assert {r["shard"] for r in again.manifest} == set(now.values())
 
     # The same clip shards into a fresh folder: the same latents (the debug encoders' fixed seed).
-    latents.run_latents_job(curated, tmp_path / "fresh", track=False)
+    latents_cmd.run_latents_job(curated, tmp_path / "fresh", track=False)
     assert (tmp_path / "fresh" / "manifest.jsonl").read_bytes() == (encoded / "manifest.jsonl").read_bytes()
     for shard in encoded.glob("*.tar"):
         assert _members(shard) == _members(tmp_path / "fresh" / shard.name)
@@ -158,9 +158,9 @@ def test_the_demo_makes_its_footage_once_and_again_only_what_changed(tmp_path, m
 
 
 def test_the_demo_makes_outputs_of_another_config_again_instead_of_refusing_them(tmp_path):
-    from pipelines.config import output_hash
+    from pipelines.config_loader import output_hash
     from pipelines.demo import _start_over_where_config_changed
-    from pipelines.latents import CLAIM, LatentsConfig
+    from pipelines.latents_cmd import CLAIM, LatentsConfig
 
     cfg = load_config(CurationConfig, None, OVERRIDES)
     for folder in ("curated/.work/units", "latents", "train"):
@@ -208,7 +208,7 @@ def test_the_demo_runs_twice_in_the_same_folder(tmp_path):
 
 
 def test_the_demo_trains_again_only_when_its_latents_or_its_recipe_changed(tmp_path):
-    from pipelines.config import save_config
+    from pipelines.config_loader import save_config
     from pipelines.train_cmd import _restart_on_new_data, load_recipe
 
     latents, storage = tmp_path / "latents", tmp_path / "train"

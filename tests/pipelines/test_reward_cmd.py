@@ -14,10 +14,10 @@ from pipelines.cli import main
 from pipelines.registry import register
 from pipelines.reward_cmd import open_reward_source, score_clips
 from pipelines.tracking import MlflowTracker
-from reward.clips import find_clips, score_clip_files
-from reward.rankings import write_rankings
-from reward.simulate import SIM_AXES, SimulationConfig, make_rollouts, simulate_rankings
-from reward.train import RewardTrainConfig, train_reward
+from reward.annotation.rankings import write_rankings
+from reward.annotation.simulate import SIM_AXES, SimulationConfig, make_rollouts, simulate_rankings
+from reward.scoring.clip_store import find_clips, score_clip_files
+from reward.scoring.train import RewardTrainConfig, train_reward
 
 HEADS = ["motion", "av_sync", "overall"]
 
@@ -41,7 +41,7 @@ def ranked_rollouts(tmp_path_factory):
 
 
 def small_config(tmp_path, **over) -> RewardTrainConfig:
-    from pipelines.config import from_dict
+    from pipelines.config_loader import from_dict
 
     base = {"model": {"heads": HEADS, "latent": {"dim": 32, "depth": 1, "heads": 2, "fps": 16.0}},
             "steps": 4, "clips_per_step": 8, "eval_every": 4, "holdout_fraction": 0.4, "storage": str(tmp_path / "run")}
@@ -59,7 +59,7 @@ def test_model_reloaded_from_the_registry_scores_exactly_as_before_saving(ranked
     rollouts, rankings = ranked_rollouts
     over = {}
     if backbone == "omni":
-        from reward.backbones.omni import save_random_omni
+        from reward.scoring.backbones.omni import save_random_omni
 
         over = {"model.backbone": "omni", "model.omni.model_path": str(save_random_omni(tmp_path / "omni")),
                 "model.omni.dtype": "float32", "model.omni.lora_rank": 4, "steps": 2, "clips_per_step": 4,

@@ -21,7 +21,7 @@ import pytest
 
 from curation.audio import AudioStage
 from curation.sample_media import make_clip
-from pipelines.config import load_config
+from pipelines.config_loader import load_config
 from pipelines.curate import CurationConfig, run_curation
 from pipelines.units import STALLS
 

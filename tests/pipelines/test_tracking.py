@@ -91,8 +91,8 @@ def test_ctrl_c_during_ray_train_leaves_the_run_killed_not_failed(tmp_path, monk
 
 
 def test_every_command_logs_to_runs_of_the_working_directory_by_default(tmp_path, monkeypatch):
-    from reward.align import AlignConfig
-    from reward.train import RewardTrainConfig
+    from reward.grpo.align import AlignConfig
+    from reward.scoring.train import RewardTrainConfig
     from training.trainer import TrainConfig
 
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)

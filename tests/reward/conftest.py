@@ -18,7 +18,7 @@ def scores_after_reload(tmp_path):
     frozen net it was built from, and loading it again (a registered model is self-contained)."""
     import shutil
 
-    from reward.model import load_reward_model
+    from reward.scoring.reward_model import load_reward_model
 
     def reload(model, clips, original_net_dir):
         model.save(tmp_path / "saved_model")

@@ -9,9 +9,14 @@ from collections import Counter
 import pytest
 import torch
 
-from reward.annotation import AnnotationConfig, label_config, make_tasks, select_pairs
-from reward.labelstudio import ExportError, import_exports
-from reward.rollouts import finish_sample, read_rollouts, sample_paths
+from reward.annotation.labelstudio_exports import ExportError, import_exports
+from reward.annotation.labelstudio_tasks import (
+    AnnotationConfig,
+    label_config,
+    make_tasks,
+    select_pairs,
+)
+from reward.rollouts.rollout_dir import finish_sample, read_rollouts, sample_paths
 
 
 @pytest.fixture
@@ -182,7 +187,7 @@ def test_exports_of_other_configs_are_refused(rollouts):
 def test_krippendorff_alpha_of_the_reference_example():
     """Krippendorff (2011), 'Computing Krippendorff's alpha-reliability', Sec. C: 4 observers,
     12 units, missing values; nominal alpha = 0.743."""
-    from reward.agreement import krippendorff_alpha_nominal, pairwise_agreement
+    from reward.annotation.agreement import krippendorff_alpha_nominal, pairwise_agreement
 
     nan = None
     table = [[1, 2, 3, 3, 2, 1, 4, 1, 2, nan, nan, nan], [1, 2, 3, 3, 2, 2, 4, 1, 2, 5, nan, 3],
@@ -205,7 +210,7 @@ def test_import_command_writes_all_or_nothing(rollouts, tmp_path):
     assert not out.exists()
     assert main(["annotate", "import", str(tmp_path / "good.json"), "--out", str(out), "--rollouts",
                  *{str(r.mp4.parents[1]) for r in rollouts}]) == 0
-    from reward.rankings import read_rankings
+    from reward.annotation.rankings import read_rankings
 
     assert len(read_rankings(out)) == 2 and json.loads((out / "import.json").read_text())["judgements"] == 2
     assert set(json.loads((out / "agreement.json").read_text())) == {"motion"}

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 import torch
 
-from reward.preference import (
+from reward.annotation.preference import (
     A_WINS,
     B_WINS,
     TIE,
@@ -55,7 +55,12 @@ def test_fit_recovers_scores_and_tie_strength_of_simulated_judgements():
 
 
 def test_rankings_table_round_trip_and_validation(tmp_path):
-    from reward.rankings import RankingsError, pairs_for_axis, read_rankings, write_rankings
+    from reward.annotation.rankings import (
+        RankingsError,
+        pairs_for_axis,
+        read_rankings,
+        write_rankings,
+    )
 
     row = {"task_id": "t1", "item_a": "s1", "item_b": "s2", "axis": "motion", "outcome": "a",
            "annotator": "ann", "created_at": "2026-11-29T10:00:00Z"}
@@ -70,7 +75,13 @@ def test_rankings_table_round_trip_and_validation(tmp_path):
 
 
 def test_rollouts_are_complete_once_their_json_exists(tmp_path):
-    from reward.rollouts import RolloutsError, finish_sample, is_done, read_rollouts, sample_paths
+    from reward.rollouts.rollout_dir import (
+        RolloutsError,
+        finish_sample,
+        is_done,
+        read_rollouts,
+        sample_paths,
+    )
 
     paths = sample_paths(tmp_path, "g1-00")
     paths["mp4"].parent.mkdir(parents=True)

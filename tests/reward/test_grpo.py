@@ -10,7 +10,7 @@ import torch
 from model.conditioning import Conditioning
 from model.dit import DualDiT
 from model.presets import get_preset
-from reward.grpo import (
+from reward.grpo.grpo_step import (
     GRPOConfig,
     Head,
     branch_of,
@@ -27,7 +27,7 @@ VIDEO, AUDIO = (8, 3, 2, 2), (8, 9)  # debug latents of 9 frames at 16x16 px and
 
 
 class PlainEngine:
-    """The engine interface of reward.grpo.update over a plain module and SGD."""
+    """The engine interface of reward.grpo.grpo_step.update over a plain module and SGD."""
 
     def __init__(self, model, lr=1e-2):
         self.module, self.opt, self.steps = model, torch.optim.SGD(model.parameters(), lr=lr), 0

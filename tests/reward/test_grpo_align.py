@@ -7,16 +7,16 @@ import pytest
 import torch
 
 from model.config import ConfigError
-from pipelines.config import load_config, to_dict
-from reward.align import AlignConfig, HackingConfig, HackingMonitor
-from reward.align_inputs import (
+from pipelines.config_loader import load_config, to_dict
+from reward.grpo.align import AlignConfig, HackingConfig, HackingMonitor
+from reward.grpo.align_inputs import (
     build_sources,
     metric_heads,
     parse_rewards,
     read_prompts,
 )
-from reward.sources import Clips
-from training.checkpoints import CheckpointError, checkpoint_config
+from reward.scoring.sources import Clips
+from training.checkpoint_loader import CheckpointError, checkpoint_config
 
 TWO_SOURCES = ["rewards={bright: {source: brightness, coefficient: 2.0}, "
                "exposure: {source: brightness, options: {target: 0.5}, optimise: false}}"]
@@ -59,8 +59,8 @@ def test_metric_head_options_and_heads_are_checked():
 
 
 def test_a_trained_reward_model_becomes_a_source_whose_heads_the_recipe_picks(tmp_path):
-    from reward.backbones.latent import LatentBackboneConfig
-    from reward.model import RewardModel, RewardModelConfig
+    from reward.scoring.backbones.latent import LatentBackboneConfig
+    from reward.scoring.reward_model import RewardModel, RewardModelConfig
 
     torch.manual_seed(0)
     model = RewardModel(RewardModelConfig(heads=("visual_quality", "overall"),
@@ -144,7 +144,7 @@ def test_engine_accumulation_is_the_update_s_not_deepspeed_s():
 
 def test_prompts_encoded_in_chunks_pad_to_one_length_like_a_single_batch():
     from model.text_encoder import TextEncoder
-    from reward.align_inputs import encode_prompts
+    from reward.grpo.align_inputs import encode_prompts
 
     encoder = TextEncoder.tiny_random()
     prompts = ["a dog", "rain on a tin roof at night", "[0-1s] a bell, then [1-2s] silence"]

@@ -45,7 +45,7 @@ def one_rank_has_nothing_to_train() -> dict:
     from model.conditioning import Conditioning
     from model.dit import DualDiT
     from model.presets import get_preset
-    from reward.grpo import GRPOConfig, rollout, update
+    from reward.grpo.grpo_step import GRPOConfig, rollout, update
     from training.engine import EngineConfig, build_engine
 
     torch.manual_seed(0)
@@ -72,8 +72,8 @@ def two_rank_runs(storage: str) -> dict:
     after the other in the same two-rank world (a world costs a DeepSpeed start-up)."""
     import torch
 
-    from pipelines.config import load_config
-    from reward.align import AlignConfig, Aligner
+    from pipelines.config_loader import load_config
+    from reward.grpo.align import AlignConfig, Aligner
 
     torch.set_num_threads(1)
     out = {}

@@ -6,7 +6,7 @@ import csv
 import numpy as np
 import pytest
 
-from reward.leaderboard import LeaderboardError, leaderboard, write_csv
+from reward.annotation.leaderboard import LeaderboardError, leaderboard, write_csv
 
 
 def simulated(strengths: dict[str, float], n: int, seed: int = 0, theta: float = 2.0):
@@ -58,7 +58,7 @@ def test_by_groups_samples_into_checkpoints_and_drops_within_checkpoint_pairs(tm
 
 def test_leaderboard_command(tmp_path, capsys):
     from pipelines.cli import main
-    from reward.rankings import write_rankings
+    from reward.annotation.rankings import write_rankings
 
     write_rankings(simulated({"s0": 1.0, "s1": 0.0, "s2": -1.0}, 400), tmp_path / "rankings")
     assert main(["annotate", "leaderboard", str(tmp_path / "rankings"), "--bootstrap", "30",

@@ -11,7 +11,7 @@ import pytest
 from scipy.optimize import minimize
 from scipy.stats import spearmanr
 
-from reward.leaderboard import leaderboard
+from reward.annotation.leaderboard import leaderboard
 
 ASSETS = Path(__file__).parents[1] / "assets" / "paired_comparisons"
 

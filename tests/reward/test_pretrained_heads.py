@@ -2,28 +2,28 @@
 (the SyncNet, pretrained on in-sync footage with its sound shifted) and prompt_alignment (the
 text-match net, pretrained on captioned latent shards), each >= 90 % held-out without ties.
 
-The rollouts (``reward.simulate``) vary both properties at once: how far the buzz lags the
-light, and how much of the picture shows the prompt's look rather than another word's. The
-nets see other scenes than the rollouts (footage and captioned clips of their own), and the
-rankings only calibrate their estimates: the heads read nothing else (``sync_heads``,
-``text_heads``), so a third of the recipe's steps is plenty."""
+The rollouts (``reward.annotation.simulate``) vary both properties at once: how far the buzz lags
+the light, and how much of the picture shows the prompt's look rather than another word's. The nets
+see other scenes than the rollouts (footage and captioned clips of their own), and the rankings only
+calibrate their estimates: the heads read nothing else (``sync_heads``, ``text_heads``), so a third
+of the recipe's steps is plenty."""
 
 import pytest
 import torch
 
 from pipelines.reward_cmd import load_reward_recipe
-from reward.pairs import is_heldout_group
-from reward.rankings import write_rankings
-from reward.simulate import (
+from reward.annotation.rankings import write_rankings
+from reward.annotation.simulate import (
     SimulationConfig,
     make_captioned_shards,
     make_footage,
     make_rollouts,
     simulate_rankings,
 )
-from reward.sync_pretrain import SyncPretrainConfig, pretrain_sync
-from reward.text_pretrain import TextPretrainConfig, pretrain_text
-from reward.train import train_reward
+from reward.scoring.pairs import is_heldout_group
+from reward.scoring.sync_pretrain import SyncPretrainConfig, pretrain_sync
+from reward.scoring.text_pretrain import TextPretrainConfig, pretrain_text
+from reward.scoring.train import train_reward
 
 HEADS = ("av_sync", "prompt_alignment")
 

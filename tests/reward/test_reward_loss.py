@@ -1,15 +1,15 @@
 """The training loss, checked against an independent computation: with one free score per item
 (no backbone), the trainer's Rao-Kupper loss converges to the leaderboard's maximum-likelihood
-fit (``reward.preference.fit_scores``, L-BFGS) on the same judgements; plain Bradley-Terry
-ignores ties; every ranking row is accounted for by the train / held-out split."""
+fit (``reward.annotation.preference.fit_scores``, L-BFGS) on the same judgements; plain
+Bradley-Terry ignores ties; every ranking row is accounted for by the train / held-out split."""
 
 import numpy as np
 import pytest
 import torch
 
-from reward.pairs import Judgements, PreparedPairs, prepare_pairs
-from reward.preference import TIE, fit_scores, sample_outcomes
-from reward.train import ItemScores, LossConfig, PreferenceTrainer, RewardTrainConfig
+from reward.annotation.preference import TIE, fit_scores, sample_outcomes
+from reward.scoring.pairs import Judgements, PreparedPairs, prepare_pairs
+from reward.scoring.train import ItemScores, LossConfig, PreferenceTrainer, RewardTrainConfig
 
 
 def simulated_judgements(n_items=10, m=2000, log_theta=np.log(2.5), seed=0):

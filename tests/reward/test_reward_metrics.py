@@ -7,10 +7,16 @@ import pytest
 import torch
 
 from model.media import to_uint8_frames, write_mp4
-from reward.clips import ClipFile, ClipStore, score_clip_files
-from reward.metrics import METRIC_HEADS, LoudnessClipping, Motion, metric_source, register_metric
-from reward.simulate import SimulationConfig, render
-from reward.sources import Clips
+from reward.annotation.simulate import SimulationConfig, render
+from reward.scoring.clip_store import ClipFile, ClipStore, score_clip_files
+from reward.scoring.metric_heads import (
+    METRIC_HEADS,
+    LoudnessClipping,
+    Motion,
+    metric_source,
+    register_metric,
+)
+from reward.scoring.sources import Clips
 
 LEVELS = (0.0, 0.35, 0.7, 1.0)
 
@@ -50,7 +56,7 @@ def test_motion_head_prefers_more_motion(tmp_path):
 
 def test_silence_scores_the_loudness_floor():
     clips = torch.zeros(1, 1, 32000)
-    from reward.sources import Clips
+    from reward.scoring.sources import Clips
 
     out = LoudnessClipping(target_lufs=-16).score(Clips(prompts=[""], audio=clips, sample_rate=16000))
     assert float(out["loudness"][0]) == pytest.approx(-54.0) and float(out["clipping"][0]) == 0.0
@@ -90,7 +96,7 @@ def test_av_sync_head_scores_measured_offsets_and_penalises_what_cannot_be_told(
     import av as pyav
 
     from curation.sample_media import make_clip
-    from reward.metrics import AVSync
+    from reward.scoring.metric_heads import AVSync
 
     def decode(path, frames=40):
         with pyav.open(str(path)) as c:

@@ -7,10 +7,15 @@ import numpy as np
 import pytest
 import torch
 
-from reward.backbones.latent import LatentBackboneConfig
-from reward.backbones.omni import OmniBackboneConfig, save_random_omni
-from reward.model import RewardModel, RewardModelConfig, load_reward_model, load_reward_source
-from reward.sources import Clips
+from reward.scoring.backbones.latent import LatentBackboneConfig
+from reward.scoring.backbones.omni import OmniBackboneConfig, save_random_omni
+from reward.scoring.reward_model import (
+    RewardModel,
+    RewardModelConfig,
+    load_reward_model,
+    load_reward_source,
+)
+from reward.scoring.sources import Clips
 
 HEADS = ("visual_quality", "av_sync", "overall")
 

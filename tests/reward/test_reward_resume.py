@@ -7,10 +7,10 @@ import json
 import pytest
 import torch
 
-from reward.checkpoint import CheckpointMismatch
-from reward.rankings import write_rankings
-from reward.simulate import SIM_AXES, SimulationConfig, make_rollouts, simulate_rankings
-from reward.train import PreferenceTrainer, RewardTrainConfig, train_reward
+from reward.annotation.rankings import write_rankings
+from reward.annotation.simulate import SIM_AXES, SimulationConfig, make_rollouts, simulate_rankings
+from reward.scoring.train import PreferenceTrainer, RewardTrainConfig, train_reward
+from reward.scoring.train_checkpoints import CheckpointMismatch
 
 
 class Killed(Exception):
@@ -27,7 +27,7 @@ def ranked(tmp_path_factory):
 
 
 def config(storage, **over) -> RewardTrainConfig:
-    from pipelines.config import from_dict
+    from pipelines.config_loader import from_dict
 
     base = {"model": {"heads": ["motion", "av_sync"], "latent": {"dim": 32, "depth": 1, "heads": 2, "fps": 16.0}},
             "steps": 8, "clips_per_step": 6, "eval_every": 4, "checkpoint_every": 3, "holdout_fraction": 0.3,

@@ -2,26 +2,26 @@
 ``latent_cpu`` recipe, on a CPU) learns the property its annotators prefer, and ranks held-out
 clips (of prompts it never saw) with >= 90 % accuracy without ties.
 
-The clips (``reward.simulate``) vary exposure, drift speed and how muffled their sound is, one
-per axis, plus overall (their mean), and nothing else (no A/V event, no prompt mixing: the heads
-on pretrained nets, av_sync and prompt_alignment, are tests/reward/test_pretrained_heads.py);
-their latents are encoded with the debug VAEs, as
-``tandem generate`` stores them. Annotators rank each group of 8 samples of a prompt: a tie
-when two qualities differ by less than 0.1, otherwise the better clip, flipped with 15 %
-probability. Held-out accuracy is measured against what careful annotators agree on (the same
-judges without the flips), and against the noisy judges themselves, whose own errors cap it."""
+The clips (``reward.annotation.simulate``) vary exposure, drift speed and how muffled their sound
+is, one per axis, plus overall (their mean), and nothing else (no A/V event, no prompt mixing: the
+heads on pretrained nets, av_sync and prompt_alignment, are tests/reward/test_pretrained_heads.py);
+their latents are encoded with the debug VAEs, as ``tandem generate`` stores them. Annotators rank
+each group of 8 samples of a prompt: a tie when two qualities differ by less than 0.1, otherwise the
+better clip, flipped with 15 % probability. Held-out accuracy is measured against what careful
+annotators agree on (the same judges without the flips), and against the noisy judges themselves,
+whose own errors cap it."""
 
 import numpy as np
 import pytest
 import torch
 
 from pipelines.reward_cmd import load_reward_recipe
-from reward.clips import find_clips, score_clip_files
-from reward.pairs import is_heldout_group
-from reward.preference import outcome_codes
-from reward.rankings import write_rankings
-from reward.simulate import SimulationConfig, make_rollouts, quality, simulate_rankings
-from reward.train import train_reward
+from reward.annotation.preference import outcome_codes
+from reward.annotation.rankings import write_rankings
+from reward.annotation.simulate import SimulationConfig, make_rollouts, quality, simulate_rankings
+from reward.scoring.clip_store import find_clips, score_clip_files
+from reward.scoring.pairs import is_heldout_group
+from reward.scoring.train import train_reward
 
 AXES = ("visual_quality", "motion", "audio_quality", "overall")
 NOISE = 0.15

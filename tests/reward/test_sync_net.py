@@ -1,13 +1,19 @@
 """The latent SyncNet behind the av_sync head: pretrained on in-sync footage with its sound shifted
-by known amounts (``reward.sync_pretrain``), frozen inside the latent reward backbone. That it
-lets the av_sync head rank held-out clips as annotators do: tests/reward/test_pretrained_heads.py."""
+by known amounts (``reward.scoring.sync_pretrain``), frozen inside the latent reward backbone. That
+it lets the av_sync head rank held-out clips as annotators do:
+tests/reward/test_pretrained_heads.py."""
 
 import numpy as np
 import torch
 
 from model.sequence import SequenceConfig
-from reward.simulate import SimulationConfig, make_footage
-from reward.sync_pretrain import SyncPretrainConfig, cut_windows, decode_streams, pretrain_sync
+from reward.annotation.simulate import SimulationConfig, make_footage
+from reward.scoring.sync_pretrain import (
+    SyncPretrainConfig,
+    cut_windows,
+    decode_streams,
+    pretrain_sync,
+)
 
 
 def _onset(signal: np.ndarray) -> int:
@@ -36,8 +42,8 @@ def test_windows_shift_the_sound_by_their_offset_and_never_pad(tmp_path):
 
 
 def test_a_reward_model_carries_its_sync_net_and_reloads_without_the_original(tmp_path, scores_after_reload):
-    from reward.model import RewardModel, RewardModelConfig
-    from reward.sources import Clips
+    from reward.scoring.reward_model import RewardModel, RewardModelConfig
+    from reward.scoring.sources import Clips
 
     make_footage(tmp_path / "footage", 4, seed=1)
     metrics = pretrain_sync(SyncPretrainConfig(steps=3, windows_per_clip=2, holdout_fraction=0.0),
@@ -55,7 +61,7 @@ def test_a_reward_model_carries_its_sync_net_and_reloads_without_the_original(tm
 
 def test_the_sync_pretrain_command_writes_a_net_and_refuses_footage_it_cannot_use(tmp_path, capsys):
     from pipelines.cli import main
-    from reward.sync_pretrain import load_sync_net
+    from reward.scoring.sync_pretrain import load_sync_net
 
     make_footage(tmp_path / "footage", 3, seed=2)
     (tmp_path / "footage" / "broken.mp4").write_bytes(b"not an mp4")

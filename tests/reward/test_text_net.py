@@ -1,13 +1,13 @@
 """The text-match net behind the prompt_alignment head: a per-location, per-time match of the
-latents with the prompt, pretrained on captioned latent shards (``reward.text_pretrain``),
+latents with the prompt, pretrained on captioned latent shards (``reward.scoring.text_pretrain``),
 frozen inside the latent reward backbone. That it lets the prompt_alignment head rank held-out
 clips as annotators do: tests/reward/test_pretrained_heads.py."""
 
 import torch
 
-from reward.backbones.text_net import LatentTextNet, TextNetConfig
-from reward.simulate import make_captioned_shards
-from reward.text_pretrain import TextPretrainConfig, load_text_net, pretrain_text
+from reward.annotation.simulate import make_captioned_shards
+from reward.scoring.backbones.text_net import LatentTextNet, TextNetConfig
+from reward.scoring.text_pretrain import TextPretrainConfig, load_text_net, pretrain_text
 
 
 def test_the_score_is_the_mean_of_independent_location_matches():
@@ -29,8 +29,8 @@ def test_the_score_is_the_mean_of_independent_location_matches():
 
 
 def test_a_reward_model_carries_its_text_net_and_its_heads_read_only_it(tmp_path, scores_after_reload):
-    from reward.model import RewardModel, RewardModelConfig
-    from reward.sources import Clips
+    from reward.scoring.reward_model import RewardModel, RewardModelConfig
+    from reward.scoring.sources import Clips
 
     make_captioned_shards(tmp_path / "captioned", 8, seed=1, per_shard=4)
     metrics = pretrain_text(TextPretrainConfig(steps=3, holdout_fraction=0.0), [tmp_path / "captioned"], tmp_path / "text")

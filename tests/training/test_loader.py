@@ -4,7 +4,7 @@ shards and for clip shards encoded on the fly."""
 import pytest
 import torch
 
-from pipelines.config import ConfigError, from_dict
+from pipelines.config_loader import ConfigError, from_dict
 from tests.training.conftest import make_latent_shards, small_buckets, write_clip_shard
 from training.buckets import Bucket, BucketConfig
 from training.latent_shards import write_latent_shard

@@ -5,7 +5,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from pipelines.config import load_config
+from pipelines.config_loader import load_config
 from training.engine import deepspeed_config
 from training.trainer import TrainConfig
 
@@ -58,7 +58,7 @@ def test_each_preset_has_one_latents_recipe_and_train_recipes_decode_with_it():
     """Recipes that cannot mismatch: the encoders a train recipe's samples decode with are the
     ones its preset's latents recipe encodes with."""
     from model.presets import PRESETS
-    from pipelines.latents import LatentsConfig
+    from pipelines.latents_cmd import LatentsConfig
     from pipelines.preflight import DECODER_FIELDS
     from pipelines.train_cmd import resolve_recipe
 

@@ -55,7 +55,7 @@ def _worker(tmp):
 def _timesteps_under_flow_overrides(tmp):
     """Two steps of the debug_cpu recipe with ``flow.*`` overrides, as a user types them."""
     from model.presets import get_preset
-    from pipelines.config import load_config
+    from pipelines.config_loader import load_config
     from pipelines.train_cmd import resolve_recipe
     from training.trainer import TrainConfig, Trainer
 

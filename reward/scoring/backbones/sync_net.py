@@ -16,13 +16,13 @@ The frame embeddings are interpolated to the audio latents' centre times
 (``model.sequence.audio_latent_times``), so ``l`` is in audio latents and ``lag_seconds`` says
 what that is in seconds; positive ``l``: the sound comes late. Summing over every t, not
 picking one event, is what makes this hold for speech and music (many events) as well as for a
-single clap. On the simulation's clips (``reward.simulate``), per-frame video embeddings cut
-the median error on unseen scenes from 44 ms (one per latent) to 31 ms.
+single clap. On the simulation's clips (``reward.annotation.simulate``), per-frame video embeddings
+cut the median error on unseen scenes from 44 ms (one per latent) to 31 ms.
 
-It learns from clips of known offset (``reward.sync_pretrain``: in-sync footage with its sound
-shifted), with ``offset_loss`` = E_p |l - true offset| (the expected error in seconds),
-rather than from preference judgements, which say too little about timing to learn it from a
-few hundred clips. A reward model uses it frozen (``LatentBackboneConfig.sync_net``).
+It learns from clips of known offset (``reward.scoring.sync_pretrain``: in-sync footage with its
+sound shifted), with ``offset_loss`` = E_p |l - true offset| (the expected error in seconds), rather
+than from preference judgements, which say too little about timing to learn it from a few hundred
+clips. A reward model uses it frozen (``LatentBackboneConfig.sync_net``).
 """
 
 from __future__ import annotations

@@ -27,7 +27,7 @@ from torch import nn
 from model.dit import patchify
 from model.layers import MLP, Attention, RMSNorm, head_axis_dims, rope_tables
 from model.sequence import audio_latent_times, video_latent_times
-from reward.sources import Clips
+from reward.scoring.sources import Clips
 
 
 @dataclass
@@ -93,12 +93,12 @@ class LatentBackbone(nn.Module):
         self.sync = self.text_match = None
         owned = []  # per frozen net: the heads that read only it
         if cfg.sync_net:
-            from reward.sync_pretrain import load_sync_net
+            from reward.scoring.sync_pretrain import load_sync_net
 
             self.sync = load_sync_net(cfg.sync_net)
             owned.append(cfg.sync_heads)
         if cfg.text_net:
-            from reward.text_pretrain import load_text_net
+            from reward.scoring.text_pretrain import load_text_net
 
             self.text_match = load_text_net(cfg.text_net)
             owned.append(cfg.text_heads)

@@ -11,10 +11,10 @@ JSONL with ``prompt``, an optional ``id`` and optional ``references`` (``{"image
 are kept in each json.
 
 Each actor (a GPU each where the cluster has them) loads the checkpoint, the text encoder and
-the decoders once (``reward.rollout_generator``) and writes whole prompt groups: K samples per
-prompt, each ``samples/<id>.mp4`` with audio, ``.latents.safetensors`` and ``.json`` (written
-last). Re-running resumes: finished samples are skipped. Another checkpoint or other settings on
-the same ``--out`` are refused. One MLflow run per invocation (experiment ``tandem-generate``).
+the decoders once (``reward.rollouts.rollout_generator``) and writes whole prompt groups: K samples
+per prompt, each ``samples/<id>.mp4`` with audio, ``.latents.safetensors`` and ``.json`` (written
+last). Re-running resumes: finished samples are skipped. Another checkpoint or other settings on the
+same ``--out`` are refused. One MLflow run per invocation (experiment ``tandem-generate``).
 """
 
 from __future__ import annotations
@@ -28,8 +28,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from model.config import run_only
-from pipelines.config import ConfigError, load_config, output_hash, save_config, to_dict
-from reward.rollout_generator import Prompt, RolloutConfig, RolloutGenerator
+from pipelines.config_loader import ConfigError, load_config, output_hash, save_config, to_dict
+from reward.rollouts.rollout_generator import Prompt, RolloutConfig, RolloutGenerator
 
 log = logging.getLogger(__name__)
 EXPERIMENT = "tandem-generate"
@@ -81,7 +81,7 @@ def read_prompts(path: str | Path) -> list[Prompt]:
 
 def _prompt_digest(text: str, references: dict[str, str]) -> str:
     """The prompt id: the same for the same prompt (and reference files' contents) wherever it runs."""
-    from reward.reference_media import file_digest
+    from reward.rollouts.reference_media import file_digest
 
     key = text if not references else json.dumps([text, {t: file_digest(Path(p)) for t, p in sorted(references.items())}])
     return hashlib.sha256(key.encode()).hexdigest()[:10]
@@ -89,7 +89,7 @@ def _prompt_digest(text: str, references: dict[str, str]) -> str:
 
 def _references(spec, path: Path, n: int) -> dict[str, str]:
     """A JSONL line's ``references`` ({"image1": "dog.png", ...}, relative to the prompts file)."""
-    from reward.reference_media import parse_tag
+    from reward.rollouts.reference_media import parse_tag
 
     if not isinstance(spec, dict):
         raise ConfigError(f"{path}:{n}: references must map tags (image1, video1, audio1) to files")
@@ -108,7 +108,7 @@ def _references(spec, path: Path, n: int) -> dict[str, str]:
 
 def _check_prompt(text: str, references: dict[str, str], where: str) -> None:
     from model.prompts import check_references, parse_prompt
-    from reward.reference_media import parse_tag
+    from reward.rollouts.reference_media import parse_tag
 
     try:
         check_references(parse_prompt(text), {parse_tag(tag) for tag in references})
@@ -120,7 +120,7 @@ def _check_prompt(text: str, references: dict[str, str], where: str) -> None:
 def resolve_source(checkpoint: str, out: Path) -> tuple[str, dict]:
     """(local path, identity for the json) of CHECKPOINT; registry models are downloaded once."""
     from pipelines.registry import is_model_uri, lookup, resolve
-    from training.checkpoints import identify
+    from training.checkpoint_loader import identify
 
     identity: dict = {"source": checkpoint}
     local = checkpoint
@@ -138,7 +138,7 @@ class GroupWriter:
     def __init__(self, checkpoint: str, cfg: dict, identity: dict, out_dir: str, cpus: float):
         import torch
 
-        from pipelines.config import from_dict
+        from pipelines.config_loader import from_dict
 
         # as many threads as CPUs reserved: more only spin against the other actors
         torch.set_num_threads(max(1, int(cpus)))
@@ -163,8 +163,8 @@ def _claim(out: Path, identity: dict, cfg: GenerateConfig) -> None:
 
 
 def _pending(out: Path, prompts: list[Prompt], cfg: RolloutConfig, tag: str) -> list[Prompt]:
-    from reward.rollout_generator import sample_id
-    from reward.rollouts import is_done
+    from reward.rollouts.rollout_dir import is_done
+    from reward.rollouts.rollout_generator import sample_id
 
     return [p for p in prompts if not all(is_done(out, sample_id(tag, p.prompt_id, k)) for k in range(cfg.group_size))]
 
@@ -263,15 +263,15 @@ def add_parsers(sub) -> None:
     p.add_argument("--prompts", required=True, help="one prompt per line, or JSONL with prompt (and id)")
     p.add_argument("--out", required=True, help="rollouts directory (re-running resumes)")
     p.add_argument("--group-size", type=int, help="samples per prompt (rollout.group_size, default 4)")
-    p.add_argument("--config", help="YAML config (see pipelines/generate.py GenerateConfig)")
+    p.add_argument("--config", help="YAML config (see pipelines/generate_cmd.py GenerateConfig)")
     p.add_argument("--address", help="Ray cluster address (default: start local Ray)")
     p.add_argument("--run-name", help="MLflow run name (default: the command, checkpoint and overrides)")
     p.set_defaults(handler=main)
 
 
 def main(args) -> int:
-    from reward.rollouts import RolloutsError
-    from training.checkpoints import CheckpointError
+    from reward.rollouts.rollout_dir import RolloutsError
+    from training.checkpoint_loader import CheckpointError
 
     overrides = list(args.overrides) + ([f"rollout.group_size={args.group_size}"] if args.group_size else [])
     try:

@@ -15,7 +15,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from reward.preference import OUTCOMES, outcome_codes
+from reward.annotation.preference import OUTCOMES, outcome_codes
 
 FILE = "rankings.parquet"
 COLUMNS = ("task_id", "item_a", "item_b", "axis", "outcome", "annotator", "created_at")

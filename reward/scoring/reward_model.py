@@ -6,13 +6,13 @@
     model.save("out/model", metrics=...)     # reward.json + reward.safetensors
     load_reward_model("out/model").score(clips)
 
-Heads are named after the rankings' axes (``reward.rankings.AXES``: visual_quality, motion,
-audio_quality, av_sync, prompt_alignment, overall); any subset, in any order. Each head is a
-linear read-out of the backbone's feature at that head's query / reward token, so heads share
-the backbone and differ only in what they attend to and weigh. Higher is better; scores are
-Bradley-Terry utilities (only differences between clips mean anything; the Rao-Kupper tie
-parameter ``log_theta`` saved with the model says how far apart two clips must be before
-annotators stop calling them a tie).
+Heads are named after the rankings' axes (``reward.annotation.rankings.AXES``: visual_quality,
+motion, audio_quality, av_sync, prompt_alignment, overall); any subset, in any order. Each head is a
+linear read-out of the backbone's feature at that head's query / reward token, so heads share the
+backbone and differ only in what they attend to and weigh. Higher is better; scores are
+Bradley-Terry utilities (only differences between clips mean anything; the Rao-Kupper tie parameter
+``log_theta`` saved with the model says how far apart two clips must be before annotators stop
+calling them a tie).
 
 A saved model is a directory, the files ``tandem reward train`` registers in MLflow:
 ``reward.json`` (format, config, heads, log theta, held-out metrics, what it was trained on)
@@ -32,12 +32,12 @@ import torch
 from torch import nn
 
 from model.config import from_dict, to_dict
-from reward.backbones import build_backbone
-from reward.backbones.latent import LatentBackboneConfig
-from reward.backbones.omni import OmniBackboneConfig
-from reward.frozen_nets import copy_net
-from reward.rankings import AXES
-from reward.sources import Clips
+from reward.annotation.rankings import AXES
+from reward.scoring.backbones import build_backbone
+from reward.scoring.backbones.latent import LatentBackboneConfig
+from reward.scoring.backbones.omni import OmniBackboneConfig
+from reward.scoring.frozen_nets import copy_net
+from reward.scoring.sources import Clips
 
 FORMAT = "tandem-reward/1"
 FROZEN_NETS = ("sync_net", "text_net")  # LatentBackboneConfig fields naming a pretrained net's directory
@@ -87,7 +87,8 @@ class RewardModel(nn.Module):
 
     @torch.no_grad()
     def score(self, clips: Clips) -> dict[str, torch.Tensor]:
-        """head -> (B,) scores on the CPU, higher is better (``reward.sources.RewardSource``)."""
+        """head -> (B,) scores on the CPU, higher is better (a
+        ``reward.scoring.sources.RewardSource``)."""
         was_training = self.training
         self.eval()
         try:
@@ -158,7 +159,7 @@ def load_reward_model(path: str | Path, device: str | torch.device = "cpu", **co
 
 
 def load_reward_source(local_path_or_files: str | Path, device: str | torch.device = "cpu") -> RewardModel:
-    """A trained reward model as a ``reward.sources.RewardSource`` (what alignment combines
+    """A trained reward model as a ``reward.scoring.sources.RewardSource`` (what alignment combines
     with metric heads). ``models:/tandem-reward@ALIAS`` is resolved by
     ``pipelines.reward_cmd.open_reward_source``, which then calls this."""
     return load_reward_model(local_path_or_files, device)

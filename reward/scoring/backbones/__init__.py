@@ -5,8 +5,8 @@ Every backbone is an ``nn.Module`` with
 - ``uses``: ``"latents"`` (scores tandem's latents + the prompt's text embedding, no decoding)
   or ``"media"`` (decoded frames and waveform + the prompt text);
 - ``feature_dim``: width of the per-head features;
-- ``forward(clips: reward.sources.Clips) -> (B, H, feature_dim)``: one feature vector per head,
-  read at the head's own query token (VideoAlign's "heads on special tokens");
+- ``forward(clips: reward.scoring.sources.Clips) -> (B, H, feature_dim)``: one feature vector per
+  head, read at the head's own query token (VideoAlign's "heads on special tokens");
 - ``trainable_state()`` / ``load_trainable_state(state)``: the weights a saved reward model
   stores (everything for ``latent``; LoRA, reward-token embeddings for ``omni``, whose frozen
   base loads from its local path).
@@ -20,13 +20,14 @@ BACKBONES = ("latent", "omni")
 
 
 def build_backbone(cfg, heads: tuple[str, ...]):
-    """The backbone ``cfg.backbone`` names (``cfg``: reward.model.RewardModelConfig)."""
+    """The backbone ``cfg.backbone`` names (``cfg``: a
+    ``reward.scoring.reward_model.RewardModelConfig``)."""
     if cfg.backbone == "latent":
-        from reward.backbones.latent import LatentBackbone
+        from reward.scoring.backbones.latent import LatentBackbone
 
         return LatentBackbone(cfg.latent, heads)
     if cfg.backbone == "omni":
-        from reward.backbones.omni import OmniBackbone
+        from reward.scoring.backbones.omni import OmniBackbone
 
         return OmniBackbone(cfg.omni, heads)
     raise ValueError(f"unknown reward backbone {cfg.backbone!r}; choose one of {', '.join(BACKBONES)}")

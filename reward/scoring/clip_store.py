@@ -1,10 +1,11 @@
-"""Clips on disk -> ``reward.sources.Clips`` batches, for training, scoring and metric heads.
+"""Clips on disk -> ``reward.scoring.sources.Clips`` batches: what training, scoring and metric
+heads read.
 
 A clip is a rollout sample (``samples/<id>.mp4`` + ``.json`` + ``.latents.safetensors``, see
-``reward.rollouts``) or any mp4. ``find_clips`` accepts rollout directories, folders of mp4s,
-sample json / mp4 paths; ``ClipStore`` loads what a source ``uses`` (latents, or decoded media)
-once per clip and batches clips of equal shape (a batch is one tensor per modality; prompts of
-different lengths are padded with a mask).
+``reward.rollouts.rollout_dir``) or any mp4. ``find_clips`` accepts rollout directories, folders of
+mp4s, sample json / mp4 paths; ``ClipStore`` loads what a source ``uses`` (latents, or decoded
+media) once per clip and batches clips of equal shape (a batch is one tensor per modality; prompts
+of different lengths are padded with a mask).
 """
 
 from __future__ import annotations
@@ -17,8 +18,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from reward.rollouts import read_rollouts, sample_paths
-from reward.sources import Clips
+from reward.rollouts.rollout_dir import read_rollouts, sample_paths
+from reward.scoring.sources import Clips
 
 
 @dataclass
@@ -178,7 +179,7 @@ class ClipStore:
 
 
 def score_clip_files(source, clips: list[ClipFile], batch_size: int = 16) -> list[dict[str, float]]:
-    """Per clip (in order): head -> score, from any ``reward.sources.RewardSource``."""
+    """Per clip (in order): head -> score, from any ``reward.scoring.sources.RewardSource``."""
     store = ClipStore(clips, source.uses, cache=False)
     out: list[dict[str, float]] = [{} for _ in clips]
     for start in range(0, len(clips), batch_size):

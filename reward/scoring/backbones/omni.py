@@ -34,7 +34,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from reward.sources import Clips
+from reward.scoring.sources import Clips
 
 CLIP_MEAN, CLIP_STD = (0.48145466, 0.4578275, 0.40821073), (0.26862954, 0.26130258, 0.27577711)
 SYSTEM = "You are a careful judge of generated videos with sound."

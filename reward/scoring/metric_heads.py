@@ -1,7 +1,7 @@
 """Metric heads: reward sources that need no training, so alignment can start before any human
 ranking exists, and can watch a property it does not optimise (reward hacking shows up there).
 
-Each is a ``reward.sources.RewardSource`` on decoded clips (``uses = "media"``), higher is
+Each is a ``reward.scoring.sources.RewardSource`` on decoded clips (``uses = "media"``), higher is
 better, measured the way curation measures the same property:
 
 - ``LoudnessClipping`` (heads ``loudness``, ``clipping``): integrated loudness by ITU-R
@@ -14,7 +14,7 @@ better, measured the way curation measures the same property:
   the absolute offset in ms. A clip whose offset cannot be told scores as if it were off by
   ``unmeasured_ms``, so a policy is never rewarded for making sync unmeasurable (hiding the
   face, silencing the track).
-- ``Brightness`` and ``Loudness`` from ``reward.sources``.
+- ``Brightness`` and ``Loudness`` from ``reward.scoring.sources``.
 
 ``METRIC_HEADS`` maps a name to a factory (the names alignment recipes and
 ``tandem reward score metric:NAME`` use); ``metric_source("motion")`` builds one,
@@ -29,7 +29,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from reward.sources import Brightness, Clips, Loudness, RewardSource
+from reward.scoring.sources import Brightness, Clips, Loudness, RewardSource
 
 SILENCE_LUFS = -70.0  # BS.1770's absolute gate: quieter than this is silence
 

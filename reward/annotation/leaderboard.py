@@ -3,8 +3,8 @@
 Items are the rankings table's items (rollout sample ids) or, with ``by``, any value those
 items map to (``tandem annotate leaderboard RANKINGS --by checkpoint`` maps each sample to its
 rollout json's checkpoint, so the judgements compare checkpoints). Scores are the maximum-
-likelihood log-strengths of ``reward.preference`` (Rao-Kupper, Eq. 2, where an axis has ties;
-plain Bradley-Terry, Eq. 1, where it has none), mean zero per axis: a difference of 1 means
+likelihood log-strengths of ``reward.annotation.preference`` (Rao-Kupper, Eq. 2, where an axis has
+ties; plain Bradley-Terry, Eq. 1, where it has none), mean zero per axis: a difference of 1 means
 odds of e:1 of being preferred (before ties).
 
 Intervals: a percentile bootstrap that resamples annotation *tasks* (a ranking of K clips is
@@ -22,7 +22,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from reward.preference import OUTCOMES, fit_scores, outcome_codes
+from reward.annotation.preference import OUTCOMES, fit_scores, outcome_codes
 
 log = logging.getLogger(__name__)
 CSV_COLUMNS = ("item", "axis", "score", "ci_low", "ci_high")

@@ -2,8 +2,8 @@
 
 An export is the JSON list ``[{id, data, annotations: [{id, completed_by, result, was_cancelled,
 created_at, ...}], ...}]`` that Label Studio's JSON export (and ``tandem annotate pull``) writes.
-Its tasks must be tandem tasks (``data.tandem``, see ``reward.annotation``) of one annotation
-config. Result shapes read (one per axis, ``from_name`` = the axis):
+Its tasks must be tandem tasks (``data.tandem``, see ``reward.annotation.labelstudio_tasks``) of one
+annotation config. Result shapes read (one per axis, ``from_name`` = the axis):
 
 - ``choices``: ``{"choices": ["A better" | "B better" | "Tie"]}``
 - ``pairwise``: ``{"selected": "left" | "right"}``
@@ -28,7 +28,7 @@ from dataclasses import dataclass, field
 from itertools import combinations
 from pathlib import Path
 
-from reward.annotation import CHOICES, PAIRWISE_SELECTED
+from reward.annotation.labelstudio_tasks import CHOICES, PAIRWISE_SELECTED
 
 MAX_LISTED = 20  # errors quoted in one message
 

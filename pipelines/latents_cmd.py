@@ -42,7 +42,7 @@ from curation.ffmpeg import stable_message
 from curation.shards import damaged_shards, missing_members, read_clip_shard
 from curation.watchdog import beat
 from model.config import run_only
-from pipelines.config import ConfigError, output_hash, save_config, to_dict
+from pipelines.config_loader import ConfigError, output_hash, save_config, to_dict
 from pipelines.fingerprints import content_ids
 from pipelines.worker_faults import guard_shard
 from training.buckets import BucketConfig
@@ -185,7 +185,7 @@ class ClipShardEncoder:
     """Ray Data actor: encodes whole clip shards into latent shards."""
 
     def __init__(self, cfg: dict, out_dir: str):
-        from pipelines.config import from_dict
+        from pipelines.config_loader import from_dict
 
         self.cfg = from_dict(LatentsConfig, cfg)
         self.out_dir = Path(out_dir)
@@ -390,7 +390,7 @@ def summary(result: LatentsResult) -> str:
 
 def main(args) -> int:
     """``tandem latents`` (arguments parsed by pipelines/cli.py)."""
-    from pipelines.config import load_config
+    from pipelines.config_loader import load_config
     from pipelines.train_cmd import resolve_recipe
 
     try:

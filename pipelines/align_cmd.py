@@ -1,11 +1,11 @@
-"""``tandem align``: DanceGRPO alignment (reward/align.py) on Ray Train + DeepSpeed, in MLflow.
+"""``tandem align``: DanceGRPO alignment (reward/grpo/align.py) on Ray Train + DeepSpeed, in MLflow.
 
     tandem align --config debug_cpu                 # any CPU box: fresh debug model, built-in prompts
     tandem align --config 1b_8gpu init=models:/tandem-dit@prod [key=value ...] [--address ADDR]
     tandem submit --address http://HEAD:8265 align -- --config 1b_8gpu
 
 ``--config`` takes a recipe name (``pipelines/recipes/align_<name>.yaml``) or a YAML path, then
-``key=value`` overrides of ``reward.align.AlignConfig``. Before Ray starts, a preflight checks
+``key=value`` overrides of ``reward.grpo.align.AlignConfig``. Before Ray starts, a preflight checks
 what can be checked and exits 2 with the fix: the recipe's fields, ``grpo.group_size`` >= 2, the
 starting checkpoint (it exists, resolves from the registry, and was made with the recipe's
 preset), every ``models:/tandem-reward@ALIAS`` source (the alias resolves and a loader
@@ -26,11 +26,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from model.config import flatten
-from pipelines.config import ConfigError, from_dict, load_config, to_dict
+from pipelines.config_loader import ConfigError, from_dict, load_config, to_dict
 from pipelines.ray_train import check_resume, fit_in_run, run_id_of, start_worker_run
 from pipelines.registry import RegistryError, check_alias, is_model_uri, lineage, register, resolve
 from pipelines.tracking import default_tracking_uri, describe_run
-from reward.align import AlignConfig, model_config
+from reward.grpo.align import AlignConfig, model_config
 from training.resume import checkpoint_dir
 
 log = logging.getLogger(__name__)
@@ -97,14 +97,14 @@ def preflight(cfg: AlignConfig) -> Plan:
     """Check ``cfg`` before Ray starts, fetch registry references under storage; raises
     PreflightError (or ConfigError) with the fix."""
     from model.presets import get_preset
-    from reward.align_inputs import (
+    from reward.grpo.align_inputs import (
         BUILTIN_PROMPTS,
         build_sources,
         describe_config,
         load_reward_model,
         read_prompts,
     )
-    from training.checkpoints import checkpoint_config
+    from training.checkpoint_loader import checkpoint_config
 
     try:
         get_preset(cfg.preset)
@@ -169,7 +169,7 @@ def _align_loop(config: dict) -> None:
     import ray.train
     import torch
 
-    from reward.align import Aligner
+    from reward.grpo.align import Aligner
 
     cfg = from_dict(AlignConfig, config["align"])
     torch.set_num_threads(max(1, int(cfg.workers.cpus_per_worker)))
@@ -279,7 +279,7 @@ def register_aligned(cfg: AlignConfig):
 def _record_lineage(cfg: AlignConfig, version, weights: Path, started: dict[str, str], uri: str) -> None:
     """The init checkpoint (its run: the ``init.run_id`` the preflight found), every reward
     model and the prompts in; the registered aligned model out."""
-    from pipelines.config import output_hash
+    from pipelines.config_loader import output_hash
     from pipelines.lineage import Data, file_sha256, model_data, record_run, weights_digest
 
     inputs = []

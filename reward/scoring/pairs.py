@@ -1,6 +1,6 @@
 """Judgements as index arrays, split into training and held-out, with every row accounted for.
 
-``prepare_pairs(rows, clips, heads, ...)`` turns rankings rows (``reward.rankings``) into
+``prepare_pairs(rows, clips, heads, ...)`` turns rankings rows (``reward.annotation.rankings``) into
 ``Judgements`` (item index a, item index b, head index, outcome code) over ``clips`` (the
 rollout samples the rows compare). The held-out set is either a second rankings table (e.g. a
 consensus set several annotators agreed on) or the judgements among a hashed fraction of the
@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from reward.preference import TIE, outcome_codes
+from reward.annotation.preference import TIE, outcome_codes
 
 
 @dataclass

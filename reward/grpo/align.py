@@ -1,12 +1,12 @@
-"""The alignment trainer: DanceGRPO steps (reward/grpo.py) on a DeepSpeed engine, with EMA,
-checkpoints, resume, periodic evaluation and a reward-hacking monitor.
+"""The alignment trainer: DanceGRPO steps (reward/grpo/grpo_step.py) on a DeepSpeed engine, with
+EMA, checkpoints, resume, periodic evaluation and a reward-hacking monitor.
 
 It is the Trainer's sibling and reuses its pieces: ``training.engine.build_engine`` (ZeRO-2/3,
 precision, clipping), ``training.ema.EMA``, the warmup schedule and per-(seed, step, rank)
 generators of ``training.trainer``, and DeepSpeed checkpoints with the step, EMA and monitor
 in their client state. Every random draw (prompts, group noise, trained steps) is a function
 of (seed, step, rank), so a run resumed from a checkpoint logs what the uninterrupted run
-would have logged. Runs under plain torchrun or inside Ray Train (pipelines/align.py).
+would have logged. Runs under plain torchrun or inside Ray Train (pipelines/align_cmd.py).
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ import torch.distributed as dist
 
 from model.config import ConfigError, run_only
 from model.sequence import SequenceConfig
-from reward.align_inputs import (
+from reward.grpo.align_inputs import (
     BUILTIN_EVAL_PROMPTS,
     BUILTIN_PROMPTS,
     RewardSourceConfig,
@@ -32,7 +32,7 @@ from reward.align_inputs import (
     parse_rewards,
     read_prompts,
 )
-from reward.grpo import (
+from reward.grpo.grpo_step import (
     GRPOConfig,
     Head,
     PromptBatch,
@@ -41,8 +41,8 @@ from reward.grpo import (
     restrict_to_branch,
     rollout,
 )
-from reward.sources import Clips
-from training.checkpoints import load_weights_into
+from reward.scoring.sources import Clips
+from training.checkpoint_loader import load_weights_into
 from training.clip_encoder import EncoderConfig
 from training.engine import EngineConfig
 from training.resume import Resumable

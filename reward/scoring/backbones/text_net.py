@@ -14,7 +14,7 @@ the prompt on its own, and the score is the share that match:
 The temporal conv (9 latents wide by default) follows each location through time, as a
 drifting texture shows more of itself over a clip than in one latent.
 
-It learns from captioned clips (``reward.text_pretrain``: the curated latent shards, caption
+It learns from captioned clips (``reward.scoring.text_pretrain``: the curated latent shards, caption
 embeddings included) with SigLIP's pairwise sigmoid loss (Zhai et al. 2023, "Sigmoid loss for
 language image pre-training", eq. 1), every location and time of a clip against every caption
 of the batch. A sigmoid per pair, unlike CLIP's softmax over the batch, makes p(x, t) an

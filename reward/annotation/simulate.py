@@ -19,12 +19,12 @@ prompt_alignment  ``aligned``: weight of the prompt's look    more (the rest: an
 overall           the mean of the first three qualities    higher
 ================  =====================================  ======================================
 
-``make_rollouts`` renders the clips, writes each as a rollout sample (``reward.rollouts``:
-mp4, json with the true properties under ``simulated``, latents encoded with the debug VAEs
-and text encoder of ``training.clip_encoder``, so the latents carry what the pixels carry).
-``simulate_rankings`` compares samples of a group the way annotators rank a group: per axis,
-a tie when the qualities differ by less than ``tie_margin``, otherwise the better one, flipped
-with probability ``noise``.
+``make_rollouts`` renders the clips, writes each as a rollout sample
+(``reward.rollouts.rollout_dir``: mp4, json with the true properties under ``simulated``, latents
+encoded with the debug VAEs and text encoder of ``training.clip_encoder``, so the latents carry what
+the pixels carry). ``simulate_rankings`` compares samples of a group the way annotators rank a
+group: per axis, a tie when the qualities differ by less than ``tie_margin``, otherwise the better
+one, flipped with probability ``noise``.
 """
 
 from __future__ import annotations
@@ -134,7 +134,7 @@ def make_rollouts(directory, groups: int, per_group: int = 4, seed: int = 0,
     Clips are encoded ``encode_batch`` at a time (the debug video VAE is ~5x faster per clip
     in batches of 16 than one by one on a CPU)."""
     from model.media import to_uint8_frames, write_mp4
-    from reward.rollouts import finish_sample, sample_paths
+    from reward.rollouts.rollout_dir import finish_sample, sample_paths
     from training.clip_encoder import ClipEncoder, EncoderConfig
 
     cfg = cfg or SimulationConfig()
@@ -186,7 +186,7 @@ def make_rollouts(directory, groups: int, per_group: int = 4, seed: int = 0,
 def make_footage(directory, clips: int, seed: int = 0, cfg: SimulationConfig | None = None) -> list[Path]:
     """``clips`` in-sync mp4s (offset 0) of the simulation's scenes, each long enough for a
     ``cfg.duration_s`` window shifted by up to ``cfg.max_offset_s`` either way: the footage
-    ``reward.sync_pretrain`` shifts the sound of, standing in for curated clips."""
+    ``reward.scoring.sync_pretrain`` shifts the sound of, standing in for curated clips."""
     from model.media import to_uint8_frames, write_mp4
 
     cfg = cfg or SimulationConfig()
@@ -197,7 +197,7 @@ def make_footage(directory, clips: int, seed: int = 0, cfg: SimulationConfig | N
     for k in range(clips):
         props = {p: float(rng.uniform()) for p in PROPERTIES} | {"offset": 0.0, "aligned": 1.0}
         # the event in the middle 1.2 s, so that every window pretraining cuts (a shift away
-        # from either end, see reward.sync_pretrain.cut_windows) holds it
+        # from either end, see reward.scoring.sync_pretrain.cut_windows) holds it
         video, audio = render(props, long, rng, scene=int(rng.integers(2**31)), margin_s=(long.duration_s - 1.2) / 2)
         paths.append(directory / f"footage{seed}-{k:04d}.mp4")
         write_mp4(paths[-1], to_uint8_frames(video), long.fps, audio.numpy(), long.sample_rate)
@@ -208,7 +208,7 @@ def make_captioned_shards(directory, clips: int, seed: int = 0, cfg: SimulationC
                           per_shard: int = 100) -> list[Path]:
     """``clips`` captioned clips, each wholly the look of the word its caption names, as latent
     shards (``training.latent_shards``, encoded like the rollouts): the curated, captioned
-    training clips ``reward.text_pretrain`` learns what a prompt looks like from."""
+    training clips ``reward.scoring.text_pretrain`` learns what a prompt looks like from."""
     from training.clip_encoder import ClipEncoder, EncoderConfig
     from training.encoders import format_of
     from training.latent_shards import write_latent_shard

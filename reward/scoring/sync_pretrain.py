@@ -1,5 +1,5 @@
-"""Teach a SyncNet on latents (``reward.backbones.sync_net``) what an A/V offset looks like, from
-footage that is in sync, by shifting its sound by known amounts (SyncNet's own recipe: Chung &
+"""Teach a SyncNet on latents (``reward.scoring.backbones.sync_net``) what an A/V offset looks like,
+from footage that is in sync, by shifting its sound by known amounts (SyncNet's own recipe: Chung &
 Zisserman 2016, sec. 3, false pairs from shifted audio; here the shift is the target).
 
     tandem reward sync-pretrain --footage CURATED_MP4S... --out runs/sync_net \
@@ -28,13 +28,13 @@ import numpy as np
 import torch
 
 from model.config import to_dict
-from reward.backbones.sync_net import LatentSyncNet, SyncNetConfig, offset_loss
-from reward.frozen_nets import load_net, save_net
+from reward.scoring.backbones.sync_net import LatentSyncNet, SyncNetConfig, offset_loss
+from reward.scoring.frozen_nets import load_net, save_net
 from training.encoders import EncoderConfig
 from training.trainer import warmup_cosine
 
 log = logging.getLogger(__name__)
-NAME = "sync_net"  # sync_net.json + sync_net.safetensors (reward.frozen_nets)
+NAME = "sync_net"  # sync_net.json + sync_net.safetensors (reward.scoring.frozen_nets)
 
 
 @dataclass

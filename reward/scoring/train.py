@@ -6,7 +6,7 @@ Launch it with the CLI (Ray Train, one or more workers; MLflow; registry):
 
 or in a plain loop / under torchrun, without Ray or MLflow:
 
-    from reward.train import RewardTrainConfig, train_reward
+    from reward.scoring.train import RewardTrainConfig, train_reward
     result = train_reward(RewardTrainConfig(), rankings_dir, [rollouts_dir])
 
 One step: draw up to ``clips_per_step`` clips by walking the training judgements in random
@@ -14,8 +14,8 @@ order, score each clip once, and use every judgement among them: the backbone's 
 clip, while a group of K samples ranked on several axes gives K(K-1)/2 pairs per axis, so a
 step learns from all of them at the price of K forwards. For each head, take the mean
 negative log-likelihood of that head's judgements under Rao-Kupper
-(``reward.preference`` Eq. 2; ``loss.ties=drop``: plain Bradley-Terry, Eq. 1, on the non-tied
-ones). The step's loss is the mean over the heads present, so a head with few labels is not
+(``reward.annotation.preference`` Eq. 2; ``loss.ties=drop``: plain Bradley-Terry, Eq. 1, on the
+non-tied ones). The step's loss is the mean over the heads present, so a head with few labels is not
 drowned out. log theta is a trained scalar (``loss.learn_theta``) or fixed at ``loss.theta``.
 
 Every ``eval_every`` steps and at the end, each head is scored on the held-out judgements:
@@ -24,7 +24,7 @@ Several ranks (torchrun, Ray Train) each draw their own clips for a step and ave
 ``engine=deepspeed`` puts large backbones on a ``training.engine`` DeepSpeed engine (ZeRO 0-2).
 Every ``checkpoint_every`` steps the run is saved under ``storage/checkpoints`` and a run
 started again on the same storage (a Ray worker restarted after a crash, or the same command
-run again) resumes from there exactly (``reward.checkpoint``).
+run again) resumes from there exactly (``reward.scoring.train_checkpoints``).
 """
 
 from __future__ import annotations
@@ -41,11 +41,11 @@ import torch
 from torch import nn
 
 from model.config import run_only
-from reward.clips import ClipStore, find_clips
-from reward.model import RewardModel, RewardModelConfig, clips_to
-from reward.pairs import Judgements, PreparedPairs, prepare_pairs
-from reward.preference import accuracy_with_ties, accuracy_without_ties, preference_loss
-from reward.rankings import read_rankings
+from reward.annotation.preference import accuracy_with_ties, accuracy_without_ties, preference_loss
+from reward.annotation.rankings import read_rankings
+from reward.scoring.clip_store import ClipStore, find_clips
+from reward.scoring.pairs import Judgements, PreparedPairs, prepare_pairs
+from reward.scoring.reward_model import RewardModel, RewardModelConfig, clips_to
 from training.collectives import all_reduce
 from training.engine import EngineConfig
 from training.resume import checkpoint_dir
@@ -196,14 +196,14 @@ class PreferenceTrainer:
 
     def resume(self) -> bool:
         """Continue from the latest checkpoint under storage, if any; True when resumed."""
-        from reward import checkpoint
+        from reward.scoring import train_checkpoints
 
-        return checkpoint.resume(self, self.checkpoint_dir)
+        return train_checkpoints.resume(self, self.checkpoint_dir)
 
     def save(self) -> None:
-        from reward import checkpoint
+        from reward.scoring import train_checkpoints
 
-        checkpoint.save(self, self.checkpoint_dir)
+        train_checkpoints.save(self, self.checkpoint_dir)
 
     def _batch(self, step: int) -> Judgements:
         """This rank's judgements for step ``step``: every one among up to ``clips_per_step``

@@ -1,8 +1,9 @@
 """Rollouts from a checkpoint: K joint audio-video samples per prompt, each reproducible alone.
 
 ``RolloutGenerator`` holds the DiT, the text encoder and the decoders and writes whole prompt
-groups into a rollouts directory (``reward.rollouts``: mp4 with audio, latents, json last).
-``tandem generate`` (pipelines/generate.py) runs one per Ray actor; it also runs in a plain loop.
+groups into a rollouts directory (``reward.rollouts.rollout_dir``: mp4 with audio, latents, json
+last). ``tandem generate`` (pipelines/generate_cmd.py) runs one per Ray actor; it also runs in a
+plain loop.
 
 Seeds: sample k of prompt p starts from the noise of ``sample_seed(seed, p, k)``, drawn on its
 own generator (video noise, then audio noise), so a sample does not depend on what else was
@@ -30,7 +31,7 @@ import torch
 from model.config import run_only, to_dict
 from model.presets import preset_name
 from model.sequence import SequenceConfig
-from reward.rollouts import finish_sample, is_done, sample_paths
+from reward.rollouts.rollout_dir import finish_sample, is_done, sample_paths
 from training.encoders import EncoderConfig
 
 log = logging.getLogger(__name__)
@@ -67,7 +68,8 @@ class Prompt:
     prompt_id: str
     text: str
     extra: dict = field(default_factory=dict)  # the JSONL line's other fields, kept in the json
-    references: dict[str, str] = field(default_factory=dict)  # "image1" -> file (reward.reference_media)
+    # "image1" -> file (reward.rollouts.reference_media)
+    references: dict[str, str] = field(default_factory=dict)
 
 
 def sample_seed(seed: int, prompt_id: str, k: int) -> int:
@@ -96,7 +98,7 @@ class RolloutGenerator:
 
     def __init__(self, checkpoint: str, cfg: RolloutConfig, identity: dict, out_dir: str | Path):
         """``identity``: the checkpoint as the json records it (``digest`` and ``tag`` at least)."""
-        from training.checkpoints import load_checkpoint, run_recipe
+        from training.checkpoint_loader import load_checkpoint, run_recipe
         from training.encoders import load_decoder, load_text
         from training.latent_shards import read_latent_format
 
@@ -132,7 +134,7 @@ class RolloutGenerator:
         """Denoised (video, audio) latents and the text features for one prompt (and its
         reference clips) and these seeds."""
         from model.sampling import Guidance, sample_ode
-        from reward.reference_media import encode_references
+        from reward.rollouts.reference_media import encode_references
 
         seq, dit, n = self.sequence, self.dit, len(seeds)
         noise_v, noise_a = [], []
@@ -150,7 +152,7 @@ class RolloutGenerator:
 
     def write_group(self, prompt: Prompt) -> dict:
         """Generate the prompt's missing samples; returns a progress row."""
-        from reward.reference_media import file_digest
+        from reward.rollouts.reference_media import file_digest
 
         started, tag, k_all = time.perf_counter(), self.identity["tag"], range(self.cfg.group_size)
         ids = [sample_id(tag, prompt.prompt_id, k) for k in k_all]

@@ -13,7 +13,7 @@ Two modes (``AnnotationConfig.mode``):
 Clips are grouped by prompt (``prompt_id`` of the rollout json, else the prompt text), across
 checkpoints, so pairs compare what several checkpoints made of one prompt. Every task carries,
 under ``data.tandem``, its id, its items and the config's digest, which is how
-``reward.labelstudio`` checks an export before importing it.
+``reward.annotation.labelstudio_exports`` checks an export before importing it.
 """
 
 from __future__ import annotations
@@ -99,7 +99,8 @@ def label_config(cfg: AnnotationConfig) -> str:
             title = html.escape(_title(axis))
             if axis == cfg.pairwise_tag_axis:
                 # the Pairwise tag cannot be required (Label Studio has no such option for it):
-                # an unanswered axis is counted by the import (reward/labelstudio.py)
+                # an unanswered axis is counted by the import
+                # (reward/annotation/labelstudio_exports.py)
                 out.append(f'  <Header value="{title}: {PAIRWISE_TAG_INSTRUCTION}" size="5"/>')
                 out.append(f'  <Pairwise name="{axis}" toName="clip_a,clip_b" selectionStyle="{PAIRWISE_SELECTION_STYLE}"/>')
                 continue
@@ -182,7 +183,8 @@ def default_media_root(rollouts) -> Path:
 
 
 def make_tasks(rollouts, cfg: AnnotationConfig) -> list[dict]:
-    """Label Studio tasks (``{"data": ...}``) for ``rollouts`` (``reward.rollouts.Rollout``)."""
+    """Label Studio tasks (``{"data": ...}``) for ``rollouts``
+    (``reward.rollouts.rollout_dir.Rollout``)."""
     cfg.check()
     if not rollouts:
         raise ConfigError("no rollouts to annotate")

@@ -9,7 +9,7 @@ Reward sources (recipe section ``rewards``, keyed by a name you choose)::
       level:      {source: loudness, options: {target_db: -20}, optimise: false, hacking_threshold: 3}
       quality:    {source: "models:/tandem-reward@prod", heads: [visual_quality, av_sync]}
 
-``source`` is a metric head of ``reward/sources.py`` by its name (its dataclass fields are
+``source`` is a metric head of ``reward/scoring/sources.py`` by its name (its dataclass fields are
 ``options``), or a trained reward model ``models:/tandem-reward@ALIAS``, which ``tandem align``
 resolves through the MLflow registry before Ray starts and loads with ``load_reward_model``.
 A source's heads are named ``<key>`` when it has one head and ``<key>.<head>`` otherwise;
@@ -29,8 +29,8 @@ from pathlib import Path
 import torch
 
 from model.config import ConfigError, from_dict
-from reward.grpo import Head
-from reward.sources import RewardSource
+from reward.grpo.grpo_step import Head
+from reward.scoring.sources import RewardSource
 
 MODEL_SCHEME = "models:/"
 
@@ -89,8 +89,8 @@ def parse_rewards(raw: dict) -> dict[str, RewardSourceConfig]:
 
 
 def metric_heads() -> dict[str, Callable[..., RewardSource]]:
-    """name -> factory of every metric head (``reward.metrics.METRIC_HEADS``)."""
-    from reward.metrics import METRIC_HEADS
+    """name -> factory of every metric head (``reward.scoring.metric_heads.METRIC_HEADS``)."""
+    from reward.scoring.metric_heads import METRIC_HEADS
 
     return dict(METRIC_HEADS)
 
@@ -98,7 +98,7 @@ def metric_heads() -> dict[str, Callable[..., RewardSource]]:
 def load_reward_model(path: str | Path, device: str | torch.device = "cpu") -> RewardSource:
     """A trained reward model (the files ``models:/tandem-reward@ALIAS`` resolved to) as a
     RewardSource."""
-    from reward.model import load_reward_source
+    from reward.scoring.reward_model import load_reward_source
 
     return load_reward_source(path, device)
 

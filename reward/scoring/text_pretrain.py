@@ -1,4 +1,4 @@
-"""Teach the text-match net (``reward.backbones.text_net``, a CLIPScore on latents) what a
+"""Teach the text-match net (``reward.scoring.backbones.text_net``, a CLIPScore on latents) what a
 prompt looks like, from captioned clips: the curated latent shards, which already hold each
 clip's latents and its caption's embedding from the encoders that made the rollouts.
 
@@ -6,7 +6,7 @@ clip's latents and its caption's embedding from the encoders that made the rollo
         [steps=2500 batch=32 lr=3e-3 net.hidden=128 ...]
 
 A batch is clips of one latent shape (one bucket) and their captions; the loss is SigLIP's
-pairwise sigmoid one (``reward.backbones.text_net.contrastive_loss``), captions of the same
+pairwise sigmoid one (``reward.scoring.backbones.text_net.contrastive_loss``), captions of the same
 text counting as matches. Samples without a caption or that cannot be read are skipped and
 counted, never fatal; a shard that cannot be indexed counts once, as ``unreadable_shard``.
 
@@ -30,12 +30,12 @@ import torch
 from torch.nn.utils.rnn import pad_sequence
 
 from model.config import to_dict
-from reward.backbones.text_net import LatentTextNet, TextNetConfig, contrastive_loss
-from reward.frozen_nets import load_net, save_net
+from reward.scoring.backbones.text_net import LatentTextNet, TextNetConfig, contrastive_loss
+from reward.scoring.frozen_nets import load_net, save_net
 from training.trainer import warmup_cosine
 
 log = logging.getLogger(__name__)
-NAME = "text_net"  # text_net.json + text_net.safetensors (reward.frozen_nets)
+NAME = "text_net"  # text_net.json + text_net.safetensors (reward.scoring.frozen_nets)
 
 
 @dataclass

@@ -1,0 +1,1 @@
+"""DanceGRPO alignment: the RL step, the trainer that runs it on DeepSpeed, and what it reads."""
