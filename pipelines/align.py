@@ -96,7 +96,7 @@ def preflight(cfg: AlignConfig) -> Plan:
         build_sources,
         describe_config,
         load_reward_model,
-        read_prompts,
+        prompt_texts,
     )
     from training.checkpoints import checkpoint_config
 
@@ -109,8 +109,8 @@ def preflight(cfg: AlignConfig) -> Plan:
     check_resume(cfg)  # a storage holding a run of another config: the keys that differ
     if not cfg.rewards:
         raise PreflightError("the recipe has no rewards: add e.g. rewards.brightness.source=brightness")
-    read_prompts(cfg.prompts_file, BUILTIN_PROMPTS)
-    read_prompts(cfg.eval.prompts_file, BUILTIN_PROMPTS)
+    prompt_texts(cfg.prompts_file, BUILTIN_PROMPTS)
+    prompt_texts(cfg.eval.prompts_file, BUILTIN_PROMPTS)
     metric = {k: v for k, v in cfg.rewards.items() if not is_model_uri(v.source)}
     build_sources(metric, {})  # metric heads are cheap: their options are checked here
     if not any(not r.optimise for r in cfg.rewards.values()):
