@@ -6,6 +6,9 @@ imports included.
   import model/, training/ and curation/; pipelines/ may import anything.
 - ray and mlflow are imported only under pipelines/, so every other package runs under plain
   Python or torchrun; deepspeed only under training/ (and pipelines/, which drives it).
+- No import cycles, within a package either: a module that needs another's helper and is
+  needed by it means the helper belongs lower (a cycle through a function-level import is one
+  too: it only waits for the call to bite).
 """
 
 import ast

@@ -10,7 +10,8 @@ import pytest
 
 from pipelines.cli import main
 from pipelines.config import save_config
-from pipelines.latents import LatentsConfig, encode_shard
+from pipelines.latents import LatentsConfig
+from pipelines.latents_encode import encode_shard
 from training.buckets import BucketConfig
 from training.clip_encoder import ClipEncoder, EncoderConfig
 from training.latent_shards import manifest_rows

@@ -77,7 +77,7 @@ def _rejects(out: Path) -> list[dict]:
 
 def _encode_in_process(todo, out_dir, cfg, address):
     """pipelines.latents' Ray step, in this process (one actor's work, shard by shard)."""
-    from pipelines.latents import encode_shard
+    from pipelines.latents_encode import encode_shard
     from training.clip_encoder import ClipEncoder
 
     encoder = ClipEncoder(cfg.encoder)
