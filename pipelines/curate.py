@@ -30,14 +30,15 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from curation.pipeline import PIPELINE_VERSION, CurationConfig, build_stages
 from curation.storage import Store
-from curation.tables import merge_units, report
-from curation.units import UNITS, plan_units
+from curation.units import UNITS
 from pipelines.config import ConfigError, add_run_arguments, output_hash, to_dict
 from pipelines.discover import discover
+
+if TYPE_CHECKING:  # the stages import scipy, OpenCV and PyAV: not for `tandem --help`
+    from curation.pipeline import CurationConfig
 
 log = logging.getLogger(__name__)
 CONTENT_IDS = ".work/content_ids.json"  # the inputs' content ids, by stat (pipelines/fingerprints.py)
@@ -76,6 +77,9 @@ def run_curation(inputs: list[str], out_dir: str | Path, cfg: CurationConfig | N
     in one MLflow run (``run_name``, by default ``curate INPUT...``) from start to end."""
     import yaml
 
+    from curation.pipeline import PIPELINE_VERSION, CurationConfig, build_stages
+    from curation.tables import merge_units, report
+    from curation.units import plan_units
     from pipelines.tracking import describe_run, open_tracker
 
     cfg = cfg or CurationConfig()
@@ -244,6 +248,7 @@ def add_parsers(subparsers) -> None:
 
 def main(args) -> int:
     """``tandem curate`` (arguments parsed by ``add_parsers``)."""
+    from curation.pipeline import CurationConfig
     from pipelines.config import load_config
     from pipelines.discover import InputError
 
