@@ -75,9 +75,9 @@ def plain_loop(shards: str, steps: int, batch: int, preset: str) -> float:
 
 
 def _recipe(shards: str, storage: str, steps: int, batch: int, extra: list[str] = ()):
-    from pipelines.train_cmd import load_recipe
+    from pipelines.train_cmd import load_train_recipe
 
-    return load_recipe("debug_cpu", [f"data.shards={shards}", "workers.cpus_per_worker=1", f"storage={storage}", f"steps={steps}",
+    return load_train_recipe("debug_cpu", [f"data.shards={shards}", "workers.cpus_per_worker=1", f"storage={storage}", f"steps={steps}",
                                      f"checkpoint_every={10**9}", "workers.num_workers=1", "sample.every=0",
                                      "ema_decay=0", f"engine.micro_batch_per_rank={batch}",
                                      f"data.batch_size={batch}", f"tracking_dir={storage}/runs", *extra])

@@ -7,7 +7,7 @@ inside, so a stall can be blamed on the stage that holds it.
 A unit that makes no progress for ``stall_s`` seconds is a fault of the machine, not of
 its data: a decoder waiting on a pipe nobody reads, a model wedged in a lock, a handoff
 that lost its end marker. Python cannot interrupt a thread stuck in C, so the executor
-decides what a stall does (``pipelines/units.py``): a Ray worker records it and ends its
+decides what a stall does (``curation/units.py``): a Ray worker records it and ends its
 own process, so Ray retries the unit and the source is quarantined as ``worker_stalled``
 after its retries; the in-process runner can only name the unit and the stage.
 """

@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import torch
 
 from model.audio_vae import AudioVAE
 from model.dit import DualDiT
-from model.media import to_uint8_frames, write_mp4
+from model.media import AVClip
 from model.references import Reference
 from model.sampling import Guidance, KnownLatents, sample_ode
 from model.sequence import SequenceConfig
@@ -29,17 +28,11 @@ class GenerationConfig:
 
 
 @dataclass
-class GeneratedClip:
-    video: torch.Tensor  # (B, 3, T, H, W) in [-1, 1]
-    audio: torch.Tensor  # (B, channels, samples)
+class GeneratedClip(AVClip):
+    """Decoded clips and the latents they were decoded from."""
+
     video_latents: torch.Tensor
     audio_latents: torch.Tensor
-    fps: float
-    sample_rate: int
-
-    def save_mp4(self, path: str | Path, index: int = 0) -> Path:
-        return write_mp4(path, to_uint8_frames(self.video[index]), self.fps,
-                         self.audio[index].float().cpu().numpy(), self.sample_rate)
 
 
 class JointGenerator:
@@ -80,5 +73,5 @@ def decode_latents(video_vae: VideoVAE, audio_vae: AudioVAE, vocoder: Vocoder, v
     log_mel = audio_vae.mel_to_log_mel(audio_vae.decode(audio_latents))
     audio = vocoder(log_mel[..., : seq.mel_frames])
     audio = torch.nn.functional.pad(audio, (0, max(0, seq.audio_samples - audio.shape[-1])))
-    return GeneratedClip(video, audio[..., : seq.audio_samples], video_latents, audio_latents,
-                         seq.fps, seq.sample_rate)
+    return GeneratedClip(video, audio[..., : seq.audio_samples], seq.fps, seq.sample_rate, video_latents,
+                         audio_latents)

@@ -1,8 +1,10 @@
 """Write a generated clip (frames + audio track) to an mp4 with PyAV (no ffmpeg binary), and
-the two decoding steps every reader of clips shares."""
+the two decoding steps every reader of clips shares. ``AVClip`` is the one record of decoded
+clips (what the joint generator and the latent decoders return)."""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
 
@@ -11,6 +13,21 @@ import numpy as np
 import torch
 
 _LAYOUTS = {1: "mono", 2: "stereo"}
+
+
+@dataclass
+class AVClip:
+    """A batch of decoded clips: frames and waveforms, and the rates they play at."""
+
+    video: torch.Tensor  # (B, 3, T, H, W) in [-1, 1]
+    audio: torch.Tensor  # (B, channels, samples), as long as the frames
+    fps: float
+    sample_rate: int
+
+    def save_mp4(self, path: str | Path, index: int = 0) -> Path:
+        """Clip ``index`` of the batch as an mp4 at ``path``."""
+        return write_mp4(path, to_uint8_frames(self.video[index]), self.fps,
+                         self.audio[index].float().cpu().numpy(), self.sample_rate)
 
 
 def frame_at(times: np.ndarray, targets: np.ndarray) -> np.ndarray:

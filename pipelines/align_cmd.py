@@ -26,10 +26,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from model.config import flatten
-from pipelines.config_loader import ConfigError, from_dict, load_config, to_dict
-from pipelines.ray_train import check_resume, fit_in_run, run_id_of, start_worker_run
+from pipelines.config_loader import ConfigError, add_recipe_arguments, load_recipe, to_dict
+from pipelines.ray_train import check_resume, fit_from_latest, fit_in_run
 from pipelines.registry import RegistryError, check_alias, is_model_uri, lineage, register, resolve
-from pipelines.tracking import default_tracking_uri, describe_run
+from pipelines.tracking import default_tracking_uri, describe_run, run_id_of
 from reward.grpo.align import AlignConfig, model_config
 from training.resume import checkpoint_dir
 
@@ -54,13 +54,7 @@ class Plan:
 
 
 def load_align_recipe(name_or_path: str, overrides: list[str] = ()) -> AlignConfig:
-    from pipelines.train_cmd import resolve_recipe
-
-    try:
-        recipe = resolve_recipe(name_or_path, kind="align")
-    except SystemExit as exc:  # an unknown recipe name
-        raise PreflightError(str(exc)) from None
-    return load_config(AlignConfig, recipe, list(overrides))
+    return load_recipe(AlignConfig, "align", name_or_path, overrides)
 
 
 def _check_shapes(cfg: AlignConfig) -> None:
@@ -102,7 +96,7 @@ def preflight(cfg: AlignConfig) -> Plan:
         build_sources,
         describe_config,
         load_reward_model,
-        read_prompts,
+        prompt_texts,
     )
     from training.checkpoint_loader import checkpoint_config
 
@@ -115,8 +109,8 @@ def preflight(cfg: AlignConfig) -> Plan:
     check_resume(cfg)  # a storage holding a run of another config: the keys that differ
     if not cfg.rewards:
         raise PreflightError("the recipe has no rewards: add e.g. rewards.brightness.source=brightness")
-    read_prompts(cfg.prompts_file, BUILTIN_PROMPTS)
-    read_prompts(cfg.eval.prompts_file, BUILTIN_PROMPTS)
+    prompt_texts(cfg.prompts_file, BUILTIN_PROMPTS)
+    prompt_texts(cfg.eval.prompts_file, BUILTIN_PROMPTS)
     metric = {k: v for k, v in cfg.rewards.items() if not is_model_uri(v.source)}
     build_sources(metric, {})  # metric heads are cheap: their options are checked here
     if not any(not r.optimise for r in cfg.rewards.values()):
@@ -165,33 +159,16 @@ def _init_mismatch(cfg: AlignConfig, found, described: str) -> str:
             + ", ".join(f"{k}: checkpoint {have[k]} vs recipe {want[k]}" for k in diff) + f"): set {' and '.join(fixes)}")
 
 
-def _align_loop(config: dict) -> None:
-    import ray.train
-    import torch
-
+def _align(cfg: AlignConfig, tracker, rank: int, config: dict) -> dict:
     from reward.grpo.align import Aligner
 
-    cfg = from_dict(AlignConfig, config["align"])
-    torch.set_num_threads(max(1, int(cfg.workers.cpus_per_worker)))
-    tracker, rank = start_worker_run(cfg, config)
-    try:
-        aligner = Aligner(cfg, tracker, init_path=config["init_path"], reward_paths=config["reward_paths"])
-        resumed = aligner.resume()
-        if rank == 0:
-            if config["new_run"]:
-                tracker.set_tags({"init": cfg.init or f"fresh {cfg.preset}", "init.resolved": config["init_path"],
-                                  **config["lineage"],
-                                  "rewards.optimised": ",".join(h.id for h in aligner.heads if h.optimised),
-                                  "rewards.held_out": ",".join(h.id for h in aligner.heads if not h.optimised)})
-            tracker.set_tags({"resumed_from_step": str(aligner.step if resumed else 0)})
-            log.info("rank 0: %s at step %d of %d", "resumed" if resumed else "starting", aligner.step, cfg.steps)
-        start = time.perf_counter()
-        history = aligner.fit(until=config.get("until"))
-        last = history[-1] if history else {}
-        ray.train.report({"step": aligner.step, "reward_mean": last.get("reward_mean", float("nan")),
-                          "seconds": time.perf_counter() - start})
-    finally:
-        tracker.release()  # the driver ends the run
+    aligner = Aligner(cfg, tracker, init_path=config["init_path"], reward_paths=config["reward_paths"])
+    history, seconds = fit_from_latest(aligner, tracker, rank, config, lambda: {
+        "init": cfg.init or f"fresh {cfg.preset}", "init.resolved": config["init_path"], **config["lineage"],
+        "rewards.optimised": ",".join(h.id for h in aligner.heads if h.optimised),
+        "rewards.held_out": ",".join(h.id for h in aligner.heads if not h.optimised)})
+    return {"step": aligner.step, "reward_mean": (history[-1] if history else {}).get("reward_mean", float("nan")),
+            "seconds": seconds}
 
 
 def progress_line(m: dict) -> str:
@@ -235,13 +212,12 @@ def run_alignment(cfg: AlignConfig, plan: Plan | None = None, *, address: str | 
     started = time.time()
     plan = plan or Plan()
     cfg.storage, cfg.tracking_dir = str(Path(cfg.storage).absolute()), str(Path(cfg.tracking_dir).absolute())
-    loop_config = {"align": to_dict(cfg), "init_path": plan.init_path, "reward_paths": plan.reward_paths,
-                   "lineage": plan.lineage}
+    loop_config = {"init_path": plan.init_path, "reward_paths": plan.reward_paths, "lineage": plan.lineage}
     stop = threading.Event()
     follower = threading.Thread(target=follow_progress, args=(Path(cfg.storage) / "progress.jsonl", stop), daemon=True)
     follower.start()
     try:
-        return fit_in_run(_align_loop, loop_config, cfg, address=address, started=started, until=until,
+        return fit_in_run(_align, loop_config, cfg, address=address, started=started, until=until,
                           run_name=run_name or describe_run("align", cfg.preset))
     finally:
         stop.set()
@@ -299,10 +275,7 @@ def _record_lineage(cfg: AlignConfig, version, weights: Path, started: dict[str,
 
 def add_parsers(subparsers) -> None:
     align = subparsers.add_parser("align", help="DanceGRPO alignment against reward sources (Ray Train + DeepSpeed)")
-    align.add_argument("--config", required=True, help="recipe name (debug_cpu, 1b_8gpu) or YAML path")
-    align.add_argument("--address", help="Ray cluster address (default: local Ray)")
-    align.add_argument("--run-name", help="MLflow / Ray run name")
-    align.add_argument("overrides", nargs="*", help="key=value recipe overrides (steps=50 grpo.group_size=8)")
+    add_recipe_arguments(align, "align", "steps=50 grpo.group_size=8")
     align.set_defaults(handler=align_handler)
 
 

@@ -18,6 +18,7 @@ with bootstrap intervals.
 
 from __future__ import annotations
 
+import argparse
 import hashlib
 import json
 import os
@@ -212,6 +213,15 @@ def cmd_import(args) -> int:
               f"{num(r['pairwise_agreement'], 9)} {num(r['krippendorff_alpha'], 6)}")
     print(f"  MLflow: run {run_id} (experiment {IMPORT_EXPERIMENT!r})")
     return 0
+
+
+def import_rankings(exports: list[str], out: str | Path, *, tasks: str | None = None,
+                    rollouts: list[str] = ()) -> int:
+    """``tandem annotate import`` called from Python (the pipeline's rankings stage): the same
+    checks, outputs, messages and exit code."""
+    args = argparse.Namespace(annotate_command="import", exports=list(exports), out=str(out), tasks=tasks,
+                              rollouts=list(rollouts))
+    return _guard(cmd_import)(args)
 
 
 def _track_import(args, out: Path, rankings: Path, result) -> str:

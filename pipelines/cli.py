@@ -31,69 +31,37 @@ from model.config import ConfigError
 from pipelines.ray_local import cluster_address
 
 TRAILING = ("inputs", "overrides", "args")  # a command's list of trailing positionals
-RUN_NAME_HELP = "MLflow run name (default: the command, its recipe, inputs and overrides)"
 # Overrides that say where a run's outputs and records go, not what it is: left out of its name.
 WHERE_KEYS = ("storage", "tracking_dir")
 
 
 def build_parser() -> argparse.ArgumentParser:
+    """Every command registers itself the same way: its module's ``add_parsers(subparsers)``
+    adds its parser(s), each with a ``handler`` default that takes the parsed args and
+    returns the exit code."""
+    from pipelines import (
+        align_cmd,
+        annotate,
+        curate,
+        demo,
+        generate_cmd,
+        latents_cmd,
+        lineage,
+        pipeline_cmd,
+        reward_cmd,
+        submit,
+        train_cmd,
+        ui,
+    )
+
     parser = argparse.ArgumentParser(prog="tandem", description=__doc__.split("\n\n")[0],
                                      formatter_class=argparse.RawDescriptionHelpFormatter,
                                      epilog="Run `tandem COMMAND --help` for a command's options.")
     parser.add_argument("--log-level", default=None, help="DEBUG, INFO (default), WARNING")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
-
-    demo = sub.add_parser("demo", help="run the main job on embedded defaults (local Ray, local MLflow, sample footage)")
-    demo.add_argument("--out", default="runs/demo", help="output directory (default: runs/demo)")
-    demo.add_argument("--address", default=None, help="Ray address (default: start a local instance)")
-    demo.add_argument("--no-train", action="store_true", help="stop after curation")
-
-    curate = sub.add_parser("curate", help="curate raw footage into clip shards")
-    curate.add_argument("inputs", nargs="*", metavar="INPUT",
-                        help="files, directories, globs or fsspec URIs; then key=value config overrides "
-                             "(e.g. shots.max_clip_s=8 sync.policy=reject)")
-    curate.add_argument("--out", help="output directory for shards, manifest, rejects and report")
-    curate.add_argument("--config", help="curation config YAML (see pipelines/curate.py CurationConfig)")
-    curate.add_argument("--address", help="Ray cluster address (default: start local Ray)")
-    curate.add_argument("--run-name", help=RUN_NAME_HELP)
-
-    latents = sub.add_parser("latents", help="encode clip shards into latent shards (VAEs + text encoder)")
-    latents.add_argument("clip_dir", metavar="CLIP_SHARDS_DIR",
-                         help="clip shards (*.tar): a `tandem curate --out` directory or its shards/")
-    latents.add_argument("overrides", nargs="*", metavar="key=value",
-                         help="config overrides (e.g. buckets.fps=12 encoder.video=ltx2 "
-                              "encoder.video_path=/models/ltx2/vae actors=4)")
-    latents.add_argument("--out", required=True, help="output directory for latent shards, manifest, stats")
-    latents.add_argument("--config", help="latents recipe (debug, 1b_ltx2, ...: pipelines/recipes/latents_*.yaml) "
-                                          "or YAML path (pipelines/latents_cmd.py LatentsConfig)")
-    latents.add_argument("--address", help="Ray cluster address (default: start local Ray)")
-    latents.add_argument("--run-name", help=RUN_NAME_HELP)
-
-    from pipelines.train_cmd import add_parsers as add_train_and_submit
-
-    add_train_and_submit(sub)
-    from pipelines.generate_cmd import add_parsers as add_generate
-
-    add_generate(sub)
-    from pipelines.annotate import add_parsers as add_annotate
-
-    add_annotate(sub)
-    from pipelines.align_cmd import add_parsers as add_align
-
-    add_align(sub)
-
-    from pipelines.reward_cmd import add_parsers as add_reward
-
-    add_reward(sub)
-    from pipelines.ui import add_parsers as add_ui
-
-    add_ui(sub)
-    from pipelines.lineage import add_parsers as add_lineage
-
-    add_lineage(sub)
-    from pipelines.pipeline_cmd import add_parsers as add_pipeline
-
-    add_pipeline(sub)
+    for command in (demo, curate, latents_cmd, train_cmd, submit, generate_cmd, annotate, align_cmd, reward_cmd, ui,
+                    lineage, pipeline_cmd):
+        command.add_parsers(sub)
     return parser
 
 
@@ -149,22 +117,7 @@ def _dispatch(parser: argparse.ArgumentParser, args) -> int:
     if args.command is None:
         parser.print_help()
         return 2
-    if args.command == "demo":
-        from pipelines.demo import run_demo
-
-        return run_demo(out=args.out, address=args.address, train=not args.no_train)
-    if args.command == "curate":
-        from pipelines.curate import main as curate_main
-
-        return curate_main(args)
-    if args.command == "latents":
-        from pipelines.latents_cmd import main as latents_main
-
-        return latents_main(args)
-    if hasattr(args, "handler"):
-        return args.handler(args)
-    parser.error(f"unknown command {args.command}")
-    return 2
+    return args.handler(args)
 
 
 if __name__ == "__main__":

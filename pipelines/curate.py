@@ -1,16 +1,15 @@
-"""The curation DAG: raw footage -> clip shards, on Ray Data.
+"""``tandem curate``: raw footage -> clip shards, the pipeline of ``curation/pipeline.py``
+executed on Ray Data and tracked in MLflow.
 
     tandem curate RAW... --out shards/ [--config curate.yaml] [key=value ...] [--address ADDR]
 
-probe -> shots (one decode: a source fans out into clips) -> motion -> prefilter -> clip
--> audio -> sync -> transcribe -> caption -> filter, each a stage from ``curation/``.
 The driver lists the inputs (names, sizes, content ids), plans work units
-(``pipelines/units.py``: a source, or a batch of small ones) and hands them to Ray
+(``curation/units.py``: a source, or a batch of small ones) and hands them to Ray
 (``pipelines/ray_adapter.py``). Workers fetch, hash and process their units and write
 each unit's shards and record to ``--out`` (a directory or an fsspec URI); the driver
 never reads a clip. At the end it merges the units' small tables into the manifest, the
-rejects table, ``stats.json`` and the report (``pipelines/curate_tables.py``), and logs
-the run to MLflow.
+rejects table, ``stats.json`` and the report (``curation/tables.py``), and logs the run
+to MLflow.
 
 Resume, exactly once: a unit is done once its record exists, and its id names the
 content of its sources, so a file only touched is still done and one whose bytes changed
@@ -29,105 +28,21 @@ import logging
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from curation.audio import AudioConfig, AudioStage
-from curation.caption import CaptionConfig, CaptionStage
-from curation.clip import ClipConfig, ClipStage
-from curation.filters import FilterConfig, FilterStage
-from curation.motion import MotionConfig, MotionStage
-from curation.probe import ProbeConfig, ProbeStage
-from curation.shards import ShardConfig
-from curation.shots import Handoff, ShotConfig, ShotStage
-from curation.stage import Stage
 from curation.storage import Store
-from curation.sync import SyncConfig, SyncStage
-from curation.transcribe import TranscribeConfig, TranscribeStage
-from model.config import run_only
-from pipelines.config_loader import ConfigError, output_hash, to_dict
-from pipelines.curate_tables import merge_units
+from curation.units import UNITS
+from pipelines.config_loader import ConfigError, add_run_arguments, output_hash, to_dict
 from pipelines.discover import discover
-from pipelines.units import UNITS, UnitConfig, plan_units
+
+if TYPE_CHECKING:  # the stages import scipy, OpenCV and PyAV: not for `tandem --help`
+    from curation.pipeline import CurationConfig
 
 log = logging.getLogger(__name__)
-PIPELINE_VERSION = "0.1.0"
 CONTENT_IDS = ".work/content_ids.json"  # the inputs' content ids, by stat (pipelines/fingerprints.py)
 CONFIG_MARKER = ".work/config_hash"  # output_hash of the config the finished units were made under
-
-
-@dataclass
-class RayConfig:
-    actor_pool_size: int = run_only(1)  # actors per model stage (transcribe, caption); output unchanged
-
-
-@dataclass
-class CurationConfig:
-    """Every field changes the shards (and so the resume identity, ``pipeline.config_hash``)
-    except those declared ``run_only``: a half-finished job resumes with more actors, under
-    another experiment name, or untracked, but not with other thresholds or models."""
-
-    probe: ProbeConfig = field(default_factory=ProbeConfig)
-    shots: ShotConfig = field(default_factory=ShotConfig)
-    clip: ClipConfig = field(default_factory=ClipConfig)
-    audio: AudioConfig = field(default_factory=AudioConfig)
-    motion: MotionConfig = field(default_factory=MotionConfig)
-    sync: SyncConfig = field(default_factory=SyncConfig)
-    transcribe: TranscribeConfig = field(default_factory=TranscribeConfig)
-    caption: CaptionConfig = field(default_factory=CaptionConfig)
-    filter: FilterConfig = field(default_factory=FilterConfig)
-    shards: ShardConfig = field(default_factory=ShardConfig)
-    units: UnitConfig = field(default_factory=UnitConfig)
-    ray: RayConfig = run_only(default_factory=RayConfig)  # output unchanged
-    # Stages left out of the DAG, e.g. [transcribe] where no Whisper weights are at hand.
-    # probe, shots and clip cannot be skipped: every later stage needs their output.
-    skip: list = field(default_factory=list)
-    experiment: str = run_only("tandem-curation")  # MLflow experiment; output unchanged
-    track: bool = run_only(True)  # log the run to MLflow; output unchanged
-
-
-REQUIRED_STAGES = ("probe", "shots", "clip")
-
-
-class PrefilterStage(FilterStage):
-    """The filter's thresholds on what is known before clipping (duration, motion)."""
-
-    name = "prefilter"
-
-
-def build_stages(cfg: CurationConfig, work_dir: Path, preflight: bool = True) -> list[Stage]:
-    """The DAG's stages; ``work_dir`` is the (worker-local) folder clips are made in."""
-    stages = [
-        ProbeStage(cfg.probe),
-        # One decode of the source: shots, per-frame analysis, and each clip's pixels and
-        # audio handed to the clip stage at its output size.
-        ShotStage(cfg.shots, handoff=Handoff(str(work_dir / "handoff"), cfg.clip.max_side, cfg.clip.sample_rate)),
-        # Motion reads the shot stage's arrays, so static and black clips are dropped
-        # here, before the clip stage spends an encode on them.
-        MotionStage(cfg.motion),
-        PrefilterStage(cfg.filter),
-        ClipStage(_with_work_dir(cfg.clip, work_dir / "clips")),
-        AudioStage(cfg.audio),
-        SyncStage(cfg.sync),
-        TranscribeStage(cfg.transcribe),
-        CaptionStage(cfg.caption),
-        FilterStage(cfg.filter),
-    ]
-    names = [s.name for s in stages]
-    unknown = sorted(set(cfg.skip) - set(names))
-    if unknown or set(cfg.skip) & set(REQUIRED_STAGES):
-        raise ConfigError(f"skip={cfg.skip}: only these stages can be skipped: "
-                          f"{[n for n in names if n not in REQUIRED_STAGES]}")
-    stages = [s for s in stages if s.name not in cfg.skip]
-    if preflight:
-        for stage in stages:
-            stage.preflight()
-    return stages
-
-
-def _with_work_dir(clip: ClipConfig, work_dir: Path) -> ClipConfig:
-    return replace(clip, work_dir=str(work_dir))
 
 
 @dataclass
@@ -162,6 +77,9 @@ def run_curation(inputs: list[str], out_dir: str | Path, cfg: CurationConfig | N
     in one MLflow run (``run_name``, by default ``curate INPUT...``) from start to end."""
     import yaml
 
+    from curation.pipeline import PIPELINE_VERSION, CurationConfig, build_stages
+    from curation.tables import merge_units, report
+    from curation.units import plan_units
     from pipelines.tracking import describe_run, open_tracker
 
     cfg = cfg or CurationConfig()
@@ -193,9 +111,9 @@ def run_curation(inputs: list[str], out_dir: str | Path, cfg: CurationConfig | N
         if todo:
             progress = _Progress(todo, len(files))
             if in_process:
-                from pipelines.ray_adapter import run_units_here
+                from curation.pipeline import run_here
 
-                run_units_here(todo, cfg, store, progress)
+                run_here(todo, cfg, store, progress)
             else:
                 from pipelines.ray_adapter import run_units
 
@@ -203,8 +121,6 @@ def run_curation(inputs: list[str], out_dir: str | Path, cfg: CurationConfig | N
         result = CurationResult(store.uri, *merge_units(store, units, len(files), time.time() - started))
         result.stats["sources_processed"] = sum(len(u["sources"]) for u in todo)  # the rest were done earlier
         store.write_text("stats.json", json.dumps(result.stats, indent=2))
-        from pipelines.curate_tables import report
-
         result.report = report(store, result.manifest, result.rejects, result.stats)
         if cfg.track:
             _track(tracker, result, cfg, store)
@@ -319,8 +235,20 @@ def split_args(positionals: list[str]) -> tuple[list[str], list[str]]:
     return inputs, overrides
 
 
+def add_parsers(subparsers) -> None:
+    curate = subparsers.add_parser("curate", help="curate raw footage into clip shards")
+    curate.add_argument("inputs", nargs="*", metavar="INPUT",
+                        help="files, directories, globs or fsspec URIs; then key=value config overrides "
+                             "(e.g. shots.max_clip_s=8 sync.policy=reject)")
+    curate.add_argument("--out", help="output directory for shards, manifest, rejects and report")
+    curate.add_argument("--config", help="curation config YAML (curation/pipeline.py CurationConfig)")
+    add_run_arguments(curate)
+    curate.set_defaults(handler=main)
+
+
 def main(args) -> int:
-    """``tandem curate`` (arguments parsed by pipelines/cli.py)."""
+    """``tandem curate`` (arguments parsed by ``add_parsers``)."""
+    from curation.pipeline import CurationConfig
     from pipelines.config_loader import load_config
     from pipelines.discover import InputError
 

@@ -76,8 +76,18 @@ def demo_overrides() -> list[str]:
     return [f"transcribe.model={tiny}", "transcribe.language=en"]
 
 
+def add_parsers(subparsers) -> None:
+    demo = subparsers.add_parser("demo", help="run the main job on embedded defaults (local Ray, local MLflow, "
+                                              "sample footage)")
+    demo.add_argument("--out", default="runs/demo", help="output directory (default: runs/demo)")
+    demo.add_argument("--address", default=None, help="Ray address (default: start a local instance)")
+    demo.add_argument("--no-train", action="store_true", help="stop after curation")
+    demo.set_defaults(handler=lambda args: run_demo(out=args.out, address=args.address, train=not args.no_train))
+
+
 def run_demo(out: str = "runs/demo", address: str | None = None, train: bool = True) -> int:
-    from pipelines.curate import CurationConfig, run_curation, summary
+    from curation.pipeline import CurationConfig
+    from pipelines.curate import run_curation, summary
 
     out_dir = Path(out).resolve()
     footage = out_dir / "footage"
@@ -88,8 +98,6 @@ def run_demo(out: str = "runs/demo", address: str | None = None, train: bool = T
     result = run_curation([str(footage)], out_dir / "curated", cfg, address=address, run_name="demo curate")
     print(summary(result), flush=True)
     if train and result.manifest:
-        from pipelines.train_cmd import run_training_demo
-
         log.info("encoding latents and training a few debug_cpu steps")
         trained = run_training_demo(out_dir / "curated" / "shards", out_dir)
         if trained.get("error"):
@@ -125,3 +133,53 @@ def _start_over_where_config_changed(out_dir: Path, cfg) -> None:
                 out_dir, ", ".join(stale))
     for name in stale:
         shutil.rmtree(out_dir / name, ignore_errors=True)
+
+
+def _restart_on_new_data(latents: Path, storage: Path, cfg=None) -> None:
+    """The demo's checkpoints belong to the latents they were trained on and to its recipe
+    (``cfg``): when the latents changed (other footage) or the recipe did (tandem changed
+    since), it trains afresh instead of resuming on stale data or under a config its run does
+    not show (which ``tandem train`` refuses)."""
+    from pipelines.config_loader import ConfigError
+    from pipelines.lineage import file_sha256
+    from pipelines.ray_train import check_resume
+    from training.latent_shards import manifest_path
+
+    digest = file_sha256(manifest_path(latents))
+    marker = storage / "trained_on.sha256"
+    if marker.exists() and marker.read_text().strip() != digest:
+        log.info("the latents changed since %s was trained: training it again", storage)
+        shutil.rmtree(storage)
+    elif cfg is not None:
+        try:
+            check_resume(cfg, {"data.shards": str(Path(cfg.data.shards).absolute())})
+        except ConfigError as exc:
+            log.info("training it again: %s", exc)
+            shutil.rmtree(storage)
+    storage.mkdir(parents=True, exist_ok=True)
+    marker.write_text(digest)
+
+
+def run_training_demo(clip_shards_dir: str | Path, out_dir: str | Path) -> dict:
+    """README main job, after curation: latents from the clip shards, then a few debug_cpu
+    steps ending with one generated sample. Returns {"latents", "checkpoints", "checkpoint"
+    (latest tag), "samples" (mp4 paths), "error", "mlflow" (tracking URI), "experiment",
+    "registered" (the tandem-dit version's URI)}."""
+    from pipelines.latents_cmd import run_latents_job
+    from pipelines.ray_train import register_trained, run_training
+    from pipelines.tracking import default_tracking_uri
+    from pipelines.train_cmd import latest_checkpoint, load_train_recipe
+    from training.resume import checkpoint_dir
+
+    out_dir = Path(out_dir)
+    latents = run_latents_job(clip_shards_dir, out_dir / "latents", run_name="demo latents").out_dir
+    # Sample footage gives clips of many shapes (one per latent bucket): batches of one.
+    cfg = load_train_recipe("debug_cpu", [f"data.shards={latents}", f"storage={out_dir / 'train'}", "steps=6",
+                                    "sample.every=6", "data.batch_size=1", "engine.micro_batch_per_rank=1"])
+    _restart_on_new_data(latents, out_dir / "train", cfg)
+    result = run_training(cfg, run_name="demo train")
+    registered = None if result.error else register_trained(cfg).uri  # and models:/tandem-dit@candidate
+    return {"latents": str(latents), "checkpoints": str(checkpoint_dir(cfg.storage)),
+            "samples": sorted(str(p) for p in (Path(cfg.storage) / "samples").glob("*.mp4")),
+            "checkpoint": latest_checkpoint(cfg.storage), "error": str(result.error) if result.error else None,
+            "mlflow": default_tracking_uri(cfg.tracking_dir), "experiment": cfg.experiment, "registered": registered}

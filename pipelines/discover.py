@@ -6,7 +6,7 @@ library is installed). Each file gets its path, size, version (mtime or ETag, fo
 people) and its content id (``pipelines/fingerprints.py``): a work unit is named by the
 content of its sources, so a file that was only touched or copied again is still done,
 and one whose bytes changed is new. Content ids remembered by the last run spare most of
-the hashing; the workers hash what they fetch again (``pipelines/units.py``), where
+the hashing; the workers hash what they fetch again (``curation/units.py``), where
 identical content is found and recorded as ``duplicate``.
 """
 

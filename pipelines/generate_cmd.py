@@ -19,16 +19,15 @@ same ``--out`` are refused. One MLflow run per invocation (experiment ``tandem-g
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
-import re
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from model.config import run_only
 from pipelines.config_loader import ConfigError, load_config, output_hash, save_config, to_dict
+from reward.rollouts.prompt_files import read_prompts
 from reward.rollouts.rollout_generator import Prompt, RolloutConfig, RolloutGenerator
 
 log = logging.getLogger(__name__)
@@ -42,79 +41,6 @@ class GenerateConfig:
     actors: int = run_only(1)  # generator actors (one GPU each where the cluster has GPUs)
     cpus_per_actor: float = run_only(0.5)  # fractional: a 2-CPU machine deadlocks otherwise
     track: bool = run_only(True)  # log an MLflow run
-
-
-def read_prompts(path: str | Path) -> list[Prompt]:
-    path = Path(path)
-    if not path.is_file():
-        raise ConfigError(f"--prompts {path}: no such file")
-    lines = [(n, line.strip()) for n, line in enumerate(path.read_text().splitlines(), 1)]
-    lines = [(n, line) for n, line in lines if line and not line.startswith("#")]
-    jsonl = path.suffix == ".jsonl" or (lines and all(line.startswith("{") for _, line in lines))
-    prompts, seen = [], {}
-    for n, line in lines:
-        references = {}
-        if jsonl:
-            try:
-                record = json.loads(line)
-            except ValueError as exc:
-                raise ConfigError(f"{path}:{n}: not JSON ({exc})") from exc
-            if not isinstance(record, dict) or not isinstance(record.get("prompt"), str) or not record["prompt"].strip():
-                raise ConfigError(f"{path}:{n}: each JSONL line needs a non-empty \"prompt\"")
-            text, pid = record.pop("prompt").strip(), str(record.pop("id", "") or "")
-            references = _references(record.pop("references", {}), path, n)
-        else:
-            text, pid, record = line, "", {}
-        if pid and not re.fullmatch(r"[A-Za-z0-9_.]+", pid):
-            raise ConfigError(f"{path}:{n}: id {pid!r} may hold letters, digits, '_' and '.' only")
-        _check_prompt(text, references, f"{path}:{n}")
-        pid = pid or _prompt_digest(text, references)
-        if pid in seen:
-            raise ConfigError(f"{path}:{n}: the same prompt (id {pid}) as line {seen[pid]}; "
-                              "use --group-size for more samples of one prompt")
-        seen[pid] = n
-        prompts.append(Prompt(pid, text, record, references))
-    if not prompts:
-        raise ConfigError(f"--prompts {path} holds no prompt")
-    return prompts
-
-
-def _prompt_digest(text: str, references: dict[str, str]) -> str:
-    """The prompt id: the same for the same prompt (and reference files' contents) wherever it runs."""
-    from reward.rollouts.reference_media import file_digest
-
-    key = text if not references else json.dumps([text, {t: file_digest(Path(p)) for t, p in sorted(references.items())}])
-    return hashlib.sha256(key.encode()).hexdigest()[:10]
-
-
-def _references(spec, path: Path, n: int) -> dict[str, str]:
-    """A JSONL line's ``references`` ({"image1": "dog.png", ...}, relative to the prompts file)."""
-    from reward.rollouts.reference_media import parse_tag
-
-    if not isinstance(spec, dict):
-        raise ConfigError(f"{path}:{n}: references must map tags (image1, video1, audio1) to files")
-    out = {}
-    for tag, file in spec.items():
-        try:
-            parse_tag(tag)
-        except ValueError as exc:
-            raise ConfigError(f"{path}:{n}: {exc}") from None
-        media = (path.parent / str(file)).resolve()
-        if not media.is_file():
-            raise ConfigError(f"{path}:{n}: reference {tag}: no such file {media}")
-        out[tag] = str(media)
-    return out
-
-
-def _check_prompt(text: str, references: dict[str, str], where: str) -> None:
-    from model.prompts import check_references, parse_prompt
-    from reward.rollouts.reference_media import parse_tag
-
-    try:
-        check_references(parse_prompt(text), {parse_tag(tag) for tag in references})
-    except ValueError as exc:
-        hint = "" if references else " (give reference clips in a JSONL prompts file: \"references\": {\"image1\": \"dog.png\"})"
-        raise ConfigError(f"{where}: {exc}{hint}") from None
 
 
 def resolve_source(checkpoint: str, out: Path) -> tuple[str, dict]:

@@ -7,11 +7,10 @@
 one per model preset: the encoders and buckets that preset is sized for) or a YAML path.
 Each actor holds a ``training.clip_encoder.ClipEncoder`` (video and audio autoencoders from
 the registry in training/encoders.py, text encoder; a GPU when the cluster has one) and
-turns one clip shard into one latent shard of the same name: every clip is decoded at its
-duration/aspect bucket, clips of one bucket are encoded together in batches (the VAEs' own
-tiling keeps 720p x 10 s clips in memory), into the format training/loader.py reads. A
-clip that cannot be used (too short for every bucket, broken media, a missing member)
-becomes a reject row (key, shard, reason, message), never a crash.
+turns one clip shard into one latent shard of the same name (``pipelines/latents_encode.py``):
+every clip is decoded at its duration/aspect bucket, clips of one bucket are encoded together
+in batches (the VAEs' own tiling keeps 720p x 10 s clips in memory), into the format
+training/loader.py reads. A clip that cannot be used becomes a reject row, never a crash.
 
 Resume: a shard's rejects are written next to it (``<name>.rejects.jsonl``), then the latent
 shard is written under a temp name and renamed, so a finished shard is exactly one whose
@@ -21,7 +20,8 @@ made from (``pipelines/fingerprints.py``): a clip shard that changed since, or i
 its latent shard removed (and encoded again). Before Ray starts, each pending clip shard's
 tar index is read: one cut short is named on a line, gets an ``unreadable_shard`` reject and
 is left for the next run (exit 1), the others are encoded. The driver then aggregates every
-shard into ``manifest.jsonl``, ``rejects.jsonl`` and ``stats.json`` and logs the run to MLflow.
+shard into ``manifest.jsonl`` (``training.latent_shards.write_manifest``), ``rejects.jsonl`` and
+``stats.json`` and logs the run to MLflow.
 """
 
 from __future__ import annotations
@@ -29,26 +29,36 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import os
 import shutil
-import tarfile
 import time
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from curation.ffmpeg import stable_message
-from curation.shards import damaged_shards, missing_members, read_clip_shard
-from curation.watchdog import beat
 from model.config import run_only
-from pipelines.config_loader import ConfigError, output_hash, save_config, to_dict
+from pipelines.config_loader import (
+    ConfigError,
+    add_recipe_arguments,
+    load_recipe,
+    output_hash,
+    save_config,
+    to_dict,
+)
 from pipelines.fingerprints import content_ids
+from pipelines.latents_encode import encode_shard, reject_row, rejects_path, set_aside_damaged
 from pipelines.worker_faults import guard_shard
 from training.buckets import BucketConfig
-from training.clip_encoder import ClipEncoder, EncoderConfig, SkipClip
+from training.clip_encoder import ClipEncoder, EncoderConfig
 from training.encoders import EncoderConfigError, check, describe
-from training.latent_shards import format_path, manifest_rows, write_latent_shard
+from training.latent_shards import (
+    MANIFEST,
+    format_path,
+    manifest_rows,
+    read_jsonl,
+    write_jsonl,
+    write_manifest,
+)
 
 log = logging.getLogger(__name__)
 EXPERIMENT = "tandem-latents"  # MLflow experiment
@@ -114,73 +124,6 @@ def pending_shards(clip_dir: str | Path, out_dir: str | Path) -> list[str]:
     return [str(p) for p in clip_shards(clip_dir) if not (out_dir / p.name).exists()]
 
 
-def rejects_path(out_dir: Path, shard_name: str) -> Path:
-    return out_dir / f"{Path(shard_name).stem}.rejects.jsonl"
-
-
-def _reject(key: str | None, shard: str, reason: str, message: str) -> dict[str, Any]:
-    return {"key": key, "shard": shard, "reason": reason, "message": stable_message(message)[:2000]}
-
-
-def _write_jsonl(path: Path, rows: list[dict]) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text("".join(json.dumps(r, sort_keys=True) + "\n" for r in rows))
-    os.replace(tmp, path)
-
-
-def _read_jsonl(path: Path) -> list[dict]:
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
-
-
-def _mark_unreadable(out_dir: Path, shard_name: str, message: str) -> None:
-    """An unreadable clip shard's one reject row; no latent shard, so the next run tries it again."""
-    _write_jsonl(rejects_path(out_dir, shard_name), [_reject(None, shard_name, "unreadable_shard", message)])
-
-
-def set_aside_damaged(todo: list[str], out_dir: Path) -> list[str]:
-    """``todo`` less the clip shards that are cut short, each named on a line before Ray
-    starts and recorded as an ``unreadable_shard`` reject (the run then exits 1)."""
-    damaged = damaged_shards(todo)
-    for shard, why in damaged.items():
-        log.warning("%s; not encoded (copy it again, or run `tandem curate` again), the others are", why)
-        _mark_unreadable(out_dir, Path(shard).name, why)
-    return [s for s in todo if s not in damaged]
-
-
-def encode_shard(encoder: ClipEncoder, buckets: BucketConfig, shard: str | Path, out_dir: Path) -> dict:
-    """One clip shard -> ``out_dir/<same name>`` (+ its rejects and format); returns a
-    progress row. Runs in a plain loop as well as in the Ray actor."""
-    started = time.perf_counter()
-    shard = Path(shard)
-    rejects = []
-    try:
-        samples = read_clip_shard(shard)
-    except (OSError, EOFError, tarfile.TarError) as exc:
-        # Not marked done: the next run retries it (a network filesystem may recover).
-        _mark_unreadable(out_dir, shard.name, f"{type(exc).__name__}: {exc}")
-        return {"shard": shard.name, "encoded": 0, "skipped": 1, "seconds": 0.0, "failed": True}
-    complete = []
-    for clip in samples:
-        if missing := missing_members(clip):
-            rejects.append(_reject(clip["__key__"], shard.name, "incomplete_sample",
-                                   "missing member(s): " + ", ".join(sorted(missing))))
-        else:
-            complete.append(clip)
-    # A GPU too small for a bucket raises (misconfiguration); broken media or odd metadata
-    # is that clip's problem, not the shard's.
-    # The encoder taking up its next clip is progress, for the stall watchdog (guard_shard).
-    latents, failures = encoder.encode_many((beat() or clip for clip in complete), buckets)
-    for key, exc in failures:
-        reason = exc.reason if isinstance(exc, SkipClip) else "encode_failed"
-        rejects.append(_reject(key, shard.name, reason, str(exc) if isinstance(exc, SkipClip)
-                               else f"{type(exc).__name__}: {exc}"))
-    # Rejects first, the shard last: a shard whose .tar exists is finished, rejects included.
-    _write_jsonl(rejects_path(out_dir, shard.name), sorted(rejects, key=lambda r: r["key"] or ""))
-    write_latent_shard(out_dir / shard.name, latents, encoder.latent_format(buckets))
-    return {"shard": shard.name, "encoded": len(latents), "skipped": len(rejects),
-            "seconds": time.perf_counter() - started, "failed": False}
-
-
 class ClipShardEncoder:
     """Ray Data actor: encodes whole clip shards into latent shards."""
 
@@ -197,7 +140,7 @@ class ClipShardEncoder:
 
     def encode(self, shard: Path) -> dict:
         def stalled(why: str) -> dict:
-            _write_jsonl(rejects_path(self.out_dir, shard.name), [_reject(None, shard.name, "worker_stalled", why)])
+            write_jsonl(rejects_path(self.out_dir, shard.name), [reject_row(None, shard.name, "worker_stalled", why)])
             return {"shard": shard.name, "encoded": 0, "skipped": 1, "seconds": 0.0, "failed": True}
 
         return guard_shard(self.out_dir / STALL_MARKS, shard.name, self.cfg.stall_s, stalled=stalled,
@@ -324,9 +267,9 @@ def _gather(shards: list[Path], out: Path, manifest_sha: str | None, started: fl
         else:
             failed.append(shard.name)
         if rejects_path(out, shard.name).exists():
-            rejects += _read_jsonl(rejects_path(out, shard.name))
-    _write_jsonl(out / "manifest.jsonl", manifest)
-    _write_jsonl(out / "rejects.jsonl", rejects)
+            rejects += read_jsonl(rejects_path(out, shard.name))
+    write_manifest(out, manifest)
+    write_jsonl(out / "rejects.jsonl", rejects)
     stats = {
         "source_manifest_sha256": manifest_sha,
         "clips_in": len(manifest) + len(rejects),
@@ -353,7 +296,7 @@ def _track(tracker, result: LatentsResult, cfg: LatentsConfig) -> None:
     tracker.log_metrics(metrics)
     tracker.set_tags({"source_manifest_sha256": stats["source_manifest_sha256"] or "none",
                       "latents.config_hash": output_hash(cfg)})
-    for name in ("config.yaml", "stats.json", "rejects.jsonl", "manifest.jsonl"):
+    for name in ("config.yaml", "stats.json", "rejects.jsonl", MANIFEST):
         tracker.log_artifact(out / name)
     result.mlflow_run_id, result.tracking_uri = tracker.run_id, tracker.tracking_uri
 
@@ -376,7 +319,7 @@ def summary(result: LatentsResult) -> str:
         "skipped: " + (", ".join(f"{r}={n}" for r, n in s["skipped"].items()) or "none"),
         "buckets: " + (", ".join(f"{b}={n}" for b, n in s["buckets"].items()) or "none"),
         f"  shards:   {result.out_dir} (*.tar)",
-        f"  manifest: {result.out_dir / 'manifest.jsonl'}",
+        f"  manifest: {result.out_dir / MANIFEST}",
         f"  rejects:  {result.out_dir / 'rejects.jsonl'}",
         f"  stats:    {result.out_dir / 'stats.json'}",
     ]
@@ -388,14 +331,20 @@ def summary(result: LatentsResult) -> str:
     return "\n".join(lines)
 
 
-def main(args) -> int:
-    """``tandem latents`` (arguments parsed by pipelines/cli.py)."""
-    from pipelines.config_loader import load_config
-    from pipelines.train_cmd import resolve_recipe
+def add_parsers(subparsers) -> None:
+    latents = subparsers.add_parser("latents", help="encode clip shards into latent shards (VAEs + text encoder)")
+    latents.add_argument("clip_dir", metavar="CLIP_SHARDS_DIR",
+                         help="clip shards (*.tar): a `tandem curate --out` directory or its shards/")
+    latents.add_argument("--out", required=True, help="output directory for latent shards, manifest, stats")
+    add_recipe_arguments(latents, "latents", "buckets.fps=12 encoder.video_path=/models/ltx2/vae actors=4",
+                         required=False)
+    latents.set_defaults(handler=main)
 
+
+def main(args) -> int:
+    """``tandem latents`` (arguments parsed by ``add_parsers``)."""
     try:
-        recipe = resolve_recipe(args.config, "latents") if args.config else None
-        cfg = load_config(LatentsConfig, recipe, args.overrides)
+        cfg = load_recipe(LatentsConfig, "latents", args.config, args.overrides)
         result = run_latents_job(args.clip_dir, args.out, cfg, address=args.address, run_name=args.run_name)
     except ValueError as exc:  # ConfigError and the bucket config's own checks
         print(f"tandem latents: {exc}", flush=True)

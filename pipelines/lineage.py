@@ -81,9 +81,11 @@ def weights_digest(path: str | Path) -> str:
 
 def latents_digest(latent_dir: str | Path) -> str:
     """Latent shards: their ``manifest.jsonl`` (``tandem latents`` writes it), else their names."""
+    from training.latent_shards import manifest_path
+
     latent_dir = Path(latent_dir)
-    if (latent_dir / "manifest.jsonl").is_file():
-        return file_sha256(latent_dir / "manifest.jsonl")
+    if manifest_path(latent_dir).is_file():
+        return file_sha256(manifest_path(latent_dir))
     names = "\n".join(sorted(p.name for p in latent_dir.glob("*.tar")))
     return "shards:" + hashlib.sha256(names.encode()).hexdigest()[:16]
 

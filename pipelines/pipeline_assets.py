@@ -167,11 +167,11 @@ def exports_of(spec: PipelineSpec) -> list[str]:
 
 
 def run_rankings(spec, cfg, upstream, out):
-    from pipelines.cli import main
+    from pipelines.annotate import import_rankings
     from pipelines.lineage import file_sha256
 
-    code = main(["annotate", "import", *exports_of(spec), "--out", str(out), "--tasks",
-                 upstream["annotation_tasks"]["path"], "--rollouts", upstream["rollouts"]["path"]])
+    code = import_rankings(exports_of(spec), out, tasks=upstream["annotation_tasks"]["path"],
+                           rollouts=[upstream["rollouts"]["path"]])
     if code:
         raise RuntimeError(f"annotate import exited {code} (its message is above)")
     digest = file_sha256(out / "rankings.parquet")[:16]

@@ -72,7 +72,7 @@ def stage_config(spec: StageSpec):
 
     name = spec.name
     if name == "curate":
-        from pipelines.curate import CurationConfig
+        from curation.pipeline import CurationConfig
 
         return load_config(CurationConfig, spec.recipe, spec.overrides)
     if name == "generate":
@@ -86,12 +86,9 @@ def stage_config(spec: StageSpec):
         cfg.pairs = str(cfg.pairs)  # `pairs=4` parses as a number
         cfg.check()
         return cfg
-    from pipelines.train_cmd import resolve_recipe
+    from pipelines.config_loader import resolve_recipe
 
-    try:
-        recipe = resolve_recipe(spec.recipe, RECIPE_KIND[name]) if spec.recipe else None
-    except SystemExit as exc:  # resolve_recipe's "unknown recipe ..."
-        raise ConfigError(str(exc)) from None
+    recipe = resolve_recipe(spec.recipe, RECIPE_KIND[name]) if spec.recipe else None
     if name == "latents":
         from pipelines.latents_cmd import LatentsConfig
 

@@ -28,8 +28,9 @@ from pathlib import Path
 import yaml
 
 from model.config import ConfigError, to_dict
+from pipelines.config_loader import RECIPES
 from training.encoders import EncoderConfig, EncoderConfigError, describe, encoder_names
-from training.latent_shards import LatentFormat, read_latent_format
+from training.latent_shards import LatentFormat, read_latent_format, read_manifest
 from training.loader import DataIndex, deal_batches, index_data
 from training.resume import checkpoint_dir
 from training.trainer import TrainConfig, model_config
@@ -39,8 +40,6 @@ DECODER_FIELDS = ("video", "video_path", "video_preset", "audio", "audio_path", 
 
 def latents_recipe(preset: str) -> str:
     """The latents recipe of ``preset``: the encoders and buckets it is sized for."""
-    from pipelines.train_cmd import RECIPES
-
     found = sorted(p.stem for p in [*RECIPES.glob(f"latents_{preset}.yaml"), *RECIPES.glob(f"latents_{preset}_*.yaml")])
     return found[0] if found else "latents_<preset>"
 
@@ -100,15 +99,11 @@ def check_decoder(cfg: TrainConfig, fmt: LatentFormat) -> None:
 
 
 def check_preset_fits(cfg: TrainConfig, model_cfg) -> None:
-    manifest = Path(cfg.data.shards) / "manifest.jsonl"
-    if not manifest.is_file():
+    rows = read_manifest(cfg.data.shards)
+    if rows is None:
         return
     pt, ph, pw = model_cfg.video.patch
-    shapes = set()
-    for line in manifest.read_text().splitlines():
-        if line.strip():
-            row = json.loads(line)
-            shapes.add((row.get("bucket"), tuple(row["video_shape"])))
+    shapes = {(row.get("bucket"), tuple(row["video_shape"])) for row in rows}
     for bucket, (_, t, h, w) in sorted(shapes, key=str):
         if t % pt or h % ph or w % pw:
             raise ConfigError(f"bucket {bucket}: video latents {t}x{h}x{w} do not split into preset {cfg.preset!r}'s "

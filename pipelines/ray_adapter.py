@@ -1,20 +1,21 @@
-"""The one place curation meets Ray Data.
+"""The one place curation meets Ray Data: an executor of the pipeline ``curation/`` defines.
 
-Each row of the dataset is one work unit (``pipelines/units.py``), pickled into a
+Each row of the dataset is one work unit (``curation/units.py``), pickled into a
 ``payload`` column: a unit's items are nested dicts whose keys differ from clip to clip
 (Arrow cannot unify them), and between segments the row also carries the unit's clip
 media as bytes, through Ray's object store.
 
-``run_units`` maps each segment of the DAG onto the dataset with the resources its
+``run_units`` maps each segment of the pipeline onto the dataset with the resources its
 stages declare: CPU segments as tasks (``num_cpus``), a model stage as an actor pool
 whose actors run ``setup()`` once and keep the model loaded (``num_gpus`` when the
-cluster has GPUs), taking a unit's clips as one batch. Every worker process builds
-the stages from the run's config once and keeps a scratch folder on its local disk.
+cluster has GPUs), taking a unit's clips as one batch. Every worker process holds one
+``curation.pipeline.UnitWorker`` (the stages built from the run's config, a scratch
+folder on its local disk); what runs on a unit is the library's, not this module's.
 
 Faults: a task that raises an infrastructure error (``OSError``, ``MemoryError``,
 ``InfrastructureError``) or whose worker dies is retried by Ray, up to
 ``max_worker_crashes + 1`` times, so a source that keeps killing its worker reaches the
-attempt that quarantines it (``pipelines/units.py``). A unit that stalls ends its
+attempt that quarantines it (``curation/units.py``). A unit that stalls ends its
 worker the same way. A worker that dies inside a stage's ``setup()`` is named, with its
 signal, by ``pipelines/worker_faults.py``. The driver sees one small summary per
 finished unit: a log line when there is no terminal, Ray Data's progress bars when there
@@ -23,22 +24,19 @@ is; and a line for each stall as it happens.
 
 from __future__ import annotations
 
-import atexit
-import contextlib
+import functools
 import logging
-import os
 import pickle
-import shutil
 import sys
 import tempfile
 import warnings
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
+from curation.pipeline import CurationConfig, UnitWorker, build_stages
 from curation.stage import InfrastructureError
 from curation.storage import Store
-from pipelines.units import Segment, run_segment, segments
+from curation.units import Segment, segments
 from pipelines.worker_faults import (
     SetupCrashed,
     StallReporter,
@@ -53,71 +51,9 @@ log = logging.getLogger(__name__)
 RETRIED = [OSError, MemoryError, InfrastructureError]
 
 
-class Worker:
-    """Per process: the stages built from the run's config, and a scratch folder."""
-
-    _cache: dict[str, Worker] = {}
-
-    def __init__(self, cfg: Any):
-        from pipelines.curate import build_stages
-
-        _remove_orphaned_scratch()
-        self.scratch = Path(tempfile.mkdtemp(prefix=f"{SCRATCH_PREFIX}{os.getpid()}-",
-                                             dir=os.environ.get("TANDEM_SCRATCH")))
-        atexit.register(shutil.rmtree, self.scratch, ignore_errors=True)
-        self.cfg = cfg
-        self.segments = segments(build_stages(cfg, self.scratch, preflight=False))
-        self._ready: set[int] = set()
-
-    @classmethod
-    def get(cls, cfg: Any) -> Worker:
-        key = repr(cfg)
-        if key not in cls._cache:
-            cls._cache[key] = cls(cfg)
-        return cls._cache[key]
-
-    def set_up(self, index: int, store: Store | None = None) -> None:
-        """The segment's stages' ``setup()``, once per process; on a Ray worker (``store``
-        given) under ``setup_guard``, so a death there is named."""
-        if index in self._ready:
-            return
-        for stage in self.segments[index].stages:
-            with setup_guard(store, stage.name) if store is not None else contextlib.nullcontext():
-                stage.setup()
-        self._ready.add(index)
-
-    def run(self, index: int, payload: dict, store: Store, on_ray: bool = False) -> dict:
-        self.set_up(index, store if on_ray else None)
-        try:
-            return run_segment(self.segments[index], payload, store, self.scratch, self.cfg.units,
-                               finish={"shards": self.cfg.shards, "pipeline_info": pipeline_info(self.cfg)},
-                               stop=end_this_worker if on_ray else None)
-        finally:
-            for child in self.scratch.iterdir():  # nothing of a unit outlives its segment here
-                shutil.rmtree(child, ignore_errors=True) if child.is_dir() else child.unlink(missing_ok=True)
-
-
-SCRATCH_PREFIX = "tandem-curate-"
-
-
-def _remove_orphaned_scratch() -> None:
-    """Scratch folders of worker processes that died mid-unit (killed: no cleanup ran)."""
-    root = Path(os.environ.get("TANDEM_SCRATCH") or tempfile.gettempdir())
-    for folder in root.glob(f"{SCRATCH_PREFIX}*-*"):
-        pid = folder.name.removeprefix(SCRATCH_PREFIX).split("-", 1)[0]
-        if pid.isdigit() and not Path(f"/proc/{pid}").exists():
-            shutil.rmtree(folder, ignore_errors=True)
-
-
-def pipeline_info(cfg: Any) -> dict:
-    from pipelines.config_loader import output_hash
-    from pipelines.curate import PIPELINE_VERSION
-
-    return {"version": PIPELINE_VERSION, "config_hash": output_hash(cfg)}
-
-
-def _task(row: dict, index: int, cfg: Any, store: Store) -> dict:
-    out = Worker.get(cfg).run(index, pickle.loads(row["payload"]), store, on_ray=True)
+def _task(row: dict, index: int, cfg: CurationConfig, store: Store) -> dict:
+    out = UnitWorker.for_config(cfg).run(index, pickle.loads(row["payload"]), store,
+                                         guard=functools.partial(setup_guard, store), stop=end_this_worker)
     return {"payload": pickle.dumps(out)}
 
 
@@ -127,13 +63,14 @@ class _SegmentActor:
     def __init__(self):
         index, cfg, store = self.args
         self.index, self.cfg, self.store = index, cfg, store
-        Worker.get(cfg).set_up(index, store)  # build the stages and load the model once, at actor start
+        # Build the stages and load the model once, at actor start.
+        UnitWorker.for_config(cfg).set_up(index, guard=functools.partial(setup_guard, store))
 
     def __call__(self, row: dict) -> dict:
         return _task(row, self.index, self.cfg, self.store)
 
 
-def run_units(units: list[dict], cfg: Any, store: Store, on_done: Callable[[dict], None]) -> None:
+def run_units(units: list[dict], cfg: CurationConfig, store: Store, on_done: Callable[[dict], None]) -> None:
     """Process ``units`` through every segment on the Ray cluster; ``on_done(summary)``
     as each unit finishes."""
     import ray
@@ -147,7 +84,8 @@ def run_units(units: list[dict], cfg: Any, store: Store, on_done: Callable[[dict
     logging.getLogger("ray.data._internal.progress").setLevel(logging.ERROR)  # "bars disabled" notice
 
     gpus = ray.cluster_resources().get("GPU", 0.0)
-    plan: list[Segment] = segments(_stages_for_resources(cfg))
+    # The stage list as the driver sees it: resources and segment boundaries only.
+    plan: list[Segment] = segments(build_stages(cfg, Path(tempfile.gettempdir()), preflight=False))
     ds = ray.data.from_items([{"payload": pickle.dumps({"unit": u})} for u in units],
                              override_num_blocks=len(units))
     retries = cfg.units.max_worker_crashes + 2  # enough to reach the attempt that quarantines
@@ -177,20 +115,3 @@ def run_units(units: list[dict], cfg: Any, store: Store, on_done: Callable[[dict
             if deaths:  # whatever Ray says, the cause was a stage that kills its workers as it loads
                 raise SetupCrashed(describe_setup_deaths(deaths)) from exc
             raise
-
-
-def _stages_for_resources(cfg: Any):
-    """The stage list as the driver sees it (resources and segment boundaries only)."""
-    from pipelines.curate import build_stages
-
-    return build_stages(cfg, Path(tempfile.gettempdir()), preflight=False)
-
-
-def run_units_here(units: list[dict], cfg: Any, store: Store, on_done: Callable[[dict], None]) -> None:
-    """The same segments in this process, one unit after another (tests, benchmarks)."""
-    worker = Worker.get(cfg)
-    for unit in units:
-        payload: dict = {"unit": unit}
-        for index in range(len(worker.segments)):
-            payload = worker.run(index, payload, store)
-        on_done(payload)

@@ -13,7 +13,6 @@ a version of ``tandem-dit`` (``register_trained``).
 
 from __future__ import annotations
 
-import functools
 import hashlib
 import json
 import logging
@@ -27,25 +26,20 @@ import yaml
 from pipelines.config_loader import from_dict, save_config, to_dict
 from pipelines.ray_local import cluster_address, init_ray
 from pipelines.tracking import (
+    RUN_ID_FILE,
     MlflowTracker,
     default_tracking_uri,
     describe_run,
     error_tag,
     open_tracker,
+    run_id_of,
 )
 from training.resume import checkpoint_dir, refuse_changed_config
 from training.tracker import NullTracker
 from training.trainer import TrainConfig, Trainer
 
 log = logging.getLogger(__name__)
-RUN_ID_FILE = "mlflow_run_id"  # in storage: the MLflow run a restarted or re-run job continues
 TRAINED_MODEL = "tandem-dit"
-
-
-def run_id_of(storage: str | Path) -> str | None:
-    """The MLflow run the job in ``storage`` logs to, if it has started one."""
-    path = Path(storage) / RUN_ID_FILE
-    return (path.read_text().strip() or None) if path.exists() else None
 
 
 def check_resume(cfg, now: dict | None = None) -> None:
@@ -88,28 +82,46 @@ def start_worker_run(cfg, config: dict):
                          system_metrics=True), rank
 
 
-def _train_loop(config: dict) -> None:
+def worker_loop(config: dict) -> None:
+    """Every Ray Train worker of ``tandem train``, ``align`` and ``reward train``: the job's
+    config rebuilt from its dict, torch's threads set to the worker's CPUs, its tracker
+    (``start_worker_run``), then ``config["job"](cfg, tracker, rank, config)``, whose metrics
+    go to Ray Train. The tracker is released, never ended: the driver ends the run."""
     import ray.train
     import torch
 
-    cfg = from_dict(TrainConfig, config["train"])
+    cfg = from_dict(config["config_class"], config["cfg"])
     torch.set_num_threads(max(1, int(cfg.workers.cpus_per_worker)))
     tracker, rank = start_worker_run(cfg, config)
     try:
-        trainer = Trainer(cfg, tracker=tracker)
-        resumed = trainer.resume()
-        if rank == 0:
-            if config["new_run"]:
-                tracker.set_tags({"data.shards": cfg.data.shards, "data.manifest": data_identity(cfg.data.shards),
-                                  "data.damaged_shards": damaged_tag(trainer.loader.damaged)})
-            tracker.set_tags({"resumed_from_step": str(trainer.step if resumed else 0)})
-            log.info("rank 0: %s at step %d of %d", "resumed" if resumed else "starting", trainer.step, cfg.steps)
-        start = time.perf_counter()
-        history = trainer.fit(until=config.get("until"))
-        ray.train.report({"step": trainer.step, "loss": history[-1]["loss"] if history else float("nan"),
-                          "seconds": time.perf_counter() - start})
+        metrics = config["job"](cfg, tracker, rank, config)
     finally:
-        tracker.release()  # the driver ends the run
+        tracker.release()
+    ray.train.report(metrics)
+
+
+def fit_from_latest(trainer, tracker, rank: int, config: dict, first_tags) -> tuple[list[dict], float]:
+    """``trainer`` (training's Trainer, alignment's Aligner) resumed from its latest checkpoint
+    and fitted up to ``config["until"]`` (its ``steps`` when None). Rank 0 tags the run:
+    ``first_tags()`` when it is new, ``resumed_from_step`` at every start. Returns the history
+    and the seconds it took."""
+    resumed = trainer.resume()
+    if rank == 0:
+        if config["new_run"]:
+            tracker.set_tags(first_tags())
+        tracker.set_tags({"resumed_from_step": str(trainer.step if resumed else 0)})
+        log.info("rank 0: %s at step %d of %d", "resumed" if resumed else "starting", trainer.step, trainer.cfg.steps)
+    start = time.perf_counter()
+    history = trainer.fit(until=config.get("until"))
+    return history, time.perf_counter() - start
+
+
+def _train(cfg: TrainConfig, tracker, rank: int, config: dict) -> dict:
+    trainer = Trainer(cfg, tracker=tracker)
+    history, seconds = fit_from_latest(trainer, tracker, rank, config, lambda: {
+        "data.shards": cfg.data.shards, "data.manifest": data_identity(cfg.data.shards),
+        "data.damaged_shards": damaged_tag(trainer.loader.damaged)})
+    return {"step": trainer.step, "loss": history[-1]["loss"] if history else float("nan"), "seconds": seconds}
 
 
 def damaged_tag(damaged: dict[str, str]) -> str:
@@ -143,12 +155,12 @@ def check_resources(cfg: TrainConfig, cluster: dict, local: bool) -> None:
     log.warning("the recipe needs %s; waiting for the cluster to provide it", what)
 
 
-def _in_driver_store(loop, config: dict) -> None:
-    """Run ``loop`` with the driver's MLflow settings (store, system metrics interval): a
+def _in_driver_store(config: dict) -> None:
+    """``worker_loop`` with the driver's MLflow settings (store, system metrics interval): a
     worker's own environment (that of the raylet which started it, perhaps long ago) must
     not decide where or how its run is logged."""
     os.environ.update(config["mlflow_env"])
-    loop(config)
+    worker_loop(config)
 
 
 def ray_for(cfg, address: str | None) -> None:
@@ -160,10 +172,10 @@ def ray_for(cfg, address: str | None) -> None:
     check_resources(cfg, ray.cluster_resources(), local=cluster_address(address) is None)
 
 
-def fit_on_ray(loop, loop_config: dict, cfg, *, name: str):
-    """Run ``loop(loop_config)`` on ``cfg.workers`` Ray Train workers of the Ray ``ray_for``
-    joined, restarting them from their checkpoints up to ``workers.max_failures`` times;
-    returns Ray's Result."""
+def fit_on_ray(job, loop_config: dict, cfg, *, name: str):
+    """Run ``job(cfg, tracker, rank, loop_config)`` (``worker_loop``) on ``cfg.workers`` Ray Train
+    workers of the Ray ``ray_for`` joined, restarting them from their checkpoints up to
+    ``workers.max_failures`` times; returns Ray's Result."""
     from ray.train import FailureConfig, RunConfig, ScalingConfig
     from ray.train.torch import TorchTrainer
 
@@ -171,8 +183,9 @@ def fit_on_ray(loop, loop_config: dict, cfg, *, name: str):
     mlflow_env = {k: v for k, v in os.environ.items() if k.startswith("MLFLOW_")}
     mlflow_env["MLFLOW_TRACKING_URI"] = default_tracking_uri(cfg.tracking_dir)
     trainer = TorchTrainer(
-        functools.partial(_in_driver_store, loop),
-        train_loop_config={"tracking_uri": mlflow_env["MLFLOW_TRACKING_URI"], "mlflow_env": mlflow_env, **loop_config},
+        _in_driver_store,
+        train_loop_config={"tracking_uri": mlflow_env["MLFLOW_TRACKING_URI"], "mlflow_env": mlflow_env, **loop_config,
+                           "job": job, "config_class": type(cfg), "cfg": to_dict(cfg)},
         scaling_config=ScalingConfig(num_workers=w.num_workers, use_gpu=w.use_gpu,
                                      resources_per_worker={"CPU": w.cpus_per_worker}),
         # Ray names a folder after the run: the MLflow name, as a folder name.
@@ -182,7 +195,7 @@ def fit_on_ray(loop, loop_config: dict, cfg, *, name: str):
     return trainer.fit()
 
 
-def fit_in_run(loop, loop_config: dict, cfg, *, address: str | None, run_name: str, started: float,
+def fit_in_run(job, loop_config: dict, cfg, *, address: str | None, run_name: str, started: float,
                until: int | None = None):
     """``fit_on_ray`` inside the command's MLflow run (``start_driver_run``), which ends
     FINISHED when the workers are done, FAILED (with an ``error`` tag) when they failed,
@@ -192,7 +205,7 @@ def fit_in_run(loop, loop_config: dict, cfg, *, address: str | None, run_name: s
     tracker, new_run = start_driver_run(cfg, run_name, started)
     status = "FAILED"
     try:
-        result = fit_on_ray(loop, {**loop_config, "run_id": tracker.run_id, "new_run": new_run, "until": until},
+        result = fit_on_ray(job, {**loop_config, "run_id": tracker.run_id, "new_run": new_run, "until": until},
                             cfg, name=run_name)
         if result.error is None:
             status = "RUNNING" if until is not None and until < cfg.steps else "FINISHED"
@@ -217,7 +230,7 @@ def run_training(cfg: TrainConfig, *, address: str | None = None, run_name: str 
     started = time.time()
     cfg.storage, cfg.data.shards = str(Path(cfg.storage).absolute()), str(Path(cfg.data.shards).absolute())
     cfg.tracking_dir = str(Path(cfg.tracking_dir).absolute())
-    return fit_in_run(_train_loop, {"train": to_dict(cfg)}, cfg, address=address, started=started, until=until,
+    return fit_in_run(_train, {}, cfg, address=address, started=started, until=until,
                       run_name=run_name or describe_run("train", cfg.preset))
 
 

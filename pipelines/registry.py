@@ -16,7 +16,7 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
-from pipelines.tracking import default_tracking_uri, experiment_id
+from pipelines.tracking import default_tracking_uri, experiment_id, run_id_of
 
 SCHEME = "models:/"
 
@@ -140,7 +140,6 @@ def lineage(init: str, *, tracking_uri: str | None = None) -> dict[str, str]:
     (``init.model_version`` NAME/VERSION) and the run that made it; for a training run's
     checkpoint (a path inside its storage) that run's id and any version registered from it.
     Empty for a fresh model or a file of no known run."""
-    from pipelines.ray_train import run_id_of
     from training.checkpoint_loader import CheckpointError, locate
 
     if not init:

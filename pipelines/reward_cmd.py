@@ -25,8 +25,7 @@ import sys
 import time
 from pathlib import Path
 
-from pipelines.config_loader import ConfigError, from_dict, save_config, to_dict
-from pipelines.train_cmd import resolve_recipe
+from pipelines.config_loader import ConfigError, add_recipe_arguments, load_recipe, save_config, to_dict
 
 log = logging.getLogger(__name__)
 REGISTRY_NAME = "tandem-reward"
@@ -34,10 +33,9 @@ METRIC_PREFIX = "metric:"
 
 
 def load_reward_recipe(name_or_path: str, overrides: list[str] = ()):
-    from pipelines.config_loader import load_config
     from reward.scoring.train import RewardTrainConfig
 
-    return load_config(RewardTrainConfig, resolve_recipe(name_or_path, kind="reward"), list(overrides))
+    return load_recipe(RewardTrainConfig, "reward", name_or_path, overrides)
 
 
 def add_parsers(subparsers) -> None:
@@ -46,13 +44,10 @@ def add_parsers(subparsers) -> None:
     train = sub.add_parser("train", help="train a reward model (Ray Train; MLflow; registry name tandem-reward)")
     train.add_argument("--rankings", required=True, help="rankings directory (rankings.parquet)")
     train.add_argument("--rollouts", required=True, nargs="+", help="rollouts directories the rankings compare")
-    train.add_argument("--config", required=True, help="recipe name (latent_cpu, omni_7b) or YAML path")
     train.add_argument("--heldout-rankings", help="rankings to measure held-out accuracy on (default: a hashed "
                                                   "fraction of the rollout groups, holdout_fraction)")
     train.add_argument("--alias", help="registry alias to point at the new version (e.g. candidate, prod)")
-    train.add_argument("--address", help="Ray cluster address (default: local Ray)")
-    train.add_argument("--run-name", help="MLflow / Ray run name")
-    train.add_argument("overrides", nargs="*", help="key=value recipe overrides (steps=200 loss.ties=drop)")
+    add_recipe_arguments(train, "reward", "steps=200 loss.ties=drop")
     train.set_defaults(handler=train_handler)
     score = sub.add_parser("score", help="print per-head scores of clips")
     score.add_argument("model", help="models:/tandem-reward@ALIAS, a saved model directory, or metric:NAME[,NAME]")
@@ -114,27 +109,12 @@ def check_inputs(cfg, rankings: str, rollouts: list[str], heldout: str | None) -
     return {"clips": len(clips), "train": len(pairs.train), "heldout": len(pairs.heldout), **pairs.dropped}
 
 
-def _train_loop(config: dict) -> None:
-    import ray.train
-    import torch
+def _train(cfg, tracker, rank: int, config: dict) -> dict:
+    from reward.scoring.train import train_reward
 
-    from pipelines.tracking import MlflowTracker
-    from reward.scoring.train import RewardTrainConfig, train_reward
-    from training.tracker import NullTracker
-
-    cfg = from_dict(RewardTrainConfig, config["train"])
-    torch.set_num_threads(max(1, int(cfg.workers.cpus_per_worker)))
-    rank = ray.train.get_context().get_world_rank()
-    # Continue the driver's run, in the driver's store (workers may not share its environment);
-    # the driver closes the run after registering the model.
-    tracker = (MlflowTracker(cfg.experiment, tracking_uri=config["tracking_uri"], run_id=config["run_id"],
-                             system_metrics=True) if rank == 0 else NullTracker())
-    try:
-        result = train_reward(cfg, config["rankings"], config["rollouts"], heldout_rankings=config["heldout"],
-                              tracker=tracker)
-    finally:
-        tracker.release()
-    ray.train.report({k: v for k, v in result.metrics.items() if k.startswith("heldout/")})
+    result = train_reward(cfg, config["rankings"], config["rollouts"], heldout_rankings=config["heldout"],
+                          tracker=tracker)
+    return {k: v for k, v in result.metrics.items() if k.startswith("heldout/")}
 
 
 def run_reward_training(cfg, rankings: str, rollouts: list[str], *, heldout: str | None = None,
@@ -161,7 +141,7 @@ def run_reward_training(cfg, rankings: str, rollouts: list[str], *, heldout: str
                           "backbone": cfg.model.backbone, "heads": ",".join(cfg.model.heads)})
         # A worker that dies is restarted (up to workers.max_failures times) and every rank
         # resumes from the run's last checkpoint under storage (reward.scoring.train_checkpoints).
-        result = fit_on_ray(_train_loop, {"train": to_dict(cfg), "run_id": tracker.run_id,
+        result = fit_on_ray(_train, {"run_id": tracker.run_id,
                                           "tracking_uri": tracker.tracking_uri,
                                           "rankings": str(Path(rankings).absolute()), "rollouts": rollouts,
                                           "heldout": str(Path(heldout).absolute()) if heldout else None},

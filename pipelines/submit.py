@@ -18,7 +18,7 @@ REPO = Path(__file__).resolve().parents[1]
 EXCLUDES = [".git", ".venv", "runs", "**/__pycache__", "*.tar", "*.mp4"]
 
 
-def add_submit_parser(subparsers) -> None:
+def add_parsers(subparsers) -> None:
     submit = subparsers.add_parser("submit", help="submit a job to a Ray cluster (Ray Jobs)")
     submit.add_argument("--address", default=None, help="Ray dashboard address, e.g. http://HEAD:8265")
     actions = submit.add_subparsers(dest="action", metavar="ACTION", required=True)

@@ -37,6 +37,7 @@ DEFAULT_STORE = "runs"  # every command's MLflow store, relative to the working 
 EXPERIMENT_KIND = ("mlflow.experimentKind", "custom_model_development")
 VERSIONS = {"tandem": "tandem-av", "torch": "torch", "ray": "ray", "deepspeed": "deepspeed", "mlflow": "mlflow"}
 NAME_LIMIT = 160  # characters of a run name (MLflow keeps 250; the UI's legends far fewer)
+RUN_ID_FILE = "mlflow_run_id"  # in a job's storage: the MLflow run a restarted or re-run job continues
 
 
 def default_tracking_uri(store_dir: str | Path = DEFAULT_STORE) -> str:
@@ -47,6 +48,12 @@ def default_tracking_uri(store_dir: str | Path = DEFAULT_STORE) -> str:
     store_dir = Path(store_dir).resolve()
     store_dir.mkdir(parents=True, exist_ok=True)
     return f"sqlite:///{store_dir / 'mlruns.db'}"
+
+
+def run_id_of(storage: str | Path) -> str | None:
+    """The MLflow run the job in ``storage`` (training, alignment) logs to, if it has started one."""
+    path = Path(storage) / RUN_ID_FILE
+    return (path.read_text().strip() or None) if path.exists() else None
 
 
 def experiment_id(client, name: str) -> str:

@@ -6,7 +6,7 @@
   retries such a death like any other, but after ``SETUP_DEATHS`` of them for one stage
   the next worker stops the run (``SetupCrashed``, never retried, never data), and the
   driver says which stage, which signal and where, instead of a bare WorkerCrashedError.
-- **A stalled unit** (``pipelines/units.py``) leaves a note under ``.work/stalls/``; the
+- **A stalled unit** (``curation/units.py``) leaves a note under ``.work/stalls/``; the
   driver's ``StallReporter`` prints each as it appears, while the rest of the run goes on.
 - **A stalled latents shard** (``pipelines/latents_cmd.py``): ``guard_shard`` runs its encode
   under the same watchdog; a stall leaves a mark and ends the actor (Ray Data restarts it
@@ -31,8 +31,8 @@ from collections.abc import Callable
 from pathlib import Path
 
 from curation.storage import Store
+from curation.units import STALLS, describe_stall
 from curation.watchdog import Stall, Watchdog
-from pipelines.units import STALLS, describe_stall
 
 SETUPS = ".work/setups"
 SETUP_DEATHS = 3  # deaths in one stage's setup() (on one host) that stop the run

@@ -10,6 +10,9 @@ imports included.
   Every reward module lives in a room.
 - ray and mlflow are imported only under pipelines/, so every other package runs under plain
   Python or torchrun; deepspeed only under training/ (and pipelines/, which drives it).
+- No import cycles, within a package either: a module that needs another's helper and is
+  needed by it means the helper belongs lower (a cycle through a function-level import is one
+  too: it only waits for the call to bite).
 """
 
 import ast
@@ -108,3 +111,55 @@ def test_checker_holds_each_reward_room_to_the_rooms_before_it():
         }
     finally:
         src.unlink()
+
+
+def module_name(path: Path) -> str:
+    parts = path.relative_to(ROOT).with_suffix("").parts
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+def import_graph() -> dict[str, set[str]]:
+    """tandem module -> the tandem modules it imports (function-level imports included;
+    ``from a import b``: arrows to ``a``, whose ``__init__`` runs first, and to ``a.b`` when that
+    is a module)."""
+    files = {module_name(f): f for package in PACKAGES for f in (ROOT / package).rglob("*.py")}
+    graph = {}
+    for name, path in files.items():
+        graph[name] = {m for m in imported_modules(path) if m in files} - {name}
+    return graph
+
+
+def find_cycle(graph: dict[str, set[str]]) -> list[str] | None:
+    """One cycle of ``graph`` (its modules in import order, the first repeated at the end), or None."""
+    state: dict[str, int] = {}  # 1: on the current path, 2: finished
+    path: list[str] = []
+
+    def visit(node: str) -> list[str] | None:
+        state[node] = 1
+        path.append(node)
+        for nxt in sorted(graph.get(node, ())):
+            if state.get(nxt) == 1:
+                return path[path.index(nxt):] + [nxt]
+            if nxt not in state and (cycle := visit(nxt)):
+                return cycle
+        path.pop()
+        state[node] = 2
+        return None
+
+    for node in sorted(graph):
+        if node not in state and (cycle := visit(node)):
+            return cycle
+    return None
+
+
+def test_no_import_cycles():
+    cycle = find_cycle(import_graph())
+    assert cycle is None, f"import cycle: {' -> '.join(cycle)}"
+
+
+def test_cycle_finder_finds_a_cycle_through_function_level_imports():
+    assert find_cycle({"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}}) == ["a", "b", "c", "a"]
+    assert find_cycle({"a": {"b"}, "b": set(), "c": {"a", "b"}}) is None
+    graph = import_graph()
+    assert "curation.units" in graph["curation.pipeline"]
+    assert "pipelines.ray_adapter" in graph["pipelines.curate"]  # imported inside run_curation

@@ -197,7 +197,7 @@ def text_width(cfg: EncoderConfig) -> int:
 
 def load_decoder(cfg: EncoderConfig, device: str | torch.device = "cpu") -> AVDecoder:
     """The decoders of the latents ``cfg`` makes: ``decode(video_latents, audio_latents, fps)``
-    -> ``DecodedClip(video in [-1, 1], audio waveform, fps, sample_rate)`` (``.save_mp4``).
+    -> ``model.media.AVClip(video in [-1, 1], audio waveform, fps, sample_rate)`` (``.save_mp4``).
     Samples during training, ``tandem generate``, rollouts and alignment all decode here."""
     check(cfg, "decoder")
     return AVDecoder(load_video(cfg, device), load_audio(cfg, device))

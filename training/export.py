@@ -14,11 +14,7 @@ from pathlib import Path
 
 import torch
 
-WRAPPER_INFIX = "._checkpoint_wrapped_module"
-
-
-def unwrapped(name: str) -> str:
-    return name.replace(WRAPPER_INFIX, "")
+from training.resume import checkpoint_dir, unwrapped
 
 
 def consolidated_state_dict(checkpoint_dir: str | Path, tag: str | None = None) -> dict[str, torch.Tensor]:
@@ -37,7 +33,6 @@ def export_latest(storage: str | Path, out_dir: str | Path, model_cfg) -> Path:
     DualDiTConfig, path)`` loads either), with the run's ``recipe.yaml`` and ``source.json``
     (which checkpoint, which step) beside it. Returns the safetensors path."""
     from model.checkpoint import save_state
-    from training.resume import checkpoint_dir
 
     checkpoints, out_dir = checkpoint_dir(storage), Path(out_dir)
     tag = (checkpoints / "latest").read_text().strip()

@@ -11,6 +11,11 @@ model trained on these latents must expect and what must decode its samples.
 
 A shard is written under a temporary name (``NAME.tar.tmp``, which no reader or resume
 globs) and renamed, after its format file: a ``.tar`` that exists is complete and described.
+
+``manifest.jsonl`` beside the shards lists every sample (``manifest_rows`` of each shard:
+key, shard, bucket, shapes, duration); ``write_manifest`` and ``read_manifest`` are the only
+code that writes or parses it. Its sha256 is the latents' identity in lineage and in
+training runs' tags.
 """
 
 from __future__ import annotations
@@ -32,6 +37,7 @@ from model.config import from_dict, to_dict
 from model.presets import LatentGeometry
 
 LATENT_MEMBERS = ("video.pth", "audio.pth", "text.pth", "json")
+MANIFEST = "manifest.jsonl"
 
 
 @dataclass
@@ -134,6 +140,35 @@ def manifest_rows(path: str | Path) -> list[dict[str, Any]]:
     return [{"key": key, "shard": path.name, "bucket": meta.get("bucket"), "video_shape": meta["video_shape"],
              "audio_shape": meta["audio_shape"], "duration": meta.get("latent_span_s")}
             for key, meta in metas.items()]
+
+
+def manifest_path(directory: str | Path) -> Path:
+    return Path(directory) / MANIFEST
+
+
+def write_manifest(directory: str | Path, rows: list[dict[str, Any]]) -> Path:
+    """``directory/manifest.jsonl``: ``rows`` (``manifest_rows`` of its shards), atomically."""
+    return write_jsonl(manifest_path(directory), rows)
+
+
+def read_manifest(directory: str | Path) -> list[dict[str, Any]] | None:
+    """The rows of ``directory/manifest.jsonl``; None when there is none."""
+    path = manifest_path(directory)
+    return read_jsonl(path) if path.is_file() else None
+
+
+def write_jsonl(path: str | Path, rows: list[dict]) -> Path:
+    """One JSON object a line (keys sorted: same rows, same bytes), written under a temporary
+    name and renamed, so a reader never sees half a file."""
+    path = Path(path)
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text("".join(json.dumps(r, sort_keys=True) + "\n" for r in rows))
+    os.replace(tmp, path)
+    return path
+
+
+def read_jsonl(path: str | Path) -> list[dict]:
+    return [json.loads(line) for line in Path(path).read_text().splitlines() if line.strip()]
 
 
 def read_latent_format(directory: str | Path) -> LatentFormat | None:

@@ -24,6 +24,13 @@ from typing import Any
 from model.config import ConfigError, flatten, run_only_keys, to_dict
 
 _ABSENT = "(absent)"
+# Activation checkpointing wraps each block: ``blocks.N._checkpoint_wrapped_module.*``.
+WRAPPER_INFIX = "._checkpoint_wrapped_module"
+
+
+def unwrapped(name: str) -> str:
+    """A parameter's name in the single-device model (``model.dit.DualDiT``)."""
+    return name.replace(WRAPPER_INFIX, "")
 
 
 class ResumeMismatch(ConfigError):
@@ -70,8 +77,6 @@ def save_checkpoint(engine, directory: str | Path, step: int, client_state: dict
 
     tag = f"step{step:08d}"
     if ema is not None:
-        from training.export import unwrapped
-
         ema.save(ema_path(directory, tag, rank))
         metadata = {"class": "DualDiT"} | ({"config": json.dumps(to_dict(model_cfg))} if model_cfg is not None else {})
         ema.export(engine.module, Path(directory) / tag / "ema.safetensors", metadata, rename=unwrapped)

@@ -5,7 +5,7 @@
 - :class:`model.encoders.base.AudioAutoencoder`: ``encode(waveform) -> latents``,
   ``decode(latents) -> waveform``, with ``sample_rate``, ``channels``, ``latent_channels``,
   ``samples_per_latent`` (so ``latent_rate``), ``causal_stride``, ``output_sample_rate``.
-- :class:`model.encoders.decoder.AVDecoder`: both decoders together -> ``DecodedClip``.
+- :class:`model.encoders.decoder.AVDecoder`: both decoders together -> ``model.media.AVClip``.
 
 Implementations: tandem's own VAEs (``tandem``), LTX-2's video VAE and audio VAE + vocoder
 (``ltx2``), Wan 2.x's video VAE (``wan``), Stable Audio Open's Oobleck (``oobleck``), the

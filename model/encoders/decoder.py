@@ -3,25 +3,11 @@ together so both tracks last exactly as long as the frames."""
 
 from __future__ import annotations
 
-from pathlib import Path
-from typing import NamedTuple
-
 import torch
 import torch.nn.functional as F
 
 from model.encoders.base import AudioAutoencoder, VideoAutoencoder
-from model.media import to_uint8_frames, write_mp4
-
-
-class DecodedClip(NamedTuple):
-    video: torch.Tensor  # (B, 3, T, H, W) in [-1, 1]
-    audio: torch.Tensor  # (B, channels, round(T / fps * sample_rate))
-    fps: float
-    sample_rate: int
-
-    def save_mp4(self, path: str | Path, index: int = 0) -> Path:
-        return write_mp4(path, to_uint8_frames(self.video[index]), self.fps,
-                         self.audio[index].float().cpu().numpy(), self.sample_rate)
+from model.media import AVClip
 
 
 class AVDecoder:
@@ -35,7 +21,7 @@ class AVDecoder:
         return next(self.video.parameters()).device
 
     @torch.no_grad()
-    def decode(self, video_latents: torch.Tensor, audio_latents: torch.Tensor, fps: float) -> DecodedClip:
+    def decode(self, video_latents: torch.Tensor, audio_latents: torch.Tensor, fps: float) -> AVClip:
         """Latents (B, C, t, h, w) and (B, C', T) at pixel rate ``fps`` -> frames in [-1, 1] and
         a waveform trimmed or padded with silence to the frames' duration."""
         video = self.video.decode(video_latents.to(self.device)).cpu()
@@ -43,4 +29,4 @@ class AVDecoder:
         rate = self.audio.output_sample_rate
         samples = round(video.shape[2] / fps * rate)
         audio = F.pad(audio, (0, max(0, samples - audio.shape[-1])))[..., :samples]
-        return DecodedClip(video, audio.clamp(-1, 1), fps, rate)
+        return AVClip(video, audio.clamp(-1, 1), fps, rate)

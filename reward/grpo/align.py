@@ -30,7 +30,7 @@ from reward.grpo.align_inputs import (
     build_sources,
     encode_prompts,
     parse_rewards,
-    read_prompts,
+    prompt_texts,
 )
 from reward.grpo.grpo_step import (
     GRPOConfig,
@@ -178,8 +178,8 @@ class Aligner(Resumable):
         self.monitor = HackingMonitor(cfg.hacking, {h.id: cfg.rewards[key].hacking_threshold
                                                     for key, _, named in self.sources for _, h in named
                                                     if not h.optimised})
-        self.prompts = read_prompts(cfg.prompts_file, BUILTIN_PROMPTS)
-        self.eval_prompts = read_prompts(cfg.eval.prompts_file, BUILTIN_EVAL_PROMPTS)
+        self.prompts = prompt_texts(cfg.prompts_file, BUILTIN_PROMPTS)
+        self.eval_prompts = prompt_texts(cfg.eval.prompts_file, BUILTIN_EVAL_PROMPTS)
         encoder = load_text(cfg.encoder, self.device)
         self.cond = encode_prompts(encoder, self.prompts, cfg.sequence.fps, self.device, self.dtype)
         self.eval_cond = encode_prompts(encoder, self.eval_prompts, cfg.sequence.fps, self.device, self.dtype)

@@ -30,6 +30,7 @@ import torch
 
 from model.config import ConfigError, from_dict
 from reward.grpo.grpo_step import Head
+from reward.rollouts.prompt_files import read_prompts
 from reward.scoring.sources import RewardSource
 
 MODEL_SCHEME = "models:/"
@@ -153,18 +154,16 @@ def encode_prompts(encoder, prompts: list[str], fps: float, device, dtype=torch.
 
 
 
-def read_prompts(path: str, builtin: list[str]) -> list[str]:
-    """One prompt per line of ``path`` (blank lines and # comments skipped), or ``builtin``."""
+def prompt_texts(path: str, builtin: list[str]) -> list[str]:
+    """The prompts of the prompt file ``path`` (``reward.rollouts.prompt_files``), or ``builtin`` when
+    there is none. Alignment conditions on text alone: a prompt with reference clips is refused."""
     if not path:
         return list(builtin)
-    file = Path(path)
-    if not file.is_file():
-        raise ConfigError(f"prompt file {path} does not exist")
-    prompts = [line.strip() for line in file.read_text().splitlines()]
-    prompts = [p for p in prompts if p and not p.startswith("#")]
-    if not prompts:
-        raise ConfigError(f"prompt file {path} holds no prompts (one per line)")
-    return prompts
+    prompts = read_prompts(path)
+    if with_references := [p.prompt_id for p in prompts if p.references]:
+        raise ConfigError(f"prompt file {path}: alignment takes text prompts only; prompts {with_references} "
+                          "have reference clips")
+    return [p.text for p in prompts]
 
 
 def describe_config(cfg) -> str:

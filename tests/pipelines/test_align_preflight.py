@@ -150,9 +150,9 @@ def test_the_quickstart_aligns_a_debug_training_run_at_the_frame_rate_it_was_tra
 
     from model.presets import get_preset
     from pipelines.align_cmd import load_align_recipe
-    from pipelines.config_loader import load_config
+    from pipelines.config_loader import load_config, resolve_recipe
     from pipelines.latents_cmd import LatentsConfig
-    from pipelines.train_cmd import load_recipe, resolve_recipe
+    from pipelines.train_cmd import load_train_recipe
     from reward.grpo.align import model_config
     from training.encoders import describe
 
@@ -161,6 +161,6 @@ def test_the_quickstart_aligns_a_debug_training_run_at_the_frame_rate_it_was_tra
     overrides = [a for a in shlex.split(line.split("#")[0])[4:] if not a.startswith("init=")]
     cfg = load_align_recipe("debug_cpu", overrides)
     latents = load_config(LatentsConfig, resolve_recipe("debug", kind="latents"))
-    trained = get_preset(load_recipe("debug_cpu").preset, describe(latents.encoder, latents.buckets.fps).geometry())
+    trained = get_preset(load_train_recipe("debug_cpu").preset, describe(latents.encoder, latents.buckets.fps).geometry())
     assert model_config(cfg) == trained
     assert cfg.storage != load_align_recipe("debug_cpu").storage

@@ -57,7 +57,7 @@ def test_output_hash_ignores_run_only_fields():
 
 
 def test_curation_and_latents_resume_identity_leaves_out_actors_and_tracking():
-    from pipelines.curate import CurationConfig
+    from curation.pipeline import CurationConfig
     from pipelines.latents_cmd import LatentsConfig
 
     base = load_config(CurationConfig)

@@ -11,9 +11,10 @@ import pytest
 import soundfile as sf
 import webdataset as wds
 
+from curation.pipeline import CurationConfig
 from curation.sample_media import make_clip, make_speech_clip, speech_sample, whisper_tiny_en
 from pipelines.config_loader import ConfigError, load_config
-from pipelines.curate import CurationConfig, run_curation
+from pipelines.curate import run_curation
 
 pytestmark = pytest.mark.slow  # the whole curation DAG on local Ray
 

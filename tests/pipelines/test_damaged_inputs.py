@@ -59,12 +59,12 @@ def test_skip_damaged_plans_over_the_other_shards_and_names_what_it_left_out(tmp
 
     import pipelines.ray_train
     from pipelines.preflight import preflight
-    from pipelines.train_cmd import load_recipe
+    from pipelines.train_cmd import load_train_recipe
     from training.loader import LatentLoader
 
     shards = make_latent_shards(tmp_path / "latents", n=24, per_shard=8)
     damaged = cut_short(shards / "latents-00001.tar")
-    cfg = load_recipe("debug_cpu", [f"data.shards={shards}", f"storage={tmp_path / 'train'}", "data.skip_damaged=true"])
+    cfg = load_train_recipe("debug_cpu", [f"data.shards={shards}", f"storage={tmp_path / 'train'}", "data.skip_damaged=true"])
     data = preflight(cfg)
     assert list(data.damaged) == [str(damaged)] and len(data.entries) == 16
     # Every rank's loader leaves out the same shard, and the run's MLflow tag names it.
@@ -74,7 +74,7 @@ def test_skip_damaged_plans_over_the_other_shards_and_names_what_it_left_out(tmp
     assert pipelines.ray_train.damaged_tag(loaders[0].damaged) == "latents-00001.tar"
     assert pipelines.ray_train.damaged_tag({}) == "none"
     with pytest.raises(DamagedShard, match="latents-00001.tar"):  # without the setting, a loader refuses it
-        LatentLoader(load_recipe("debug_cpu", [f"data.shards={shards}"]).data)
+        LatentLoader(load_train_recipe("debug_cpu", [f"data.shards={shards}"]).data)
 
     monkeypatch.setattr(pipelines.ray_train, "run_training", lambda cfg, **kw: SimpleNamespace(error=None))
     monkeypatch.setattr(pipelines.ray_train, "register_trained", lambda cfg: SimpleNamespace(uri="models:/tandem-dit/1"))
@@ -102,7 +102,7 @@ def test_a_cut_between_two_members_is_damage_too(tmp_path):
 ])
 def test_too_few_samples_for_a_batch_per_rank_exit_2_with_numbers_and_settings_that_fit(tmp_path, capsys, clips,
                                                                                       fits):
-    from pipelines.train_cmd import load_recipe
+    from pipelines.train_cmd import load_train_recipe
     from training.loader import LatentLoader
 
     shards = make_latent_shards(tmp_path / "latents", n=clips, per_shard=1)  # one bucket
@@ -114,7 +114,7 @@ def test_too_few_samples_for_a_batch_per_rank_exit_2_with_numbers_and_settings_t
     offered = err.split("Settings that fit: ")[1].split("; or add data")[0].split(" | ")
     assert offered == fits
     for fit in offered:  # each offer is what the loader itself accepts, on every rank
-        cfg = load_recipe("debug_cpu", [f"data.shards={shards}", *fit.split()])
+        cfg = load_train_recipe("debug_cpu", [f"data.shards={shards}", *fit.split()])
         for rank in range(cfg.workers.num_workers):
             assert len(LatentLoader(cfg.data, rank, cfg.workers.num_workers)) >= 1
 

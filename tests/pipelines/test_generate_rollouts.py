@@ -86,7 +86,7 @@ def test_reference_clips_condition_samples_and_reproduce(tmp_path):
     from PIL import Image
 
     from curation.sample_media import make_clip
-    from pipelines.generate_cmd import read_prompts
+    from reward.rollouts.prompt_files import read_prompts
 
     Image.fromarray((np.random.default_rng(0).random((24, 40, 3)) * 255).astype("uint8")).save(tmp_path / "dog.png")
     sf.write(tmp_path / "bark.wav", np.sin(np.arange(8000) / 5.0).astype("float32") * 0.3, 16000)
@@ -139,7 +139,7 @@ def test_checkpoint_sources_and_their_errors(tmp_path):
 
 def test_prompt_files(tmp_path):
     from pipelines.config_loader import ConfigError
-    from pipelines.generate_cmd import read_prompts
+    from reward.rollouts.prompt_files import read_prompts
 
     plain = tmp_path / "p.txt"
     plain.write_text("# demo prompts\na drum\n\n[0-1s] rain [1-2s] thunder\n")

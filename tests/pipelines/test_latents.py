@@ -13,7 +13,8 @@ import torch
 
 from curation.sample_media import make_clip
 from pipelines.cli import main
-from pipelines.latents_cmd import encode_shard, pending_shards
+from pipelines.latents_cmd import pending_shards
+from pipelines.latents_encode import encode_shard
 from training.buckets import BucketConfig
 from training.clip_encoder import ClipEncoder, EncoderConfig
 from training.latent_shards import read_latent_format

@@ -40,10 +40,10 @@ def _log_train_run(workdir: Path, lr: str) -> tuple[str, str]:
     """A train run as the driver opens it (default store of ``workdir``), with 4 loss steps."""
     from pipelines.ray_train import start_driver_run
     from pipelines.tracking import describe_run
-    from pipelines.train_cmd import load_recipe
+    from pipelines.train_cmd import load_train_recipe
 
     override = f"engine.lr={lr}"
-    cfg = load_recipe("debug_cpu", [override, f"storage={workdir / f'train_lr{lr}'}"])
+    cfg = load_train_recipe("debug_cpu", [override, f"storage={workdir / f'train_lr{lr}'}"])
     name = describe_run("train", "debug_cpu", override)  # the CLI's name for `tandem train --config debug_cpu engine.lr=…`
     tracker, _ = start_driver_run(cfg, name, time.time())
     for step, loss in enumerate(LOSSES[lr], start=1):

@@ -10,7 +10,8 @@ import pytest
 
 from pipelines.cli import main
 from pipelines.config_loader import save_config
-from pipelines.latents_cmd import LatentsConfig, encode_shard
+from pipelines.latents_cmd import LatentsConfig
+from pipelines.latents_encode import encode_shard
 from training.buckets import BucketConfig
 from training.clip_encoder import ClipEncoder, EncoderConfig
 from training.latent_shards import manifest_rows
@@ -105,14 +106,14 @@ def test_latents_and_sample_decoder_must_be_the_same_encoders(stereo_latents, tm
 @pytest.mark.slow
 def test_preset_patches_must_fit_and_storage_must_hold_the_same_model(stereo_latents, tmp_path, capsys):
     from model.config import to_dict
-    from pipelines.train_cmd import load_recipe
+    from pipelines.train_cmd import load_train_recipe
     from training.trainer import model_config
 
     args = [*TRAIN, f"data.shards={stereo_latents}", "sample.decoder.audio_preset=debug_stereo"]
     storage = tmp_path / "train" / "checkpoints"
     storage.mkdir(parents=True)
     (storage / "latest").write_text("step00000005")
-    other = model_config(load_recipe("debug_cpu", [f"data.shards={tmp_path}"]))  # no format: default geometry
+    other = model_config(load_train_recipe("debug_cpu", [f"data.shards={tmp_path}"]))  # no format: default geometry
     (storage / "model.json").write_text(json.dumps(to_dict(other)))
     assert main([*args, f"storage={tmp_path / 'train'}"]) == 2
     err = capsys.readouterr().err
@@ -133,12 +134,12 @@ def test_a_storage_holding_a_run_resumes_only_under_the_config_it_started_with(t
     """Re-running `tandem train` on a storage continues its run (and MLflow run): with another
     engine.lr or steps it would go on under settings its params and recipe.yaml do not show."""
     from pipelines.preflight import preflight
-    from pipelines.train_cmd import load_recipe
+    from pipelines.train_cmd import load_train_recipe
     from tests.training.conftest import make_latent_shards
 
     monkeypatch.chdir(tmp_path)  # the recipe's relative data.shards and storage
     shards = make_latent_shards(tmp_path / "runs" / "latents")
-    started = load_recipe("debug_cpu", [f"data.shards={shards.absolute()}"])  # recorded as run_training makes it
+    started = load_train_recipe("debug_cpu", [f"data.shards={shards.absolute()}"])  # recorded as run_training makes it
     storage = tmp_path / "runs" / "train_debug_cpu"
     save_config(started, storage / "recipe.yaml")
     (storage / "mlflow_run_id").write_text("0123")  # started, killed before its first checkpoint
@@ -147,4 +148,4 @@ def test_a_storage_holding_a_run_resumes_only_under_the_config_it_started_with(t
     assert "storage=runs/train_debug_cpu holds a run of another config" in err
     assert "engine.lr 0.003 -> 0.001" in err and "steps 20 -> 6" in err and "data.shards" not in err
     # run_only fields (how often it logs and saves, where it is tracked) may change on resume
-    preflight(load_recipe("debug_cpu", ["log_every=5", "checkpoint_every=2", f"tracking_dir={tmp_path / 'other'}"]))
+    preflight(load_train_recipe("debug_cpu", ["log_every=5", "checkpoint_every=2", f"tracking_dir={tmp_path / 'other'}"]))

@@ -13,11 +13,12 @@ from pathlib import Path
 import pytest
 import webdataset as wds
 
+from curation.pipeline import CurationConfig
 from curation.sample_media import make_clip
+from curation.units import ATTEMPTS, plan_units
 from pipelines.config_loader import load_config
-from pipelines.curate import CurationConfig, run_curation
+from pipelines.curate import run_curation
 from pipelines.discover import discover
-from pipelines.units import ATTEMPTS, plan_units
 
 pytestmark = pytest.mark.slow  # local Ray, whole DAG
 OVERRIDES = ["skip=[transcribe]", "track=false", "units.max_worker_crashes=2"]

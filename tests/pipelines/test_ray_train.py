@@ -22,11 +22,11 @@ def _runs(store):
 @pytest.mark.timeout(420)
 def test_zero3_worker_killed_mid_run_is_replaced_and_resumes(tmp_path, mlflow_env):
     from pipelines.ray_train import run_training
-    from pipelines.train_cmd import load_recipe
+    from pipelines.train_cmd import load_train_recipe
 
     shards = make_latent_shards(tmp_path / "latents", n=48)
     steps = 40
-    cfg = load_recipe("debug_cpu", [f"data.shards={shards}", f"storage={tmp_path / 'train'}", f"steps={steps}",
+    cfg = load_train_recipe("debug_cpu", [f"data.shards={shards}", f"storage={tmp_path / 'train'}", f"steps={steps}",
                                     f"tracking_dir={tmp_path / 'runs'}", "checkpoint_every=4",
                                     "engine.zero_stage=3", "sample.every=0", "workers.max_failures=1"])
     with ray_train_worker_killed_at(tmp_path / "train" / "checkpoints", 4) as killed:

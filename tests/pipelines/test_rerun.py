@@ -11,9 +11,10 @@ from pathlib import Path
 
 import pytest
 
+from curation.pipeline import CurationConfig
 from curation.sample_media import make_clip
 from pipelines.config_loader import load_config
-from pipelines.curate import CurationConfig, run_curation
+from pipelines.curate import run_curation
 
 # The cheapest real DAG: no Whisper, no MLflow; the sources are a few seconds long.
 OVERRIDES = ["skip=[transcribe]", "track=false"]
@@ -75,8 +76,8 @@ def _rejects(out: Path) -> list[dict]:
 
 
 def _encode_in_process(todo, out_dir, cfg, address):
-    """The Ray step of pipelines.latents_cmd, in this process (one actor's work, shard by shard)."""
-    from pipelines.latents_cmd import encode_shard
+    """pipelines.latents_cmd' Ray step, in this process (one actor's work, shard by shard)."""
+    from pipelines.latents_encode import encode_shard
     from training.clip_encoder import ClipEncoder
 
     encoder = ClipEncoder(cfg.encoder)
@@ -209,7 +210,8 @@ def test_the_demo_runs_twice_in_the_same_folder(tmp_path):
 
 def test_the_demo_trains_again_only_when_its_latents_or_its_recipe_changed(tmp_path):
     from pipelines.config_loader import save_config
-    from pipelines.train_cmd import _restart_on_new_data, load_recipe
+    from pipelines.demo import _restart_on_new_data
+    from pipelines.train_cmd import load_train_recipe
 
     latents, storage = tmp_path / "latents", tmp_path / "train"
     latents.mkdir()
@@ -222,7 +224,7 @@ def test_the_demo_trains_again_only_when_its_latents_or_its_recipe_changed(tmp_p
     _restart_on_new_data(latents, storage)  # other latents: no stale checkpoints to resume from
     assert not (storage / "checkpoints").exists() and (storage / "trained_on.sha256").exists()
 
-    recipe = load_recipe("debug_cpu", [f"data.shards={latents}", f"storage={storage}"])
+    recipe = load_train_recipe("debug_cpu", [f"data.shards={latents}", f"storage={storage}"])
     save_config(recipe, storage / "recipe.yaml")
     (storage / "mlflow_run_id").write_text("0123")
     _restart_on_new_data(latents, storage, recipe)  # the recipe its run was started with: resumed

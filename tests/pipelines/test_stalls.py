@@ -20,10 +20,11 @@ import mlflow
 import pytest
 
 from curation.audio import AudioStage
+from curation.pipeline import CurationConfig
 from curation.sample_media import make_clip
+from curation.units import STALLS
 from pipelines.config_loader import load_config
-from pipelines.curate import CurationConfig, run_curation
-from pipelines.units import STALLS
+from pipelines.curate import run_curation
 
 FAST = ["skip=[transcribe,caption,sync]", "track=false"]
 

@@ -74,7 +74,7 @@ def test_ctrl_c_during_ray_train_leaves_the_run_killed_not_failed(tmp_path, monk
     """Ray Train answers Ctrl-C itself, aborting its run and exiting the driver (SystemExit):
     the command's run says KILLED, as on any other command's Ctrl-C."""
     from pipelines import ray_train
-    from pipelines.train_cmd import load_recipe
+    from pipelines.train_cmd import load_train_recipe
 
     def ctrl_c(*args, **kwargs):
         raise SystemExit(1)
@@ -82,7 +82,7 @@ def test_ctrl_c_during_ray_train_leaves_the_run_killed_not_failed(tmp_path, monk
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
     monkeypatch.setattr(ray_train, "ray_for", lambda cfg, address: None)
     monkeypatch.setattr(ray_train, "fit_on_ray", ctrl_c)
-    cfg = load_recipe("debug_cpu", [f"storage={tmp_path / 'train'}", f"tracking_dir={tmp_path / 'runs'}"])
+    cfg = load_train_recipe("debug_cpu", [f"storage={tmp_path / 'train'}", f"tracking_dir={tmp_path / 'runs'}"])
     with pytest.raises(SystemExit):
         ray_train.fit_in_run(None, {}, cfg, address=None, run_name="train debug_cpu", started=time.time())
     client = mlflow.MlflowClient(default_tracking_uri(tmp_path / "runs"))

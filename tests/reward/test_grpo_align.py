@@ -13,7 +13,7 @@ from reward.grpo.align_inputs import (
     build_sources,
     metric_heads,
     parse_rewards,
-    read_prompts,
+    prompt_texts,
 )
 from reward.scoring.sources import Clips
 from training.checkpoint_loader import CheckpointError, checkpoint_config
@@ -129,12 +129,20 @@ def test_starting_checkpoint_identity_from_safetensors_or_a_train_run(tmp_path):
 
 
 def test_prompt_files_one_per_line_or_the_built_in_set(tmp_path):
-    assert len(read_prompts("", ["a", "b"])) == 2
+    assert len(prompt_texts("", ["a", "b"])) == 2
     file = tmp_path / "prompts.txt"
     file.write_text("# drums\na drummer on stage\n\n  rain on a roof  \n")
-    assert read_prompts(str(file), []) == ["a drummer on stage", "rain on a roof"]
+    assert prompt_texts(str(file), []) == ["a drummer on stage", "rain on a roof"]
     with pytest.raises(ConfigError, match="does not exist"):
-        read_prompts(str(tmp_path / "missing.txt"), [])
+        prompt_texts(str(tmp_path / "missing.txt"), [])
+    # the same file format as `tandem generate --prompts`: JSONL too, but text only
+    (tmp_path / "dog.png").write_bytes(b"any picture")
+    jsonl = tmp_path / "prompts.jsonl"
+    jsonl.write_text('{"prompt": "a drummer on stage", "id": "drums"}\n')
+    assert prompt_texts(str(jsonl), []) == ["a drummer on stage"]
+    jsonl.write_text('{"prompt": "@image1 runs", "id": "dog", "references": {"image1": "dog.png"}}\n')
+    with pytest.raises(ConfigError, match=r"text prompts only; prompts \['dog'\]"):
+        prompt_texts(str(jsonl), [])
 
 
 def test_engine_accumulation_is_the_update_s_not_deepspeed_s():

@@ -55,11 +55,10 @@ def _worker(tmp):
 def _timesteps_under_flow_overrides(tmp):
     """Two steps of the debug_cpu recipe with ``flow.*`` overrides, as a user types them."""
     from model.presets import get_preset
-    from pipelines.config_loader import load_config
-    from pipelines.train_cmd import resolve_recipe
+    from pipelines.config_loader import load_config, resolve_recipe
     from training.trainer import TrainConfig, Trainer
 
-    cfg = load_config(TrainConfig, resolve_recipe("debug_cpu"), [
+    cfg = load_config(TrainConfig, resolve_recipe("debug_cpu", "train"), [
         f"data.shards={tmp}/latents", f"storage={tmp}/flow", "steps=2", "sample.every=0", "ema_decay=0",
         "flow.independent_timesteps=true", "flow.shift=3", "flow.logit_std=0.5"])
     model = TimestepRecordingDiT(get_preset("debug"))

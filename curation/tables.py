@@ -17,7 +17,7 @@ from typing import Any
 
 from curation.shards import SHARD_DIR, write_table
 from curation.storage import Store
-from pipelines.units import UNITS, load_record
+from curation.units import UNITS, load_record
 
 log = logging.getLogger(__name__)
 

@@ -13,7 +13,7 @@ from curation.probe import content_id
 from curation.shards import ShardConfig
 from curation.stage import Resources, Stage
 from curation.storage import Store
-from pipelines.units import (
+from curation.units import (
     ATTEMPTS,
     STALLS,
     UNITS,
