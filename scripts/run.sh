@@ -21,11 +21,16 @@ setup() {
     echo "[tandem] creating virtual environment $VENV"
     "$PY" -m venv "$VENV"
   fi
-  if command -v nvidia-smi >/dev/null 2>&1 && nvidia-smi -L >/dev/null 2>&1; then
-    constraints=constraints/lock.txt extras=dev,asr,pipeline,gpu  # gpu: NVML, for MLflow's GPU system metrics
-  else
-    constraints=constraints/cpu.txt extras=dev,asr,pipeline
+  # TANDEM_TORCH=cuda|cpu chooses where there is no GPU to ask (the Containerfile's build).
+  torch=${TANDEM_TORCH:-cpu}
+  if [ -z "${TANDEM_TORCH:-}" ] && command -v nvidia-smi >/dev/null 2>&1 && nvidia-smi -L >/dev/null 2>&1; then
+    torch=cuda
   fi
+  case "$torch" in
+    cuda) constraints=constraints/lock.txt extras=dev,asr,pipeline,gpu ;;  # gpu: NVML, for MLflow's GPU system metrics
+    cpu) constraints=constraints/cpu.txt extras=dev,asr,pipeline ;;
+    *) echo "[tandem] TANDEM_TORCH is cuda or cpu, not $torch" >&2; exit 2 ;;
+  esac
   stamp="$VENV/.tandem-installed"
   want=$(cat pyproject.toml constraints/*.txt scripts/install_*.sh 2>/dev/null | sha256sum | cut -c1-16) || true
   if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
@@ -37,8 +42,9 @@ setup() {
     "$VENV/bin/python" -c "import pipelines, torch; print('[tandem] torch', torch.__version__)"
     echo "$want" > "$stamp"
   fi
-  # DeepSpeed's CPU comm op: built once here (about a minute the first time), not inside a run.
-  "$VENV/bin/python" -c "from training.engine import prepare_cpu_ops; print('[tandem] DeepSpeed', prepare_cpu_ops())" \
+  # DeepSpeed's CPU comm op: built once here (about a minute the first time), not inside a run;
+  # with the venv's ninja, which a machine without a system one (the image build) has nowhere else.
+  PATH="$VENV/bin:$PATH" "$VENV/bin/python" -c "from training.engine import prepare_cpu_ops; print('[tandem] DeepSpeed', prepare_cpu_ops())" \
     2>&1 | grep "^\[tandem\]" || true
   # librosa's numba kernels: compiled and checked once here, not by parallel workers (curation/jit_cache.py).
   "$VENV/bin/python" -m curation.jit_cache 2>&1 | grep "^\[tandem\]" || true
