@@ -2,7 +2,8 @@
 -> annotation tasks -> rankings -> reward model -> aligned model.
 
 Materialising an asset runs the stage's own code, the functions the CLI calls (``run_curation``,
-``run_latents_job``, ``run_training``, ...): the stages do not know about Dagster. Each asset's
+``run_latents_job``, ``run_training``, ...), or with ``--submit`` the stage's own command as a
+Ray Job (``pipelines/pipeline_jobs.py``): the stages do not know about Dagster. Each asset's
 value is small: where its output lies, the output's content digest (the one ``pipelines.lineage``
 logs), the MLflow run that made it. Its **data version** is a digest of its stage, its config
 digest and its inputs' digests; an asset whose data version equals that of its last
