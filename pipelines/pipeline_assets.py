@@ -2,7 +2,8 @@
 -> annotation tasks -> rankings -> reward model -> aligned model.
 
 Materialising an asset runs the stage's own code, the functions the CLI calls (``run_curation``,
-``run_latents_job``, ``run_training``, ...): the stages do not know about Dagster. Each asset's
+``run_latents_job``, ``run_training``, ...), or with ``--submit`` the stage's own command as a
+Ray Job (``pipelines/pipeline_jobs.py``): the stages do not know about Dagster. Each asset's
 value is small: where its output lies, the output's content digest (the one ``pipelines.lineage``
 logs), the MLflow run that made it. Its **data version** is a digest of its stage, its config
 digest and its inputs' digests; an asset whose data version equals that of its last
@@ -85,7 +86,8 @@ def _materialise(context, spec: PipelineSpec, stage: str, upstream: dict[str, di
         out = spec.out / stage / version
         value = {**run(spec, cfg, upstream, out), "data_version": version}
     metadata = {"data_version": version, "skipped": skipped, "digest": value["digest"], "path": value["path"],
-                "mlflow_run_id": value.get("run_id") or "", "value": json.dumps(value)}
+                "mlflow_run_id": value.get("run_id") or "", "ray_job_id": value.get("ray_job_id") or "",
+                "value": json.dumps(value)}
     with warnings.catch_warnings():  # Output's data_version is "beta" in Dagster 1.13: said once, here
         warnings.simplefilter("ignore", dg.BetaWarning)
         return dg.Output(value, data_version=dg.DataVersion(version), metadata=metadata)
@@ -109,32 +111,50 @@ def run_curate(spec, cfg, upstream, out):
     from pipelines.lineage import file_sha256
 
     out = spec.out / "curate" / output_hash(cfg)  # incremental: new footage adds units to the same output
-    result = run_curation([str(spec.footage)], out, cfg, address=spec.address, run_name="pipeline curate")
-    return {"path": str(out), "digest": file_sha256(out / "manifest.parquet"), "run_id": result.mlflow_run_id}
+    if spec.submit:
+        job, run_id = _job(spec, "curate", out, upstream), None
+    else:
+        job = None
+        run_id = run_curation([str(spec.footage)], out, cfg, address=spec.address, run_name="pipeline curate").mlflow_run_id
+    digest = file_sha256(out / "manifest.parquet")
+    return {"path": str(out), "digest": digest, "run_id": run_id or _run_id_of(digest), "ray_job_id": job}
 
 
 def run_latents(spec, cfg, upstream, out):
     from pipelines.latents_cmd import run_latents_job
     from pipelines.lineage import latents_digest
 
-    result = run_latents_job(Path(upstream["clip_shards"]["path"]) / "shards", out, cfg, address=spec.address,
-                             run_name="pipeline latents")
-    if result.shards_failed:
-        raise RuntimeError(f"latents: {len(result.shards_failed)} clip shard(s) not encoded: {result.shards_failed}")
-    return {"path": str(out), "digest": latents_digest(out), "run_id": result.mlflow_run_id}
+    job = None
+    if spec.submit:
+        job = _job(spec, "latents", out, upstream)
+    else:
+        result = run_latents_job(Path(upstream["clip_shards"]["path"]) / "shards", out, cfg, address=spec.address,
+                                 run_name="pipeline latents")
+        if result.shards_failed:
+            raise RuntimeError(f"latents: {len(result.shards_failed)} clip shard(s) not encoded: {result.shards_failed}")
+    digest = latents_digest(out)
+    return {"path": str(out), "digest": digest, "run_id": _run_id_of(digest), "ray_job_id": job}
 
 
 def run_train(spec, cfg, upstream, out):
     from pipelines.lineage import weights_digest
-    from pipelines.ray_train import register_trained, run_training
+    from pipelines.pipeline_jobs import model_of_run
+    from pipelines.ray_train import TRAINED_MODEL, register_trained, run_training
 
-    cfg.data.shards, cfg.storage = upstream["latent_shards"]["path"], str(out)
-    result = run_training(cfg, address=spec.address, run_name="pipeline train")
-    if result.error:
-        raise RuntimeError(f"training failed: {result.error}")
-    version = register_trained(cfg)
-    return {"path": str(out / "final"), "digest": weights_digest(out / "final"), "run_id": version.run_id,
-            "model": version.uri}
+    if spec.submit:
+        job = _job(spec, "train", out, upstream)  # the command registers the final weights itself
+        run_id = _run_id_of(weights_digest(out / "final"))
+        model = model_of_run(TRAINED_MODEL, run_id)
+    else:
+        job = None
+        cfg.data.shards, cfg.storage = upstream["latent_shards"]["path"], str(out)
+        result = run_training(cfg, address=spec.address, run_name="pipeline train")
+        if result.error:
+            raise RuntimeError(f"training failed: {result.error}")
+        version = register_trained(cfg)
+        run_id, model = version.run_id, version.uri
+    return {"path": str(out / "final"), "digest": weights_digest(out / "final"), "run_id": run_id, "model": model,
+            "ray_job_id": job}
 
 
 def run_generate(spec, cfg, upstream, out):
@@ -191,9 +211,16 @@ def run_reward(spec, cfg, upstream, out):
 
 def run_align(spec, cfg, upstream, out):
     """Aligns the trained checkpoint; a reward whose source is ``$reward`` is the reward model."""
-    from pipelines.align_cmd import preflight, register_aligned, run_alignment
+    from pipelines.align_cmd import ALIGNED_MODEL, preflight, register_aligned, run_alignment
     from pipelines.lineage import weights_digest
+    from pipelines.pipeline_jobs import model_of_run
 
+    weights = out / "aligned"
+    if spec.submit:
+        job = _job(spec, "align", out, upstream)  # the command registers the aligned weights itself
+        run_id = _run_id_of(weights_digest(weights))
+        return {"path": str(weights), "digest": weights_digest(weights), "run_id": run_id,
+                "model": model_of_run(ALIGNED_MODEL, run_id), "ray_job_id": job}
     cfg.storage, cfg.init = str(out), upstream["checkpoint"]["model"]
     for source in cfg.rewards.values():
         if source.source == THIS_REWARD_URI:
@@ -202,8 +229,16 @@ def run_align(spec, cfg, upstream, out):
     if result.error:
         raise RuntimeError(f"alignment failed: {result.error}")
     version = register_aligned(cfg)
-    weights = out / "aligned"
     return {"path": str(weights), "digest": weights_digest(weights), "run_id": version.run_id, "model": version.uri}
+
+
+def _job(spec, stage: str, out: Path, upstream: dict) -> str:
+    """The stage's own command as a Ray Job on ``spec.submit`` (pipelines/pipeline_jobs.py)."""
+    from dagster import get_dagster_logger
+
+    from pipelines.pipeline_jobs import run_job, stage_argv
+
+    return run_job(spec, stage, stage_argv(spec, stage, out, upstream), log=get_dagster_logger().info)
 
 
 RUNNERS = {"curate": run_curate, "latents": run_latents, "train": run_train, "generate": run_generate,

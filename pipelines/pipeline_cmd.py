@@ -1,6 +1,8 @@
 """``tandem pipeline run|status|ui PIPELINE.yaml``: the stages as one Dagster asset graph.
 
     tandem pipeline run pipeline.yaml [--address ADDR]   materialise what is stale, in process
+    tandem pipeline run pipeline.yaml --submit http://HEAD:8265
+                                     ... curate, latents, train, align as Ray Jobs on that cluster
     tandem pipeline status pipeline.yaml                 each asset: fresh, stale, missing, waiting
     tandem pipeline ui pipeline.yaml [--port 3000]       Dagster's web UI on 127.0.0.1
 
@@ -100,7 +102,11 @@ def add_parsers(subparsers) -> None:
     sub = p.add_subparsers(dest="pipeline_command", metavar="SUBCOMMAND")
     run = sub.add_parser("run", help="materialise the stale assets of PIPELINE.yaml (unchanged ones are skipped)")
     run.add_argument("file", metavar="PIPELINE.yaml")
-    run.add_argument("--address", help="Ray cluster address for every stage (default: local Ray)")
+    where = run.add_mutually_exclusive_group()
+    where.add_argument("--address", help="Ray cluster address for every stage (default: local Ray)")
+    where.add_argument("--submit", metavar="DASHBOARD", help="run curate, latents, train and align as Ray Jobs "
+                       "(tandem submit) on this dashboard, e.g. http://HEAD:8265; `out` must be a folder the "
+                       "cluster shares")
     run.set_defaults(handler=_guard(run_handler))
     status = sub.add_parser("status", help="each asset's state: fresh, stale, missing, waiting")
     status.add_argument("file", metavar="PIPELINE.yaml")
@@ -124,7 +130,7 @@ def _guard(fn):
 
 
 def run_handler(args, spec: PipelineSpec) -> int:
-    spec.address = args.address
+    spec.address, spec.submit = args.address, args.submit
     states = run_pipeline(spec)
     for asset, state in states.items():
         print(f"  {asset:<18} {state}")  # (a failed asset: its error's last line)

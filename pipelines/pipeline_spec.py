@@ -56,6 +56,7 @@ class PipelineSpec:
     out: Path
     stages: dict[str, StageSpec]
     address: str | None = None  # a Ray cluster's, for every stage (default: local Ray)
+    submit: str | None = None  # a Ray dashboard's: curate, latents, train, align run there as Ray Jobs
 
     @property
     def store(self) -> Path:

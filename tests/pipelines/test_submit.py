@@ -1,5 +1,6 @@
-"""`tandem submit` sends real Ray Jobs to a head these tests start on 127.0.0.1: curate a tiny
-clip, encode its shards into latents, read status and logs, and stop a running job."""
+"""`tandem submit` sends real Ray Jobs to a head these tests start on 127.0.0.1: `tandem pipeline
+run --submit` curates a tiny clip and encodes its shards into latents as two jobs (status, logs,
+lineage, and a second run that skips both), and a running job is stopped."""
 
 import argparse
 import json
@@ -86,39 +87,73 @@ def _handle(capsys, address: str, what: str, job_id: str) -> str:
 
 
 @pytest.fixture(scope="module")
-def curated(ray_head, tmp_path_factory):
-    """`tandem submit curate` of one two-shot clip; (job id, output dir)."""
+def piped(ray_head, tmp_path_factory):
+    """``tandem pipeline run --submit``: curate, latents and train of one footage batch as Ray Jobs
+    on the head; (the pipeline file, each asset's last value, the pipeline status)."""
+    import yaml
+
     from curation.sample_media import make_clip
+    from pipelines.cli import main
+    from pipelines.pipeline_assets import last_value
+    from pipelines.pipeline_cmd import open_instance, pipeline_status
+    from pipelines.pipeline_spec import load_spec
 
-    raw = tmp_path_factory.mktemp("raw")
-    make_clip(raw / "two_shots.mp4", [1.4, 1.6], size=(128, 96))
-    out = tmp_path_factory.mktemp("curated") / "out"
-    job_id = submit_job(ray_head, "curate", [str(raw), "--out", str(out), "skip=[transcribe]", "track=false"])
-    _wait(ray_head, job_id)
-    return job_id, out
+    root = tmp_path_factory.mktemp("pipeline")
+    make_clip(root / "footage" / "batch1" / "two_shots.mp4", [1.4, 1.6], size=(128, 96))
+    path = root / "pipeline.yaml"
+    path.write_text(yaml.safe_dump({"footage": "footage", "out": "out", "stages": {
+        "curate": {"overrides": ["skip=[transcribe]"]}, "latents": {"recipe": "debug"},
+        "train": {"recipe": "debug_cpu", "overrides": [  # one clip: one sample, so one rank of batch 1
+            "steps=2", "data.batch_size=1", "engine.micro_batch_per_rank=1", "workers.num_workers=1"]}}}))
+    assert main(["pipeline", "run", str(path), "--submit", ray_head]) == 0
+    spec = load_spec(path)
+    with open_instance(spec) as instance:
+        values = {asset: last_value(instance, asset) for asset in ("clip_shards", "latent_shards", "checkpoint")}
+    return path, values, pipeline_status(spec)
 
 
-@pytest.mark.timeout(240)
-def test_submitted_curate_writes_clip_shards_and_reports_status_and_logs(ray_head, curated, capsys):
-    job_id, out = curated
-    logs = _handle(capsys, ray_head, "logs", job_id)
-    assert _handle(capsys, ray_head, "status", job_id).strip() == "SUCCEEDED", logs[-3000:]
+@pytest.mark.timeout(600)
+def test_pipeline_stages_run_as_ray_jobs_with_their_status_logs_and_lineage(ray_head, piped, capsys):
+    _, values, status = piped
+    curate, latents = values["clip_shards"], values["latent_shards"]
+    assert {a: s["state"] for a, s in status.items()} == {"clip_shards": "fresh", "latent_shards": "fresh",
+                                                          "checkpoint": "fresh"}
+    jobs = {values[a]["ray_job_id"] for a in values}
+    assert len(jobs) == 3 and all(jobs)
+    logs = _handle(capsys, ray_head, "logs", curate["ray_job_id"])
+    assert _handle(capsys, ray_head, "status", curate["ray_job_id"]).strip() == "SUCCEEDED", logs[-3000:]
     assert "curated 1 inputs" in logs  # the command's own summary, printed on the cluster
+    out = Path(curate["path"])
     assert list((out / "shards").glob("clips-*.tar"))
-    assert json.loads((out / "stats.json").read_text())["clips_kept"] >= 1
+    stats = json.loads((Path(latents["path"]) / "stats.json").read_text())
+    kept = json.loads((out / "stats.json").read_text())["clips_kept"]
+    assert kept >= 1 and stats["clips_in"] == stats["encoded"] == kept and stats["skipped"] == {}
+    assert len(list(Path(latents["path"]).glob("clips-*.tar"))) == len(list((out / "shards").glob("clips-*.tar")))
+    # the jobs logged into this machine's store: lineage from the latents reaches the footage file
+    from pipelines.lineage import chain
+
+    tree = chain(latents["run_id"])
+    made_by = tree["inputs"][0]["produced_by"]
+    assert made_by["run_id"] == curate["run_id"] and [Path(f["path"]).name for f in made_by["footage"]] == ["two_shots.mp4"]
+    # the train job registered its final weights: the asset names that version and its run
+    from pipelines.registry import lookup
+
+    checkpoint = values["checkpoint"]
+    assert checkpoint["model"].startswith("models:/tandem-dit/") and checkpoint["run_id"]
+    assert lookup(checkpoint["model"]).run_id == checkpoint["run_id"]
+    assert chain(checkpoint["run_id"])["inputs"][0]["produced_by"]["run_id"] == latents["run_id"]
 
 
-@pytest.mark.timeout(180)
-def test_submitted_latents_encodes_the_curated_shards(ray_head, curated, tmp_path, capsys):
-    _, curated_out = curated
-    out = tmp_path / "latents"
-    job_id = submit_job(ray_head, "latents", [str(curated_out / "shards"), "--out", str(out)])
-    assert _wait(ray_head, job_id) == "SUCCEEDED", _handle(capsys, ray_head, "logs", job_id)[-3000:]
-    stats = json.loads((out / "stats.json").read_text())
-    kept = json.loads((curated_out / "stats.json").read_text())["clips_kept"]
-    assert stats["clips_in"] == stats["encoded"] == kept and stats["skipped"] == {}
-    assert stats["source_manifest_sha256"]  # curation's manifest, beside its shards/
-    assert len(list(out.glob("clips-*.tar"))) == len(list((curated_out / "shards").glob("clips-*.tar")))
+@pytest.mark.timeout(300)
+def test_a_second_submitted_run_skips_every_asset_without_a_job(ray_head, piped, capsys):
+    from pipelines.cli import main
+
+    path, values, _ = piped
+    capsys.readouterr()
+    assert main(["pipeline", "run", str(path), "--submit", ray_head]) == 0
+    out = capsys.readouterr().out
+    assert all(f"{asset:<18} skipped" in out for asset in ("clip_shards", "latent_shards", "checkpoint")), out
+    assert "Ray Job" not in out
 
 
 @pytest.mark.timeout(180)
