@@ -173,18 +173,20 @@ class Annotator:
         (``tiers[0]`` = the first ``Bucket``, the best), by keyboard: Space, right arrows, Space.
 
         react-beautiful-dnd moves a keyboard drag across lists only into a list it sees whole,
-        so the window is first made tall enough for the board (four clips are ~2300 px)."""
-        self._fit_window_to(ranker)
+        so before every drag the viewport is made taller than the board (four clips are ~2300 px,
+        more once their videos have loaded)."""
         for tier, items in enumerate(tiers, start=1):
             for item in items:
                 self._drag(ranker, item, lambda i=item, t=tier: ["ARROW_RIGHT"] * (t - self._column_of(ranker, i)),
-                           lambda i=item, t=tier: self._column_of(ranker, i) == t, f"{item} to drop into tier {tier}")
+                           lambda i=item, t=tier: self._column_of(ranker, i) == t, f"{item} to drop into tier {tier}",
+                           before=lambda: self._fit_viewport_to(ranker))
+        self._release_viewport()
 
     def tier_ids(self, ranker: int) -> list[list[str]]:
         """The clips in each column of the ``ranker``-th Ranker: the list first, then each tier."""
         return [self._column_ids(ranker, c) for c in range(self._column_count(ranker))]
 
-    def _drag(self, ranker: int, item: str, keys, landed, what: str, attempts: int = 4) -> None:
+    def _drag(self, ranker: int, item: str, keys, landed, what: str, attempts: int = 4, before=None) -> None:
         """One keyboard drag of ``item`` with ``keys()`` until ``landed()``. On a busy machine the
         page can miss a key (a lift still settling, a drop still animating): a drag that did not
         land is cancelled with Escape and tried again from where the item is then, with longer
@@ -192,22 +194,39 @@ class Annotator:
         for attempt in range(attempts):
             if landed():
                 return
+            if before:
+                before()
             self._move(ranker, item, keys(), pause=0.3 * (attempt + 1))
             try:
                 wait_for(landed, 10, what)
                 return
             except TimeoutError:
                 if attempt == attempts - 1:
-                    raise
+                    raise TimeoutError(f"waited 10 s, {attempts} times, for {what}; the page: "
+                                       f"{self._layout(ranker)}") from None
                 self._cancel_drag()
 
-    def _fit_window_to(self, ranker: int) -> None:
-        height = self.driver.execute_script(
-            BOARDS + "return Math.max(...Array.from(boards[arguments[0]].children).map(c => c.scrollHeight));", ranker)
-        size = self.driver.get_window_size()
-        if height + 800 > size["height"]:
-            self.driver.set_window_size(size["width"], height + 800)
+    def _fit_viewport_to(self, ranker: int) -> None:
+        """Emulates a viewport taller than the ``ranker``-th board (a headless window may not grow
+        past its screen; the emulated viewport does)."""
+        layout = self._layout(ranker)
+        if layout["board"] + 600 > layout["viewport"][1]:
+            self.driver.execute_cdp_cmd("Emulation.setDeviceMetricsOverride", {
+                "width": layout["viewport"][0], "height": layout["board"] + 1000,
+                "deviceScaleFactor": 1, "mobile": False})
             time.sleep(1.0)  # the page lays itself out again
+
+    def _release_viewport(self) -> None:
+        self.driver.execute_cdp_cmd("Emulation.clearDeviceMetricsOverride", {})
+
+    def _layout(self, ranker: int) -> dict:
+        """The viewport's size, the board's height and each column's top and bottom, in px."""
+        return self.driver.execute_script(BOARDS + """
+            const b = boards[arguments[0]];
+            const cols = Array.from(b.querySelectorAll('.htx-ranker-column')).map(c => c.getBoundingClientRect());
+            return {viewport: [window.innerWidth, window.innerHeight],
+                    board: Math.max(b.scrollHeight, ...cols.map(r => r.height)),
+                    columns: cols.map(r => [Math.round(r.top), Math.round(r.bottom)])};""", ranker)
 
     def _column_of(self, ranker: int, item: str) -> int:
         return next(c for c, ids in enumerate(self.tier_ids(ranker)) if item in ids)
