@@ -80,3 +80,35 @@ def test_checker_sees_function_level_and_from_imports(tmp_path):
         assert violations("training") == {"training/_probe_for_test.py": ["curation.clip", "ray.data"]}
     finally:
         src.unlink()
+
+
+# The judge panel (benchmarks/judges.py) measures what alignment learned: a package that
+# trains or scores a model must not see it, or the reward could be fitted to the judges' rules.
+JUDGED = ("model", "training", "reward")
+JUDGE_CODE = ("benchmarks", "tests")
+
+
+def judge_imports(package: str) -> dict[str, list[str]]:
+    out = {}
+    for f in sorted((ROOT / package).rglob("*.py")):
+        bad = sorted(m for m in imported_modules(f) if m.split(".")[0] in JUDGE_CODE)
+        if bad:
+            out[str(f.relative_to(ROOT))] = bad
+    return out
+
+
+@pytest.mark.parametrize("package", JUDGED)
+def test_models_and_rewards_cannot_import_the_judges(package):
+    bad = judge_imports(package)
+    assert not bad, f"{package}/ imports test or benchmark code (where the judges live): {bad}"
+
+
+def test_judge_checker_sees_an_import_of_the_panel(tmp_path):
+    assert (ROOT / "benchmarks" / "judges.py").is_file()
+    src = ROOT / "reward" / "_probe_for_test.py"
+    src.write_text("def f():\n    from benchmarks.judges import make_panel\n")
+    try:
+        assert judge_imports("reward") == {"reward/_probe_for_test.py": ["benchmarks.judges",
+                                                                          "benchmarks.judges.make_panel"]}
+    finally:
+        src.unlink()
