@@ -1,7 +1,7 @@
 """Does alignment make clips the judges prefer? The whole loop, measured by the judge panel.
 
     PYTHONPATH=. python benchmarks/align_winrate.py [--work DIR] [--seed 0] [--align-steps 60]
-        [--eval-every 20] [--reward-steps 300] [--fractions 0.5,0.25] [--flaw 2.0]
+        [--eval-every 20] [--reward-steps 300] [--fractions 0.5,0.25] [--flaw 2.0] [--judge-only]
 
 One seed of ``benchmarks.judged_loop`` (every stage through the ``tandem`` CLI, debug preset,
 CPU): rollouts of the base model judged by the panel, a reward model trained on the panel's
@@ -26,6 +26,7 @@ machine's load only through the seconds.
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 import tempfile
 from pathlib import Path
@@ -33,6 +34,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from benchmarks.judged_loop import (  # noqa: E402
+    REWARD_KEY,
     LoopConfig,
     Timer,
     align,
@@ -57,6 +59,8 @@ def main() -> None:
     ap.add_argument("--flaw", type=float, default=2.0, help="brightness coefficient of the flawed reward")
     ap.add_argument("--fractions", default="", help="extra clean runs at these grpo.timestep_fraction values")
     ap.add_argument("--threshold", type=float, default=0.1, help="win-rate fall that raises the alert")
+    ap.add_argument("--judge-only", action="store_true",
+                    help="print the figures of the runs already in --work (same seed and sizes) without running them")
     args = ap.parse_args()
     import torch
 
@@ -65,7 +69,10 @@ def main() -> None:
     cfg = LoopConfig(work=work, seed=args.seed, reward_steps=args.reward_steps, align_steps=args.align_steps,
                      eval_every=args.eval_every, lr=args.lr)
     timer = Timer()
-    metrics = reward_model(cfg, timer)["metrics"]
+    if args.judge_only:
+        metrics = json.loads((Path(work) / f"reward-{REWARD_KEY}" / "metrics.json").read_text())
+    else:
+        metrics = reward_model(cfg, timer)["metrics"]
     paths = setup(cfg)
     runs = {"clean": (cfg.lr, None, []), "control": (0.0, None, []),
             "flaw": (cfg.lr, {"bright": {"source": "brightness", "coefficient": args.flaw}}, [])}
@@ -75,7 +82,9 @@ def main() -> None:
     for name, (lr, extra, overrides) in runs.items():
         cfg.align = overrides
         with timer(f"align {name}"):
-            storage = align(cfg, paths, name, lr, extra)
+            storage = paths["work"] / f"align-{name}" if args.judge_only else align(cfg, paths, name, lr, extra)
+        if not (storage / "progress.jsonl").is_file():
+            continue
         results[name] = (judge_run(cfg, storage, paths), step_costs(storage))
     print(f"\n== seed {args.seed}, work {work}")
     print_accuracy(metrics)
