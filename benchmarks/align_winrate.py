@@ -70,7 +70,7 @@ def main() -> None:
                      eval_every=args.eval_every, lr=args.lr)
     timer = Timer()
     if args.judge_only:
-        metrics = json.loads((Path(work) / f"reward-{REWARD_KEY}" / "metrics.json").read_text())
+        metrics = json.loads((Path(work) / f"reward-{REWARD_KEY}" / "model" / "reward.json").read_text())["metrics"]
     else:
         metrics = reward_model(cfg, timer)["metrics"]
     paths = setup(cfg)

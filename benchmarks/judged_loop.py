@@ -24,6 +24,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
 import yaml
 
 from benchmarks.judged_prompts import eval_prompts, train_prompts
@@ -109,7 +110,9 @@ def train_reward(cfg: LoopConfig, paths: dict, train_rankings: Path, heldout_ran
     cli("reward", "train", "--rankings", train_rankings, *heldout, "--rollouts", *rollouts, "--config", "latent_cpu", "--alias", alias,
         f"model.heads=[{','.join(AXES)}]", f"model.latent.fps={SEQUENCE['fps']}", f"steps={cfg.reward_steps}",
         f"seed={cfg.seed}", f"storage={storage}", f"tracking_dir={paths['work']}", "eval_every=100000")
-    return json.loads((storage / "metrics.json").read_text())
+    from reward.model import read_meta
+
+    return read_meta(storage / "model")["metrics"]  # held-out and training metrics
 
 
 def align(cfg: LoopConfig, paths: dict, name: str, lr: float, extra_rewards: dict | None = None,
@@ -152,7 +155,8 @@ def print_accuracy(metrics: dict) -> None:
     for axis in AXES:
         get = lambda k, a=axis: metrics.get(f"heldout/{a}/{k}", float("nan"))  # noqa: E731
         print(f"  {axis:<8} without ties {100 * get('accuracy_without_ties'):5.1f} %   with ties "
-              f"{100 * get('accuracy_with_ties'):5.1f} %   ({get('judgements'):.0f} judgements)")
+              f"{100 * get('accuracy_with_ties'):5.1f} %   ({get('judgements'):.0f} judgements; training "
+              f"rankings: {100 * metrics.get(f'train/{axis}/accuracy_without_ties', float('nan')):.1f} % without ties)")
 
 
 @dataclass
@@ -161,6 +165,8 @@ class Evaluation:
     reward: float  # eval_reward_mean: what the run optimised (every optimised head, by coefficient)
     model_score: float  # the reward model's own mean score on the evaluation clips
     win: dict[str, WinRate]  # split -> the panel's win rate of this step's clips over step 0's
+    rgb: tuple = ()  # mean colour of this step's clips (what the panel sees), and its spread
+    rgb_std: tuple = ()
 
 
 def judge_run(cfg: LoopConfig, storage: Path, paths: dict) -> list[Evaluation]:
@@ -190,8 +196,10 @@ def judge_run(cfg: LoopConfig, storage: Path, paths: dict) -> list[Evaluation]:
             win[split] = win_rate([now[k] for k in idx], [base[k] for k in idx], [shown[k] for k in idx], panel,
                                   seed=cfg.seed * 1000 + step)
         heads = [k for k in evals[step] if k.startswith(f"eval_reward.{REWARD_KEY}") and k.endswith(".mean")]
-        out.append(Evaluation(step, evals[step]["eval_reward_mean"],
-                              sum(evals[step][k] for k in heads) / len(heads), win))
+        rgb = np.array([c.rgb for c in now])
+        out.append(Evaluation(step, evals[step]["eval_reward_mean"], sum(evals[step][k] for k in heads) / len(heads),
+                              win, tuple(round(float(x), 3) for x in rgb.mean(0)),
+                              tuple(round(float(x), 3) for x in rgb.std(0))))
     return out
 
 
@@ -217,7 +225,8 @@ def step_costs(storage: Path) -> dict[str, float]:
 def print_run(name: str, evaluations: list[Evaluation], costs: dict[str, float] | None = None) -> None:
     for e in evaluations:
         wins = "  ".join(f"{split} {w}" for split, w in e.win.items())
-        print(f"{name:>8} step {e.step:>4}  reward {e.reward:+.4f}  model score {e.model_score:+.4f}  judges: {wins}")
+        print(f"{name:>8} step {e.step:>4}  reward {e.reward:+.4f}  model score {e.model_score:+.4f}  judges: {wins}"
+              f"  clips' mean RGB {e.rgb} (std {e.rgb_std})")
     if costs:
         total = sum(costs.values())
         print(f"{name:>8} step cost: " + ", ".join(f"{k} {v:.2f} s ({100 * v / total:.0f} %)" for k, v in costs.items()))

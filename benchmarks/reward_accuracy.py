@@ -14,7 +14,8 @@ never named in training).
 Printed per head: accuracy without ties (the panel's non-tied judgements) and with ties (at
 the calibrated tie threshold) per seed and their mean, and the ceiling: how often the panel's
 own noiseless rule (the misfits it perceives, before noise; 50/50 weights for overall) agrees
-with the panel's non-tied judgements, i.e. how noisy the labels are.
+with the panel's non-tied judgements, i.e. how noisy the labels are; and the accuracy on the
+training rankings themselves (how well the model fits what it saw).
 """
 
 from __future__ import annotations
@@ -62,7 +63,7 @@ def main() -> None:
 
     torch.set_num_threads(1)
     work = Path(args.work or tempfile.mkdtemp(prefix="reward_accuracy_"))
-    table: dict[str, dict[int, tuple[float, float, float]]] = {a: {} for a in AXES}
+    table: dict[str, dict[int, tuple[float, ...]]] = {a: {} for a in AXES}
     timer = Timer()
     for seed in map(int, args.seeds.split(",")):
         cfg = LoopConfig(work=str(work / f"seed{seed}"), seed=seed, reward_steps=args.reward_steps,
@@ -72,15 +73,16 @@ def main() -> None:
         for axis in AXES:
             m = out["metrics"]
             table[axis][seed] = (m[f"heldout/{axis}/accuracy_without_ties"], m[f"heldout/{axis}/accuracy_with_ties"],
-                                 ceiling.get(axis, float("nan")))
+                                 ceiling.get(axis, float("nan")), m.get(f"train/{axis}/accuracy_without_ties", float("nan")))
     print(f"\nreward model (latent_cpu, {args.reward_steps} steps) vs the judge panel on held-out prompts; "
           f"seeds {args.seeds}; work {work}")
-    print(f"{'head':<8} {'seed':>5} {'w/o ties':>9} {'w/ ties':>8} {'rule ceiling':>13}")
+    print(f"{'head':<8} {'seed':>5} {'w/o ties':>9} {'w/ ties':>8} {'rule ceiling':>13} {'train w/o ties':>15}")
+    widths = (8, 7, 12, 14)
     for axis in AXES:
-        for seed, (wo, w, c) in table[axis].items():
-            print(f"{axis:<8} {seed:>5} {100 * wo:8.1f}% {100 * w:7.1f}% {100 * c:12.1f}%")
+        for seed, row in table[axis].items():
+            print(f"{axis:<8} {seed:>5} " + " ".join(f"{100 * v:{w}.1f}%" for v, w in zip(row, widths)))
         cols = list(zip(*table[axis].values()))
-        print(f"{axis:<8} {'mean':>5} " + " ".join(f"{100 * statistics.mean(c):{w}.1f}%" for c, w in zip(cols, (8, 7, 12))))
+        print(f"{axis:<8} {'mean':>5} " + " ".join(f"{100 * statistics.mean(c):{w}.1f}%" for c, w in zip(cols, widths)))
     print("wall seconds: " + ", ".join(f"{k} {v:.0f}" for k, v in timer.split.items()))
 
 
