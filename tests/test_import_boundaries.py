@@ -163,3 +163,35 @@ def test_cycle_finder_finds_a_cycle_through_function_level_imports():
     graph = import_graph()
     assert "curation.units" in graph["curation.pipeline"]
     assert "pipelines.ray_adapter" in graph["pipelines.curate"]  # imported inside run_curation
+
+
+# The judge panel (benchmarks/judges.py) measures what alignment learned: a package that
+# trains or scores a model must not see it, or the reward could be fitted to the judges' rules.
+JUDGED = ("model", "training", "reward")
+JUDGE_CODE = ("benchmarks", "tests")
+
+
+def judge_imports(package: str) -> dict[str, list[str]]:
+    out = {}
+    for f in sorted((ROOT / package).rglob("*.py")):
+        bad = sorted(m for m in imported_modules(f) if m.split(".")[0] in JUDGE_CODE)
+        if bad:
+            out[str(f.relative_to(ROOT))] = bad
+    return out
+
+
+@pytest.mark.parametrize("package", JUDGED)
+def test_models_and_rewards_cannot_import_the_judges(package):
+    bad = judge_imports(package)
+    assert not bad, f"{package}/ imports test or benchmark code (where the judges live): {bad}"
+
+
+def test_judge_checker_sees_an_import_of_the_panel(tmp_path):
+    assert (ROOT / "benchmarks" / "judges.py").is_file()
+    src = ROOT / "reward" / "grpo" / "_probe_for_test.py"
+    src.write_text("def f():\n    from benchmarks.judges import make_panel\n")
+    try:
+        assert judge_imports("reward") == {"reward/grpo/_probe_for_test.py": ["benchmarks.judges",
+                                                                          "benchmarks.judges.make_panel"]}
+    finally:
+        src.unlink()

@@ -47,6 +47,7 @@ SKIPPED = {
     "tandem reward sync-pretrain": "minutes of pretraining (tests/reward/test_pretrained_heads.py)",
     "tandem reward text-pretrain": "minutes of pretraining (tests/reward/test_text_net.py)",
     "tandem align --config 1b_8gpu": "8 GPUs",
+    "PYTHONPATH=. .venv/bin/python benchmarks/": "a benchmark, minutes to hours on a CPU (docs/benchmarks.md)",
     "bash scripts/build_image.sh": "podman and about 15 minutes (TANDEM_TEST_IMAGE=1: tests/infra/test_cluster_image.py)",
     "tandem pipeline run": "the whole chain in Dagster, minutes: tests/pipelines/test_pipeline.py materialises, "
                            "skips and re-runs its first stages",

@@ -184,8 +184,9 @@ class Aligner(Resumable):
         self.cond = encode_prompts(encoder, self.prompts, cfg.sequence.fps, self.device, self.dtype)
         self.eval_cond = encode_prompts(encoder, self.eval_prompts, cfg.sequence.fps, self.device, self.dtype)
         del encoder
-        self.decoder = (load_decoder(cfg.encoder, self.device)
-                        if any(s.uses != "latents" for _, s, _ in self.sources) else None)
+        # decoded clips: for sources that score media, and for the mp4s evaluations write
+        self.needs_media = any(s.uses != "latents" for _, s, _ in self.sources)
+        self.decoder = load_decoder(cfg.encoder, self.device) if self.needs_media or cfg.eval.videos else None
         seq = cfg.sequence
         self.video_shape = (self.model_cfg.video.latent_channels, *seq.video_latent_shape)
         self.audio_shape = (self.model_cfg.audio.latent_channels, seq.audio_latents)  # preflight: = the encoder's
@@ -210,7 +211,7 @@ class Aligner(Resumable):
               text, clip=None) -> dict[str, torch.Tensor]:
         """Head id -> (N,) rewards of clips given by their final latents and their prompts'
         conditioning ``text`` (for reward models that read the text embedding)."""
-        if clip is None and self.decoder is not None:
+        if clip is None and self.needs_media:
             clip = self.decode(video_latents, audio_latents)
         seq = self.cfg.sequence
         clips = Clips(prompts, clip.video if clip else None, clip.audio if clip else None, seq.fps,
