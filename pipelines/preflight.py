@@ -1,7 +1,8 @@
 """What ``tandem train`` checks before Ray starts: a recipe that cannot run exits 2 in seconds
 with what to change, instead of booking a cluster and crashing on its first step or sample.
 
-- The data exists and is not empty (else: how to make latents).
+- The data exists and is not empty (else: how to make latents); with several directories
+  (``data.shards=a,b``), each of them.
 - No shard is damaged (cut short by an interrupted copy: each is named on a line), unless
   ``data.skip_damaged=true``, which trains on the others.
 - The data gives every rank at least one full batch (samples per bucket, ``data.batch_size``,
@@ -30,7 +31,13 @@ import yaml
 from model.config import ConfigError, to_dict
 from pipelines.config_loader import RECIPES
 from training.encoders import EncoderConfig, EncoderConfigError, describe, encoder_names
-from training.latent_shards import LatentFormat, read_latent_format, read_manifest
+from training.latent_shards import (
+    LatentFormat,
+    absolute_shards,
+    read_latent_format,
+    read_manifest,
+    shard_dirs,
+)
 from training.loader import DataIndex, deal_batches, index_data
 from training.resume import checkpoint_dir
 from training.trainer import TrainConfig, model_config
@@ -51,17 +58,19 @@ def how_to_make_latents(cfg: TrainConfig) -> str:
 
 
 def _data_format(cfg: TrainConfig) -> LatentFormat | None:
-    data = Path(cfg.data.shards)
-    if not cfg.data.shards or not data.is_dir():
-        raise ConfigError(f"data.shards={cfg.data.shards!r}: no such directory; {how_to_make_latents(cfg)}")
-    if not any(data.glob("*.tar")) and not (cfg.data.source == "clips" and any(data.glob("shards/*.tar"))):
-        kind = "clip" if cfg.data.source == "clips" else "latent"
-        raise ConfigError(f"data.shards={data} holds no {kind} shards (*.tar); {how_to_make_latents(cfg)}")
+    dirs = shard_dirs(cfg.data.shards)
+    for data in dirs or [Path(cfg.data.shards)]:  # each directory data.shards names
+        named = cfg.data.shards if len(dirs) <= 1 else str(data)
+        if not dirs or not data.is_dir():
+            raise ConfigError(f"data.shards={named!r}: no such directory; {how_to_make_latents(cfg)}")
+        if not any(data.glob("*.tar")) and not (cfg.data.source == "clips" and any(data.glob("shards/*.tar"))):
+            kind = "clip" if cfg.data.source == "clips" else "latent"
+            raise ConfigError(f"data.shards={data} holds no {kind} shards (*.tar); {how_to_make_latents(cfg)}")
     if cfg.data.source == "clips":
         return _describe(cfg.data.encoder, cfg.data.buckets.fps, "data.encoder")
     try:
-        return read_latent_format(data)
-    except ValueError as exc:  # shards of different encoders mixed in one directory
+        return read_latent_format(cfg.data.shards)
+    except ValueError as exc:  # shards of different encoders mixed in one directory, or across them
         raise ConfigError(str(exc)) from exc
 
 
@@ -74,7 +83,8 @@ def _describe(encoder: EncoderConfig, fps: float, where: str) -> LatentFormat:
 
 def _decoder_fix(cfg: TrainConfig) -> str:
     """The ``sample.decoder.*`` overrides that name the encoders recorded with the latents."""
-    recorded = Path(cfg.data.shards) / "config.yaml"
+    recorded = next((d / "config.yaml" for d in shard_dirs(cfg.data.shards) if (d / "config.yaml").is_file()),
+                    Path(cfg.data.shards) / "config.yaml")
     if cfg.data.source == "clips":
         made_by = to_dict(cfg.data.encoder)
     elif recorded.is_file():
@@ -99,9 +109,10 @@ def check_decoder(cfg: TrainConfig, fmt: LatentFormat) -> None:
 
 
 def check_preset_fits(cfg: TrainConfig, model_cfg) -> None:
-    rows = read_manifest(cfg.data.shards)
-    if rows is None:
+    manifests = [read_manifest(d) for d in shard_dirs(cfg.data.shards)]
+    if not manifests or None in manifests:
         return
+    rows = [row for manifest in manifests for row in manifest]
     pt, ph, pw = model_cfg.video.patch
     shapes = {(row.get("bucket"), tuple(row["video_shape"])) for row in rows}
     for bucket, (_, t, h, w) in sorted(shapes, key=str):
@@ -114,7 +125,7 @@ def check_preset_fits(cfg: TrainConfig, model_cfg) -> None:
 def check_storage(cfg: TrainConfig, model_cfg) -> None:
     from pipelines.ray_train import check_resume
 
-    check_resume(cfg, {"data.shards": str(Path(cfg.data.shards).absolute())})  # the run records it absolute
+    check_resume(cfg, {"data.shards": absolute_shards(cfg.data.shards)})  # the run records it absolute
     checkpoints = checkpoint_dir(cfg.storage)
     saved = checkpoints / "model.json"
     if not (checkpoints / "latest").exists() or not saved.is_file():

@@ -34,6 +34,7 @@ from pipelines.tracking import (
     open_tracker,
     run_id_of,
 )
+from training.latent_shards import absolute_shards, shard_dirs
 from training.resume import checkpoint_dir, refuse_changed_config
 from training.tracker import NullTracker
 from training.trainer import TrainConfig, Trainer
@@ -132,7 +133,11 @@ def damaged_tag(damaged: dict[str, str]) -> str:
 
 def data_identity(shards: str) -> str:
     """What the run trained on: the clip manifest's digest that the latent DAG recorded in
-    stats.json, else a digest of the latent shard names."""
+    stats.json, else a digest of the latent shard names; for several directories, a digest
+    of theirs."""
+    dirs = shard_dirs(shards)
+    if len(dirs) > 1:
+        return "dirs:" + hashlib.sha256("\n".join(map(data_identity, map(str, dirs))).encode()).hexdigest()[:16]
     stats = Path(shards) / "stats.json"
     if stats.exists() and (digest := json.loads(stats.read_text()).get("source_manifest_sha256")):
         return digest
@@ -228,7 +233,7 @@ def run_training(cfg: TrainConfig, *, address: str | None = None, run_name: str 
     """Train ``cfg`` on the current Ray cluster (local by default); returns Ray's Result.
     Raises ValueError when a local Ray instance cannot ever hold the workers."""
     started = time.time()
-    cfg.storage, cfg.data.shards = str(Path(cfg.storage).absolute()), str(Path(cfg.data.shards).absolute())
+    cfg.storage, cfg.data.shards = str(Path(cfg.storage).absolute()), absolute_shards(cfg.data.shards)
     cfg.tracking_dir = str(Path(cfg.tracking_dir).absolute())
     return fit_in_run(_train, {}, cfg, address=address, started=started, until=until,
                       run_name=run_name or describe_run("train", cfg.preset))
@@ -255,10 +260,10 @@ def register_trained(cfg: TrainConfig):
 
 
 def _record_lineage(cfg: TrainConfig, version, weights: Path) -> None:
-    """Latent shards in (their manifest's sha256), the registered checkpoint out."""
+    """Latent shards in (their manifest's sha256; each directory's), the registered checkpoint out."""
     from pipelines.config_loader import output_hash
     from pipelines.lineage import Data, latents_digest, record_run, weights_digest
 
-    inputs = [Data("latent-shards", cfg.data.shards, latents_digest(cfg.data.shards))]
+    inputs = [Data("latent-shards", str(d), latents_digest(d)) for d in shard_dirs(cfg.data.shards)]
     record_run(default_tracking_uri(cfg.tracking_dir), version.run_id, "train", output_hash(cfg), inputs,
                [Data("checkpoint", version.uri, weights_digest(weights))])

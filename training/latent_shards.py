@@ -16,6 +16,10 @@ globs) and renamed, after its format file: a ``.tar`` that exists is complete an
 key, shard, bucket, shapes, duration); ``write_manifest`` and ``read_manifest`` are the only
 code that writes or parses it. Its sha256 is the latents' identity in lineage and in
 training runs' tags.
+
+A reader's ``directory`` (training's ``data.shards``) may name several directories separated
+by commas (``shard_dirs``): a partitioned pipeline encodes each footage batch to a directory
+of its own and trains on all of them as one data set, each keeping its own manifest.
 """
 
 from __future__ import annotations
@@ -103,8 +107,23 @@ def write_latent_shard(path: str | Path, samples: list[dict], fmt: LatentFormat 
     return path
 
 
+def shard_dirs(shards: str | Path) -> list[Path]:
+    """The directories ``shards`` names: one, or several separated by commas."""
+    return [Path(part.strip()) for part in str(shards).split(",") if part.strip()]
+
+
+def absolute_shards(shards: str | Path) -> str:
+    """``shards`` with each directory absolute (as a run records ``data.shards``)."""
+    return ",".join(str(d.absolute()) for d in shard_dirs(shards))
+
+
+def shard_files(shards: str | Path) -> list[Path]:
+    """The ``*.tar`` of each directory ``shards`` names, directory by directory, by name."""
+    return [path for directory in shard_dirs(shards) for path in sorted(directory.glob("*.tar"))]
+
+
 def latent_shard_paths(directory: str | Path) -> list[Path]:
-    shards = sorted(Path(directory).glob("*.tar"))
+    shards = shard_files(directory)
     if not shards:
         raise FileNotFoundError(f"no latent shards (*.tar) under {directory}")
     return shards
@@ -172,10 +191,11 @@ def read_jsonl(path: str | Path) -> list[dict]:
 
 
 def read_latent_format(directory: str | Path) -> LatentFormat | None:
-    """The one LatentFormat of every shard under ``directory``; None when no shard has a
-    format file (shards written before formats were recorded). Raises when shards disagree."""
+    """The one LatentFormat of every shard under ``directory`` (or the directories it names);
+    None when no shard has a format file (shards written before formats were recorded).
+    Raises when shards disagree."""
     found: dict[str, list[str]] = defaultdict(list)
-    for shard in sorted(Path(directory).glob("*.tar")):
+    for shard in shard_files(directory):
         if format_path(shard).is_file():
             found[format_path(shard).read_text()].append(shard.name)
     if not found:

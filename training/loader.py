@@ -40,6 +40,7 @@ from training.latent_shards import (
     read_latent_format,
     read_latent_json,
     read_latent_sample,
+    shard_files,
 )
 
 log = logging.getLogger(__name__)
@@ -53,7 +54,9 @@ BAD_MEDIA_ERRORS = (SkipClip, ValueError, IndexError)
 
 @dataclass
 class LoaderConfig:
-    shards: str = ""  # directory of *.tar shards: latent shards or clip shards, as ``source`` says
+    # directory of *.tar shards: latent shards or clip shards, as ``source`` says; or several,
+    # separated by commas, read as one data set (a partitioned pipeline's footage batches)
+    shards: str = ""
     batch_size: int = 2  # per rank
     seed: int = 0
     drop_last: bool = True
@@ -134,7 +137,7 @@ def index_clip_shards(directory: str | Path, buckets: BucketConfig, temporal_str
     """Every usable clip's byte ranges and Bucket (for a video VAE of ``temporal_stride``), in
     shard/key order, from the ``json`` members only; and how many clips were left out, by reason."""
     found, skipped = DataIndex([]), Counter()
-    shards = sorted(Path(directory).glob("*.tar"))
+    shards = shard_files(directory)
     if not shards:
         raise FileNotFoundError(f"no clip shards (*.tar) under {directory}")
     for shard, index in _indexed(shards, skip_damaged, found.damaged):

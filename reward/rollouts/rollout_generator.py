@@ -100,7 +100,7 @@ class RolloutGenerator:
         """``identity``: the checkpoint as the json records it (``digest`` and ``tag`` at least)."""
         from training.checkpoint_loader import load_checkpoint, run_recipe
         from training.encoders import load_decoder, load_text
-        from training.latent_shards import read_latent_format
+        from training.latent_shards import read_latent_format, shard_dirs
 
         self.cfg, self.identity, self.out_dir = cfg, identity, Path(out_dir)
         self.device = torch.device(cfg.device or ("cuda" if torch.cuda.is_available() else "cpu"))
@@ -110,7 +110,8 @@ class RolloutGenerator:
         if recipe is not None and encoder == EncoderConfig():  # the decoders the run itself sampled with
             encoder = recipe.sample.decoder
         self.encoder = encoder
-        fmt = read_latent_format(recipe.data.shards) if recipe and Path(recipe.data.shards).is_dir() else None
+        shards = shard_dirs(recipe.data.shards) if recipe else []
+        fmt = read_latent_format(recipe.data.shards) if shards and all(d.is_dir() for d in shards) else None
         self.decoder = load_decoder(encoder, self.device)
         self.text = load_text(encoder, self.device)
         if self.text.dim != self.dit.cfg.text_dim:

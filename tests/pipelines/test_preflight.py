@@ -149,3 +149,14 @@ def test_a_storage_holding_a_run_resumes_only_under_the_config_it_started_with(t
     assert "engine.lr 0.003 -> 0.001" in err and "steps 20 -> 6" in err and "data.shards" not in err
     # run_only fields (how often it logs and saves, where it is tracked) may change on resume
     preflight(load_train_recipe("debug_cpu", ["log_every=5", "checkpoint_every=2", f"tracking_dir={tmp_path / 'other'}"]))
+
+
+def test_each_of_several_data_directories_must_exist(tmp_path, capsys):
+    from tests.training.conftest import make_latent_shards
+
+    make_latent_shards(tmp_path / "batch1", n=4, per_shard=4)
+    assert main(TRAIN + [f"data.shards={tmp_path / 'batch1'},{tmp_path / 'batch2'}"]) == 2
+    assert f"data.shards='{tmp_path / 'batch2'}': no such directory" in capsys.readouterr().err
+    (tmp_path / "batch2").mkdir()
+    assert main(TRAIN + [f"data.shards={tmp_path / 'batch1'},{tmp_path / 'batch2'}"]) == 2
+    assert f"data.shards={tmp_path / 'batch2'} holds no latent shards" in capsys.readouterr().err

@@ -8,8 +8,9 @@ import torch
 os.environ.setdefault("TORCH_EXTENSIONS_DIR", str(Path.home() / ".cache/tandem/torch_extensions"))
 
 
-def make_latent_shards(directory: Path, n: int = 24, per_shard: int = 8, seed: int = 0) -> Path:
-    """Tiny debug-preset latent shards: a few repeated patterns, so a DiT can fit them."""
+def make_latent_shards(directory: Path, n: int = 24, per_shard: int = 8, seed: int = 0, first: int = 0) -> Path:
+    """Tiny debug-preset latent shards: a few repeated patterns, so a DiT can fit them;
+    samples ``first`` to ``first + n - 1`` (their keys and ``index``)."""
     from training.latent_shards import write_latent_shard
 
     g = torch.Generator().manual_seed(seed)
@@ -18,8 +19,8 @@ def make_latent_shards(directory: Path, n: int = 24, per_shard: int = 8, seed: i
     for i in range(n):
         video, audio = patterns[i % 3]
         text = torch.randn(3 + i % 2, 64, generator=g)
-        samples.append({"key": f"clip{i:04d}", "video": video, "audio": audio, "text": text,
-                        "meta": {"index": i, "clip_shard": "synthetic"}})
+        samples.append({"key": f"clip{first + i:04d}", "video": video, "audio": audio, "text": text,
+                        "meta": {"index": first + i, "clip_shard": "synthetic"}})
     for s in range(0, n, per_shard):
         write_latent_shard(directory / f"latents-{s // per_shard:05d}.tar", samples[s:s + per_shard])
     return directory

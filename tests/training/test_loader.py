@@ -203,3 +203,26 @@ def test_latent_shards_record_their_format_and_mixed_formats_are_refused(tmp_pat
     shard("c.tar", LatentFormat(video_encoder="ltx2", video_channels=128, audio_channels=8, text_width=64))
     with pytest.raises(ValueError, match="different encoders"):
         LatentLoader(LoaderConfig(shards=str(tmp_path / "d"), batch_size=1))
+
+
+def test_several_directories_separated_by_commas_are_read_as_one_data_set(tmp_path):
+    """A partitioned pipeline encodes each footage batch to its own directory (the same shard
+    names in each) and trains on all of them: every sample of each, once an epoch."""
+    from training.latent_shards import LatentFormat, read_latent_format, shard_dirs
+
+    debug = LatentFormat(video_encoder="tandem:debug", video_channels=8, audio_channels=8, text_width=64)
+    make_latent_shards(tmp_path / "batch1", n=8, per_shard=4)
+    make_latent_shards(tmp_path / "batch2", n=8, per_shard=4, first=8)  # latents-00000.tar, ... there too
+    both = f"{tmp_path / 'batch1'}, {tmp_path / 'batch2'}"
+    assert shard_dirs(both) == [tmp_path / "batch1", tmp_path / "batch2"]
+    loader = LatentLoader(LoaderConfig(shards=both, batch_size=2), 0, 1)
+    assert sorted(k for _ in range(len(loader)) for k in keys(next(loader))) == list(range(16))
+    assert read_latent_format(both) is None  # these shards carry no format file
+
+    write_latent_shard(tmp_path / "batch2" / "other.tar", [{"key": "x", "video": torch.zeros(128, 2, 4, 4),
+                       "audio": torch.zeros(8, 16), "text": torch.zeros(3, 64)}],
+                       LatentFormat(video_encoder="ltx2", video_channels=128, audio_channels=8, text_width=64))
+    write_latent_shard(tmp_path / "batch1" / "other.tar", [{"key": "y", "video": torch.zeros(8, 2, 4, 4),
+                       "audio": torch.zeros(8, 16), "text": torch.zeros(3, 64)}], debug)
+    with pytest.raises(ValueError, match="different encoders"):  # one format across the directories too
+        read_latent_format(both)
