@@ -11,10 +11,16 @@ materialisation, with its output still there, is *skipped*: recorded again (meta
 ``skipped: true``) without running the stage. So a second ``tandem pipeline run`` does no work,
 and a changed curation knob re-runs curation, then whatever its new output changes below it.
 
+Footage batches are partitions (``pipelines/pipeline_batches.py``): clip shards and latent
+shards have one partition per batch (dynamic partitions ``footage_batches``), each curated and
+encoded to folders of its own; the checkpoint and everything below it are one, trained on the
+latent shards of every materialised batch. A new batch materialises its own clip and latent
+shards; the checkpoint's data version (the digests of all batches' latents) then changes and
+training runs again. ``tandem pipeline run`` registers the batches it finds; the sensor
+``new_footage`` does so for Dagster's daemon, with a run of the new batch's partition.
+
 Rankings are external: the asset imports the annotators' exports that ``pipeline.yaml`` names
-once they exist, and until then materialises nothing, so reward and align wait for it. The
-sensor ``new_footage`` requests a run when a batch folder appears under the footage folder
-(curation is incremental: only the new batch's files are curated).
+once they exist, and until then materialises nothing, so reward and align wait for it.
 """
 
 from __future__ import annotations
@@ -29,6 +35,7 @@ from pathlib import Path
 import dagster as dg
 
 from pipelines.config_loader import output_hash
+from pipelines.pipeline_batches import batch_footage, folder_name, footage_batches
 from pipelines.pipeline_spec import STAGES, THIS_REWARD_URI, PipelineSpec
 
 log = logging.getLogger(__name__)
@@ -37,6 +44,8 @@ ASSETS = {"curate": ("clip_shards", []), "latents": ("latent_shards", ["clip_sha
           "train": ("checkpoint", ["latent_shards"]), "generate": ("rollouts", ["checkpoint"]),
           "tasks": ("annotation_tasks", ["rollouts"]), "rankings": ("rankings", ["annotation_tasks", "rollouts"]),
           "reward": ("reward_model", ["rankings", "rollouts"]), "align": ("aligned_model", ["checkpoint", "reward_model"])}
+BATCHES = dg.DynamicPartitionsDefinition(name="footage_batches")
+PARTITIONED = ("curate", "latents")  # one partition per footage batch; training reads them all
 
 
 def data_version(stage: str, config_digest: str, inputs: dict[str, str]) -> str:
@@ -45,18 +54,9 @@ def data_version(stage: str, config_digest: str, inputs: dict[str, str]) -> str:
 
 
 def input_digests(spec: PipelineSpec, stage: str, upstream: dict[str, dict]) -> dict[str, str]:
-    """What a stage reads, by digest: its upstream assets', and for curation the footage's
-    (its files' content ids, remembered by stat under the store: ``pipelines/fingerprints.py``)."""
+    """What a stage reads, by digest: its upstream's (for curation the batch's footage:
+    ``curate_upstream``; for training all batches' latents: ``all_batches``)."""
     digests = {k: v["digest"] for k, v in upstream.items()}
-    if stage == "curate":
-        from pipelines.discover import discover
-        from pipelines.lineage import footage_digest
-
-        book = spec.store / "footage_ids.json"
-        remembered = json.loads(book.read_text()) if book.exists() else {}
-        digests["footage"] = footage_digest(discover([str(spec.footage)], remembered))
-        book.parent.mkdir(parents=True, exist_ok=True)
-        book.write_text(json.dumps(remembered))
     if stage == "rankings":
         from pipelines.lineage import file_sha256
 
@@ -64,26 +64,58 @@ def input_digests(spec: PipelineSpec, stage: str, upstream: dict[str, dict]) -> 
     return digests
 
 
-def last_value(instance, asset: str) -> dict | None:
-    """The value an asset's last materialisation recorded (its ``value`` metadata)."""
-    event = instance.get_latest_materialization_event(dg.AssetKey(asset))
-    if event is None or event.asset_materialization is None:
+def last_value(instance, asset: str, batch: str | None = None) -> dict | None:
+    """The value an asset's last materialisation recorded (its ``value`` metadata): of the
+    footage batch ``batch`` (a partition), or without one the latest of any."""
+    if batch is None:
+        event = instance.get_latest_materialization_event(dg.AssetKey(asset))
+        done = event.asset_materialization if event else None
+    else:
+        records = instance.fetch_materializations(
+            dg.AssetRecordsFilter(asset_key=dg.AssetKey(asset), asset_partitions=[batch]), limit=1).records
+        done = records[0].asset_materialization if records else None
+    if done is None:
         return None
-    meta = event.asset_materialization.metadata
-    return json.loads(meta["value"].value) if "value" in meta else None
+    return json.loads(done.metadata["value"].value) if "value" in done.metadata else None
+
+
+def curate_upstream(spec: PipelineSpec, batch: str) -> dict[str, dict]:
+    """What curating ``batch`` reads: its footage (inputs and their content digest)."""
+    inputs = footage_batches(spec.footage).get(batch)
+    if inputs is None:
+        raise FileNotFoundError(f"footage batch {batch!r} is no longer under {spec.footage}")
+    return {"footage": batch_footage(spec.store, batch, inputs)}
+
+
+def all_batches(latents: dict[str, dict]) -> dict:
+    """The latent shards of the batches ``latents`` holds (batch -> value) as training's one
+    input: their folders as ``data.shards`` (comma-separated), their digests as one."""
+    if not latents:
+        raise FileNotFoundError("no footage batch has latent shards yet: materialise a batch's clip_shards and "
+                                "latent_shards first")
+    batches = sorted(latents)
+    digest = hashlib.sha256(json.dumps({b: latents[b]["digest"] for b in batches}).encode()).hexdigest()
+    return {"path": ",".join(latents[b]["path"] for b in batches), "digest": digest, "batches": batches}
+
+
+def materialised_batches(instance, asset: str = "latent_shards") -> dict[str, dict]:
+    """batch -> the last value of ``asset``'s partition, for each registered batch that has one."""
+    values = {b: last_value(instance, asset, b) for b in instance.get_dynamic_partitions(BATCHES.name)}
+    return {b: v for b, v in values.items() if v is not None}
 
 
 def _materialise(context, spec: PipelineSpec, stage: str, upstream: dict[str, dict], run: Callable) -> dg.Output:
     asset = ASSETS[stage][0]
+    batch = context.partition_key if stage in PARTITIONED else None
     cfg = spec.config(stage)
     version = data_version(stage, output_hash(cfg), input_digests(spec, stage, upstream))
-    last = last_value(context.instance, asset)
+    last = last_value(context.instance, asset, batch)
     skipped = bool(last and last.get("data_version") == version and Path(last["path"]).exists())
     if skipped:
         value = last
-        context.log.info(f"{asset}: data version {version} unchanged, skipped")
+        context.log.info(f"{asset}{f'[{batch}]' if batch else ''}: data version {version} unchanged, skipped")
     else:
-        out = spec.out / stage / version
+        out = spec.out / stage / (folder_name(batch) if batch else "") / version
         value = {**run(spec, cfg, upstream, out), "data_version": version}
     metadata = {"data_version": version, "skipped": skipped, "digest": value["digest"], "path": value["path"],
                 "mlflow_run_id": value.get("run_id") or "", "ray_job_id": value.get("ray_job_id") or "",
@@ -110,12 +142,13 @@ def run_curate(spec, cfg, upstream, out):
     from pipelines.curate import run_curation
     from pipelines.lineage import file_sha256
 
-    out = spec.out / "curate" / output_hash(cfg)  # incremental: new footage adds units to the same output
+    out = out.parent / output_hash(cfg)  # the batch's, per config: new files of the batch add to it
     if spec.submit:
         job, run_id = _job(spec, "curate", out, upstream), None
     else:
         job = None
-        run_id = run_curation([str(spec.footage)], out, cfg, address=spec.address, run_name="pipeline curate").mlflow_run_id
+        run_id = run_curation(upstream["footage"]["inputs"], out, cfg, address=spec.address,
+                              run_name="pipeline curate").mlflow_run_id
     digest = file_sha256(out / "manifest.parquet")
     return {"path": str(out), "digest": digest, "run_id": run_id or _run_id_of(digest), "ray_job_id": job}
 
@@ -251,14 +284,21 @@ RUNNERS = {"curate": run_curate, "latents": run_latents, "train": run_train, "ge
 def _asset(spec: PipelineSpec, stage: str) -> dg.AssetsDefinition:
     name, reads = ASSETS[stage]
     external = stage == "rankings"
+    # training reads every materialised batch: a dependency, its value built from their records
+    ins = {} if stage == "train" else {r: dg.AssetIn(r) for r in reads}
 
-    @dg.asset(name=name, ins={r: dg.AssetIn(r) for r in reads}, output_required=not external, group_name="tandem",
+    @dg.asset(name=name, ins=ins, deps=reads if stage == "train" else None, output_required=not external,
+              partitions_def=BATCHES if stage in PARTITIONED else None, group_name="tandem",
               description=(RUNNERS[stage].__doc__ or f"tandem {stage}").strip().splitlines()[0],
               metadata={"stage": stage})
     def materialise(context, **upstream):  # unannotated: Dagster rejects a postponed (string) annotation
         if external and not exports_of(spec):
             context.log.info("rankings: no annotators' export yet (stages.rankings.exports): waiting for them")
             return
+        if stage == "curate":
+            upstream = curate_upstream(spec, context.partition_key)
+        if stage == "train":
+            upstream = {"latent_shards": all_batches(materialised_batches(context.instance))}
         yield _materialise(context, spec, stage, upstream, RUNNERS[stage])
 
     return materialise
@@ -268,14 +308,15 @@ def build_definitions(spec: PipelineSpec) -> dg.Definitions:
     assets = [_asset(spec, s) for s in STAGES if s in spec.stages]
     everything = dg.define_asset_job("tandem_pipeline", selection=dg.AssetSelection.all())
 
-    @dg.sensor(job=everything, minimum_interval_seconds=30)
+    @dg.sensor(job=everything, minimum_interval_seconds=30, default_status=dg.DefaultSensorStatus.RUNNING)
     def new_footage(context):
-        """A run when a new batch folder (or file) appears under the footage folder."""
-        batches = sorted(p.name for p in spec.footage.iterdir()) if spec.footage.is_dir() else []
-        cursor = json.dumps(batches)
-        if cursor != context.cursor:
-            new = sorted(set(batches) - set(json.loads(context.cursor or "[]")))
-            context.update_cursor(cursor)
-            yield dg.RunRequest(run_key=cursor, tags={"tandem/new_batches": ",".join(new)[:200]})
+        """A new batch folder (or bucket prefix) under the footage: its partition, and a run of it."""
+        found = set(footage_batches(spec.footage))
+        known = set(context.instance.get_dynamic_partitions(BATCHES.name))
+        new, gone = sorted(found - known), sorted(known - found)
+        return dg.SensorResult(
+            run_requests=[dg.RunRequest(partition_key=b, tags={"tandem/new_batch": b}) for b in new],
+            dynamic_partitions_requests=[*([BATCHES.build_add_request(new)] if new else []),
+                                         *([BATCHES.build_delete_request(gone)] if gone else [])])
 
     return dg.Definitions(assets=assets, jobs=[everything], sensors=[new_footage])

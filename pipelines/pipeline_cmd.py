@@ -3,11 +3,11 @@
     tandem pipeline run pipeline.yaml [--address ADDR]   materialise what is stale, in process
     tandem pipeline run pipeline.yaml --submit http://HEAD:8265
                                      ... curate, latents, train, align as Ray Jobs on that cluster
-    tandem pipeline status pipeline.yaml                 each asset: fresh, stale, missing, waiting
+    tandem pipeline status pipeline.yaml                 each asset (each batch's): fresh, stale, missing, waiting
     tandem pipeline ui pipeline.yaml [--port 3000]       Dagster's web UI on 127.0.0.1
 
-The Dagster store (runs, materialisations, data versions) lives under ``<out>/.dagster``, so the
-UI shows what ``run`` did. The graph and its skipping: ``pipelines/pipeline_assets.py``; the
+The Dagster store (runs, materialisations, data versions, the footage batches as partitions)
+lives under ``<out>/.dagster``, so the UI shows what ``run`` did. The graph and its skipping: ``pipelines/pipeline_assets.py``; the
 file: ``pipelines/pipeline_spec.py``. A bad file exits 2 naming what is wrong.
 """
 
@@ -32,69 +32,125 @@ def open_instance(spec: PipelineSpec):
     return dg.DagsterInstance.from_config(str(spec.store))
 
 
+def register_batches(instance, spec: PipelineSpec) -> list[str]:
+    """Make the footage's batches the ``footage_batches`` partitions (new ones added, gone ones
+    removed), as the sensor does for Dagster's daemon; returns them, by name."""
+    from pipelines.pipeline_assets import BATCHES
+    from pipelines.pipeline_batches import footage_batches
+
+    found = sorted(footage_batches(spec.footage))
+    known = set(instance.get_dynamic_partitions(BATCHES.name))
+    if new := [b for b in found if b not in known]:
+        instance.add_dynamic_partitions(BATCHES.name, new)
+    for gone in sorted(known - set(found)):
+        instance.delete_dynamic_partition(BATCHES.name, gone)
+    return found
+
+
 def run_pipeline(spec: PipelineSpec) -> dict[str, str]:
-    """Materialise every asset (unchanged ones are skipped); returns asset -> ran | skipped |
-    waiting (for rankings, or below them) | failed | not run (a failed upstream stops it)."""
+    """Materialise every asset (unchanged ones are skipped): each footage batch's partitions
+    (a Dagster run each), then the rest once, on every batch. Returns asset (``asset[batch]``
+    for a partition) -> ran | skipped | waiting (for rankings, or below them) | failed | not run
+    (a failed upstream stops it, a failed batch everything below the batches)."""
     import dagster as dg
 
-    from pipelines.pipeline_assets import ASSETS, build_definitions
+    from pipelines.pipeline_assets import ASSETS, PARTITIONED, build_definitions
 
     defs = build_definitions(spec)
+    assets = list(defs.assets)
+    stages = [s for s in STAGES if s in spec.stages]
+    per_batch = [dg.AssetKey(ASSETS[s][0]) for s in stages if s in PARTITIONED]
+    rest = [dg.AssetKey(ASSETS[s][0]) for s in stages if s not in PARTITIONED]
+    tags = {"tandem/pipeline": str(spec.path)}
+    states: dict[str, str] = {}
     with open_instance(spec) as instance:
-        result = dg.materialize(list(defs.assets), instance=instance, raise_on_error=False,
-                                tags={"tandem/pipeline": str(spec.path)})
-        states = {}
-        for stage in (s for s in STAGES if s in spec.stages):
-            asset = ASSETS[stage][0]
-            events = [e for e in result.get_asset_materialization_events()
-                      if e.asset_key == dg.AssetKey(asset)]
-            step = next((e for e in result.all_node_events if e.step_key == asset and e.is_step_failure), None)
-            if events:
-                meta = events[-1].materialization.metadata
-                states[asset] = "skipped" if meta["skipped"].value else "ran"
-            elif step is not None:
-                error = step.event_specific_data.error
-                why = ((error.cause or error).message.strip().splitlines() or ["?"])[-1] if error else "?"
-                states[asset] = f"failed: {why}"
-            elif stage == "rankings" or any(states.get(r) == "waiting" for r in ASSETS[stage][1]):
-                states[asset] = "waiting"
-            else:
-                states[asset] = "not run"
+        for batch in register_batches(instance, spec):
+            result = dg.materialize(assets, selection=per_batch, partition_key=batch, instance=instance,
+                                    raise_on_error=False, tags=tags)
+            states |= _states(result, [s for s in stages if s in PARTITIONED], f"[{batch}]", states)
+        if rest and any(s.startswith("failed") or s == "not run" for s in states.values()):
+            states |= {ASSETS[s][0]: "not run" for s in stages if s not in PARTITIONED}
+        elif rest:
+            result = dg.materialize(assets, selection=rest, instance=instance, raise_on_error=False, tags=tags)
+            states |= _states(result, [s for s in stages if s not in PARTITIONED], "", states)
+    return states
+
+
+def _states(result, stages: list[str], batch: str, before: dict[str, str]) -> dict[str, str]:
+    """What one Dagster run did to the assets of ``stages`` (named with ``batch``'s suffix)."""
+    import dagster as dg
+
+    from pipelines.pipeline_assets import ASSETS
+
+    states = {}
+    for stage in stages:
+        asset = ASSETS[stage][0]
+        events = [e for e in result.get_asset_materialization_events() if e.asset_key == dg.AssetKey(asset)]
+        step = next((e for e in result.all_node_events if e.step_key == asset and e.is_step_failure), None)
+        if events:
+            meta = events[-1].materialization.metadata
+            state = "skipped" if meta["skipped"].value else "ran"
+        elif step is not None:
+            error = step.event_specific_data.error
+            why = ((error.cause or error).message.strip().splitlines() or ["?"])[-1] if error else "?"
+            state = f"failed: {why}"
+        elif stage == "rankings" or any({**before, **states}.get(r) == "waiting" for r in ASSETS[stage][1]):
+            state = "waiting"
+        else:
+            state = "not run"
+        states[asset + batch] = state
     return states
 
 
 def pipeline_status(spec: PipelineSpec) -> dict[str, dict]:
-    """Each asset's last materialisation, and whether the config or inputs changed since:
-    fresh, stale (and why), missing, or waiting (rankings without an export)."""
-    from pipelines.config_loader import output_hash
+    """Each asset's last materialisation (each footage batch's, for clip and latent shards),
+    and whether the config or inputs changed since: fresh, stale (and why), missing, or
+    waiting (rankings without an export). The batches are the footage's, as a run would find them."""
     from pipelines.pipeline_assets import (
         ASSETS,
-        data_version,
-        exports_of,
-        input_digests,
+        PARTITIONED,
+        all_batches,
+        curate_upstream,
         last_value,
     )
+    from pipelines.pipeline_batches import footage_batches
 
+    batches = sorted(footage_batches(spec.footage))
     rows: dict[str, dict] = {}
     with open_instance(spec) as instance:
-        values = {}
+        values: dict[str, dict | None] = {}
         for stage in (s for s in STAGES if s in spec.stages):
             asset, reads = ASSETS[stage]
-            last = values[asset] = last_value(instance, asset)
-            if any(values.get(r) is None for r in reads):
-                state = "waiting" if stage == "rankings" and not exports_of(spec) else "missing"
-                rows[asset] = {"state": state if last is None else "stale", "why": "upstream not materialised"}
-                continue
-            now = data_version(stage, output_hash(spec.config(stage)), input_digests(spec, stage, {r: values[r] for r in reads}))
-            if last is None:
-                state = "waiting" if stage == "rankings" and not exports_of(spec) else "missing"
-                rows[asset] = {"state": state}
-            elif last["data_version"] != now:
-                rows[asset] = {"state": "stale", "why": "its config or inputs changed", "data_version": last["data_version"]}
-            else:
-                rows[asset] = {"state": "fresh", "data_version": now, "path": last["path"],
-                               "mlflow_run_id": last.get("run_id")}
+            for batch in batches if stage in PARTITIONED else [None]:
+                key = f"{asset}[{batch}]" if batch else asset
+                last = values[key] = last_value(instance, asset, batch)
+                if stage == "curate":
+                    upstream = curate_upstream(spec, batch)
+                elif stage == "train":
+                    latents = {b: values[f"{reads[0]}[{b}]"] for b in batches}
+                    missing = [b for b, v in latents.items() if v is None]
+                    upstream = None if missing else {reads[0]: all_batches(latents)}
+                else:
+                    upstream = {r: values[f"{r}[{batch}]" if batch else r] for r in reads}
+                    upstream = None if None in upstream.values() else upstream
+                rows[key] = _status_row(spec, stage, last, upstream)
     return rows
+
+
+def _status_row(spec: PipelineSpec, stage: str, last: dict | None, upstream: dict | None) -> dict:
+    from pipelines.config_loader import output_hash
+    from pipelines.pipeline_assets import data_version, exports_of, input_digests
+
+    waiting = stage == "rankings" and not exports_of(spec)
+    if upstream is None:
+        return {"state": ("waiting" if waiting else "missing") if last is None else "stale",
+                "why": "upstream not materialised"}
+    now = data_version(stage, output_hash(spec.config(stage)), input_digests(spec, stage, upstream))
+    if last is None:
+        return {"state": "waiting" if waiting else "missing"}
+    if last["data_version"] != now:
+        return {"state": "stale", "why": "its config or inputs changed", "data_version": last["data_version"]}
+    return {"state": "fresh", "data_version": now, "path": last["path"], "mlflow_run_id": last.get("run_id")}
 
 
 def add_parsers(subparsers) -> None:
@@ -108,7 +164,7 @@ def add_parsers(subparsers) -> None:
                        "(tandem submit) on this dashboard, e.g. http://HEAD:8265; `out` must be a folder the "
                        "cluster shares")
     run.set_defaults(handler=_guard(run_handler))
-    status = sub.add_parser("status", help="each asset's state: fresh, stale, missing, waiting")
+    status = sub.add_parser("status", help="each asset's state (each footage batch's): fresh, stale, missing, waiting")
     status.add_argument("file", metavar="PIPELINE.yaml")
     status.add_argument("--json", action="store_true")
     status.set_defaults(handler=_guard(status_handler))
@@ -133,7 +189,7 @@ def run_handler(args, spec: PipelineSpec) -> int:
     spec.address, spec.submit = args.address, args.submit
     states = run_pipeline(spec)
     for asset, state in states.items():
-        print(f"  {asset:<18} {state}")  # (a failed asset: its error's last line)
+        print(f"  {asset:<26} {state}")  # (a failed asset: its error's last line)
     print(f"Dagster store: {spec.store} (`tandem pipeline ui {args.file}`)")
     failed = any(s.startswith("failed") or s == "not run" for s in states.values())
     if failed:
@@ -147,7 +203,7 @@ def status_handler(args, spec: PipelineSpec) -> int:
         print(json.dumps(rows, indent=1))
     else:
         for asset, row in rows.items():
-            print(f"  {asset:<18} {row['state']:<8} {row.get('why', row.get('path', ''))}")
+            print(f"  {asset:<26} {row['state']:<8} {row.get('why', row.get('path', ''))}")
     return 0
 
 

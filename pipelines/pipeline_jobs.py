@@ -32,7 +32,7 @@ def stage_argv(spec: PipelineSpec, stage: str, out: Path, upstream: dict[str, di
     config = ["--config", recipe] if recipe else []
     named = [*config, "--run-name", f"pipeline {stage}"]
     if stage == "curate":
-        return [str(spec.footage), "--out", str(out), *named, *s.overrides]
+        return [*upstream["footage"]["inputs"], "--out", str(out), *named, *s.overrides]  # the batch's
     if stage == "latents":
         return [str(Path(upstream["clip_shards"]["path"]) / "shards"), "--out", str(out), *named, *s.overrides]
     if stage == "train":

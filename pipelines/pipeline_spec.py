@@ -1,6 +1,6 @@
 """``pipeline.yaml``: the stages of one pipeline, each with its recipe and overrides.
 
-    footage: footage/            # raw footage; each sub-folder is a batch (a partition)
+    footage: footage/            # raw footage (or s3://bucket/raw/); each sub-folder is a batch (a partition)
     out: runs/pipeline           # every stage's outputs, and the Dagster store (.dagster)
     stages:
       curate:   {overrides: [skip=[transcribe]]}
@@ -26,6 +26,7 @@ from pathlib import Path
 
 import yaml
 
+from curation.storage import is_uri
 from model.config import ConfigError
 
 # The asset each stage materialises, in graph order; its upstream is the stage before it
@@ -52,7 +53,7 @@ class StageSpec:
 @dataclass
 class PipelineSpec:
     path: Path
-    footage: Path
+    footage: Path | str  # a folder, or an fsspec URI (a bucket prefix): pipelines/pipeline_batches.py
     out: Path
     stages: dict[str, StageSpec]
     address: str | None = None  # a Ray cluster's, for every stage (default: local Ray)
@@ -142,5 +143,5 @@ def load_spec(path: str | Path) -> PipelineSpec:
         raise ConfigError(f"{path}: stage {missing[0]!r} is missing: every stage above the last one is needed")
     if "generate" in stages and not stages["generate"].prompts:
         raise ConfigError(f"{path}: stages.generate: give prompts (a prompts file)")
-    return PipelineSpec(path, (base / doc["footage"]).absolute(), (base / doc.get("out", "runs/pipeline")).absolute(),
-                        stages)
+    footage = str(doc["footage"]) if is_uri(str(doc["footage"])) else (base / doc["footage"]).absolute()
+    return PipelineSpec(path, footage, (base / doc.get("out", "runs/pipeline")).absolute(), stages)

@@ -1,5 +1,7 @@
 """``tandem pipeline`` (issue 25): the stages as a Dagster asset graph, materialised in process
-with real Dagster, real MLflow and real Ray at debug size. A second run skips every asset; a
+with real Dagster, real MLflow and real Ray at debug size. Footage batches (its sub-folders) are
+partitions: each is curated and encoded on its own, training reads them all, and a new batch
+costs its own curation and latents (and training again). A second run skips every asset; a
 changed curation knob re-runs curation and what its new output changes; a latents knob
 re-runs only the latents. A bad ``pipeline.yaml`` exits 2 naming what is wrong."""
 
@@ -41,44 +43,86 @@ def states(capsys) -> dict[str, str]:
     return dict(line.split()[:2] for line in lines if line.startswith("  "))
 
 
-@pytest.mark.slow  # curation and latents on local Ray, four times (unchanged assets cost nothing)
-@pytest.mark.timeout(900)
-def test_materialise_skip_and_rerun_only_what_a_knob_changes(tmp_path, capsys, local_ray, chromium):
+def per_batch(assets: dict[str, dict[str, str]]) -> dict[str, str]:
+    """``{asset: {batch: state}}`` spelled as the commands print it: ``asset[batch] state``."""
+    return {f"{asset}[{batch}]": state for asset, by_batch in assets.items() for batch, state in by_batch.items()}
+
+
+# one clip, one sample: one rank of batch 1 (each batch keeps a clip of 1.6 s whatever the knobs below)
+TRAIN = {"recipe": "debug_cpu", "overrides": ["steps=2", "data.batch_size=1", "engine.micro_batch_per_rank=1",
+                                              "workers.num_workers=1"]}
+
+
+@pytest.mark.slow  # curation and latents of each batch on local Ray, and two short trainings
+@pytest.mark.timeout(1200)
+def test_batches_are_partitions_skipped_when_unchanged_and_a_knob_reruns_only_what_it_changes(
+        tmp_path, capsys, local_ray, chromium):
     pytest.importorskip("dagster", reason="the pipeline extra is not installed (pip install -e '.[pipeline]')")
 
     make_clip(tmp_path / "footage" / "batch1" / "a.mp4", [1.2, 1.4], size=(128, 96))
     make_clip(tmp_path / "footage" / "batch1" / "b.mp4", [1.6], size=(128, 96))
+    make_clip(tmp_path / "footage" / "batch2" / "c.mp4", [1.6], size=(128, 96))
     path = write_pipeline(tmp_path, FIRST_HALF)
-    assert main(["pipeline", "run", str(path)]) == 0
-    assert states(capsys) == {"clip_shards": "ran", "latent_shards": "ran"}
+    assert main(["pipeline", "run", str(path)]) == 0  # each batch folder curated and encoded on its own
+    both = {"batch1": "ran", "batch2": "ran"}
+    assert states(capsys) == per_batch({"clip_shards": both, "latent_shards": both})
     assert main(["pipeline", "status", str(path), "--json"]) == 0
     status = json.loads(capsys.readouterr().out)
-    assert {a: s["state"] for a, s in status.items()} == {"clip_shards": "fresh", "latent_shards": "fresh"}
+    fresh = {"batch1": "fresh", "batch2": "fresh"}
+    assert {a: s["state"] for a, s in status.items()} == per_batch({"clip_shards": fresh, "latent_shards": fresh})
+    assert Path(status["clip_shards[batch1]"]["path"]).parent == tmp_path / "out" / "curate" / "batch1"
 
-    # Lineage (part 1) through the pipeline: the latents' run reaches the footage's sha256.
+    # Lineage (part 1) through the pipeline: each batch's latents run reaches that batch's footage.
     from pipelines.lineage import chain
 
-    tree = chain(status["latent_shards"]["mlflow_run_id"])  # the store every command logs to
-    curate = tree["inputs"][0]["produced_by"]
-    assert curate["stage"] == "curate" and sorted(Path(f["path"]).name for f in curate["footage"]) == ["a.mp4", "b.mp4"]
+    for batch, clips in (("batch1", ["a.mp4", "b.mp4"]), ("batch2", ["c.mp4"])):
+        curate = chain(status[f"latent_shards[{batch}]"]["mlflow_run_id"])["inputs"][0]["produced_by"]
+        assert curate["stage"] == "curate" and sorted(Path(f["path"]).name for f in curate["footage"]) == clips
 
     assert main(["pipeline", "run", str(path)]) == 0  # nothing changed
-    assert states(capsys) == {"clip_shards": "skipped", "latent_shards": "skipped"}
+    skipped = {"batch1": "skipped", "batch2": "skipped"}
+    assert states(capsys) == per_batch({"clip_shards": skipped, "latent_shards": skipped})
 
     knob = {**FIRST_HALF, "curate": {"overrides": ["skip=[transcribe]", "shots.min_clip_s=1.5"]}}
     write_pipeline(tmp_path, knob)
     assert main(["pipeline", "status", str(path)]) == 0
-    assert states(capsys) == {"clip_shards": "stale", "latent_shards": "fresh"}  # its input not re-made yet
+    stale = {"batch1": "stale", "batch2": "stale"}
+    assert states(capsys) == per_batch({"clip_shards": stale, "latent_shards": fresh})  # inputs not re-made
     assert main(["pipeline", "run", str(path)]) == 0
-    assert states(capsys) == {"clip_shards": "ran", "latent_shards": "ran"}  # fewer clips: other latents
+    assert states(capsys)["latent_shards[batch1]"] == "ran"  # batch1 keeps b's clip only: other latents
 
     write_pipeline(tmp_path, {**knob, "latents": {"recipe": "debug", "overrides": ["buckets.fps=4"]}})
     assert main(["pipeline", "run", str(path)]) == 0
-    assert states(capsys) == {"clip_shards": "skipped", "latent_shards": "ran"}
+    assert states(capsys) == per_batch({"clip_shards": skipped, "latent_shards": both})
+
+    # Training reads every batch's latents; a third batch is curated and encoded alone, and
+    # training runs again on all three; then nothing is left to do.
+    write_pipeline(tmp_path, {**knob, "latents": {"recipe": "debug", "overrides": ["buckets.fps=4"]}, "train": TRAIN})
+    assert main(["pipeline", "run", str(path)]) == 0
+    assert states(capsys) == {**per_batch({"clip_shards": skipped, "latent_shards": skipped}),
+                              "checkpoint": "ran"}
+    make_clip(tmp_path / "footage" / "batch3" / "d.mp4", [1.6], size=(128, 96))
+    assert main(["pipeline", "status", str(path)]) == 0
+    assert states(capsys) == {**per_batch({"clip_shards": {**fresh, "batch3": "missing"},
+                                           "latent_shards": {**fresh, "batch3": "missing"}}),
+                              "checkpoint": "stale"}
+    assert main(["pipeline", "run", str(path)]) == 0
+    three = {**skipped, "batch3": "ran"}
+    assert states(capsys) == {**per_batch({"clip_shards": three, "latent_shards": three}), "checkpoint": "ran"}
+    assert main(["pipeline", "run", str(path)]) == 0
+    assert set(states(capsys).values()) == {"skipped"}
+
+    from pipelines.pipeline_assets import last_value
+    from pipelines.pipeline_cmd import open_instance
+    from pipelines.pipeline_spec import load_spec
+
+    with open_instance(load_spec(path)) as instance:
+        checkpoint = last_value(instance, "checkpoint")
+        latents = {b: last_value(instance, "latent_shards", b)["run_id"] for b in ("batch1", "batch2", "batch3")}
+    assert {i["produced_by"]["run_id"] for i in chain(checkpoint["run_id"])["inputs"]} == set(latents.values())
 
     # Dagster's UI on the pipeline's store: the asset graph and the materialisations.
     from pipelines.pipeline_cmd import ui_command
-    from pipelines.pipeline_spec import load_spec
     from tests.browser_kit import free_port, start_server, stop_server, wait_for_port, wait_for_text
 
     port = free_port()
@@ -98,9 +142,22 @@ def test_materialise_skip_and_rerun_only_what_a_knob_changes(tmp_path, capsys, l
         stop_server(server)
 
 
-def test_the_sensor_asks_for_a_run_when_a_footage_batch_appears_and_status_starts_missing(tmp_path, capsys):
+def test_footage_batches_are_its_folders_or_prefixes_and_its_top_files():
+    from pipelines.pipeline_batches import TOP, folder_name, footage_batches
+
+    fsspec = pytest.importorskip("fsspec")
+    fs = fsspec.filesystem("memory")
+    fs.pipe({"/raw/batch1/a.mp4": b"x", "/raw/batch2/b.mp4": b"y", "/raw/c.mp4": b"z", "/raw/notes.txt": b""})
+    assert footage_batches("memory://raw") == {"batch1": ["memory:///raw/batch1"], "batch2": ["memory:///raw/batch2"],
+                                               TOP: ["memory:///raw/c.mp4"]}
+    fs.pipe({"/flat/a.mp4": b"x"})
+    assert footage_batches("memory://flat") == {TOP: ["memory://flat"]}  # no sub-folder: all of it, one batch
+    assert folder_name("a,b c") == "a_b_c" and folder_name(TOP) == TOP
+
+
+def test_the_sensor_registers_a_new_batch_folder_with_a_run_of_it_and_status_starts_missing(tmp_path, capsys):
     dg = pytest.importorskip("dagster", reason="the pipeline extra is not installed (pip install -e '.[pipeline]')")
-    from pipelines.pipeline_assets import build_definitions
+    from pipelines.pipeline_assets import BATCHES, build_definitions
     from pipelines.pipeline_spec import load_spec
 
     (tmp_path / "footage" / "batch1").mkdir(parents=True)
@@ -111,19 +168,33 @@ def test_the_sensor_asks_for_a_run_when_a_footage_batch_appears_and_status_start
     defs = build_definitions(load_spec(path))
     assert {k.to_user_string() for k in defs.resolve_asset_graph().get_all_asset_keys()} == {
         "clip_shards", "latent_shards", "checkpoint", "rollouts", "annotation_tasks", "rankings"}
+    assert defs.resolve_job_def("tandem_pipeline").partitions_def == BATCHES
     sensor = defs.resolve_sensor_def("new_footage")
+
+    def tick(instance):
+        """The sensor once, and what Dagster's daemon does with its partition requests."""
+        result = sensor(dg.build_sensor_context(instance=instance, definitions=defs))
+        for request in result.dynamic_partitions_requests:
+            if isinstance(request, dg.AddDynamicPartitionsRequest):
+                instance.add_dynamic_partitions(request.partitions_def_name, list(request.partition_keys))
+            else:
+                for key in request.partition_keys:
+                    instance.delete_dynamic_partition(request.partitions_def_name, key)
+        return [r.partition_key for r in result.run_requests]
+
     with dg.instance_for_test() as instance:
-        context = dg.build_sensor_context(instance=instance, definitions=defs)
-        [first] = list(sensor(context))
-        assert first.tags["tandem/new_batches"] == "batch1"
-        assert list(sensor(context)) == []  # nothing new
+        assert tick(instance) == ["batch1"]
+        assert tick(instance) == []  # nothing new
         (tmp_path / "footage" / "batch2").mkdir()
-        [second] = list(sensor(context))
-        assert second.tags["tandem/new_batches"] == "batch2"
+        assert tick(instance) == ["batch2"]
+        assert instance.get_dynamic_partitions(BATCHES.name) == ["batch1", "batch2"]
+        (tmp_path / "footage" / "batch1").rmdir()  # a batch taken away: its partition goes
+        assert tick(instance) == [] and instance.get_dynamic_partitions(BATCHES.name) == ["batch2"]
 
     assert main(["pipeline", "status", str(path)]) == 0
-    assert states(capsys) == {"clip_shards": "missing", "latent_shards": "missing", "checkpoint": "missing",
-                              "rollouts": "missing", "annotation_tasks": "missing", "rankings": "waiting"}
+    assert states(capsys) == {"clip_shards[batch2]": "missing", "latent_shards[batch2]": "missing",
+                              "checkpoint": "missing", "rollouts": "missing", "annotation_tasks": "missing",
+                              "rankings": "waiting"}
 
 
 def test_the_readme_pipeline_file_names_every_stage_and_checks():

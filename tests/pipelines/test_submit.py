@@ -116,8 +116,8 @@ def piped(ray_head, tmp_path_factory):
 def test_pipeline_stages_run_as_ray_jobs_with_their_status_logs_and_lineage(ray_head, piped, capsys):
     _, values, status = piped
     curate, latents = values["clip_shards"], values["latent_shards"]
-    assert {a: s["state"] for a, s in status.items()} == {"clip_shards": "fresh", "latent_shards": "fresh",
-                                                          "checkpoint": "fresh"}
+    assert {a: s["state"] for a, s in status.items()} == {"clip_shards[batch1]": "fresh",
+                                                          "latent_shards[batch1]": "fresh", "checkpoint": "fresh"}
     jobs = {values[a]["ray_job_id"] for a in values}
     assert len(jobs) == 3 and all(jobs)
     logs = _handle(capsys, ray_head, "logs", curate["ray_job_id"])
@@ -152,7 +152,8 @@ def test_a_second_submitted_run_skips_every_asset_without_a_job(ray_head, piped,
     capsys.readouterr()
     assert main(["pipeline", "run", str(path), "--submit", ray_head]) == 0
     out = capsys.readouterr().out
-    assert all(f"{asset:<18} skipped" in out for asset in ("clip_shards", "latent_shards", "checkpoint")), out
+    assert all(f"{asset:<26} skipped" in out for asset in ("clip_shards[batch1]", "latent_shards[batch1]",
+                                                            "checkpoint")), out
     assert "Ray Job" not in out
 
 
