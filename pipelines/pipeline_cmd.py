@@ -124,27 +124,28 @@ def pipeline_status(spec: PipelineSpec) -> dict[str, dict]:
             for batch in batches if stage in PARTITIONED else [None]:
                 key = f"{asset}[{batch}]" if batch else asset
                 last = values[key] = last_value(instance, asset, batch)
+                why = "upstream not materialised"
                 if stage == "curate":
                     upstream = curate_upstream(spec, batch)
                 elif stage == "train":
                     latents = {b: values[f"{reads[0]}[{b}]"] for b in batches}
                     missing = [b for b, v in latents.items() if v is None]
                     upstream = None if missing else {reads[0]: all_batches(latents)}
+                    why = f"no latent shards yet of footage batch {', '.join(missing)}"
                 else:
                     upstream = {r: values[f"{r}[{batch}]" if batch else r] for r in reads}
                     upstream = None if None in upstream.values() else upstream
-                rows[key] = _status_row(spec, stage, last, upstream)
+                rows[key] = _status_row(spec, stage, last, upstream, why)
     return rows
 
 
-def _status_row(spec: PipelineSpec, stage: str, last: dict | None, upstream: dict | None) -> dict:
+def _status_row(spec: PipelineSpec, stage: str, last: dict | None, upstream: dict | None, why: str) -> dict:
     from pipelines.config_loader import output_hash
     from pipelines.pipeline_assets import data_version, exports_of, input_digests
 
     waiting = stage == "rankings" and not exports_of(spec)
     if upstream is None:
-        return {"state": ("waiting" if waiting else "missing") if last is None else "stale",
-                "why": "upstream not materialised"}
+        return {"state": ("waiting" if waiting else "missing") if last is None else "stale", "why": why}
     now = data_version(stage, output_hash(spec.config(stage)), input_digests(spec, stage, upstream))
     if last is None:
         return {"state": "waiting" if waiting else "missing"}

@@ -102,10 +102,12 @@ def test_batches_are_partitions_skipped_when_unchanged_and_a_knob_reruns_only_wh
     assert states(capsys) == {**per_batch({"clip_shards": skipped, "latent_shards": skipped}),
                               "checkpoint": "ran"}
     make_clip(tmp_path / "footage" / "batch3" / "d.mp4", [1.6], size=(128, 96))
-    assert main(["pipeline", "status", str(path)]) == 0
-    assert states(capsys) == {**per_batch({"clip_shards": {**fresh, "batch3": "missing"},
-                                           "latent_shards": {**fresh, "batch3": "missing"}}),
-                              "checkpoint": "stale"}
+    assert main(["pipeline", "status", str(path), "--json"]) == 0
+    status = json.loads(capsys.readouterr().out)
+    assert {a: s["state"] for a, s in status.items()} == {
+        **per_batch({"clip_shards": {**fresh, "batch3": "missing"}, "latent_shards": {**fresh, "batch3": "missing"}}),
+        "checkpoint": "stale"}
+    assert status["checkpoint"]["why"] == "no latent shards yet of footage batch batch3"
     assert main(["pipeline", "run", str(path)]) == 0
     three = {**skipped, "batch3": "ran"}
     assert states(capsys) == {**per_batch({"clip_shards": three, "latent_shards": three}), "checkpoint": "ran"}
