@@ -144,8 +144,14 @@ def test_batches_are_partitions_skipped_when_unchanged_and_a_knob_reruns_only_wh
         stop_server(server)
 
 
-def test_footage_batches_are_its_folders_or_prefixes_and_its_top_files():
+def test_footage_batches_are_its_folders_or_prefixes_and_its_top_files(tmp_path):
     from pipelines.pipeline_batches import TOP, folder_name, footage_batches
+
+    for name in ("batch1/a.mp4", ".cache/x.mp4", "top.mp4", "notes.txt"):
+        (tmp_path / name).parent.mkdir(exist_ok=True)
+        (tmp_path / name).write_bytes(b"x")
+    assert footage_batches(tmp_path) == {"batch1": [str(tmp_path / "batch1")], TOP: [str(tmp_path / "top.mp4")]}
+    assert footage_batches(tmp_path / "batch1") == {TOP: [str(tmp_path / "batch1")]}
 
     fsspec = pytest.importorskip("fsspec")
     fs = fsspec.filesystem("memory")
