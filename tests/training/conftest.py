@@ -5,7 +5,7 @@ from pathlib import Path
 import pytest
 import torch
 
-os.environ.setdefault("TORCH_EXTENSIONS_DIR", str(Path.home() / ".cache/tandem/torch_extensions"))
+import training.engine  # noqa: E402,F401  (sets TORCH_EXTENSIONS_DIR for the ranks this suite starts)
 
 
 def make_latent_shards(directory: Path, n: int = 24, per_shard: int = 8, seed: int = 0) -> Path:
