@@ -16,9 +16,11 @@ side) and what the prompt asks for (text side). Each is measured here with the o
    Regression on the percepts themselves is far more than a few hundred rankings teach.
 2. Text side: given the exact percepts, can a head learn from the training rankings which
    percept each prompt asks for? Bradley-Terry on the non-tied training judgements (as
-   ``tandem reward train``, per axis), score = <g(prompt), percept> + <u, percept>, with
+   ``tandem reward train``, per axis), score = <g(prompt), p> + <u, p> + <v, p^2> (p: the
+   percepts, standardised; the squares let a head prefer a percept near a target), with
    g a linear map of the prompt's text embedding (the generator's own, stored with every
-   rollout) mean-pooled over its tokens, or attention-pooled (4 learned queries per axis).
+   rollout) mean-pooled over its tokens, or attention-pooled (4 learned queries per axis);
+   and, for reference, of a bag of the training prompts' words (word identity, no encoder).
    Printed: accuracy without ties on the held-out rankings, per evaluation split.
 
 The percepts are the panel's: this is a diagnosis, never a reward model (``reward/`` may not
@@ -75,6 +77,22 @@ def load(work: Path) -> dict:
             "train_clip": np.array([c.id in trained_on for c in clips]),
             "train": judgements(work / "judged-train" / "rankings"),
             "heldout": judgements(work / "judged-eval" / "rankings")}
+
+
+def bag_of_words(d: dict) -> tuple:
+    """The prompts as bags of the words the training prompts use (one token each): word identity
+    without the text encoder, a text side as good as the training prompts allow."""
+    import re
+
+    import torch
+
+    words = [re.findall(r"[a-z]+", p) for p in d["prompt"]]
+    vocab = sorted({w for ws, train in zip(words, d["train_clip"], strict=True) if train for w in ws})
+    bags = torch.zeros(len(words), 1, len(vocab))
+    for i, ws in enumerate(words):
+        for w in set(ws) & set(vocab):
+            bags[i, 0, vocab.index(w)] = 1
+    return bags, torch.ones(len(words), 1, dtype=torch.bool)
 
 
 def r2(pred: np.ndarray, y: np.ndarray) -> np.ndarray:
@@ -134,12 +152,13 @@ def text_side(d: dict, pooling: str, seed: int, steps: int = 800) -> dict[str, d
     torch.manual_seed(seed)
     p = d["percept"]
     percept = torch.tensor((p - p[d["train_clip"]].mean(0)) / p[d["train_clip"]].std(0), dtype=torch.float32)
-    text, mask = d["text"], d["mask"]
+    text, mask = bag_of_words(d) if pooling == "words" else (d["text"], d["mask"])
     dim, queries = text.shape[-1], 4 if pooling == "attention" else 1
     q = torch.nn.Parameter(torch.randn(len(AXES), queries, dim) * 0.1)
     g = torch.nn.Parameter(torch.randn(len(AXES), queries, dim, percept.shape[1]) * 0.05)
     u = torch.nn.Parameter(torch.zeros(len(AXES), percept.shape[1]))
-    opt = torch.optim.Adam([q, g, u], lr=1e-2, weight_decay=1e-3)
+    v = torch.nn.Parameter(torch.zeros(len(AXES), percept.shape[1]))
+    opt = torch.optim.Adam([q, g, u, v], lr=1e-2, weight_decay=1e-3)
 
     def score(idx, axis):
         t, m = text[idx], mask[idx]
@@ -148,7 +167,8 @@ def text_side(d: dict, pooling: str, seed: int, steps: int = 800) -> dict[str, d
         else:
             w = (m[:, None].float() / m.sum(1)[:, None, None]).expand(-1, queries, -1)
         asked = torch.einsum("nkl,nld,nkde->ne", w, t, g[axis])  # the percept the prompt asks for
-        return ((asked + u[axis]) * percept[idx]).sum(1)
+        x = percept[idx]  # the squares let a head prefer a percept near a target, not only more of it
+        return ((asked + u[axis]) * x).sum(1) + (v[axis] * x**2).sum(1)
 
     def margin(j):
         a, b, axis = (torch.from_numpy(j[k]) for k in ("a", "b", "axis"))
@@ -187,9 +207,10 @@ def main() -> None:
             cols = PERCEPTS[:3] if "video" in name else PERCEPTS[3:]
             print(f"   {name:<22} " + "  ".join(f"{c} {v:+.2f}" for c, v in zip(cols, values, strict=True)))
         print("2. text side: a text-conditioned head on the exact percepts; held-out accuracy without ties")
-        for pooling in ("mean", "attention"):
+        for pooling in ("mean", "attention", "words"):
+            name = "bag of training words" if pooling == "words" else f"{pooling}-pooled prompt"
             for split, per_axis in text_side(d, pooling, seed).items():
-                print(f"   {pooling + '-pooled prompt':<24} {split:<21} "
+                print(f"   {name:<24} {split:<21} "
                       + "  ".join(f"{axis} {100 * v:5.1f} %" for axis, v in per_axis.items()))
 
 
