@@ -15,7 +15,13 @@ import numpy as np
 import pytest
 import torch
 
-from benchmarks.reward_simulation import AXES, NOISE, heldout_accuracy, simulated_rankings, train_on_simulation
+from benchmarks.reward_simulation import (
+    AXES,
+    NOISE,
+    heldout_accuracy,
+    simulated_rankings,
+    train_on_simulation,
+)
 from reward.annotation.preference import outcome_codes
 from reward.annotation.simulate import SimulationConfig, quality
 from reward.scoring.clip_store import find_clips, score_clip_files
