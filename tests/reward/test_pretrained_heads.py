@@ -6,7 +6,8 @@ The rollouts (``reward.annotation.simulate``) vary both properties at once: how 
 the light, and how much of the picture shows the prompt's look rather than another word's. The nets
 see other scenes than the rollouts (footage and captioned clips of their own), and the rankings only
 calibrate their estimates: the heads read nothing else (``sync_heads``, ``text_heads``), so a third
-of the recipe's steps is plenty."""
+of the recipe's steps is plenty. This is seed 0 of benchmarks/pretrained_heads.py, which prints
+the figures docs/reward.md quotes over several seeds."""
 
 import pytest
 import torch

@@ -9,7 +9,8 @@ their latents are encoded with the debug VAEs, as ``tandem generate`` stores the
 each group of 8 samples of a prompt: a tie when two qualities differ by less than 0.1, otherwise the
 better clip, flipped with 15 % probability. Held-out accuracy is measured against what careful
 annotators agree on (the same judges without the flips), and against the noisy judges themselves,
-whose own errors cap it."""
+whose own errors cap it. This is seed 0 of benchmarks/reward_simulation.py, which prints the
+accuracies docs/reward.md quotes over several seeds."""
 
 import numpy as np
 import pytest
