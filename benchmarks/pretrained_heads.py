@@ -15,12 +15,15 @@ Seeds: footage 100k+10, captioned clips 100k+11, rollouts 100k, rankings 100k+1,
 100k+2; the nets' and the reward model's own seeds k. Printed per seed: the SyncNet's median
 error on held-out footage (ms), how often a held-out captioned clip scores higher with its own
 caption, and each head's held-out accuracy without and with ties against the consensus; then
-the ranges over the seeds and the minutes per seed.
+the ranges over the seeds and the minutes per seed. A seed already run in ``--work`` is read back
+from what it saved (the nets' json and the reward model's ``reward.json``), as in
+``reward_simulation``.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 import tempfile
 import time
@@ -32,6 +35,7 @@ from benchmarks.reward_simulation import (  # noqa: E402
     SEED_STRIDE,
     heldout_accuracy,
     print_accuracy_table,
+    saved_metrics,
     simulated_rankings,
     train_on_simulation,
 )
@@ -76,10 +80,17 @@ def main() -> None:
     nets, by_seed, minutes = {}, {}, {}
     for seed in map(int, args.seeds.split(",")):
         t0, here = time.monotonic(), work / f"seed{seed}"
-        nets[seed] = pretrain_nets(here, seed, sim)
-        simulated_rankings(here, HEADS, seed, sim)
-        by_seed[seed], minutes[seed] = heldout_accuracy(train_heads(here, seed).metrics, HEADS), (time.monotonic() - t0) / 60
-        print(f"seed {seed}: {minutes[seed]:.1f} min", flush=True)
+        metrics = saved_metrics(here)
+        if metrics is None:
+            nets[seed] = pretrain_nets(here, seed, sim)
+            simulated_rankings(here, HEADS, seed, sim)
+            metrics = train_heads(here, seed).metrics
+            minutes[seed] = round((time.monotonic() - t0) / 60, 1)
+        else:
+            nets[seed] = tuple(json.loads((here / net / f"{net}_net.json").read_text())["metrics"] for net in ("sync", "text"))
+            minutes[seed] = "read back"
+        by_seed[seed] = heldout_accuracy(metrics, HEADS)
+        print(f"seed {seed}:", minutes[seed], "" if minutes[seed] == "read back" else "min", flush=True)
     print(f"\npretrained nets on held-out simulated clips; seeds {args.seeds}; work {work}")
     print(f"{'seed':>4} {'SyncNet median error':>21} {'within 40 ms':>13} {'own caption wins':>17}")
     for seed, (sync, text) in nets.items():
@@ -89,7 +100,7 @@ def main() -> None:
     print(f"{'range':>4} {min(errors):>15.0f}-{max(errors):.0f} ms")
     print_accuracy_table("\nheads on the pretrained nets vs the annotators' consensus on held-out prompts",
                          by_seed, HEADS)
-    print("minutes per seed (footage, pretraining, rollouts, calibration):", {s: round(m, 1) for s, m in minutes.items()})
+    print("minutes per seed (footage, pretraining, rollouts, calibration):", minutes)
 
 
 if __name__ == "__main__":

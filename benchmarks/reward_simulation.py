@@ -13,11 +13,16 @@ against the careful annotators' consensus (the same judges without the flips).
 Seeds: rollouts 100k, rankings 100k+1, consensus 100k+2; the reward model's own seed (initial
 weights, batch order) k. Printed per head and seed: held-out accuracy without ties and with ties
 (at the calibrated tie threshold), their range over the seeds, and the minutes per seed.
+
+A seed already run in ``--work`` (``seedK/run/model/reward.json``, the saved model with its
+held-out metrics) is read back, not rerun: seeds can run as separate processes on one machine,
+and a last call with all of them prints them together.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 import tempfile
 import time
@@ -57,6 +62,12 @@ def train_on_simulation(work: Path, heads, seed: int, overrides=()):
     return train_reward(cfg, work / "rankings", [work / "rollouts"], heldout_rankings=work / "consensus")
 
 
+def saved_metrics(work: Path) -> dict | None:
+    """The held-out metrics of the reward model a finished run saved in ``work``, or None."""
+    meta = work / "run" / "model" / "reward.json"
+    return json.loads(meta.read_text())["metrics"] if meta.is_file() else None
+
+
 def heldout_accuracy(metrics: dict, heads) -> dict[str, tuple[float, float]]:
     """head -> (held-out accuracy without ties, with ties)."""
     return {h: (metrics[f"heldout/{h}/accuracy_without_ties"], metrics[f"heldout/{h}/accuracy_with_ties"])
@@ -88,14 +99,19 @@ def main() -> None:
     sim = SimulationConfig(event=False, prompt_mix=False)
     by_seed, minutes = {}, {}
     for seed in map(int, args.seeds.split(",")):
-        t0 = time.monotonic()
-        simulated_rankings(work / f"seed{seed}", AXES, seed, sim)
-        result = train_on_simulation(work / f"seed{seed}", AXES, seed)
-        by_seed[seed], minutes[seed] = heldout_accuracy(result.metrics, AXES), (time.monotonic() - t0) / 60
-        print(f"seed {seed}: {minutes[seed]:.1f} min", flush=True)
+        t0, here = time.monotonic(), work / f"seed{seed}"
+        metrics = saved_metrics(here)
+        if metrics is None:
+            simulated_rankings(here, AXES, seed, sim)
+            metrics = train_on_simulation(here, AXES, seed).metrics
+            minutes[seed] = round((time.monotonic() - t0) / 60, 1)
+        else:
+            minutes[seed] = "read back"
+        by_seed[seed] = heldout_accuracy(metrics, AXES)
+        print(f"seed {seed}:", minutes[seed], "" if minutes[seed] == "read back" else "min", flush=True)
     print_accuracy_table(f"\nreward model (latent_cpu) vs simulated annotators' consensus on held-out prompts; "
                          f"seeds {args.seeds}; work {work}", by_seed, AXES)
-    print("minutes per seed (rollouts, rankings, training):", {s: round(m, 1) for s, m in minutes.items()})
+    print("minutes per seed (rollouts, rankings, training):", minutes)
 
 
 if __name__ == "__main__":
