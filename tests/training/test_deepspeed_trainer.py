@@ -6,7 +6,8 @@ import math
 import pytest
 import torch
 
-from tests.training.conftest import held_out_loss, make_latent_shards, on_two_ranks
+from tests.training.conftest import held_out_loss, make_latent_shards
+from training.local_ranks import on_two_ranks
 
 pytestmark = pytest.mark.slow  # two gloo ranks + DeepSpeed
 # Same latents, same recipe, same checkpoint: the ZeRO-2 run's final weights (consolidated), by
