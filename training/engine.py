@@ -17,8 +17,19 @@ from pathlib import Path
 import torch
 
 TEMPLATES = Path(__file__).parent / "deepspeed"  # zero2.json, zero3.json
-# One JIT cache for DeepSpeed's CPU shared-memory op, so only the first run pays ~60 s.
-os.environ.setdefault("TORCH_EXTENSIONS_DIR", str(Path.home() / ".cache/tandem/torch_extensions"))
+
+
+def extensions_dir() -> Path:
+    """One JIT cache for DeepSpeed's CPU shared-memory op per environment, so only the first run
+    pays ~60 s. Per environment because torch rebuilds an op whose include paths changed: two
+    checkouts' venvs sharing one folder would rebuild it in turn, each run paying the build."""
+    import hashlib
+    import sys
+
+    return Path.home() / ".cache/tandem/torch_extensions" / hashlib.sha256(sys.prefix.encode()).hexdigest()[:12]
+
+
+os.environ.setdefault("TORCH_EXTENSIONS_DIR", str(extensions_dir()))
 
 
 def prepare_cpu_ops(stale_after_s: float = 600.0) -> str:

@@ -229,7 +229,9 @@ def make_captioned_shards(directory, clips: int, seed: int = 0, cfg: SimulationC
             z_video = torch.cat([encoder.video_vae.encode(torch.stack(videos[i:i + 16])) for i in range(0, len(videos), 16)])
             z_audio = torch.cat([encoder.audio_vae.encode(torch.stack(audios[i:i + 16])) for i in range(0, len(audios), 16)])
             text = encoder.text.encode(captions)
-        samples = [{"key": f"cap{seed}-{first + i:05d}", "video": z_video[i], "audio": z_audio[i],
+        # clones, as pipelines.latents writes them: a view would save the whole batch's storage
+        # with every sample (620 KB a sample instead of 6 KB)
+        samples = [{"key": f"cap{seed}-{first + i:05d}", "video": z_video[i].clone(), "audio": z_audio[i].clone(),
                     "text": text.text_emb[i][text.text_mask[i]], "meta": {"caption": {"text": captions[i]}, "word": words[i]}}
                    for i in range(len(captions))]
         paths.append(write_latent_shard(directory / f"captioned-{seed}-{first // per_shard:04d}.tar", samples, fmt))

@@ -72,12 +72,13 @@ def test_condition_dropout_reaches_the_model():
 
 @pytest.mark.slow
 def test_debug_preset_overfits_one_batch_and_the_ode_reproduces_it():
-    """Two clips with different prompts; each step sees 8 noise draws per clip."""
+    """Two clips with different prompts; each step sees 4 noise draws per clip (8 cost a third
+    more for the same fit: loss ratio 0.017 vs 0.030, ODE error 0.07 vs 0.15, limits 0.1 and 0.25)."""
     torch.manual_seed(0)
     model = DualDiT(get_preset("debug"))
     video, audio = make_latents(seed=1)
     cond = make_cond(seed=1)
-    repeats = 8
+    repeats = 4
     batch_v, batch_a = video.repeat(repeats, 1, 1, 1, 1), audio.repeat(repeats, 1, 1)
     batch_cond = cond.replace(text_emb=cond.text_emb.repeat(repeats, 1, 1),
                               text_mask=cond.text_mask.repeat(repeats, 1))

@@ -11,7 +11,7 @@ import torch
 
 from tests.pipelines.conftest import ray_train_worker_killed_at
 from tests.reward.test_grpo_learns import Recorder
-from tests.training.conftest import on_two_ranks
+from training.local_ranks import on_two_ranks
 
 pytestmark = pytest.mark.slow  # Ray Train + DeepSpeed
 

@@ -11,7 +11,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from curation.sample_media import make_clip
-from tests.training.conftest import free_port
+from training.local_ranks import free_port
 
 pytestmark = pytest.mark.slow  # an S3 server, a local Ray instance, the whole DAG
 TANDEM = str(Path(sys.executable).parent / "tandem")

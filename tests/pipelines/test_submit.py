@@ -14,7 +14,8 @@ from pathlib import Path
 import pytest
 
 from pipelines.submit import job_handler, submit_job
-from tests.training.conftest import free_port, make_latent_shards
+from tests.training.conftest import make_latent_shards
+from training.local_ranks import free_port
 
 pytestmark = pytest.mark.slow  # a Ray head + Ray Jobs
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import pytest
 
-from tests.training.conftest import on_two_ranks
+from training.local_ranks import on_two_ranks
 
 pytestmark = pytest.mark.slow  # two DeepSpeed ranks
 

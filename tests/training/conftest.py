@@ -1,11 +1,10 @@
 import os
-import socket
 from pathlib import Path
 
 import pytest
 import torch
 
-os.environ.setdefault("TORCH_EXTENSIONS_DIR", str(Path.home() / ".cache/tandem/torch_extensions"))
+import training.engine  # noqa: E402,F401  (sets TORCH_EXTENSIONS_DIR for the ranks this suite starts)
 
 
 def make_latent_shards(directory: Path, n: int = 24, per_shard: int = 8, seed: int = 0, first: int = 0) -> Path:
@@ -24,38 +23,6 @@ def make_latent_shards(directory: Path, n: int = 24, per_shard: int = 8, seed: i
     for s in range(0, n, per_shard):
         write_latent_shard(directory / f"latents-{s // per_shard:05d}.tar", samples[s:s + per_shard])
     return directory
-
-
-def free_port() -> int:
-    """A TCP port nothing on 127.0.0.1 listens on right now."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def _rank_entry(rank: int, port: int, fn, args: tuple, results) -> None:
-    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank), WORLD_SIZE="2",
-                      LOCAL_RANK=str(rank), LOCAL_WORLD_SIZE="2")
-    torch.set_num_threads(1)
-    out = fn(*args)
-    if rank == 0:
-        results.put(out)
-    import torch.distributed as dist
-
-    if dist.is_initialized():  # leave together: a rank exiting under live gloo threads aborts
-        dist.barrier()
-        dist.destroy_process_group()
-
-
-def on_two_ranks(fn, *args):
-    """Run ``fn(*args)`` in two spawned processes that form a gloo world (what
-    ``deepspeed.init_distributed`` joins); returns rank 0's result. ``fn`` must be a
-    module-level function."""
-    import torch.multiprocessing as mp
-
-    results = mp.get_context("spawn").SimpleQueue()
-    mp.start_processes(_rank_entry, args=(free_port(), fn, args, results), nprocs=2, start_method="spawn")
-    return results.get()
 
 
 def held_out_loss(model) -> float:

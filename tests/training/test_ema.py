@@ -4,7 +4,8 @@ each rank's slice of them, survives a resume, and is exported whole by rank 0 al
 import pytest
 import torch
 
-from tests.training.conftest import make_latent_shards, on_two_ranks
+from tests.training.conftest import make_latent_shards
+from training.local_ranks import on_two_ranks
 
 pytestmark = pytest.mark.slow  # two gloo ranks + DeepSpeed
 

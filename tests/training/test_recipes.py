@@ -72,3 +72,15 @@ def test_each_preset_has_one_latents_recipe_and_train_recipes_decode_with_it():
         encoder = latents[cfg.preset].encoder
         assert {f: getattr(cfg.sample.decoder, f) for f in DECODER_FIELDS} == \
             {f: getattr(encoder, f) for f in DECODER_FIELDS}, path.name
+
+
+def test_each_environment_keeps_its_own_deepspeed_op_build(monkeypatch):
+    """torch rebuilds the op when its include paths change: two venvs sharing one build folder
+    would rebuild it in turn, every run paying the ~60 s build."""
+    from training.engine import extensions_dir
+
+    monkeypatch.setattr("sys.prefix", "/work/a/.venv")
+    first = extensions_dir()
+    assert extensions_dir() == first
+    monkeypatch.setattr("sys.prefix", "/work/b/.venv")
+    assert extensions_dir() != first and extensions_dir().parent == first.parent

@@ -8,7 +8,8 @@ import pytest
 import torch
 
 from model.dit import DualDiT
-from tests.training.conftest import make_latent_shards, on_two_ranks
+from tests.training.conftest import make_latent_shards
+from training.local_ranks import on_two_ranks
 
 pytestmark = pytest.mark.slow  # two gloo ranks + DeepSpeed
 
