@@ -28,7 +28,15 @@ import numpy as np
 import yaml
 
 from benchmarks.judged_prompts import eval_prompts, train_prompts
-from benchmarks.judges import AXES, Percept, WinRate, judge_tasks, make_panel, percepts_of_rollouts, win_rate
+from benchmarks.judges import (
+    AXES,
+    Percept,
+    WinRate,
+    judge_tasks,
+    make_panel,
+    percepts_of_rollouts,
+    win_rate,
+)
 
 ROOT = Path(__file__).resolve().parents[1]
 SEQUENCE = {"duration_s": 0.36, "fps": 25.0, "height": 16, "width": 16}  # align's debug sequence

@@ -75,7 +75,9 @@ class Percept:
 
     @classmethod
     def of_mp4(cls, path: str | Path) -> Percept:
-        from reward.scoring.clip_store import decode_media  # decoding only: the pixels and samples as a viewer gets them
+        from reward.scoring.clip_store import (
+            decode_media,  # decoding only: the pixels and samples as a viewer gets them
+        )
 
         video, audio, _, rate = decode_media(path)
         return cls.of(video.numpy(), audio.numpy(), rate)

@@ -80,9 +80,9 @@ def main() -> None:
     widths = (8, 7, 12, 14)
     for axis in AXES:
         for seed, row in table[axis].items():
-            print(f"{axis:<8} {seed:>5} " + " ".join(f"{100 * v:{w}.1f}%" for v, w in zip(row, widths)))
-        cols = list(zip(*table[axis].values()))
-        print(f"{axis:<8} {'mean':>5} " + " ".join(f"{100 * statistics.mean(c):{w}.1f}%" for c, w in zip(cols, widths)))
+            print(f"{axis:<8} {seed:>5} " + " ".join(f"{100 * v:{w}.1f}%" for v, w in zip(row, widths, strict=True)))
+        cols = list(zip(*table[axis].values(), strict=True))
+        print(f"{axis:<8} {'mean':>5} " + " ".join(f"{100 * statistics.mean(c):{w}.1f}%" for c, w in zip(cols, widths, strict=True)))
     print("wall seconds: " + ", ".join(f"{k} {v:.0f}" for k, v in timer.split.items()))
 
 

@@ -25,7 +25,13 @@ import sys
 import time
 from pathlib import Path
 
-from pipelines.config_loader import ConfigError, add_recipe_arguments, load_recipe, save_config, to_dict
+from pipelines.config_loader import (
+    ConfigError,
+    add_recipe_arguments,
+    load_recipe,
+    save_config,
+    to_dict,
+)
 
 log = logging.getLogger(__name__)
 REGISTRY_NAME = "tandem-reward"

@@ -49,6 +49,9 @@ SKIPPED = {
     "tandem align --config 1b_8gpu": "8 GPUs",
     "PYTHONPATH=. .venv/bin/python benchmarks/": "a benchmark, minutes to hours on a CPU (docs/benchmarks.md)",
     "bash scripts/build_image.sh": "podman and about 15 minutes (TANDEM_TEST_IMAGE=1: tests/infra/test_cluster_image.py)",
+    "tandem pipeline status": "the pipeline's store: tests/pipelines/test_pipeline.py checks each batch's state",
+    "mkdir footage/batch3": "a new footage batch: tests/pipelines/test_pipeline.py adds one",
+    "DAGSTER_HOME=": "Dagster's daemon, until Ctrl-C: tests/pipelines/test_pipeline.py runs the sensor's tick",
     "tandem pipeline run": "the whole chain in Dagster, minutes: tests/pipelines/test_pipeline.py materialises, "
                            "skips and re-runs its first stages",
 }

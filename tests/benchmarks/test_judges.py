@@ -74,8 +74,8 @@ def test_win_rate_between_the_same_clips_is_a_coin_toss_and_a_better_set_wins():
 
 
 def test_the_panel_annotates_tasks_as_a_label_studio_export_that_imports_as_judged():
-    from reward.annotation.labelstudio_tasks import AnnotationConfig
     from reward.annotation.labelstudio_exports import import_exports
+    from reward.annotation.labelstudio_tasks import AnnotationConfig
 
     cfg = AnnotationConfig(axes=list(AXES))
     percepts = {"good": percept((0.75, 0.25, 0.25), 500), "grey": percept((0.5, 0.5, 0.5), 3000),

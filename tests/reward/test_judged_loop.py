@@ -27,7 +27,15 @@ def loop(tmp_path_factory):
 
     import torch
 
-    from benchmarks.judged_loop import LoopConfig, align, generate, judge_run, judged_rankings, setup, train_reward
+    from benchmarks.judged_loop import (
+        LoopConfig,
+        align,
+        generate,
+        judge_run,
+        judged_rankings,
+        setup,
+        train_reward,
+    )
 
     torch.set_num_threads(1)
     uri = os.environ.get("MLFLOW_TRACKING_URI")
