@@ -4,6 +4,7 @@
     .venv/bin/python benchmarks/curation_throughput.py --minutes 10 # the issue's 10-minute length (pieces repeat)
     .venv/bin/python benchmarks/curation_throughput.py --source film.mp4   # your own footage
     .venv/bin/python benchmarks/curation_throughput.py --baseline /tmp/old  # + an older checkout's curate
+    .venv/bin/python benchmarks/curation_throughput.py --busy 2     # beside 2 busy loops (a busy machine)
 
 The source (``benchmarks/real_long_source.py``) is real footage with its own sound, pieces
 of several real sources concatenated at 1280x720, 25 fps; the output lists where each
@@ -16,7 +17,8 @@ exit, imports, Ray start-up and MLflow close included):
   detect     ``scenedetect -i F detect-adaptive list-scenes`` (PySceneDetect's CLI, shots only);
   curate     ``tandem curate F --out D 'skip=[transcribe,caption]'`` starting its own local Ray;
   cluster    the same with ``--address`` on an already running local cluster (``ray start
-             --head`` on 127.0.0.1 in a temp dir of its own, stopped after);
+             --head`` on 127.0.0.1 in a temp dir of its own, workers at normal priority as
+             docs/cluster.md advises for shared machines, stopped after);
   split      ``scenedetect -i F detect-adaptive split-video`` (detect, then ffmpeg per scene);
   baseline   with ``--baseline DIR``: ``curate`` again, run from another checkout (``git archive
              REV | tar -x -C DIR``), so a change is measured before/after in the same run.
@@ -27,7 +29,8 @@ the CPU seconds each command used and so the cores it kept busy (CPU-s / wall: e
 process of the command's tree, reaped by this script as a child subreaper; for the cluster
 run, the cluster's processes too), the peak RSS of each kind of process, and the
 machine's load average during each command. The machine is shared: compare the ratios of
-one run, not absolutes across runs. The results also go to
+one run, not absolutes across runs. ``--busy N`` keeps N busy loops at normal priority
+running through every command, as other work on a busy machine would. The results also go to
 benchmarks/results/curation_throughput.txt (``--results``).
 """
 
@@ -61,6 +64,7 @@ from curation.ffmpeg import binary, ffprobe  # noqa: E402
 SKIP = "skip=[transcribe,caption]"
 RESULTS = ROOT / "benchmarks" / "results" / "curation_throughput.txt"
 PR_SET_CHILD_SUBREAPER = 36
+BUSY_PIDS: set[int] = set()  # --busy's loops: children of this process, but no command's
 
 
 @dataclass
@@ -140,7 +144,7 @@ def reap_orphans(keep: list[psutil.Process], wait_s: float = 20.0) -> set[int]:
     """Wait for the processes a command left behind (Ray workers outlive its driver by a
     moment); as subreaper this process inherits them, and their CPU time with them.
     Returns the pids reaped."""
-    keep_pids, reaped = {p.pid for p in tree(keep)}, set()
+    keep_pids, reaped = {p.pid for p in tree(keep)} | BUSY_PIDS, set()
     deadline = time.time() + wait_s
     while time.time() < deadline:
         try:
@@ -218,7 +222,7 @@ class Cluster:
     def __init__(self, env: dict, tmp: Path):
         self.port, self.temp = free_port(), Path(tempfile.mkdtemp(prefix="tb-ray-", dir="/tmp"))  # short socket paths
         # Token auth is the head's default; the client must say so too (as tests/pipelines/test_submit.py).
-        self.env = {**env, "RAY_AUTH_MODE": "token"}
+        self.env = {**env, "RAY_AUTH_MODE": "token", "RAY_worker_niceness": "0"}
         ray = str(Path(sys.executable).parent / "ray")
         # Fixed default ports clash with other Ray instances on a shared machine.
         ports = [f"--{name}={free_port()}" for name in ("dashboard-agent-listen-port", "dashboard-agent-grpc-port",
@@ -263,6 +267,21 @@ class Cluster:
         return out
 
 
+@contextlib.contextmanager
+def busy_loops(n: int):
+    """``n`` processes spinning at normal priority, as other work on a busy machine; each
+    ends with this process even if the cleanup below never runs."""
+    spin = "import os\nparent = os.getppid()\nwhile os.getppid() == parent: pass"
+    spinners = [subprocess.Popen([sys.executable, "-c", spin]) for _ in range(n)]
+    BUSY_PIDS.update(p.pid for p in spinners)
+    try:
+        yield
+    finally:
+        for spinner in spinners:
+            spinner.kill()
+            spinner.wait()
+
+
 def stage_busy(out: Path) -> dict:
     return json.loads((out / "stats.json").read_text())
 
@@ -272,7 +291,7 @@ def unit_seconds(log: str) -> float | None:
     return sum(float(s) for s in found) if found else None
 
 
-def run(source: Path, origins: list[dict], tmp: Path, baseline: Path | None = None) -> list[str]:
+def run(source: Path, origins: list[dict], tmp: Path, baseline: Path | None = None, busy: int = 0) -> list[str]:
     env = {**os.environ, "PYTHONPATH": str(ROOT), "RAY_USAGE_STATS_ENABLED": "0",
            "PATH": f"{Path(binary('ffmpeg')).parent}:{Path(sys.executable).parent}:{os.environ['PATH']}"}
     env.pop("RAY_ADDRESS", None)
@@ -281,6 +300,13 @@ def run(source: Path, origins: list[dict], tmp: Path, baseline: Path | None = No
     footage = float(ffprobe(source)["format"]["duration"])
     load_start = os.getloadavg()
     results: dict[str, Measured] = {}
+    with busy_loops(busy):
+        measure_all(source, tmp, env, tandem, scenedetect, baseline, results)
+    return report(source, origins, footage, load_start, results, tmp, busy)
+
+
+def measure_all(source: Path, tmp: Path, env: dict, tandem: list[str], scenedetect: str, baseline: Path | None,
+                results: dict[str, Measured]) -> None:
     (tmp / "floor").mkdir()
     results["floor"] = measure(floor_cmd(source, tmp / "floor"), tmp, env)
     results["detect"] = measure([scenedetect, "-i", str(source), "-o", str(tmp / "detect"),
@@ -298,15 +324,16 @@ def run(source: Path, origins: list[dict], tmp: Path, baseline: Path | None = No
         cluster.stop()
     results["split"] = measure([scenedetect, "-i", str(source), "-o", str(tmp / "split"),
                                 "detect-adaptive", "split-video"], tmp, env)
-    return report(source, origins, footage, load_start, results, tmp)
 
 
-def report(source: Path, origins: list[dict], footage: float, load_start: tuple, results: dict, tmp: Path) -> list[str]:
+def report(source: Path, origins: list[dict], footage: float, load_start: tuple, results: dict, tmp: Path,
+           busy: int = 0) -> list[str]:
     floor, split = results["floor"].wall_s, results["split"].wall_s
     lines = [f"source: {source} ({footage:.1f} s of real 1280x720 25 fps footage with sound, "
              f"{len(origins)} pieces: list at the end)",
              f"machine: {os.cpu_count()} cores; load average at start {load_start[0]:.1f} / {load_start[1]:.1f} / "
-             f"{load_start[2]:.1f} (1/5/15 min), shared with other work",
+             f"{load_start[2]:.1f} (1/5/15 min), shared with other work"
+             + (f"; {busy} busy loops at normal priority through every command" if busy else ""),
              "", f"{'command':<62}{'wall s':>8}{'/floor':>8}{'/split':>8}{'CPU s':>8}{'cores':>7}{'load':>7}"]
     names = {"floor": "ffmpeg: decode + one encode at the clip settings (floor)",
              "detect": "scenedetect detect-adaptive list-scenes",
@@ -351,6 +378,7 @@ def main() -> None:
     parser.add_argument("--keep", action="store_true", help="keep the outputs")
     parser.add_argument("--baseline", type=Path, help="another checkout of tandem: its `tandem curate` is timed "
                                                       "right after this one's (before/after in one run)")
+    parser.add_argument("--busy", type=int, default=0, help="busy loops at normal priority beside every command")
     args = parser.parse_args()
     libc = ctypes.CDLL(None, use_errno=True)
     if libc.prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0):  # orphans of a command (Ray workers) come back here
@@ -361,7 +389,7 @@ def main() -> None:
         source, origins = build(args.minutes)
     tmp = Path(tempfile.mkdtemp(prefix="tandem-bench-"))
     try:
-        lines = run(source, origins, tmp, args.baseline)
+        lines = run(source, origins, tmp, args.baseline, args.busy)
     finally:
         if not args.keep:
             shutil.rmtree(tmp, ignore_errors=True)
