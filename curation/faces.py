@@ -289,18 +289,19 @@ def track_mouth(frames: np.ndarray, fps: float, detector: FaceDetector) -> Mouth
     cfg = detector.config
     step = max(1, round(cfg.detect_every_s * fps))
     probes = sorted({*range(0, len(frames), step), len(frames) - 1})
-    found, previous = {}, None
+    found, previous, misses = {}, None, 0
     for index in probes:
         faces = detector.detect_near(frames[index], previous) if previous is not None else []
         faces = faces or detector.detect(frames[index])
         if not faces:
+            misses += 1
+            if len(probes) - misses < cfg.min_face_ratio * len(probes):
+                return None  # too rare to read lips from whatever the remaining frames hold
             continue
         if previous is not None:  # stay on the same person while they are visible
             near = [f for f in faces if np.linalg.norm(f.landmarks[2] - previous.landmarks[2]) < previous.size / 2]
             faces = near or faces
         previous = found[index] = faces[0]
-    if len(found) < cfg.min_face_ratio * len(probes):
-        return None
     at = np.array(sorted(found))
     marks = np.stack([found[i].landmarks for i in at])  # (n, 5, 2)
     eyes = marks[:, 1] - marks[:, 0]

@@ -35,9 +35,11 @@ class LagSearch:
 def orthonormal_basis(features: np.ndarray, k: int) -> np.ndarray:
     """The first ``k`` principal directions in time of (T, d) ``features``, centred: (T, <=k)."""
     x = features - features.mean(0)
-    # Eigenvectors of the (T, T) Gram matrix: the same directions as an SVD, far cheaper
-    # when each frame has more features than the clip has frames.
-    values, vectors = np.linalg.eigh(x @ x.T)
+    if x.shape[1] < x.shape[0]:  # a few measures per frame (lips): the thin SVD, O(T d^2)
+        vectors, singular, _ = np.linalg.svd(x, full_matrices=False)
+        values = singular**2
+    else:  # more features per frame than frames (a mouth patch): the (T, T) Gram matrix is smaller
+        values, vectors = np.linalg.eigh(x @ x.T)
     order = np.argsort(values)[::-1][:k]
     keep = values[order] > max(float(values.max()), 0.0) * 1e-8
     return vectors[:, order[keep]] if values.max() > 0 else np.zeros((len(x), 0))

@@ -70,6 +70,24 @@ def test_dense_landmarks_outline_the_lips_inside_the_tracked_face(tmp_path, spee
     assert lips.shape == (len(frames), 3) and (lips >= 0).all() and (lips[:, 1] >= lips[:, 0]).all()
 
 
+def test_a_clip_without_a_face_stops_searching_once_one_could_no_longer_be_seen_often_enough(detector):
+    frames = np.random.default_rng(0).integers(0, 256, (50, 120, 160, 3), dtype=np.uint8)
+    calls = []
+    detector_calls = detector.detect
+
+    class Counting:
+        config = detector.config
+
+        def detect(self, image):
+            calls.append(1)
+            return detector_calls(image)
+
+    assert track_mouth(frames, 25.0, Counting()) is None
+    # 10 probes (every 0.25 s and the last frame); a face in fewer than 60 % of them is no
+    # face to read: after 5 misses the other 5 cannot make up for it.
+    assert len(calls) == 5
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("face, start_s, speaker, offset_ms", [
     ("grace_hopper", 10.5, None, 200), ("carphone", 14.4, "Sheila", -320), ("grace_hopper", 21.9, "Sheila", -500),
