@@ -9,8 +9,9 @@ import socket
 log = logging.getLogger(__name__)
 # Ray runs its workers at nice 15 so that its own daemons stay responsive. On a machine
 # busy with anything at normal priority that starves the workers, which are this command's
-# whole work: a 10-s clip's curation took 184 s instead of 71 s beside two busy loops
-# (2 cores, benchmarks/curation_throughput.py --busy). A local instance is this command's
+# whole work: beside two busy loops on 2 cores, curating 60 s of real footage took 412 s at
+# nice 15 and 120 s without it (benchmarks/curation_throughput.py --minutes 1 --busy 2:
+# benchmarks/results/curation_throughput_busy.txt). A local instance is this command's
 # own: its workers run at the priority the command was started with.
 LOCAL_SYSTEM_CONFIG = {"worker_niceness": 0}
 

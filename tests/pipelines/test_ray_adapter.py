@@ -105,8 +105,8 @@ def test_a_source_that_always_kills_its_worker_is_quarantined(local_ray, raw, re
 
 
 def test_local_workers_run_at_the_commands_own_priority(local_ray):
-    """Ray nices its workers to 15 by default: beside two busy loops at normal priority a
-    10-s clip's curation took 184 s instead of 71 s (pipelines/ray_local.py)."""
+    """Ray nices its workers to 15 by default: beside two busy loops at normal priority they
+    starved (benchmarks/results/curation_throughput_busy.txt: 412 s against 120 s)."""
 
     @local_ray.remote
     def niceness() -> int:
