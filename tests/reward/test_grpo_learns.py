@@ -77,8 +77,9 @@ def two_rank_runs(storage: str) -> dict:
 
     torch.set_num_threads(1)
     out = {}
-    for name, lr in (("learning", 1e-2), ("control", 0.0)):
-        cfg = load_config(AlignConfig, None, [*RECIPE, f"engine.lr={lr}", f"storage={storage}/{name}"])
+    # lr 0 never moves the model: the control's first evaluation after step 0 says what more would
+    for name, lr, steps in (("learning", 1e-2, STEPS), ("control", 0.0, EVERY)):
+        cfg = load_config(AlignConfig, None, [*RECIPE, f"steps={steps}", f"engine.lr={lr}", f"storage={storage}/{name}"])
         recorder = Recorder()
         Aligner(cfg, tracker=recorder).fit()
         out[name] = recorder.metrics
@@ -97,8 +98,9 @@ def runs(tmp_path_factory):
 @pytest.mark.timeout(900)
 def test_eval_reward_rises_while_the_lr0_control_stays_flat(runs):
     learning, control = runs["learning"], runs["control"]
-    evals = {name: [runs[name][s]["eval_reward_mean"] for s in (0, EVERY, STEPS)] for name in ("learning", "control")}
-    print("eval_reward_mean at steps 0, 10, 20:", evals)
+    evals = {"learning": [learning[s]["eval_reward_mean"] for s in (0, EVERY, STEPS)],
+             "control": [control[s]["eval_reward_mean"] for s in (0, EVERY)]}
+    print("eval_reward_mean at steps 0, 10, 20 (control: 0, 10):", evals)
 
     assert evals["learning"][0] == evals["control"][0]  # the same start
     assert max(evals["control"]) - min(evals["control"]) < 1e-9, evals["control"]
@@ -114,7 +116,7 @@ def test_eval_reward_rises_while_the_lr0_control_stays_flat(runs):
     held_out = [learning[s]["eval_reward.darkness.mean"] for s in (0, STEPS)]
     assert held_out[1] < held_out[0] - 0.02
     assert learning[STEPS]["hacking_alert"] == 1.0
-    assert all(control[s]["hacking_alert"] == 0.0 for s in (EVERY, STEPS))
+    assert control[EVERY]["hacking_alert"] == 0.0
 
 
 @pytest.mark.timeout(900)

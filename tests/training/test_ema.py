@@ -58,16 +58,28 @@ def _worker(tmp: str, stage: int):
     return out
 
 
+def _both_stages(tmp: str) -> dict:
+    """ZeRO-2, then ZeRO-3, in one two-rank world (a world costs a DeepSpeed start-up)."""
+    return {stage: _worker(tmp, stage) for stage in (2, 3)}
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("ema")
+    make_latent_shards(tmp / "latents", n=16)
+    return tmp, on_two_ranks(_both_stages, str(tmp))
+
+
 @pytest.mark.timeout(420)
 @pytest.mark.parametrize("stage", [2, 3])
-def test_ema_follows_fp32_masters_per_rank_and_exports_on_rank_zero(tmp_path, stage):
+def test_ema_follows_fp32_masters_per_rank_and_exports_on_rank_zero(runs, stage):
     from safetensors.torch import load_file
 
     from model.checkpoint import read_config
     from model.dit import DualDiTConfig
 
-    make_latent_shards(tmp_path / "latents", n=16)
-    out = on_two_ranks(_worker, str(tmp_path), stage)
+    tmp_path, by_stage = runs
+    out = by_stage[stage]
     tag = tmp_path / f"z{stage}" / "checkpoints" / "step00000003"
     assert out["error"] < 1e-6  # the exported average is the average of the fp32 masters
     assert out["bf16_gap"] > 1e-4  # averaging their bf16 copies instead would be off by far more

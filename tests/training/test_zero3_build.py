@@ -36,16 +36,29 @@ def _check_worker(preset: str):
                                                      if "rope" not in k and "freq" not in k)}
 
 
-@pytest.mark.timeout(300)
-def test_partitioned_build_holds_half_per_rank_and_equals_the_whole_build():
-    out = on_two_ranks(_check_worker, "debug")
+def _partitioned_world() -> dict:
+    """The small preset built partitioned (its peak first, while the process is fresh), then
+    the debug preset's partitioned build checked against its whole build: one world for both."""
+    return {"peaks": build_peaks("small", "zero3"), "check": _check_worker("debug")}
+
+
+@pytest.fixture(scope="module")
+def builds():
+    """Each way of building in fresh processes (a whole build's freed memory would serve the
+    partitioned one): two worlds, each costing a DeepSpeed start-up."""
+    return on_two_ranks(build_peaks, "small", "whole"), on_two_ranks(_partitioned_world)
+
+
+@pytest.mark.timeout(420)
+def test_partitioned_build_holds_half_per_rank_and_equals_the_whole_build(builds):
+    out = builds[1]["check"]
     assert out["same"], "ZeRO-3 build differs from the single-device build with the same seed"
     assert out["local"] <= 0.55 * out["total"], out  # rank 0 holds its half (plus padding)
 
 
 @pytest.mark.timeout(420)
-def test_building_the_small_preset_under_zero3_peaks_at_about_half_the_memory():
-    whole, partitioned = on_two_ranks(build_peaks, "small", "whole"), on_two_ranks(build_peaks, "small", "zero3")
+def test_building_the_small_preset_under_zero3_peaks_at_about_half_the_memory(builds):
+    whole, partitioned = builds[0], builds[1]["peaks"]
     for rank, (w, z) in enumerate(zip(whole, partitioned, strict=True)):
         print(f"rank {rank}: peak while building 'small' (0.33B): whole {w:.0f} MiB, ZeRO-3 {z:.0f} MiB ({z / w:.2f}x)")
         assert w > 1100  # 0.33B fp32 parameters: ~1.3 GB
