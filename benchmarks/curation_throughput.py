@@ -57,6 +57,7 @@ sys.path.insert(0, str(ROOT))
 
 import psutil  # noqa: E402
 
+from benchmarks.busy_machine import busy_loops  # noqa: E402
 from benchmarks.real_long_source import build  # noqa: E402
 from curation.clip import ClipConfig  # noqa: E402
 from curation.ffmpeg import binary, ffprobe  # noqa: E402
@@ -267,21 +268,6 @@ class Cluster:
         return out
 
 
-@contextlib.contextmanager
-def busy_loops(n: int):
-    """``n`` processes spinning at normal priority, as other work on a busy machine; each
-    ends with this process even if the cleanup below never runs."""
-    spin = "import os\nparent = os.getppid()\nwhile os.getppid() == parent: pass"
-    spinners = [subprocess.Popen([sys.executable, "-c", spin]) for _ in range(n)]
-    BUSY_PIDS.update(p.pid for p in spinners)
-    try:
-        yield
-    finally:
-        for spinner in spinners:
-            spinner.kill()
-            spinner.wait()
-
-
 def stage_busy(out: Path) -> dict:
     return json.loads((out / "stats.json").read_text())
 
@@ -300,7 +286,8 @@ def run(source: Path, origins: list[dict], tmp: Path, baseline: Path | None = No
     footage = float(ffprobe(source)["format"]["duration"])
     load_start = os.getloadavg()
     results: dict[str, Measured] = {}
-    with busy_loops(busy):
+    with busy_loops(busy) as pids:
+        BUSY_PIDS.update(pids)
         measure_all(source, tmp, env, tandem, scenedetect, baseline, results)
     return report(source, origins, footage, load_start, results, tmp, busy)
 

@@ -12,13 +12,12 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
-import sys
 from pathlib import Path
 
 import mlflow
 import pytest
 
+from benchmarks.busy_machine import busy_loops
 from curation.audio import AudioStage
 from curation.pipeline import CurationConfig
 from curation.sample_media import make_clip
@@ -52,14 +51,10 @@ def slow_audio(monkeypatch):
 
 @pytest.fixture
 def busy_cores():
-    """Both cores kept busy by other processes for the length of the test."""
-    # Each spins until the test's process is gone or 10 minutes pass, even if teardown never runs.
-    spin = "import os, time\nparent, end = os.getppid(), time.time() + 600\nwhile os.getppid() == parent and time.time() < end: pass"
-    spinners = [subprocess.Popen([sys.executable, "-c", spin]) for _ in range(2)]
-    yield
-    for spinner in spinners:
-        spinner.kill()
-        spinner.wait()
+    """Both cores kept busy by other processes for the length of the test (at most 10 minutes,
+    even if teardown never runs)."""
+    with busy_loops(2, max_s=600):
+        yield
 
 
 def every_shot_accounted_for(result) -> bool:
