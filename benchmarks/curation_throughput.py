@@ -44,7 +44,6 @@ import os
 import re
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -61,6 +60,7 @@ from benchmarks.busy_machine import busy_loops  # noqa: E402
 from benchmarks.real_long_source import build  # noqa: E402
 from curation.clip import ClipConfig  # noqa: E402
 from curation.ffmpeg import binary, ffprobe  # noqa: E402
+from training.local_ranks import free_port  # noqa: E402
 
 SKIP = "skip=[transcribe,caption]"
 RESULTS = ROOT / "benchmarks" / "results" / "curation_throughput.txt"
@@ -208,12 +208,6 @@ def floor_cmd(source: Path, out: Path) -> list[str]:
             "-map", "[v]", "-c:v", c.video_codec, "-crf", str(c.crf), "-preset", c.preset,
             "-map", "[a1]", "-c:a", c.audio_codec, "-b:a", c.audio_bitrate, "-movflags", "+faststart",
             str(out / "floor.mp4"), "-map", "[a2]", "-c:a", "flac", str(out / "floor.flac")]
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 class Cluster:

@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import socket
 import sys
 import tempfile
 import time
@@ -97,10 +96,9 @@ class _StepClock:
 def trainer_in_process(cfg, warmup: int = 1) -> tuple[list[dict], float]:
     """The Trainer on a one-rank DeepSpeed engine in this process: metrics of the timed steps,
     and samples/s end to end from the end of the warm-up to the end of the last step."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK="0", WORLD_SIZE="1",
+    from training.local_ranks import free_port
+
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(free_port()), RANK="0", WORLD_SIZE="1",
                       LOCAL_RANK="0", LOCAL_WORLD_SIZE="1")
     from training.trainer import Trainer
 

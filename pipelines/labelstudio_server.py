@@ -20,13 +20,14 @@ import os
 import re
 import secrets
 import shutil
-import socket
 import subprocess
 import time
 import urllib.error
 import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
+
+from training.local_ranks import free_port
 
 log = logging.getLogger(__name__)
 ROOT = Path(__file__).resolve().parents[1]
@@ -70,12 +71,6 @@ def install(venv: str | None = None) -> Path:
     if proc.returncode != 0:
         raise LabelStudioError(f"installing Label Studio failed:\n{proc.stderr[-3000:]}")
     return Path(proc.stdout.strip().splitlines()[-1])
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def run_op(venv: Path, url: str, token: str, request: dict, timeout: float = 900) -> dict:

@@ -78,7 +78,7 @@ case "${1:-}" in
     # Two workers, a test file each (module fixtures stay in one process): much of the suite waits
     # on Ray, servers and subprocesses, so two files side by side cut pytest from ~34 to ~25 min
     # on 2 cores (docs/install.md). TANDEM_TEST_WORKERS=0 runs it in this one process (pdb, -x, -s).
-    workers=${TANDEM_TEST_WORKERS:-0}  # 0 until free_port races are fixed: see docs/install.md
+    workers=${TANDEM_TEST_WORKERS:-2}
     parallel=()
     if [ "$workers" != 0 ]; then parallel=(-n "$workers" --dist loadfile); fi
     set +e

@@ -56,14 +56,6 @@ def wait_for_text(driver, text: str, timeout: float = 60) -> str:
     raise AssertionError(f"{text!r} never appeared on {driver.current_url}; the page said:\n{body[:2000]}")
 
 
-def free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def wait_for_port(port: int, timeout: float = 90, process=None) -> None:
     """Until something accepts connections on 127.0.0.1:``port`` (a server starting up);
     fails early when ``process`` (that server) exits."""

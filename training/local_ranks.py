@@ -5,13 +5,44 @@
 from __future__ import annotations
 
 import os
+import random
 import socket
+from pathlib import Path
 
 import torch
 
+# Below the kernel's ephemeral range nothing is handed out by bind(0) or connect(), so a port
+# chosen there stays free until its server binds it unless some process names it outright.
+# Above Ray's default worker ports (`ray start`: 10002-19999) and the usual fixed ones.
+_NAMED_PORTS_FROM = 20000
+
+
+def _ephemeral_low() -> int:
+    try:
+        return int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return 32768  # Linux's default
+
 
 def free_port() -> int:
-    """A TCP port nothing on 127.0.0.1 listens on right now."""
+    """A TCP port nothing on this machine listens on right now, for a server that another
+    process starts (a gloo world's store, a Ray head, Label Studio).
+
+    It is drawn below the ephemeral range where there is one: a port from bind(0) is released
+    before that server binds it, seconds later, and meanwhile any process's bind(0) may take
+    it (once a TCPStore client's ping got a wrong answer on such a port, most likely from a
+    Ray worker's gRPC server). Drawn with the OS's randomness, so a seeded ``random`` in two
+    processes cannot draw the same ports."""
+    chooser, low = random.SystemRandom(), _ephemeral_low()
+    if low - _NAMED_PORTS_FROM >= 1000:
+        for _ in range(64):
+            port = chooser.randrange(_NAMED_PORTS_FROM, low)
+            with socket.socket() as sock:
+                try:
+                    sock.bind(("", port))
+                except OSError:
+                    continue
+                return port
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return sock.getsockname()[1]

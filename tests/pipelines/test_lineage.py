@@ -109,7 +109,8 @@ def test_an_unknown_run_or_model_exits_2_naming_it(store, capsys):
 @pytest.mark.timeout(360)
 def test_the_mlflow_run_page_shows_what_the_run_read_and_wrote(store, chromium):
     from pipelines.ui import ui_command
-    from tests.browser_kit import free_port, start_server, stop_server, wait_for_port, wait_for_text
+    from tests.browser_kit import start_server, stop_server, wait_for_port, wait_for_text
+    from training.local_ranks import free_port
 
     uri, runs, _ = store
     run = mlflow.MlflowClient(uri).get_run(runs["align"])

@@ -15,7 +15,6 @@ from __future__ import annotations
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -25,15 +24,10 @@ from pathlib import Path
 import pytest
 
 from tests.browser_kit import wait_for_text
+from training.local_ranks import free_port
 
 LEARNING_RATES = ("1e-3", "3e-3")
 LOSSES = {"1e-3": [1.0, 0.8, 0.7, 0.65], "3e-3": [1.0, 0.6, 0.45, 0.4]}
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _log_train_run(workdir: Path, lr: str) -> tuple[str, str]:
@@ -83,7 +77,7 @@ def ui_of_two_train_runs(tmp_path, monkeypatch):
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
     monkeypatch.chdir(tmp_path)
     runs = [_log_train_run(tmp_path, lr) for lr in LEARNING_RATES]
-    base, log = f"http://127.0.0.1:{_free_port()}", tmp_path / "ui.log"
+    base, log = f"http://127.0.0.1:{free_port()}", tmp_path / "ui.log"
     env = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"}
     with log.open("w") as out:  # its own session: the uvicorn it starts is stopped with it
         server = subprocess.Popen([str(Path(sys.executable).parent / "tandem"), "ui", "--port", base.rsplit(":", 1)[1]],

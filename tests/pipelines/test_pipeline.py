@@ -121,7 +121,8 @@ def test_batches_are_partitions_skipped_when_unchanged_and_a_knob_reruns_only_wh
 
     # Dagster's UI on the pipeline's store: the asset graph and the materialisations.
     from pipelines.pipeline_cmd import ui_command
-    from tests.browser_kit import free_port, start_server, stop_server, wait_for_port, wait_for_text
+    from tests.browser_kit import start_server, stop_server, wait_for_port, wait_for_text
+    from training.local_ranks import free_port
 
     port = free_port()
     cmd, env = ui_command(load_spec(path), port)
