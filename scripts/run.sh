@@ -76,7 +76,7 @@ case "${1:-}" in
     if [ "$(id -u)" = 0 ]; then export TANDEM_REQUIRE_BROWSER=1; fi
     export MLFLOW_DISABLE_TELEMETRY=1 RAY_USAGE_STATS_ENABLED=0 RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0
     # Two workers, a test file each (module fixtures stay in one process): much of the suite waits
-    # on Ray, servers and subprocesses, so two files side by side cut pytest from ~34 to ~25 min
+    # on Ray, servers and subprocesses, so two files side by side cut pytest from ~34 to 18-22 min
     # on 2 cores (docs/install.md). TANDEM_TEST_WORKERS=0 runs it in this one process (pdb, -x, -s).
     workers=${TANDEM_TEST_WORKERS:-2}
     parallel=()
