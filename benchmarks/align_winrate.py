@@ -2,10 +2,12 @@
 
     PYTHONPATH=. python benchmarks/align_winrate.py [--work DIR] [--seed 0] [--align-steps 60]
         [--eval-every 20] [--reward-steps 300] [--fractions 0.5,0.25] [--flaw 2.0] [--judge-only]
+        [--recipe latent_cpu|media_cpu]
 
 One seed of ``benchmarks.judged_loop`` (every stage through the ``tandem`` CLI, debug preset,
 CPU): rollouts of the base model judged by the panel, a reward model trained on the panel's
-rankings, then four ``tandem align`` runs from the same base checkpoint:
+rankings (``--recipe``: latent_cpu reads the latents, media_cpu the decoded clips), then four
+``tandem align`` runs from the same base checkpoint:
 
 - ``clean``: against the reward model's ``overall`` head (lr 1e-2);
 - ``control``: the same at lr 0 (the judges must find it a coin toss: 50 % in its interval);
@@ -59,6 +61,7 @@ def main() -> None:
     ap.add_argument("--flaw", type=float, default=2.0, help="brightness coefficient of the flawed reward")
     ap.add_argument("--fractions", default="", help="extra clean runs at these grpo.timestep_fraction values")
     ap.add_argument("--threshold", type=float, default=0.1, help="win-rate fall that raises the alert")
+    ap.add_argument("--recipe", default="latent_cpu", help="reward recipe: latent_cpu or media_cpu")
     ap.add_argument("--judge-only", action="store_true",
                     help="print the figures of the runs already in --work (same seed and sizes) without running them")
     args = ap.parse_args()
@@ -67,7 +70,7 @@ def main() -> None:
     torch.set_num_threads(1)
     work = args.work or tempfile.mkdtemp(prefix="align_winrate_")
     cfg = LoopConfig(work=work, seed=args.seed, reward_steps=args.reward_steps, align_steps=args.align_steps,
-                     eval_every=args.eval_every, lr=args.lr)
+                     eval_every=args.eval_every, lr=args.lr, reward_recipe=args.recipe)
     timer = Timer()
     if args.judge_only:
         metrics = json.loads((Path(work) / f"reward-{REWARD_KEY}" / "model" / "reward.json").read_text())["metrics"]

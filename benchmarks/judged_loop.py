@@ -56,6 +56,7 @@ class LoopConfig:
     eval_every: int = 20
     eval_samples: int = 4  # per evaluation prompt: pairs compared with step 0
     lr: float = 1e-2
+    reward_recipe: str = "latent_cpu"  # or media_cpu: the backbone on decoded clips
     optimise: tuple = ("overall",)  # reward model heads alignment optimises
     align: list = field(default_factory=list)  # extra key=value overrides of every align run
 
@@ -115,8 +116,9 @@ def train_reward(cfg: LoopConfig, paths: dict, train_rankings: Path, heldout_ran
     ``heldout_rankings`` or else on a fraction of the prompts (the recipe's holdout_fraction)."""
     storage = paths["work"] / f"reward-{alias}"
     heldout = ["--heldout-rankings", heldout_rankings] if heldout_rankings else []
-    cli("reward", "train", "--rankings", train_rankings, *heldout, "--rollouts", *rollouts, "--config", "latent_cpu", "--alias", alias,
-        f"model.heads=[{','.join(AXES)}]", f"model.latent.fps={SEQUENCE['fps']}", f"steps={cfg.reward_steps}",
+    geometry = [f"model.latent.fps={SEQUENCE['fps']}"] if cfg.reward_recipe == "latent_cpu" else []
+    cli("reward", "train", "--rankings", train_rankings, *heldout, "--rollouts", *rollouts, "--config", cfg.reward_recipe,
+        "--alias", alias, f"model.heads=[{','.join(AXES)}]", *geometry, f"steps={cfg.reward_steps}",
         f"seed={cfg.seed}", f"storage={storage}", f"tracking_dir={paths['work']}", "eval_every=100000")
     from reward.scoring.reward_model import read_meta
 

@@ -35,6 +35,7 @@ from model.config import from_dict, to_dict
 from reward.annotation.rankings import AXES
 from reward.scoring.backbones import build_backbone
 from reward.scoring.backbones.latent import LatentBackboneConfig
+from reward.scoring.backbones.media import MediaBackboneConfig
 from reward.scoring.backbones.omni import OmniBackboneConfig
 from reward.scoring.frozen_nets import copy_net
 from reward.scoring.sources import Clips
@@ -46,9 +47,10 @@ META_FILE, WEIGHTS_FILE = "reward.json", "reward.safetensors"
 
 @dataclass
 class RewardModelConfig:
-    backbone: str = "latent"  # latent | omni
+    backbone: str = "latent"  # latent | media | omni
     heads: tuple = AXES
     latent: LatentBackboneConfig = field(default_factory=LatentBackboneConfig)
+    media: MediaBackboneConfig = field(default_factory=MediaBackboneConfig)
     omni: OmniBackboneConfig = field(default_factory=OmniBackboneConfig)
 
     def __post_init__(self):

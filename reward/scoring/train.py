@@ -326,7 +326,7 @@ def train_reward(cfg: RewardTrainConfig, rankings: str | Path, rollouts: list[st
     model = RewardModel(cfg.model)
     if torch.cuda.is_available():
         model = model.cuda()
-    store = ClipStore(clips, model.uses, cache=model.uses == "latents")
+    store = ClipStore(clips, model.uses, cache=getattr(model.backbone, "cache_inputs", model.uses == "latents"))
     counts = {"clips": len(clips), "rows_in": pairs.rows_in, "train_judgements": len(pairs.train),
               "heldout_judgements": len(pairs.heldout), **{f"dropped/{k}": v for k, v in pairs.dropped.items()}}
     tracker.log_metrics({f"data/{k}": float(v) for k, v in counts.items()}, step=0)

@@ -54,7 +54,7 @@ def small_config(tmp_path, **over) -> RewardTrainConfig:
     return from_dict(RewardTrainConfig, base)
 
 
-@pytest.mark.parametrize("backbone", ["latent", "omni"])
+@pytest.mark.parametrize("backbone", ["latent", "media", "omni"])
 def test_model_reloaded_from_the_registry_scores_exactly_as_before_saving(ranked_rollouts, tmp_path, backbone):
     rollouts, rankings = ranked_rollouts
     over = {}
@@ -64,6 +64,8 @@ def test_model_reloaded_from_the_registry_scores_exactly_as_before_saving(ranked
         over = {"model.backbone": "omni", "model.omni.model_path": str(save_random_omni(tmp_path / "omni")),
                 "model.omni.dtype": "float32", "model.omni.lora_rank": 4, "steps": 2, "clips_per_step": 4,
                 "eval_every": 2}
+    if backbone == "media":
+        over = {"model.backbone": "media"}
     result = train_reward(small_config(tmp_path, **over), rankings, [rollouts])
     clips = find_clips([rollouts])[:5]
     before = score_clip_files(result.model, clips)
@@ -71,7 +73,7 @@ def test_model_reloaded_from_the_registry_scores_exactly_as_before_saving(ranked
     with MlflowTracker("tandem-reward", tracking_uri=uri) as run:  # artifacts beside the store, as the CLI
         register(result.model_dir, "tandem-reward", alias="candidate", run_id=run.run_id, tracking_uri=uri)
     [source] = open_reward_source("models:/tandem-reward@candidate", tracking_uri=uri)
-    assert source.heads == tuple(HEADS) and source.uses == ("media" if backbone == "omni" else "latents")
+    assert source.heads == tuple(HEADS) and source.uses == ("latents" if backbone == "latent" else "media")
     assert score_clip_files(source, clips) == before  # float for float
     rows = score_clips("models:/tandem-reward@candidate", [str(c.mp4) for c in clips], tracking_uri=uri)
     assert [{h: r[h] for h in HEADS} for r in rows] == before
