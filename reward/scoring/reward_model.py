@@ -35,7 +35,7 @@ from model.config import from_dict, to_dict
 from reward.annotation.rankings import AXES
 from reward.scoring.backbones import build_backbone
 from reward.scoring.backbones.latent import LatentBackboneConfig
-from reward.scoring.backbones.media import MediaBackboneConfig
+from reward.scoring.backbones.media_stats import MediaBackboneConfig
 from reward.scoring.backbones.omni import OmniBackboneConfig
 from reward.scoring.frozen_nets import copy_net
 from reward.scoring.sources import Clips

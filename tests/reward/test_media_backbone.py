@@ -8,7 +8,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from reward.scoring.backbones.media import MediaBackboneConfig, mel_filterbank, word_buckets
+from reward.scoring.backbones.media_stats import MediaBackboneConfig, mel_filterbank, word_buckets
 from reward.scoring.reward_model import RewardModel, RewardModelConfig, load_reward_model
 from reward.scoring.sources import Clips
 

@@ -29,7 +29,7 @@ def build_backbone(cfg, heads: tuple[str, ...]):
 
         return LatentBackbone(cfg.latent, heads)
     if cfg.backbone == "media":
-        from reward.scoring.backbones.media import MediaBackbone
+        from reward.scoring.backbones.media_stats import MediaBackbone
 
         return MediaBackbone(cfg.media, heads)
     if cfg.backbone == "omni":
