@@ -1,4 +1,4 @@
-"""The ``media`` backbone: a small net trained from scratch on what a viewer gets, the decoded
+"""The ``media`` backbone: a small model trained from scratch on what a viewer gets, the decoded
 frames and waveform, and on the prompt's words.
 
     picture  frames (up to ``frames``, evenly spread) at ``size`` x ``size``; per frame the
