@@ -2,7 +2,7 @@
 
     PYTHONPATH=. python benchmarks/align_winrate.py [--work DIR] [--seed 0] [--align-steps 60]
         [--eval-every 20] [--reward-steps 300] [--fractions 0.5,0.25] [--flaw 2.0] [--judge-only]
-        [--recipe latent_cpu|media_cpu] [--set grpo.kl_beta=0.1 ...]
+        [--recipe latent_cpu|media_cpu] [--set grpo.kl_beta=0.1 ...] [--reward-set model.media.bound=2 ...]
 
 One seed of ``benchmarks.judged_loop`` (every stage through the ``tandem`` CLI, debug preset,
 CPU): rollouts of the base model judged by the panel, a reward model trained on the panel's
@@ -64,6 +64,8 @@ def main() -> None:
     ap.add_argument("--recipe", default="latent_cpu", help="reward recipe: latent_cpu or media_cpu")
     ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                     help="an override of every align run (repeatable), e.g. grpo.kl_beta=0.1")
+    ap.add_argument("--reward-set", action="append", default=[], metavar="KEY=VALUE",
+                    help="an override of the reward model's training (repeatable), e.g. model.media.bound=2")
     ap.add_argument("--judge-only", action="store_true",
                     help="print the figures of the runs already in --work (same seed and sizes) without running them")
     args = ap.parse_args()
@@ -73,7 +75,7 @@ def main() -> None:
     work = args.work or tempfile.mkdtemp(prefix="align_winrate_")
     cfg = LoopConfig(work=work, seed=args.seed, reward_steps=args.reward_steps, align_steps=args.align_steps,
                      eval_every=args.eval_every, lr=args.lr, reward_recipe=args.recipe,
-                     align=list(args.set))  # every run: --set, then the run's own
+                     align=list(args.set), reward_overrides=list(args.reward_set))  # align: --set, then the run's own
     timer = Timer()
     if args.judge_only:
         metrics = json.loads((Path(work) / f"reward-{REWARD_KEY}" / "model" / "reward.json").read_text())["metrics"]

@@ -57,6 +57,7 @@ class LoopConfig:
     eval_samples: int = 4  # per evaluation prompt: pairs compared with step 0
     lr: float = 1e-2
     reward_recipe: str = "latent_cpu"  # or media_cpu: the backbone on decoded clips
+    reward_overrides: list = field(default_factory=list)  # extra key=value overrides of the reward training
     optimise: tuple = ("overall",)  # reward model heads alignment optimises
     align: list = field(default_factory=list)  # extra key=value overrides of every align run
 
@@ -119,7 +120,7 @@ def train_reward(cfg: LoopConfig, paths: dict, train_rankings: Path, heldout_ran
     geometry = [f"model.latent.fps={SEQUENCE['fps']}"] if cfg.reward_recipe == "latent_cpu" else []
     cli("reward", "train", "--rankings", train_rankings, *heldout, "--rollouts", *rollouts, "--config", cfg.reward_recipe,
         "--alias", alias, f"model.heads=[{','.join(AXES)}]", *geometry, f"steps={cfg.reward_steps}",
-        f"seed={cfg.seed}", f"storage={storage}", f"tracking_dir={paths['work']}", "eval_every=100000")
+        f"seed={cfg.seed}", f"storage={storage}", f"tracking_dir={paths['work']}", "eval_every=100000", *cfg.reward_overrides)
     from reward.scoring.reward_model import read_meta
 
     return read_meta(storage / "model")["metrics"]  # held-out and training metrics

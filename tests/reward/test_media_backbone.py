@@ -97,3 +97,18 @@ def test_mel_filters_cover_the_spectrum_and_words_hash_alike_in_every_process():
     assert bank.shape == (16, 257) and (bank >= 0).all() and (bank.sum(1) > 0).all()
     assert word_buckets("A Kite in RED light", 4096) == word_buckets("a kite in red light", 4096)
     assert word_buckets("red light", 4096) == [3983, 3319]  # crc32, not Python's per-process hash
+
+
+def test_a_bound_keeps_clips_far_outside_the_rankings_from_scoring_without_limit():
+    """Where an aligned policy drifts off what the rankings showed, the bounded model's score
+    levels off; the unbounded one's keeps growing with the drift."""
+    red = TINTS["red"][None]
+
+    def scores(m):
+        m.train()  # the normalisation's running statistics from in-range clips, as training leaves them
+        for seed in range(100):
+            m(clips_of(random_tints(16, torch.Generator().manual_seed(seed)), ["a kite in red light"] * 16))
+        far = [m.score(clips_of(red * scale, ["a kite in red light"], seed=0))["colour"].item() for scale in (10, 20)]
+        return abs(far[1] - far[0])
+
+    assert scores(model(bound=2.0)) < 1e-3 < scores(model())

@@ -60,6 +60,9 @@ class MediaBackboneConfig:
     # head then prefers a feature near what the prompt names, not only more of it)
     clip_mlp: bool = False
     dropout: float = 0.0  # in the clip MLP
+    # > 0: each normalised feature passes bound * tanh(x / bound), so a clip far outside what the
+    # rankings showed (where an aligned policy drifts) cannot score without limit. 0: off.
+    bound: float = 0.0
 
 
 def mel_filterbank(n_mels: int, n_fft: int, sample_rate: int) -> torch.Tensor:
@@ -158,6 +161,8 @@ class MediaBackbone(nn.Module):
             clip = F.batch_norm(clip, norm.running_mean, norm.running_var, norm.weight, norm.bias, False, 0.0, norm.eps)
         else:
             clip = self.clip_norm(clip)
+        if self.cfg.bound > 0:
+            clip = self.cfg.bound * torch.tanh(clip / self.cfg.bound)
         clip = self.clip_proj(clip)
         text = self._prompt(clips.prompts, clip.device).to(dtype)
         weighs = self.word_heads(text).view(len(clip), self.n_heads, -1) + self.queries.to(dtype)
