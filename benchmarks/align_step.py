@@ -24,7 +24,6 @@ peak from training.trainer.PEAK_TFLOPS). Not measured on the machines this was w
 from __future__ import annotations
 
 import argparse
-import os
 import statistics
 import sys
 import tempfile
@@ -40,10 +39,9 @@ CUDA_RECIPE = ["preset=1b", "engine.precision=bf16", "encoder.video_preset=base"
 
 
 def one_rank() -> None:
-    from training.local_ranks import free_port
+    from training.local_ranks import join_local_world
 
-    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(free_port()), RANK="0", WORLD_SIZE="1",
-                      LOCAL_RANK="0", LOCAL_WORLD_SIZE="1")
+    join_local_world()
 
 
 def measure(overrides: list[str], steps: int):

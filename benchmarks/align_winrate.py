@@ -75,7 +75,7 @@ def main() -> None:
     work = args.work or tempfile.mkdtemp(prefix="align_winrate_")
     cfg = LoopConfig(work=work, seed=args.seed, reward_steps=args.reward_steps, align_steps=args.align_steps,
                      eval_every=args.eval_every, lr=args.lr, reward_recipe=args.recipe,
-                     align=list(args.set), reward_overrides=list(args.reward_set))  # align: --set, then the run's own
+                     reward_overrides=list(args.reward_set))
     timer = Timer()
     if args.judge_only:
         metrics = json.loads((Path(work) / f"reward-{REWARD_KEY}" / "model" / "reward.json").read_text())["metrics"]
@@ -88,7 +88,7 @@ def main() -> None:
         runs[f"tf{f}"] = (cfg.lr, None, [f"grpo.timestep_fraction={f}"])
     results = {}
     for name, (lr, extra, overrides) in runs.items():
-        cfg.align = [*args.set, *overrides]
+        cfg.align = [*args.set, *overrides]  # every run: --set, then the run's own
         with timer(f"align {name}"):
             storage = paths["work"] / f"align-{name}" if args.judge_only else align(cfg, paths, name, lr, extra)
         if not (storage / "progress.jsonl").is_file():

@@ -33,7 +33,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from benchmarks.judged_loop import LoopConfig, Timer, reward_model  # noqa: E402
+from benchmarks.judged_loop import REWARD_KEY, LoopConfig, Timer, reward_model  # noqa: E402
 from benchmarks.judges import AXES, percepts_of_rollouts  # noqa: E402
 
 
@@ -97,7 +97,7 @@ def main() -> None:
         cfg = LoopConfig(work=str(work / f"seed{seed}"), seed=seed, reward_steps=args.reward_steps,
                          train_subjects=args.train_subjects, reward_recipe=args.recipe)
         out = reward_model(cfg, timer)
-        splits[seed] = split_accuracy(Path(cfg.work) / "reward-judged" / "model", out["heldout_rankings"],
+        splits[seed] = split_accuracy(Path(cfg.work) / f"reward-{REWARD_KEY}" / "model", out["heldout_rankings"],
                                       out["heldout_rollouts"])
         ceiling = rule_ceiling(out["heldout_rankings"], out["heldout_rollouts"])
         for axis in AXES:

@@ -20,7 +20,6 @@ training.trainer.PEAK_TFLOPS, H100 = 989 TFLOP/s bf16 dense).
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 import tempfile
 import time
@@ -96,10 +95,9 @@ class _StepClock:
 def trainer_in_process(cfg, warmup: int = 1) -> tuple[list[dict], float]:
     """The Trainer on a one-rank DeepSpeed engine in this process: metrics of the timed steps,
     and samples/s end to end from the end of the warm-up to the end of the last step."""
-    from training.local_ranks import free_port
+    from training.local_ranks import join_local_world
 
-    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(free_port()), RANK="0", WORLD_SIZE="1",
-                      LOCAL_RANK="0", LOCAL_WORLD_SIZE="1")
+    join_local_world()
     from training.trainer import Trainer
 
     clock = _StepClock()

@@ -1,6 +1,8 @@
 """Run a function on two local processes that form a gloo world, the one
 ``deepspeed.init_distributed`` joins: how a CPU-only machine exercises data parallelism and ZeRO
-(the tests of training/ and reward/, benchmarks/zero3_build_memory.py)."""
+(the tests of training/ and reward/, benchmarks/zero3_build_memory.py). Also the ports every
+locally started server takes (``free_port``) and a local world's environment (``join_local_world``);
+torch is imported only by what runs a world, so the port picker costs nothing to import."""
 
 from __future__ import annotations
 
@@ -8,8 +10,6 @@ import os
 import random
 import socket
 from pathlib import Path
-
-import torch
 
 # Below the kernel's ephemeral range nothing is handed out by bind(0) or connect(), so a port
 # chosen there stays free until its server binds it unless some process names it outright.
@@ -48,9 +48,17 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
+def join_local_world(rank: int = 0, world_size: int = 1, port: int | None = None) -> None:
+    """The environment ``torch.distributed``'s env:// init reads, for ``rank`` of a world of
+    ``world_size`` processes on this machine (a new free port unless given)."""
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port or free_port()), RANK=str(rank),
+                      WORLD_SIZE=str(world_size), LOCAL_RANK=str(rank), LOCAL_WORLD_SIZE=str(world_size))
+
+
 def _rank_entry(rank: int, port: int, fn, args: tuple, results) -> None:
-    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank), WORLD_SIZE="2",
-                      LOCAL_RANK=str(rank), LOCAL_WORLD_SIZE="2")
+    import torch
+
+    join_local_world(rank, 2, port)
     torch.set_num_threads(1)
     out = fn(*args)
     if rank == 0:
