@@ -5,6 +5,7 @@
     .venv/bin/python benchmarks/curation_throughput.py --source film.mp4   # your own footage
     .venv/bin/python benchmarks/curation_throughput.py --baseline /tmp/old  # + an older checkout's curate
     .venv/bin/python benchmarks/curation_throughput.py --busy 2     # beside 2 busy loops (a busy machine)
+    .venv/bin/python benchmarks/curation_throughput.py --variant sync.scorer=events   # + curate with a setting changed
 
 The source (``benchmarks/real_long_source.py``) is real footage with its own sound, pieces
 of several real sources concatenated at 1280x720, 25 fps; the output lists where each
@@ -21,10 +22,14 @@ exit, imports, Ray start-up and MLflow close included):
              docs/cluster.md advises for shared machines, stopped after);
   split      ``scenedetect -i F detect-adaptive split-video`` (detect, then ffmpeg per scene);
   baseline   with ``--baseline DIR``: ``curate`` again, run from another checkout (``git archive
-             REV | tar -x -C DIR``), so a change is measured before/after in the same run.
+             REV | tar -x -C DIR``), so a change is measured before/after in the same run;
+  variant    with ``--variant 'KEY=VALUE ...'`` (repeatable): ``curate`` again with those overrides,
+             so what a setting costs is measured in the same run.
 
 It prints the ratios against the floor and against split (issue 24's targets: curate
 <= 1.5x the floor, 1.2x the aim; <= 0.5x split), the busy seconds per stage (stats.json),
+the phases of each curate's wall clock (from the times its log lines appeared: before Ray,
+Ray's and the worker's start, the units, the merge and MLflow logging, the exit),
 the CPU seconds each command used and so the cores it kept busy (CPU-s / wall: every
 process of the command's tree, reaped by this script as a child subreaper; for the cluster
 run, the cluster's processes too), the peak RSS of each kind of process, and the
@@ -75,6 +80,7 @@ class Measured:
     peak_rss_mb: dict = field(default_factory=dict)  # kind of process -> MB
     load: list = field(default_factory=list)  # 1-min load averages sampled during the command
     log: str = ""
+    lines_at: list = field(default_factory=list)  # (seconds since the start, line) as each line appeared
 
 
 def kind(proc: psutil.Process) -> str:
@@ -175,8 +181,10 @@ def measure(cmd: list[str], cwd: Path, env: dict, also: list[psutil.Process] = (
     with open(log, "w") as sink:
         proc = subprocess.Popen(cmd, cwd=cwd, env=env, stdout=sink, stderr=subprocess.STDOUT)
     root = psutil.Process(proc.pid)
+    seen = 0
     while proc.poll() is None:
         m.load.append(os.getloadavg()[0])
+        seen = _note_new_lines(log, seen, time.perf_counter() - started, m.lines_at)
         procs = tree([root, *also])
         for p in procs:
             try:
@@ -188,6 +196,7 @@ def measure(cmd: list[str], cwd: Path, env: dict, also: list[psutil.Process] = (
         sampled.update(cpu_of(unwaited(procs) + cluster_level(also)))
         time.sleep(0.25)
     m.wall_s = time.perf_counter() - started
+    _note_new_lines(log, seen, m.wall_s, m.lines_at)
     m.log = log.read_text(errors="replace")
     sampled.update(cpu_of(cluster_level(also) + unwaited(tree(list(also)))))
     reaped = reap_orphans(list(also))  # these come with children_cpu() now: not counted twice
@@ -196,6 +205,16 @@ def measure(cmd: list[str], cwd: Path, env: dict, also: list[psutil.Process] = (
     if proc.returncode:
         raise SystemExit(f"{cmd[:4]}... failed ({proc.returncode}):\n{m.log[-3000:]}")
     return m
+
+
+def _note_new_lines(log: Path, seen: int, at_s: float, lines_at: list) -> int:
+    """Stamp the complete lines written to ``log`` since byte ``seen`` with ``at_s`` (the
+    poll's 0.25 s is the resolution); returns the new ``seen``."""
+    data = log.read_bytes()
+    end = data.rfind(b"\n", seen) + 1
+    for line in data[seen:end].decode(errors="replace").splitlines():
+        lines_at.append((at_s, line))
+    return max(seen, end)
 
 
 def floor_cmd(source: Path, out: Path) -> list[str]:
@@ -267,11 +286,32 @@ def stage_busy(out: Path) -> dict:
 
 
 def unit_seconds(log: str) -> float | None:
-    found = re.findall(r"units, \d+/\d+ sources\].*\((\d+\.\d) s\)", log)
+    found = re.findall(UNIT_LINE, log)
     return sum(float(s) for s in found) if found else None
 
 
-def run(source: Path, origins: list[dict], tmp: Path, baseline: Path | None = None, busy: int = 0) -> list[str]:
+UNIT_LINE = r"units, \d+/\d+ sources\].*\((\d+\.\d) s\)"
+
+
+def phases(m: Measured) -> dict[str, float] | None:
+    """Where a ``tandem curate`` process's wall clock went, from the times its own log lines
+    appeared: before Ray is asked to start (imports, config, preflight, hashing); from then
+    to the first unit's start (Ray's start, the MLflow run opening beside it, Ray Data's
+    start, the worker's imports and stage set-up); the units (first start to last end,
+    each unit's start being its end line's time less its own seconds); the merge, report
+    and MLflow logging; and the exit (Ray's shutdown, the interpreter's)."""
+    ray = next((t for t, line in m.lines_at if "local Ray instance" in line or "joining Ray cluster" in line), None)
+    units = [(t - float(found.group(1)), t) for t, line in m.lines_at if (found := re.search(UNIT_LINE, line))]
+    summary = next((t for t, line in m.lines_at if line.startswith("curated ")), None)
+    if ray is None or not units or summary is None:
+        return None
+    first, last = min(u[0] for u in units), max(u[1] for u in units)
+    return {"before Ray": ray, "Ray, Ray Data and worker start": first - ray, "units": last - first,
+            "merge, report, MLflow": summary - last, "exit": m.wall_s - summary}
+
+
+def run(source: Path, origins: list[dict], tmp: Path, baseline: Path | None = None, busy: int = 0,
+        variants: list[str] = ()) -> list[str]:
     env = {**os.environ, "PYTHONPATH": str(ROOT), "RAY_USAGE_STATS_ENABLED": "0",
            "PATH": f"{Path(binary('ffmpeg')).parent}:{Path(sys.executable).parent}:{os.environ['PATH']}"}
     env.pop("RAY_ADDRESS", None)
@@ -282,12 +322,12 @@ def run(source: Path, origins: list[dict], tmp: Path, baseline: Path | None = No
     results: dict[str, Measured] = {}
     with busy_loops(busy) as pids:
         BUSY_PIDS.update(pids)
-        measure_all(source, tmp, env, tandem, scenedetect, baseline, results)
+        measure_all(source, tmp, env, tandem, scenedetect, baseline, results, variants)
     return report(source, origins, footage, load_start, results, tmp, busy)
 
 
 def measure_all(source: Path, tmp: Path, env: dict, tandem: list[str], scenedetect: str, baseline: Path | None,
-                results: dict[str, Measured]) -> None:
+                results: dict[str, Measured], variants: list[str] = ()) -> None:
     (tmp / "floor").mkdir()
     results["floor"] = measure(floor_cmd(source, tmp / "floor"), tmp, env)
     results["detect"] = measure([scenedetect, "-i", str(source), "-o", str(tmp / "detect"),
@@ -296,6 +336,9 @@ def measure_all(source: Path, tmp: Path, env: dict, tandem: list[str], scenedete
     if baseline:  # the same command from another checkout, right after: before/after in one run
         results["baseline"] = measure([*tandem, "--out", str(tmp / "baseline"), SKIP], tmp,
                                       {**env, "PYTHONPATH": str(baseline)})
+    for overrides in variants:  # the same command with settings changed: what a setting costs
+        results[f"curate {overrides}"] = measure([*tandem, "--out", str(tmp / _folder(overrides)), SKIP,
+                                                  *overrides.split()], tmp, env)
     cluster = Cluster(env, tmp)
     try:
         cluster.wait_ready()
@@ -305,6 +348,10 @@ def measure_all(source: Path, tmp: Path, env: dict, tandem: list[str], scenedete
         cluster.stop()
     results["split"] = measure([scenedetect, "-i", str(source), "-o", str(tmp / "split"),
                                 "detect-adaptive", "split-video"], tmp, env)
+
+
+def _folder(overrides: str) -> str:
+    return "curate-" + re.sub(r"[^A-Za-z0-9_.=-]+", "_", overrides)
 
 
 def report(source: Path, origins: list[dict], footage: float, load_start: tuple, results: dict, tmp: Path,
@@ -320,6 +367,7 @@ def report(source: Path, origins: list[dict], footage: float, load_start: tuple,
              "detect": "scenedetect detect-adaptive list-scenes",
              "curate": "tandem curate F --out D 'skip=[...]' (local Ray)",
              "baseline": "the same from --baseline (local Ray)",
+             **{key: f"the same with {key.removeprefix('curate ')}" for key in results if key.startswith("curate ")},
              "cluster": "tandem curate ... --address (running cluster)",
              "split": "scenedetect detect-adaptive split-video"}
     for key, label in names.items():
@@ -330,10 +378,10 @@ def report(source: Path, origins: list[dict], footage: float, load_start: tuple,
         lines.append(f"{label:<62}{m.wall_s:8.1f}{m.wall_s / floor:8.2f}{m.wall_s / split:8.2f}"
                      f"{m.cpu_s:8.1f}{m.cpu_s / m.wall_s:7.2f}{load:7.1f}")
     lines.append("targets: curate <= 1.5x floor (aim 1.2x); curate <= 0.5x split")
-    for key in ("curate", "baseline", "cluster"):
-        if key not in results:
+    for key in names:
+        if key not in results or key in ("floor", "detect", "split"):
             continue
-        m, stats = results[key], stage_busy(tmp / key)
+        m, stats = results[key], stage_busy(tmp / (_folder(key.removeprefix("curate ")) if " " in key else key))
         unit = unit_seconds(m.log)
         busy = {k: v["seconds"] for k, v in stats["per_stage"].items()}
         lines += ["", f"{key}: {stats['clips_kept']} clips kept, {stats['clips_rejected']} rejected "
@@ -343,6 +391,8 @@ def report(source: Path, origins: list[dict], footage: float, load_start: tuple,
                   "  busy seconds per stage: " + ", ".join(f"{k} {v:.1f}" for k, v in busy.items() if v >= 0.05)
                   + f" (sum {sum(busy.values()):.1f} = {sum(busy.values()) / unit if unit else 0:.2f} "
                     "cores over the unit)",
+                  "  phases of the process wall, s: " + (", ".join(f"{k} {v:.1f}" for k, v in phases(m).items())
+                                                          if phases(m) else "(its log lines were not found)"),
                   "  peak RSS per process, MB: " + ", ".join(f"{k} {v:.0f}" for k, v in sorted(m.peak_rss_mb.items()))
                   + f"; the unit's worker (stats.json, with its ffmpeg children) {stats['worker_peak_rss_mb']:.0f}"
                     " (target <= 2048)"]
@@ -360,6 +410,8 @@ def main() -> None:
     parser.add_argument("--baseline", type=Path, help="another checkout of tandem: its `tandem curate` is timed "
                                                       "right after this one's (before/after in one run)")
     parser.add_argument("--busy", type=int, default=0, help="busy loops at normal priority beside every command")
+    parser.add_argument("--variant", action="append", default=[], metavar="'KEY=VALUE ...'",
+                        help="also time curate with these overrides (repeatable), e.g. 'sync.scorer=events'")
     args = parser.parse_args()
     libc = ctypes.CDLL(None, use_errno=True)
     if libc.prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0):  # orphans of a command (Ray workers) come back here
@@ -370,7 +422,7 @@ def main() -> None:
         source, origins = build(args.minutes)
     tmp = Path(tempfile.mkdtemp(prefix="tandem-bench-"))
     try:
-        lines = run(source, origins, tmp, args.baseline, args.busy)
+        lines = run(source, origins, tmp, args.baseline, args.busy, args.variant)
     finally:
         if not args.keep:
             shutil.rmtree(tmp, ignore_errors=True)
