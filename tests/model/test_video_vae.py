@@ -62,7 +62,10 @@ def test_debug_vae_learns_to_reconstruct_a_real_clip():
             return (vae.decode(vae.encode(clip).mode()) - clip).abs().mean().item()
 
     before = recon_error()
-    opt = torch.optim.Adam(vae.parameters(), lr=5e-3)
+    # At lr 5e-3 training is at the edge of stable: on one CPU it passed, on another (AVX-512)
+    # three seeds stalled at the flat grey's error (0.30) for 100 steps. At 1e-3 all three reach
+    # 0.06-0.09 in 50 steps there, with one thread or two.
+    opt = torch.optim.Adam(vae.parameters(), lr=1e-3)
     g = torch.Generator().manual_seed(0)
     for _ in range(50):
         loss = vae.loss(clip, g)

@@ -8,8 +8,9 @@ that means to alter the output updates the pins here, in the same commit, saying
   path) as ``<shard>``; member names (content hash and frame range) are pinned.
 - ``pipeline.config_hash`` is pinned apart (``CONFIG_HASHES``): a new config field changes it,
   and that should show as what it is.
-- Latent tensors: shape, sum and sum of magnitudes to 1e-5, not their bytes: CPU kernels may
-  differ in the last bits from machine to machine; a change of behaviour moves them by far more.
+- Latent tensors: shape, sum and sum of magnitudes to 1e-4 of their magnitude, not their bytes:
+  CPU kernels may differ in the last bits from machine to machine; a change of behaviour moves
+  them by far more.
 - The input is made by ffmpeg's lavfi sources; its digest is pinned first, so a toolchain
   that makes other bytes (another ffmpeg) says so before any output is compared.
 
@@ -19,7 +20,6 @@ The checkpoints' pin is in tests/training/test_deepspeed_trainer.py, whose train
 import hashlib
 import io
 import json
-import math
 import re
 import tarfile
 from pathlib import Path
@@ -91,14 +91,18 @@ def shards(folder: Path, root: Path, config_hash: str) -> dict:
 
 
 def matches(got: dict, pinned: dict) -> bool:
-    """Equal, floats to 1e-5 (relative) and 1e-6 (absolute)."""
+    """Equal; a tensor's sums to 1e-4 of its pinned magnitude (sum of magnitudes): a sum that
+    nearly cancels moves by more than 1e-5 of itself between CPUs whose kernels sum in other
+    orders (an AVX-512 machine against these pins: 4e-5 of the audio latents' sum, 1e-5 of
+    their magnitude)."""
     if got.keys() != pinned.keys():
         return False
     for key, value in got.items():
         if isinstance(value, list):
             shape, *sums = value
+            scale = max(abs(pinned[key][2]), 1e-6)
             if shape != pinned[key][0] or not all(
-                    math.isclose(a, b, rel_tol=1e-5, abs_tol=1e-6) for a, b in zip(sums, pinned[key][1:], strict=True)):
+                    abs(a - b) <= 1e-4 * scale for a, b in zip(sums, pinned[key][1:], strict=True)):
                 return False
         elif value != pinned[key]:
             return False
