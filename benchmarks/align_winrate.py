@@ -3,6 +3,8 @@
     PYTHONPATH=. python benchmarks/align_winrate.py [--work DIR] [--seed 0] [--align-steps 60]
         [--eval-every 20] [--reward-steps 300] [--fractions 0.5,0.25] [--flaw 2.0] [--judge-only]
         [--recipe latent_cpu|media_cpu] [--set grpo.kl_beta=0.1 ...] [--reward-set model.media.bound=2 ...]
+        [--runs clean,control,flaw] [--tag NAME] [--reuse-reward] [--group-size 4] [--train-subjects 3]
+        [--optimise overall]
 
 One seed of ``benchmarks.judged_loop`` (every stage through the ``tandem`` CLI, debug preset,
 CPU): rollouts of the base model judged by the panel, a reward model trained on the panel's
@@ -23,6 +25,11 @@ reward model's own score, and the panel's win rate over step 0's clips (same pro
 noise) per prompt split with a bootstrap 95 % interval; the steps where the monitor fires;
 the median step's CPU seconds split into rollout, reward and update. Numbers depend on the
 machine's load only through the seconds.
+
+To compare align settings on one reward model (choosing them), ``--reuse-reward`` keeps the
+reward model already trained in ``--work`` (same seed and reward settings), ``--runs clean``
+skips the control and the flaw (a reported run keeps all three) and ``--tag`` names the runs
+(``align-clean-TAG``) so that several settings share the work directory.
 """
 
 from __future__ import annotations
@@ -50,6 +57,18 @@ from benchmarks.judged_loop import (  # noqa: E402
 )
 
 
+def plan_runs(lr: float, flaw: float, names: str = "clean,control,flaw", fractions: str = "",
+              tag: str = "") -> dict[str, tuple]:
+    """run name -> (lr, extra reward sources, its own overrides): the chosen ``names`` of clean,
+    control and flaw, one clean run per timestep fraction, every name suffixed ``-tag``."""
+    runs = {"clean": (lr, None, []), "control": (0.0, None, []),
+            "flaw": (lr, {"bright": {"source": "brightness", "coefficient": flaw}}, [])}
+    runs = {k: v for k, v in runs.items() if k in names.split(",")}
+    for f in filter(None, fractions.split(",")):
+        runs[f"tf{f}"] = (lr, None, [f"grpo.timestep_fraction={f}"])
+    return {f"{k}-{tag}" if tag else k: v for k, v in runs.items()}
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--work", help="work directory (default: a temporary one)")
@@ -66,6 +85,13 @@ def main() -> None:
                     help="an override of every align run (repeatable), e.g. grpo.kl_beta=0.1")
     ap.add_argument("--reward-set", action="append", default=[], metavar="KEY=VALUE",
                     help="an override of the reward model's training (repeatable), e.g. model.media.bound=2")
+    ap.add_argument("--group-size", type=int, default=4, help="base rollouts per prompt the panel ranks")
+    ap.add_argument("--train-subjects", type=int, default=3, help="subjects x 8 combinations = training prompts")
+    ap.add_argument("--optimise", default="overall", help="reward model heads alignment optimises (comma-separated)")
+    ap.add_argument("--runs", default="clean,control,flaw", help="which of the three runs (a reported run: all)")
+    ap.add_argument("--tag", default="", help="suffix of the runs' names, to keep several settings in one --work")
+    ap.add_argument("--reuse-reward", action="store_true",
+                    help="use the reward model already in --work (trained with the same seed and --reward-set)")
     ap.add_argument("--judge-only", action="store_true",
                     help="print the figures of the runs already in --work (same seed and sizes) without running them")
     args = ap.parse_args()
@@ -75,17 +101,16 @@ def main() -> None:
     work = args.work or tempfile.mkdtemp(prefix="align_winrate_")
     cfg = LoopConfig(work=work, seed=args.seed, reward_steps=args.reward_steps, align_steps=args.align_steps,
                      eval_every=args.eval_every, lr=args.lr, reward_recipe=args.recipe,
-                     reward_overrides=list(args.reward_set))
+                     reward_overrides=list(args.reward_set), group_size=args.group_size,
+                     train_subjects=args.train_subjects, optimise=tuple(args.optimise.split(",")))
     timer = Timer()
-    if args.judge_only:
-        metrics = json.loads((Path(work) / f"reward-{REWARD_KEY}" / "model" / "reward.json").read_text())["metrics"]
+    reward_json = Path(work) / f"reward-{REWARD_KEY}" / "model" / "reward.json"
+    if args.judge_only or (args.reuse_reward and reward_json.is_file()):
+        metrics = json.loads(reward_json.read_text())["metrics"]
     else:
         metrics = reward_model(cfg, timer)["metrics"]
     paths = setup(cfg)
-    runs = {"clean": (cfg.lr, None, []), "control": (0.0, None, []),
-            "flaw": (cfg.lr, {"bright": {"source": "brightness", "coefficient": args.flaw}}, [])}
-    for f in filter(None, args.fractions.split(",")):
-        runs[f"tf{f}"] = (cfg.lr, None, [f"grpo.timestep_fraction={f}"])
+    runs = plan_runs(cfg.lr, args.flaw, args.runs, args.fractions, args.tag)
     results = {}
     for name, (lr, extra, overrides) in runs.items():
         cfg.align = [*args.set, *overrides]  # every run: --set, then the run's own

@@ -178,6 +178,26 @@ class Evaluation:
     win: dict[str, WinRate]  # split -> the panel's win rate of this step's clips over step 0's
     rgb: tuple = ()  # mean colour of this step's clips (what the panel sees), and its spread
     rgb_std: tuple = ()
+    shift: tuple = ()  # colour_shift(): (common, prompt-specific, toward the prompts' colours)
+
+
+def colour_shift(now: np.ndarray, base: np.ndarray, prompts: list[str]) -> tuple[float, float, float]:
+    """How the clips' mean colour moved from step 0's (same noise), ``now``/``base`` (N, 3) and
+    each clip's prompt: (the length of the shift common to every prompt, the RMS length of what
+    each prompt adds to it, and the mean cosine of that prompt-specific part with where the
+    prompt's colour lies relative to the other prompts'). A policy that learns the prompts has a
+    specific part pointing at their colours (cosine > 0); one that drifts every clip one way
+    has a large common part only."""
+    from benchmarks.judges import COLOURS, prompt_targets
+
+    names = sorted(set(prompts))
+    moved = np.array([(now - base)[[p == q for q in prompts]].mean(0) for p in names])
+    common = moved.mean(0)
+    specific = moved - common
+    target = np.array([COLOURS[prompt_targets(p)[0]] for p in names])
+    target = target - target.mean(0)
+    cos = (specific * target).sum(1) / (np.linalg.norm(specific, axis=1) * np.linalg.norm(target, axis=1) + 1e-12)
+    return (float(np.linalg.norm(common)), float(np.sqrt((specific**2).sum(1).mean())), float(cos.mean()))
 
 
 def judge_run(cfg: LoopConfig, storage: Path, paths: dict) -> list[Evaluation]:
@@ -210,7 +230,8 @@ def judge_run(cfg: LoopConfig, storage: Path, paths: dict) -> list[Evaluation]:
         rgb = np.array([c.rgb for c in now])
         out.append(Evaluation(step, evals[step]["eval_reward_mean"], sum(evals[step][k] for k in heads) / len(heads),
                               win, tuple(round(float(x), 3) for x in rgb.mean(0)),
-                              tuple(round(float(x), 3) for x in rgb.std(0))))
+                              tuple(round(float(x), 3) for x in rgb.std(0)),
+                              colour_shift(rgb, np.array([c.rgb for c in base]), shown)))
     return out
 
 
@@ -237,7 +258,9 @@ def print_run(name: str, evaluations: list[Evaluation], costs: dict[str, float] 
     for e in evaluations:
         wins = "  ".join(f"{split} {w}" for split, w in e.win.items())
         print(f"{name:>8} step {e.step:>4}  reward {e.reward:+.4f}  model score {e.model_score:+.4f}  judges: {wins}"
-              f"  clips' mean RGB {e.rgb} (std {e.rgb_std})")
+              f"  clips' mean RGB {e.rgb} (std {e.rgb_std})"
+              + (f"  colour shift: common {e.shift[0]:.4f}, per prompt {e.shift[1]:.4f} (cos to the prompts' "
+                 f"colours {e.shift[2]:+.2f})" if e.shift else ""))
     if costs:
         total = sum(costs.values())
         print(f"{name:>8} step cost: " + ", ".join(f"{k} {v:.2f} s ({100 * v / total:.0f} %)" for k, v in costs.items()))

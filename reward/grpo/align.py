@@ -28,6 +28,7 @@ from reward.grpo.align_inputs import (
     BUILTIN_PROMPTS,
     RewardSourceConfig,
     build_sources,
+    contrastive_scores,
     encode_prompts,
     parse_rewards,
     prompt_texts,
@@ -218,8 +219,9 @@ class Aligner(Resumable):
                       clip.sample_rate if clip else seq.sample_rate, video_latents.float(), audio_latents.float(),
                       text.text_emb.float(), text.text_mask)
         out = {}
-        for _, source, named in self.sources:
-            scores = source.score(clips)
+        for key, source, named in self.sources:
+            scores = (contrastive_scores(source, clips, self.prompts, self.cond.text_emb.float(), self.cond.text_mask)
+                      if self.cfg.rewards[key].contrast else source.score(clips))
             out.update({head.id: scores[name].detach().float().cpu() for name, head in named})
         return out
 

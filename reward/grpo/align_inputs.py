@@ -31,7 +31,7 @@ import torch
 from model.config import ConfigError, from_dict
 from reward.grpo.grpo_step import Head
 from reward.rollouts.prompt_files import read_prompts
-from reward.scoring.sources import RewardSource
+from reward.scoring.sources import Clips, RewardSource
 
 MODEL_SCHEME = "models:/"
 
@@ -68,6 +68,14 @@ class RewardSourceConfig:
     hacking_threshold: float = 0.0  # held out: a fall (in this source's units) that raises hacking_alert;
     #                                 0 = hacking.threshold
     options: dict = field(default_factory=dict)  # metric head fields, e.g. {target_db: -20}
+    # True: a clip's score for its own prompt minus its mean score for every training prompt
+    # (``contrastive_scores``). What the source gives a clip whatever the prompt (a trained head's
+    # clip-only terms, a colour that is good on average) then cancels, and only how much better
+    # the clip fits its own prompt than the others is rewarded: a policy that cannot yet tell
+    # prompts apart gains nothing by moving every clip one way. For prompt-adherence heads only: a
+    # preference shared by every prompt (quality) is cancelled too. Off by default: against the
+    # judge panel (benchmarks/align_winrate.py, docs/align.md) it did not make GRPO win.
+    contrast: bool = False
 
 
 def parse_rewards(raw: dict) -> dict[str, RewardSourceConfig]:
@@ -127,6 +135,27 @@ def build_sources(rewards: dict[str, RewardSourceConfig], model_paths: dict[str,
                  for h in names]
         out.append((key, source, list(zip(names, heads, strict=True))))
     return out
+
+
+def contrastive_scores(source: RewardSource, clips: Clips, prompts: list[str], text_emb: torch.Tensor | None = None,
+                       text_mask: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
+    """head -> (B,): each clip's score for its own prompt minus its mean score over ``prompts``
+    (the contrast set, e.g. the training prompts; ``text_emb``/``text_mask`` their encodings, for
+    sources that read them). A score that does not depend on the prompt gives 0."""
+    own = source.score(clips)
+    n, k = len(clips), len(prompts)
+
+    def each(x):  # clip i, once per contrast prompt
+        return None if x is None else x.repeat_interleave(k, 0)
+
+    def tiled(x):  # the contrast prompts, once per clip
+        return None if x is None else x.repeat(n, *([1] * (x.dim() - 1)))
+
+    paired = Clips([q for _ in range(n) for q in prompts], each(clips.video), each(clips.audio), clips.fps,
+                   clips.sample_rate, each(clips.video_latents), each(clips.audio_latents), tiled(text_emb),
+                   tiled(text_mask), [m for m in clips.meta for _ in range(k)])
+    others = source.score(paired)
+    return {h: own[h] - others[h].reshape(n, k).to(own[h]).mean(1) for h in own}
 
 
 # ------------------------------------------------------------------------------- prompts

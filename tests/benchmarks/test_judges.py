@@ -92,3 +92,17 @@ def test_the_panel_annotates_tasks_as_a_label_studio_export_that_imports_as_judg
     assert clear == ["a"] * 9  # every judge, every axis: the red, low clip
     same = Counter(r["outcome"] for r in result.rows if r["task_id"] == "grey~close")
     assert same["tie"] >= 3  # equal clips: mostly ties, and noise
+
+
+def test_colour_shift_tells_a_drift_of_every_clip_from_a_move_toward_each_prompts_colour():
+    from benchmarks.judged_loop import colour_shift
+    from benchmarks.judges import COLOURS
+
+    prompts = [RED_LOW, RED_LOW, BLUE_HIGH, BLUE_HIGH]
+    base = np.full((4, 3), 0.5)
+    drift = colour_shift(base + [0.0, 0.0, 0.05], base, prompts)  # every clip bluer, whatever it asked
+    assert drift[0] == pytest.approx(0.05) and drift[1] == pytest.approx(0.0, abs=1e-9)
+    toward = base + 0.1 * (np.array([COLOURS["red"]] * 2 + [COLOURS["blue"]] * 2) - 0.5)
+    common, specific, cos = colour_shift(toward, base, prompts)
+    assert specific > common and cos == pytest.approx(1.0)
+    assert colour_shift(2 * base - toward, base, prompts)[2] == pytest.approx(-1.0)  # away from them

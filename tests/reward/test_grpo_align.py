@@ -11,6 +11,7 @@ from pipelines.config_loader import load_config, to_dict
 from reward.grpo.align import AlignConfig, HackingConfig, HackingMonitor
 from reward.grpo.align_inputs import (
     build_sources,
+    contrastive_scores,
     metric_heads,
     parse_rewards,
     prompt_texts,
@@ -79,6 +80,32 @@ def test_a_trained_reward_model_becomes_a_source_whose_heads_the_recipe_picks(tm
         build_sources(rewards, {"rm": str(tmp_path / "nothing")})
     with pytest.raises(ConfigError, match="not resolved"):
         build_sources(rewards, {})
+
+class _ColourAndPrompt:
+    """A toy source: a prompt-free term (brightness x 3) plus how well the clip's red matches the
+    prompt ("red" wants more red, anything else less)."""
+
+    name, heads, uses = "toy", ("fit",), "media"
+
+    def score(self, clips):
+        red = clips.video[:, 0].mean((1, 2, 3))
+        sign = torch.tensor([1.0 if "red" in p else -1.0 for p in clips.prompts])
+        return {"fit": 3 * clips.video.mean((1, 2, 3, 4)) + sign * red}
+
+
+def test_contrast_cancels_what_a_source_gives_a_clip_whatever_the_prompt():
+    video = torch.zeros(2, 3, 1, 2, 2)
+    video[0, 0], video[1] = 0.3, 0.2  # clip 0: red; clip 1: brighter and grey
+    clips = Clips(["a red kite", "a blue kite"], video=video)
+    contrast_set = ["a red tent", "a blue tent", "a green tent", "a teal tent"]
+    out = contrastive_scores(_ColourAndPrompt(), clips, contrast_set)["fit"]
+    # own prompt's fit minus the mean fit over the set (one "red" of four: mean sign -1/2)
+    torch.testing.assert_close(out, torch.tensor([0.3 * 1.5, 0.2 * -0.5]))
+    brightness = metric_heads()["brightness"]()
+    assert contrastive_scores(brightness, clips, contrast_set)["brightness"].abs().max() < 1e-6
+    assert parse_rewards({"rm": {"source": "brightness", "contrast": True}})["rm"].contrast
+    assert not parse_rewards({"rm": {"source": "brightness"}})["rm"].contrast  # off by default
+
 
 def test_hacking_monitor_flips_when_the_optimised_reward_rises_and_a_held_out_head_falls():
     def evals(reward, exposure):
