@@ -391,8 +391,8 @@ def report(source: Path, origins: list[dict], footage: float, load_start: tuple,
                   "  busy seconds per stage: " + ", ".join(f"{k} {v:.1f}" for k, v in busy.items() if v >= 0.05)
                   + f" (sum {sum(busy.values()):.1f} = {sum(busy.values()) / unit if unit else 0:.2f} "
                     "cores over the unit)",
-                  "  phases of the process wall, s: " + (", ".join(f"{k} {v:.1f}" for k, v in phases(m).items())
-                                                          if phases(m) else "(its log lines were not found)"),
+                  "  phases of the process wall, s: " + (", ".join(f"{k} {v:.1f}" for k, v in parts.items())
+                                                          if (parts := phases(m)) else "(its log lines were not found)"),
                   "  peak RSS per process, MB: " + ", ".join(f"{k} {v:.0f}" for k, v in sorted(m.peak_rss_mb.items()))
                   + f"; the unit's worker (stats.json, with its ffmpeg children) {stats['worker_peak_rss_mb']:.0f}"
                     " (target <= 2048)"]
